@@ -1,0 +1,80 @@
+//! The admin listener (default loopback): `/healthz` (live), `/readyz`
+//! (every issuer has a usable key set), `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::metrics::Metrics;
+use crate::proxy::{Body, full};
+use crate::snapshot::Snapshot;
+
+pub struct Admin {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+        Self { snapshot, metrics }
+    }
+
+    pub fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => self.ready(),
+            "/metrics" => self.metrics(),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn ready(&self) -> Response<Body> {
+        let snapshot = self.snapshot.load();
+        let waiting: Vec<String> = snapshot
+            .key_sources
+            .iter()
+            .filter(|k| !k.is_usable())
+            .map(|k| format!("\"{}\"", k.label()))
+            .collect();
+        if waiting.is_empty() {
+            json(StatusCode::OK, "{\"ready\":true}\n".to_owned())
+        } else {
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{{\"ready\":false,\"waiting_for_keys\":[{}]}}\n", waiting.join(",")),
+            )
+        }
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let snapshot = self.snapshot.load();
+        let keys: Vec<_> = snapshot.key_sources.iter().map(|k| k.status()).collect();
+        let entries = snapshot.verifier.cache().map_or(0, |c| c.entry_count());
+        self.metrics.observe_state(&keys, entries, snapshot.is_ready());
+        let mut resp = Response::new(full(self.metrics.encode()));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+        resp
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

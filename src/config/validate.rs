@@ -1,0 +1,588 @@
+//! File types → [`Config`], collecting every error with its path.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+
+use super::file::{
+    FileConfig, IdentityHeadersFile, IssuerFile, LoggingFile, RouteFile, ServerFile,
+    TokenCacheFile, UpstreamFile,
+};
+use super::{
+    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, IssuerSource,
+    KeyFetchConfig, KeyLocation, LoggingConfig, RouteConfig, RouteMatch, ServerConfig, TlsConfig,
+    TokenCacheConfig, UpstreamConfig,
+};
+
+/// The public Entra authority.
+pub const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// Host of Entra v1 issuers (`https://sts.windows.net/{tid}/`).
+pub const ENTRA_V1_ISSUER_HOST: &str = "https://sts.windows.net";
+/// Microsoft.IdentityModel accepts tokens up to this size; nothing larger is sane.
+const MAX_TOKEN_SIZE_LIMIT: usize = 256_000;
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.push(path, format!("invalid duration {text:?}: {e} (use e.g. \"30s\", \"5m\")"));
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.push(path, format!("invalid socket address {text:?} (use e.g. \"0.0.0.0:8080\")"));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    /// A URL we fetch keys from: https, or plain http on a loopback host.
+    fn fetch_url(&mut self, path: &str, text: &str) -> Option<Uri> {
+        let uri = match text.parse::<Uri>() {
+            Ok(u) if u.host().is_some() => u,
+            _ => {
+                self.push(path, format!("invalid URL {text:?}"));
+                return None;
+            }
+        };
+        match uri.scheme_str() {
+            Some("https") => Some(uri),
+            Some("http") if uri.host().is_some_and(is_loopback_host) => Some(uri),
+            Some("http") => {
+                // Why: keys fetched in clear text can be replaced in transit,
+                // which hands an attacker the power to mint tokens.
+                self.push(path, "plain http is allowed only for loopback hosts; use https");
+                None
+            }
+            _ => {
+                self.push(path, format!("unsupported URL scheme in {text:?}"));
+                None
+            }
+        }
+    }
+}
+
+pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors(Vec::new());
+    let server = server(&mut errs, file.server, base);
+    let upstream = match file.upstream {
+        Some(u) => Some(upstream(&mut errs, u, base)),
+        None => {
+            errs.push("upstream", "missing table [upstream]");
+            None
+        }
+    };
+    let issuers: Vec<_> = file
+        .issuers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, f)| issuer(&mut errs, &format!("issuers[{i}]"), f, base))
+        .collect();
+    check_issuer_uniqueness(&mut errs, &issuers);
+    let routes: Vec<_> = file
+        .routes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| route(&mut errs, &format!("routes[{i}]"), r, &issuers))
+        .collect();
+    let mut names = HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        if !names.insert(r.name.as_str()) {
+            errs.push(format!("routes[{i}].name"), format!("duplicate route name {:?}", r.name));
+        }
+    }
+    if issuers.is_empty() && routes.iter().any(|r| !r.public) {
+        errs.push("issuers", "at least one issuer is needed: some routes require a token");
+    }
+    let token_cache = token_cache(&mut errs, file.token_cache);
+    let identity_headers = identity_headers(&mut errs, file.identity_headers);
+    let logging = logging(&mut errs, file.logging);
+    match (errs.0.is_empty(), upstream) {
+        (true, Some(upstream)) => Ok(Config {
+            server,
+            upstream,
+            issuers,
+            routes,
+            token_cache,
+            identity_headers,
+            logging,
+        }),
+        _ => Err(ConfigErrors(errs.0)),
+    }
+}
+
+fn server(errs: &mut Errors, f: ServerFile, base: &Path) -> ServerConfig {
+    let realm = f.realm.unwrap_or_else(|| "portcullis".to_owned());
+    if !is_quoted_string_safe(&realm) {
+        errs.push("server.realm", "must be printable ASCII without '\"' or '\\'");
+    }
+    let tls = f.tls.map(|t| TlsConfig {
+        cert: existing_file(errs, "server.tls.cert", &t.cert, base),
+        key: existing_file(errs, "server.tls.key", &t.key, base),
+    });
+    let trusted_proxies = f
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let parsed = IpNet::from_str(t)
+                .ok()
+                .or_else(|| IpAddr::from_str(t).ok().map(IpNet::from));
+            if parsed.is_none() {
+                errs.push(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("invalid address or CIDR range {t:?}"),
+                );
+            }
+            parsed
+        })
+        .collect();
+    ServerConfig {
+        listen: errs.addr("server.listen", f.listen.as_deref(), "0.0.0.0:8080"),
+        admin_listen: errs.addr("server.admin_listen", f.admin_listen.as_deref(), "127.0.0.1:9090"),
+        realm,
+        tls,
+        drain_timeout: errs.duration("server.drain_timeout", f.drain_timeout.as_deref(), secs(30)),
+        client_header_timeout: errs.duration(
+            "server.client_header_timeout",
+            f.client_header_timeout.as_deref(),
+            secs(10),
+        ),
+        idle_timeout: errs.duration("server.idle_timeout", f.idle_timeout.as_deref(), secs(300)),
+        trusted_proxies,
+    }
+}
+
+fn upstream(errs: &mut Errors, f: UpstreamFile, base: &Path) -> UpstreamConfig {
+    let url = match f.url.parse::<Uri>() {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.authority().is_some()
+                && u.path_and_query().is_none_or(|p| p.as_str() == "/") =>
+        {
+            u
+        }
+        _ => {
+            errs.push(
+                "upstream.url",
+                format!("must be http(s)://host[:port] without a path, got {:?}", f.url),
+            );
+            Uri::from_static("http://127.0.0.1")
+        }
+    };
+    UpstreamConfig {
+        url,
+        connect_timeout: errs.duration("upstream.connect_timeout", f.connect_timeout.as_deref(), secs(5)),
+        // Why 600 s: the OpenAI SDKs' own total timeout; reasoning models can
+        // think for minutes before the first header.
+        response_timeout: errs.duration("upstream.response_timeout", f.response_timeout.as_deref(), secs(600)),
+        pool_idle_timeout: errs.duration("upstream.pool_idle_timeout", f.pool_idle_timeout.as_deref(), secs(90)),
+        http2: f.http2.unwrap_or(false),
+        ca_file: f.ca_file.map(|p| existing_file(errs, "upstream.ca_file", &p, base)),
+    }
+}
+
+fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<IssuerConfig> {
+    let before = errs.0.len();
+    if f.name.is_empty() {
+        errs.push(format!("{at}.name"), "must not be empty");
+    }
+    let source = match f.kind.as_str() {
+        "oidc" => oidc_source(errs, at, &f),
+        "entra" => entra_source(errs, at, &f),
+        other => {
+            errs.push(format!("{at}.kind"), format!("unknown kind {other:?} (expected \"oidc\" or \"entra\")"));
+            None
+        }
+    };
+    if f.audiences.is_empty() {
+        // Why: an issuer without audiences would accept tokens minted for any
+        // other API of the tenant (confused deputy); Envoy silently skips the
+        // check in that case, we refuse the config.
+        errs.push(format!("{at}.audiences"), "must not be empty");
+    }
+    for (i, a) in f.audiences.iter().enumerate() {
+        if a.is_empty() {
+            errs.push(format!("{at}.audiences[{i}]"), "must not be empty");
+        }
+    }
+    let algorithms = algorithms(errs, at, f.algorithms.as_deref());
+    let max_token_size = f.max_token_size.unwrap_or(16 * 1024);
+    if max_token_size == 0 || max_token_size > MAX_TOKEN_SIZE_LIMIT {
+        errs.push(format!("{at}.max_token_size"), format!("must be between 1 and {MAX_TOKEN_SIZE_LIMIT} bytes"));
+    }
+    let accepted_typ = f.accepted_typ.clone().unwrap_or_else(|| vec!["JWT".into(), "at+jwt".into()]);
+    if accepted_typ.is_empty() {
+        errs.push(format!("{at}.accepted_typ"), "must not be empty");
+    }
+    let keys = KeyFetchConfig {
+        refresh_interval: errs.duration(&format!("{at}.refresh_interval"), f.refresh_interval.as_deref(), secs(3600)),
+        refresh_cooldown: errs.duration(&format!("{at}.refresh_cooldown"), f.refresh_cooldown.as_deref(), secs(300)),
+        max_staleness: errs.duration(&format!("{at}.max_key_staleness"), f.max_key_staleness.as_deref(), secs(86_400)),
+        ca_file: f.ca_file.as_ref().map(|p| existing_file(errs, &format!("{at}.ca_file"), p, base)),
+    };
+    if keys.refresh_interval < secs(1) || keys.refresh_cooldown < secs(1) {
+        errs.push(format!("{at}.refresh_interval"), "refresh_interval and refresh_cooldown must be at least 1s");
+    }
+    if keys.max_staleness <= keys.refresh_interval {
+        errs.push(format!("{at}.max_key_staleness"), "must be longer than refresh_interval");
+    }
+    let clock_skew = errs.duration(&format!("{at}.clock_skew"), f.clock_skew.as_deref(), secs(60));
+    if clock_skew > secs(600) {
+        errs.push(format!("{at}.clock_skew"), "must be at most 10m");
+    }
+    let source = source.filter(|_| errs.0.len() == before)?;
+    Some(IssuerConfig {
+        name: f.name,
+        source,
+        audiences: f.audiences,
+        algorithms,
+        clock_skew,
+        max_token_size,
+        accepted_typ,
+        keys,
+    })
+}
+
+fn oidc_source(errs: &mut Errors, at: &str, f: &IssuerFile) -> Option<IssuerSource> {
+    for (field, set) in [
+        ("tenants", f.tenants.is_some()),
+        ("authority", f.authority.is_some()),
+        ("token_versions", f.token_versions.is_some()),
+        ("v1_issuer_host", f.v1_issuer_host.is_some()),
+    ] {
+        if set {
+            errs.push(format!("{at}.{field}"), "only valid with kind = \"entra\"");
+        }
+    }
+    let Some(issuer) = f.issuer.clone().filter(|i| !i.is_empty()) else {
+        errs.push(format!("{at}.issuer"), "required with kind = \"oidc\"");
+        return None;
+    };
+    let keys = match (&f.discovery_url, &f.jwks_uri) {
+        (Some(_), Some(_)) => {
+            errs.push(format!("{at}.jwks_uri"), "set either discovery_url or jwks_uri, not both");
+            return None;
+        }
+        (Some(d), None) => KeyLocation::Discovery(errs.fetch_url(&format!("{at}.discovery_url"), d)?),
+        (None, Some(j)) => KeyLocation::Jwks(errs.fetch_url(&format!("{at}.jwks_uri"), j)?),
+        (None, None) => {
+            let d = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+            KeyLocation::Discovery(errs.fetch_url(&format!("{at}.issuer"), &d)?)
+        }
+    };
+    Some(IssuerSource::Oidc { issuer, keys })
+}
+
+fn entra_source(errs: &mut Errors, at: &str, f: &IssuerFile) -> Option<IssuerSource> {
+    for (field, set) in [
+        ("issuer", f.issuer.is_some()),
+        ("discovery_url", f.discovery_url.is_some()),
+        ("jwks_uri", f.jwks_uri.is_some()),
+    ] {
+        if set {
+            errs.push(format!("{at}.{field}"), "only valid with kind = \"oidc\"");
+        }
+    }
+    let tenants: Vec<String> = f.tenants.clone().unwrap_or_default();
+    if tenants.is_empty() {
+        // Why: an empty allowlist must never mean "any tenant".
+        errs.push(format!("{at}.tenants"), "must not be empty (list the tenant ids to accept)");
+    }
+    for (i, t) in tenants.iter().enumerate() {
+        if !is_guid(t) {
+            errs.push(format!("{at}.tenants[{i}]"), format!("{t:?} is not a tenant id (GUID)"));
+        }
+    }
+    let authority_text = f.authority.as_deref().unwrap_or(ENTRA_AUTHORITY).trim_end_matches('/');
+    let authority = errs.fetch_url(&format!("{at}.authority"), authority_text);
+    let versions = f.token_versions.clone().unwrap_or_else(|| vec!["1.0".into(), "2.0".into()]);
+    let (mut accept_v1, mut accept_v2) = (false, false);
+    for (i, v) in versions.iter().enumerate() {
+        match v.as_str() {
+            "1.0" => accept_v1 = true,
+            "2.0" => accept_v2 = true,
+            _ => errs.push(format!("{at}.token_versions[{i}]"), format!("{v:?} is not \"1.0\" or \"2.0\"")),
+        }
+    }
+    if !accept_v1 && !accept_v2 {
+        errs.push(format!("{at}.token_versions"), "must not be empty");
+    }
+    Some(IssuerSource::Entra {
+        tenants: tenants.iter().map(|t| t.to_ascii_lowercase()).collect(),
+        authority: authority?,
+        v1_issuer_host: f
+            .v1_issuer_host
+            .as_deref()
+            .unwrap_or(ENTRA_V1_ISSUER_HOST)
+            .trim_end_matches('/')
+            .to_owned(),
+        accept_v1,
+        accept_v2,
+    })
+}
+
+fn algorithms(errs: &mut Errors, at: &str, names: Option<&[String]>) -> Vec<Algorithm> {
+    let Some(names) = names else { return vec![Algorithm::RS256] };
+    if names.is_empty() {
+        errs.push(format!("{at}.algorithms"), "must not be empty");
+    }
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let path = format!("{at}.algorithms[{i}]");
+            match n.as_str() {
+                "RS256" => Some(Algorithm::RS256),
+                "RS384" => Some(Algorithm::RS384),
+                "RS512" => Some(Algorithm::RS512),
+                "PS256" => Some(Algorithm::PS256),
+                "PS384" => Some(Algorithm::PS384),
+                "PS512" => Some(Algorithm::PS512),
+                "ES256" => Some(Algorithm::ES256),
+                "ES384" => Some(Algorithm::ES384),
+                n if n.eq_ignore_ascii_case("none") || n.to_ascii_uppercase().starts_with("HS") => {
+                    // Why (RFC 8725 §3.1): `none` and shared-secret algorithms
+                    // would let anyone holding the public key forge tokens.
+                    errs.push(path, format!("{n:?} is refused: only asymmetric signatures are accepted"));
+                    None
+                }
+                n => {
+                    errs.push(path, format!("unknown algorithm {n:?} (RS256, PS256, ES256, …)"));
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// The `iss` values each issuer accepts must not overlap: dispatch by `iss`
+/// has to name exactly one issuer.
+fn check_issuer_uniqueness(errs: &mut Errors, issuers: &[IssuerConfig]) {
+    let mut names = HashSet::new();
+    let mut seen = HashSet::new();
+    for (i, issuer) in issuers.iter().enumerate() {
+        if !names.insert(issuer.name.as_str()) {
+            errs.push(format!("issuers[{i}].name"), format!("duplicate issuer name {:?}", issuer.name));
+        }
+        for iss in issuer.accepted_issuers() {
+            if !seen.insert(iss.clone()) {
+                errs.push(format!("issuers[{i}]"), format!("issuer {iss:?} is already accepted by another entry"));
+            }
+        }
+    }
+}
+
+fn route(errs: &mut Errors, at: &str, f: RouteFile, issuers: &[IssuerConfig]) -> Option<RouteConfig> {
+    let before = errs.0.len();
+    if f.name.is_empty() || !f.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
+        errs.push(format!("{at}.name"), "must be non-empty letters, digits, '_', '-' or '.'");
+    }
+    let matcher = match (f.path, f.prefix) {
+        (Some(p), None) => Some(RouteMatch::Template(p)),
+        (None, Some(p)) => Some(RouteMatch::Prefix(p)),
+        _ => {
+            errs.push(at, "set exactly one of path or prefix");
+            None
+        }
+    };
+    if let Some(RouteMatch::Template(p) | RouteMatch::Prefix(p)) = &matcher {
+        if !p.starts_with('/') {
+            errs.push(format!("{at}.path"), "must start with '/'");
+        }
+    }
+    let methods = f.methods.map(|ms| {
+        if ms.is_empty() {
+            errs.push(format!("{at}.methods"), "must not be empty (omit it to allow every method)");
+        }
+        ms.iter()
+            .enumerate()
+            .filter_map(|(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    errs.push(format!("{at}.methods[{i}]"), format!("invalid method {m:?}"));
+                    None
+                }
+            })
+            .collect()
+    });
+    if let Some(names) = &f.issuers {
+        for (i, n) in names.iter().enumerate() {
+            if !issuers.iter().any(|is| &is.name == n) {
+                errs.push(format!("{at}.issuers[{i}]"), format!("no issuer named {n:?}"));
+            }
+        }
+    }
+    for (field, values) in [("scopes", &f.scopes), ("roles", &f.roles)] {
+        for (i, v) in values.iter().enumerate() {
+            if v.is_empty() || !v.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+                errs.push(format!("{at}.{field}[{i}]"), "must be printable ASCII without spaces, '\"' or '\\'");
+            }
+        }
+    }
+    if f.public && (!f.scopes.is_empty() || !f.roles.is_empty() || f.issuers.is_some()) {
+        errs.push(format!("{at}.public"), "a public route cannot require scopes, roles or issuers");
+    }
+    if f.public && f.forward_authorization {
+        errs.push(format!("{at}.forward_authorization"), "a public route verifies no token to forward");
+    }
+    let matcher = matcher.filter(|_| errs.0.len() == before)?;
+    Some(RouteConfig {
+        name: f.name,
+        matcher,
+        methods,
+        scopes: f.scopes,
+        roles: f.roles,
+        issuers: f.issuers,
+        public: f.public,
+        forward_authorization: f.forward_authorization,
+    })
+}
+
+fn token_cache(errs: &mut Errors, f: TokenCacheFile) -> TokenCacheConfig {
+    let capacity = f.capacity.unwrap_or(100_000);
+    if capacity == 0 {
+        errs.push("token_cache.capacity", "must be at least 1 (set enabled = false to turn the cache off)");
+    }
+    TokenCacheConfig {
+        enabled: f.enabled.unwrap_or(true),
+        capacity,
+        ttl: errs.duration("token_cache.ttl", f.ttl.as_deref(), secs(300)),
+    }
+}
+
+fn identity_headers(errs: &mut Errors, f: IdentityHeadersFile) -> IdentityHeaders {
+    let mut seen = HashSet::new();
+    let mut header = |field: &str, value: Option<String>, default: &'static str| {
+        let path = format!("identity_headers.{field}");
+        let name = match value.as_deref().map(HeaderName::from_str) {
+            None => HeaderName::from_static(default),
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                errs.push(&path, "invalid header name");
+                HeaderName::from_static(default)
+            }
+        };
+        if is_reserved_header(&name) {
+            errs.push(&path, format!("{name} is set by the protocol or the gateway and cannot carry identity"));
+        }
+        if !seen.insert(name.clone()) {
+            errs.push(&path, format!("{name} is used for two identity fields"));
+        }
+        name
+    };
+    IdentityHeaders {
+        subject: header("subject", f.subject, "x-portcullis-subject"),
+        tenant: header("tenant", f.tenant, "x-portcullis-tenant"),
+        client_app: header("client_app", f.client_app, "x-portcullis-client-app"),
+        scopes: header("scopes", f.scopes, "x-portcullis-scopes"),
+        roles: header("roles", f.roles, "x-portcullis-roles"),
+    }
+}
+
+fn logging(errs: &mut Errors, f: LoggingFile) -> LoggingConfig {
+    let json = match f.format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            errs.push("logging.format", format!("{other:?} is not \"text\" or \"json\""));
+            false
+        }
+    };
+    let level = f.level.unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        errs.push("logging.level", format!("invalid filter {level:?} (use e.g. \"info\" or \"portcullis=debug\")"));
+    }
+    LoggingConfig { level, json }
+}
+
+impl IssuerConfig {
+    /// Every exact `iss` value this entry accepts.
+    pub fn accepted_issuers(&self) -> Vec<String> {
+        match &self.source {
+            IssuerSource::Oidc { issuer, .. } => vec![issuer.clone()],
+            IssuerSource::Entra { tenants, authority, v1_issuer_host, accept_v1, accept_v2 } => tenants
+                .iter()
+                .flat_map(|t| {
+                    let v1 = accept_v1.then(|| entra_v1_issuer(v1_issuer_host, t));
+                    let v2 = accept_v2.then(|| entra_v2_issuer(authority, t));
+                    v1.into_iter().chain(v2)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `https://sts.windows.net/{tid}/`, trailing slash included.
+pub fn entra_v1_issuer(v1_issuer_host: &str, tenant: &str) -> String {
+    format!("{v1_issuer_host}/{tenant}/")
+}
+
+/// `https://login.microsoftonline.com/{tid}/v2.0`.
+pub fn entra_v2_issuer(authority: &Uri, tenant: &str) -> String {
+    format!("{}/{tenant}/v2.0", authority.to_string().trim_end_matches('/'))
+}
+
+fn existing_file(errs: &mut Errors, path: &str, value: &str, base: &Path) -> std::path::PathBuf {
+    let p = base.join(value);
+    if !p.is_file() {
+        errs.push(path, format!("no such file: {}", p.display()));
+    }
+    p
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// 8-4-4-4-12 hexadecimal digits.
+pub fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_quoted_string_safe(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+fn is_reserved_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization" | "host" | "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding"
+            | "upgrade" | "proxy-authorization" | "proxy-connection" | "content-length"
+            | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-request-id" | "traceparent"
+    )
+}

@@ -1,0 +1,200 @@
+//! In-process HTTP servers for dev mode and tests: a development issuer
+//! (OIDC discovery + JWKS, and Entra-shaped per-tenant key endpoints) and an
+//! echo upstream. Both bind `127.0.0.1:0` and stop when dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::SigningKey;
+
+/// What the issuer's key endpoints answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksMode {
+    Serving,
+    /// 503 on every key and discovery request.
+    Down,
+    /// A valid document with no keys.
+    Empty,
+}
+
+struct IssuerState {
+    keys: Vec<SigningKey>,
+    mode: JwksMode,
+    fetches: u64,
+}
+
+/// A development identity provider on loopback.
+pub struct DevIssuer {
+    addr: SocketAddr,
+    state: Arc<Mutex<IssuerState>>,
+    task: JoinHandle<()>,
+}
+
+impl DevIssuer {
+    /// Starts serving `keys` on `127.0.0.1:0`.
+    pub async fn start(keys: Vec<SigningKey>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(IssuerState { keys, mode: JwksMode::Serving, fetches: 0 }));
+        let base = format!("http://{addr}");
+        let shared = state.clone();
+        let task = tokio::spawn(serve_http(listener, move |req: Request<Incoming>| {
+            let resp = issuer_response(&base, &shared, req.uri().path());
+            async move { resp }
+        }));
+        Ok(Self { addr, state, task })
+    }
+
+    /// `http://127.0.0.1:PORT`: the OIDC issuer and the Entra authority.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_keys(&self, keys: Vec<SigningKey>) {
+        lock(&self.state).keys = keys;
+    }
+
+    pub fn set_mode(&self, mode: JwksMode) {
+        lock(&self.state).mode = mode;
+    }
+
+    /// Key set requests served so far (discovery not counted).
+    pub fn fetch_count(&self) -> u64 {
+        lock(&self.state).fetches
+    }
+}
+
+impl Drop for DevIssuer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock(state: &Mutex<IssuerState>) -> MutexGuard<'_, IssuerState> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn issuer_response(base: &str, state: &Mutex<IssuerState>, path: &str) -> Response<Full<Bytes>> {
+    let mut s = lock(state);
+    if s.mode == JwksMode::Down {
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "down"}));
+    }
+    if path == "/.well-known/openid-configuration" {
+        let doc = json!({"issuer": base, "jwks_uri": format!("{base}/keys"), "id_token_signing_alg_values_supported": ["RS256"]});
+        return json_response(StatusCode::OK, &doc);
+    }
+    // `/keys` (OIDC), `/{tenant}/discovery/keys` (Entra v1) and
+    // `/{tenant}/discovery/v2.0/keys` (Entra v2, keys carry an issuer).
+    let per_key_issuer = path.ends_with("/discovery/v2.0/keys").then(|| format!("{base}/{{tenantid}}/v2.0"));
+    if path == "/keys" || path.ends_with("/discovery/keys") || per_key_issuer.is_some() {
+        s.fetches += 1;
+        let keys: Vec<Value> = match s.mode {
+            JwksMode::Empty => Vec::new(),
+            _ => s
+                .keys
+                .iter()
+                .map(|k| {
+                    let mut jwk = k.jwk().clone();
+                    if let Some(iss) = &per_key_issuer {
+                        jwk["issuer"] = Value::String(iss.clone());
+                    }
+                    jwk
+                })
+                .collect(),
+        };
+        return json_response(StatusCode::OK, &json!({ "keys": keys }));
+    }
+    json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"}))
+}
+
+/// An upstream that answers every request with a JSON description of what
+/// it received: method, path, query and headers.
+pub struct EchoUpstream {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl EchoUpstream {
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(serve_http(listener, |req: Request<Incoming>| async move { echo(&req) }));
+        Ok(Self { addr, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Describes a request as JSON. Public so tests can reuse the shape.
+pub fn echo<B>(req: &Request<B>) -> Response<Full<Bytes>> {
+    let headers: serde_json::Map<String, Value> = req
+        .headers()
+        .keys()
+        .map(|name| {
+            let values: Vec<Value> = req
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            (name.as_str().to_owned(), Value::Array(values))
+        })
+        .collect();
+    let doc = json!({
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "query": req.uri().query(),
+        "version": format!("{:?}", req.version()),
+        "headers": headers,
+    });
+    json_response(StatusCode::OK, &doc)
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener` with `handler` until aborted.
+pub async fn serve_http<H, F>(listener: TcpListener, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(req).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,34 @@
+//! Portcullis: a zero-trust gateway for AI workloads. It verifies Entra
+//! (or any OIDC) bearer tokens, authorizes each request against its route,
+//! and forwards what it allows to the upstream, streaming both ways.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file → a validated [`config::Config`], every error with its path.
+//! - [`snapshot`]: everything a reload may change, compiled from a config, immutable.
+//! - [`keys`]: JWKS fetch, parse, per-source key sets, refresh with cooldown.
+//! - [`token`]: bearer extraction, JWT verification, the verified-token cache.
+//! - [`policy`]: routes and authorization; pure functions over plain data.
+//! - [`rejection`]: the only author of 400/401/403/503 auth answers (RFC 6750).
+//! - [`proxy`]: the request pipeline and forwarding to the upstream.
+//! - [`serve`], [`tls`], [`admin`]: listeners, TLS, the admin port.
+//! - [`metrics`], [`telemetry`]: Prometheus registry and logging.
+//! - [`app`]: wiring; [`dev`]: the self-contained dev mode and test servers.
+//!
+//! Dependencies point one way: `app` → `serve`/`admin` → `proxy` →
+//! `token`/`policy`/`rejection` → `keys`/`config`.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod dev;
+pub mod keys;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod rejection;
+pub mod serve;
+pub mod snapshot;
+pub mod telemetry;
+pub mod tls;
+pub mod token;

@@ -1,0 +1,208 @@
+//! Prometheus metrics: an owned registry (no global), typed families,
+//! methods named for events. Labels are bounded: route names from config,
+//! reasons and decisions from enums, key sources from configured tenants.
+//! Subjects, paths, tokens and client addresses never become labels.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::keys::{KeyFetchError, KeyObserver, KeyStatus, RefreshChange};
+
+/// Latency buckets from 100 µs (a cached allow) to 10 min (a long stream's
+/// first byte from a reasoning model).
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 600.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    in_flight: IntGauge,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_entries: IntGauge,
+    key_refreshes: IntCounterVec,
+    key_refresh_suppressed: IntCounterVec,
+    key_set_age: GaugeVec,
+    key_count: IntGaugeVec,
+    key_last_success: GaugeVec,
+    key_failures: IntGaugeVec,
+    ready: Gauge,
+}
+
+/// How a request ended, for the metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+    Error,
+}
+
+impl Decision {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("gateway_requests_total", "Requests by route, decision and reason."),
+            &["route", "decision", "reason"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("gateway_request_duration_seconds", "Time from request to response headers.")
+                .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "decision"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new("gateway_upstream_duration_seconds", "Time from forwarding to upstream response headers.")
+                .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let in_flight = IntGauge::new("gateway_requests_in_flight", "Requests being handled.")?;
+        let cache = IntCounterVec::new(
+            Opts::new("gateway_token_cache_requests_total", "Verified-token cache lookups by result."),
+            &["result"],
+        )?;
+        let cache_entries = IntGauge::new("gateway_token_cache_entries", "Entries in the verified-token cache.")?;
+        let key_refreshes = IntCounterVec::new(
+            Opts::new("gateway_key_refreshes_total", "Key set fetches by source and result."),
+            &["source", "result"],
+        )?;
+        let key_refresh_suppressed = IntCounterVec::new(
+            Opts::new(
+                "gateway_key_refresh_suppressed_total",
+                "Unknown-kid refreshes skipped because of the cooldown.",
+            ),
+            &["source"],
+        )?;
+        let key_set_age = GaugeVec::new(
+            Opts::new("gateway_key_set_age_seconds", "Age of the current key set."),
+            &["source"],
+        )?;
+        let key_count = IntGaugeVec::new(Opts::new("gateway_key_set_keys", "Keys in the current key set."), &["source"])?;
+        let key_last_success = GaugeVec::new(
+            Opts::new("gateway_key_refresh_last_success_timestamp_seconds", "Time of the last successful key fetch."),
+            &["source"],
+        )?;
+        let key_failures = IntGaugeVec::new(
+            Opts::new("gateway_key_refresh_consecutive_failures", "Key fetches failed in a row."),
+            &["source"],
+        )?;
+        let ready = Gauge::new("gateway_ready", "1 when every key source has a usable key set.")?;
+        let build = IntGaugeVec::new(Opts::new("gateway_build_info", "Build information."), &["version"])?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(cache.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(key_refreshes.clone()),
+            Box::new(key_refresh_suppressed.clone()),
+            Box::new(key_set_age.clone()),
+            Box::new(key_count.clone()),
+            Box::new(key_last_success.clone()),
+            Box::new(key_failures.clone()),
+            Box::new(ready.clone()),
+            Box::new(build),
+        ] {
+            registry.register(c)?;
+        }
+        Ok(Self {
+            registry,
+            cache_hits: cache.with_label_values(&["hit"]),
+            cache_misses: cache.with_label_values(&["miss"]),
+            requests,
+            request_duration,
+            upstream_duration,
+            in_flight,
+            cache_entries,
+            key_refreshes,
+            key_refresh_suppressed,
+            key_set_age,
+            key_count,
+            key_last_success,
+            key_failures,
+            ready,
+        })
+    }
+
+    /// One finished request (response headers sent or refused).
+    pub fn request(&self, route: &str, decision: Decision, reason: &str, elapsed: Duration) {
+        self.requests.with_label_values(&[route, decision.label(), reason]).inc();
+        self.request_duration
+            .with_label_values(&[route, decision.label()])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_answered(&self, route: &str, elapsed: Duration) {
+        self.upstream_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn in_flight(&self) -> &IntGauge {
+        &self.in_flight
+    }
+
+    pub fn token_cache(&self, hit: bool) {
+        if hit { self.cache_hits.inc() } else { self.cache_misses.inc() }
+    }
+
+    /// Called at scrape time with point-in-time state.
+    pub fn observe_state(&self, keys: &[KeyStatus], cache_entries: u64, is_ready: bool) {
+        for k in keys {
+            let l = [k.label.as_str()];
+            self.key_count.with_label_values(&l).set(k.key_count as i64);
+            if let Some(age) = k.age {
+                self.key_set_age.with_label_values(&l).set(age.as_secs_f64());
+            }
+            if let Some(t) = k.last_success.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+                self.key_last_success.with_label_values(&l).set(t.as_secs_f64());
+            }
+            self.key_failures.with_label_values(&l).set(i64::from(k.consecutive_failures));
+        }
+        self.cache_entries.set(cache_entries as i64);
+        self.ready.set(if is_ready { 1.0 } else { 0.0 });
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl KeyObserver for Metrics {
+    fn refreshed(&self, source: &str, result: Result<RefreshChange, &KeyFetchError>) {
+        let label = match result {
+            Ok(RefreshChange::Replaced) => "updated",
+            Ok(RefreshChange::Unchanged) => "unchanged",
+            Err(_) => "error",
+        };
+        self.key_refreshes.with_label_values(&[source, label]).inc();
+        if result.is_ok() {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            self.key_last_success.with_label_values(&[source]).set(now);
+        }
+    }
+
+    fn refresh_suppressed(&self, source: &str) {
+        self.key_refresh_suppressed.with_label_values(&[source]).inc();
+    }
+}

@@ -1,0 +1,203 @@
+//! The route table: config routes compiled into a `matchit` tree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::config::{ConfigError, RouteConfig, RouteMatch};
+
+/// One compiled route. Shared as `Arc<Route>` by grants and metrics.
+#[derive(Debug)]
+pub struct Route {
+    name: Arc<str>,
+    methods: Option<Vec<Method>>,
+    scopes: Vec<String>,
+    roles: Vec<String>,
+    issuers: Option<Vec<String>>,
+    public: bool,
+    forward_authorization: bool,
+    /// `scope="…"` for the insufficient-scope challenge, built once.
+    required_scope: String,
+}
+
+impl Route {
+    fn compile(cfg: &RouteConfig) -> Self {
+        let required = if cfg.scopes.is_empty() { &cfg.roles } else { &cfg.scopes };
+        Self {
+            name: Arc::from(cfg.name.as_str()),
+            methods: cfg.methods.clone(),
+            scopes: cfg.scopes.clone(),
+            roles: cfg.roles.clone(),
+            issuers: cfg.issuers.clone(),
+            public: cfg.public,
+            forward_authorization: cfg.forward_authorization,
+            required_scope: required.join(" "),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+    pub fn issuers(&self) -> Option<&[String]> {
+        self.issuers.as_deref()
+    }
+    pub fn is_public(&self) -> bool {
+        self.public
+    }
+    pub fn forwards_authorization(&self) -> bool {
+        self.forward_authorization
+    }
+    /// The space-separated scopes (or roles) named in an insufficient-scope
+    /// challenge; validated at load to be quoted-string safe.
+    pub fn required_scope(&self) -> &str {
+        &self.required_scope
+    }
+
+    fn allows_method(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+    }
+}
+
+/// A matched route and its path parameters.
+pub struct RouteMatchResult<'a> {
+    pub route: &'a Arc<Route>,
+    pub params: Vec<(&'a str, &'a str)>,
+}
+
+/// Routes by path (most specific template first, as `matchit` orders them),
+/// then by method in config order.
+pub struct RouteTable {
+    router: matchit::Router<Vec<Arc<Route>>>,
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Compiles the routes; template errors and conflicts are reported with
+    /// the route's path in the config.
+    pub fn compile(routes: &[RouteConfig]) -> Result<Self, Vec<ConfigError>> {
+        let mut by_pattern: Vec<(String, Vec<(usize, Arc<Route>)>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut compiled = Vec::with_capacity(routes.len());
+        for (i, cfg) in routes.iter().enumerate() {
+            let route = Arc::new(Route::compile(cfg));
+            compiled.push(route.clone());
+            for pattern in patterns(&cfg.matcher) {
+                let slot = *index.entry(pattern.clone()).or_insert_with(|| {
+                    by_pattern.push((pattern, Vec::new()));
+                    by_pattern.len() - 1
+                });
+                by_pattern[slot].1.push((i, route.clone()));
+            }
+        }
+        let mut router = matchit::Router::new();
+        let mut errors = Vec::new();
+        for (pattern, entries) in by_pattern {
+            let first = entries.first().map_or(0, |(i, _)| *i);
+            let routes = entries.into_iter().map(|(_, r)| r).collect();
+            if let Err(e) = router.insert(pattern.clone(), routes) {
+                errors.push(ConfigError {
+                    path: format!("routes[{first}].path"),
+                    message: format!("{pattern:?}: {e}"),
+                });
+            }
+        }
+        if errors.is_empty() { Ok(Self { router, routes: compiled }) } else { Err(errors) }
+    }
+
+    /// Every route, in config order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// The route for a normalized path and method, if any.
+    pub fn find<'a>(&'a self, method: &Method, path: &'a str) -> Option<RouteMatchResult<'a>> {
+        let matched = self.router.at(path).ok()?;
+        let route = matched.value.iter().find(|r| r.allows_method(method))?;
+        let params = matched.params.iter().filter(|(k, _)| !k.starts_with("__")).collect();
+        Some(RouteMatchResult { route, params })
+    }
+}
+
+/// The `matchit` patterns for one route: a template as written, a prefix as
+/// itself plus everything below it.
+fn patterns(matcher: &RouteMatch) -> Vec<String> {
+    match matcher {
+        RouteMatch::Template(t) => vec![t.clone()],
+        RouteMatch::Prefix(p) => {
+            let base = p.trim_end_matches('/');
+            if base.is_empty() {
+                vec!["/".into(), "/{*__rest}".into()]
+            } else {
+                vec![base.to_owned(), format!("{base}/{{*__rest}}")]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, m: RouteMatch, methods: Option<&[&str]>) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            matcher: m,
+            methods: methods.map(|ms| ms.iter().map(|m| Method::from_bytes(m.as_bytes()).unwrap()).collect()),
+            scopes: vec![],
+            roles: vec![],
+            issuers: None,
+            public: false,
+            forward_authorization: false,
+        }
+    }
+
+    #[test]
+    fn templates_prefixes_and_methods() {
+        let table = RouteTable::compile(&[
+            route("chat", RouteMatch::Template("/openai/deployments/{deployment}/chat/completions".into()), Some(&["POST"])),
+            route("openai", RouteMatch::Prefix("/openai".into()), None),
+            route("health-get", RouteMatch::Template("/health".into()), Some(&["GET"])),
+            route("health-head", RouteMatch::Template("/health".into()), Some(&["HEAD"])),
+        ])
+        .unwrap();
+        let m = table.find(&Method::POST, "/openai/deployments/gpt4o/chat/completions").unwrap();
+        assert_eq!(m.route.name(), "chat");
+        assert_eq!(m.params, vec![("deployment", "gpt4o")]);
+        // A GET falls through to no route at this exact path: methods are per route.
+        assert!(table.find(&Method::GET, "/openai/deployments/gpt4o/chat/completions").is_none());
+        assert_eq!(table.find(&Method::GET, "/openai/files").unwrap().route.name(), "openai");
+        assert_eq!(table.find(&Method::GET, "/openai").unwrap().route.name(), "openai");
+        assert!(table.find(&Method::GET, "/openaiX").is_none());
+        assert_eq!(table.find(&Method::HEAD, "/health").unwrap().route.name(), "health-head");
+        assert!(table.find(&Method::GET, "/other").is_none());
+    }
+
+    #[test]
+    fn root_prefix_is_a_catch_all() {
+        let table = RouteTable::compile(&[route("all", RouteMatch::Prefix("/".into()), None)]).unwrap();
+        assert!(table.find(&Method::GET, "/").is_some());
+        assert!(table.find(&Method::GET, "/x/y").is_some());
+    }
+
+    #[test]
+    fn conflicting_templates_are_config_errors_with_paths() {
+        let errs = RouteTable::compile(&[
+            route("a", RouteMatch::Template("/a/{x}".into()), None),
+            route("b", RouteMatch::Template("/a/{y}".into()), None),
+        ])
+        .err()
+        .unwrap();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "routes[1].path");
+    }
+}

@@ -1,0 +1,315 @@
+//! Forwarding an admitted request: the upstream client, header hygiene
+//! (hop-by-hop stripping, identity headers, X-Forwarded-*), streaming bodies
+//! both ways, and protocol upgrades (WebSocket) as tunnels.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::Body;
+use crate::config::UpstreamConfig;
+use crate::policy::Grant;
+use crate::snapshot::Snapshot;
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Why forwarding failed; never shown to the client beyond its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("upstream unreachable: {0}")]
+    Connect(String),
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ForwardError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Connect(_) | Self::Protocol(_) => StatusCode::BAD_GATEWAY,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "upstream_unreachable",
+            Self::Protocol(_) => "upstream_protocol_error",
+            Self::Timeout(_) => "upstream_timeout",
+        }
+    }
+}
+
+/// The pooled upstream client. Cloning shares the pool.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    response_timeout: Duration,
+    version: Version,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, crate::tls::TlsError> {
+        let tls = crate::tls::client_config(cfg.ca_file.as_deref())?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let connector = if cfg.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(cfg.http2)
+            .build(connector);
+        Ok(Self {
+            client,
+            response_timeout: cfg.response_timeout,
+            version: if cfg.http2 { Version::HTTP_2 } else { Version::HTTP_11 },
+        })
+    }
+}
+
+/// Facts about the client connection that shape forwarded headers.
+#[derive(Clone, Copy)]
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    pub is_tls: bool,
+}
+
+/// Forwards the request and returns the upstream's response, streaming.
+pub async fn forward(
+    upstream: &Upstream,
+    snapshot: &Snapshot,
+    mut req: Request<Incoming>,
+    grant: &Grant,
+    path: &str,
+    conn: ClientConn,
+    request_id: &HeaderValue,
+) -> Result<(Response<Body>, Duration), ForwardError> {
+    let is_upgrade = is_upgrade_request(&req);
+    let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let pq = PathAndQuery::try_from(pq).map_err(|e| ForwardError::Protocol(e.to_string()))?;
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    parts.uri = Uri::builder()
+        .scheme(snapshot.upstream_scheme.clone())
+        .authority(snapshot.upstream_authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| ForwardError::Protocol(e.to_string()))?;
+
+    let upgrade_proto = if is_upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(proto) = upgrade_proto {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto);
+        parts.version = Version::HTTP_11;
+    } else {
+        parts.version = upstream.version;
+    }
+    if !grant.route().forwards_authorization() {
+        // Why: the token is for us; the upstream must not be able to replay it.
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    set_identity_headers(&mut parts.headers, snapshot, grant);
+    set_forwarded_headers(&mut parts.headers, snapshot, conn, original_host.as_ref());
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let Some(host) = original_host {
+        parts.headers.insert(header::HOST, host);
+    }
+
+    let outbound = Request::from_parts(parts, body.map_err(Into::into).boxed());
+    let started = Instant::now();
+    let mut resp = match tokio::time::timeout(upstream.response_timeout, upstream.client.request(outbound)).await {
+        Err(_) => return Err(ForwardError::Timeout(upstream.response_timeout)),
+        Ok(Err(e)) if e.is_connect() => return Err(ForwardError::Connect(crate::telemetry::error_chain(&e))),
+        Ok(Err(e)) => return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e))),
+        Ok(Ok(resp)) => resp,
+    };
+    let upstream_elapsed = started.elapsed();
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        }
+    } else {
+        strip_hop_by_hop(resp.headers_mut());
+    }
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    Ok((resp.map(|b| b.map_err(Into::into).boxed()), upstream_elapsed))
+}
+
+/// Copies bytes both ways between the upgraded client and upstream
+/// connections until either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "tunnel closed with an error");
+    }
+}
+
+fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including every header
+/// named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+        &header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Removes every inbound copy of the identity headers, then sets them from
+/// the verified claims (nothing on a public route).
+fn set_identity_headers(headers: &mut HeaderMap, snapshot: &Snapshot, grant: &Grant) {
+    let names = &snapshot.identity_headers;
+    // Why: a client must never be able to send its own identity upstream.
+    for name in [&names.subject, &names.tenant, &names.client_app, &names.scopes, &names.roles] {
+        headers.remove(name);
+    }
+    let Some(claims) = grant.claims() else { return };
+    let mut set = |name: &HeaderName, value: Option<&str>| {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name.clone(), v);
+        }
+    };
+    set(&names.subject, claims.principal());
+    set(&names.tenant, claims.tid());
+    set(&names.client_app, claims.client_app());
+    if !claims.scopes().is_empty() {
+        set(&names.scopes, Some(&claims.scopes().join(" ")));
+    }
+    if !claims.roles().is_empty() {
+        set(&names.roles, Some(&claims.roles().join(" ")));
+    }
+}
+
+/// X-Forwarded-For/-Proto/-Host: set by us, replacing a client's values,
+/// unless the peer is a configured trusted proxy (then the chain grows).
+fn set_forwarded_headers(headers: &mut HeaderMap, snapshot: &Snapshot, conn: ClientConn, host: Option<&HeaderValue>) {
+    let peer_ip = conn.peer.ip();
+    let trusted = is_trusted(&snapshot.trusted_proxies, peer_ip);
+    let xff = match (trusted, headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())) {
+        (true, Some(prior)) => format!("{prior}, {peer_ip}"),
+        _ => peer_ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if conn.is_tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+}
+
+fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    proxies.iter().any(|net| net.contains(&ip))
+}
+
+/// A static JSON error for 502/504: no internal detail.
+pub fn error_response(e: &ForwardError, request_id: &HeaderValue) -> Response<Body> {
+    let body = match e {
+        ForwardError::Timeout(_) => r#"{"error":{"code":"upstream_timeout","message":"The upstream did not answer in time."}}"#,
+        _ => r#"{"error":{"code":"bad_gateway","message":"The upstream could not be reached."}}"#,
+    };
+    let mut resp = Response::new(super::full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = e.status();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-portcullis-subject, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-portcullis-subject", HeaderValue::from_static("spoof"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::ACCEPT));
+    }
+}

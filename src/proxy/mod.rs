@@ -1,0 +1,105 @@
+//! The gateway service: one request, one snapshot, one outcome, observed
+//! once. [`Gateway::handle`] is what `serve` calls for every request.
+
+mod forward;
+mod pipeline;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+pub use forward::{ClientConn, ForwardError, Upstream, strip_hop_by_hop};
+
+use crate::metrics::{Decision, Metrics};
+use crate::snapshot::Snapshot;
+use crate::token::CacheUse;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every response body: a static rejection or a streamed upstream body.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A body from bytes in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Shared handles for request handling. Cloning the `Arc` is all a
+/// connection needs.
+pub struct Gateway {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    upstream: Upstream,
+}
+
+impl Gateway {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>, upstream: Upstream) -> Self {
+        Self { snapshot, metrics, upstream }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
+        let request_id = request_id(&req);
+        let span = tracing::debug_span!("request", request_id = ?request_id, method = %req.method());
+        self.handle_in_span(req, conn, request_id).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, req: Request<Incoming>, conn: ClientConn, request_id: HeaderValue) -> Response<Body> {
+        // One config generation per request, held to the end.
+        let snapshot = self.snapshot.load_full();
+        let started = Instant::now();
+        self.metrics.in_flight().inc();
+
+        let (parts, body) = req.into_parts();
+        let mut facts = pipeline::AdmitFacts::default();
+        let admitted = pipeline::admit(&snapshot, &parts, &mut facts).await;
+        if let Some(cache) = facts.cache.filter(|c| *c != CacheUse::Off) {
+            self.metrics.token_cache(cache == CacheUse::Hit);
+        }
+        let route_label = facts.route.as_ref().map_or("unmatched", |r| r.name());
+        let (resp, decision, reason) = match admitted {
+            Err(rejection) => {
+                let mut resp = snapshot.challenges.respond(&rejection, facts.route.as_deref()).map(full);
+                resp.headers_mut().insert(forward::X_REQUEST_ID.clone(), request_id);
+                let decision = if rejection.status().is_server_error() { Decision::Error } else { Decision::Deny };
+                (resp, decision, rejection.reason())
+            }
+            Ok(admitted) => {
+                let path = admitted.path.into_owned();
+                let grant = admitted.grant;
+                let req = Request::from_parts(parts, body);
+                match forward::forward(&self.upstream, &snapshot, req, &grant, &path, conn, &request_id).await {
+                    Ok((resp, upstream_elapsed)) => {
+                        self.metrics.upstream_answered(grant.route().name(), upstream_elapsed);
+                        (resp, Decision::Allow, "allowed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, route = grant.route().name(), "forwarding failed");
+                        (forward::error_response(&e, &request_id), Decision::Error, e.reason())
+                    }
+                }
+            }
+        };
+        self.metrics.request(route_label, decision, reason, started.elapsed());
+        self.metrics.in_flight().dec();
+        resp
+    }
+}
+
+/// The client's `x-request-id` when it is short printable ASCII, else a new
+/// random one.
+fn request_id<B>(req: &Request<B>) -> HeaderValue {
+    req.headers()
+        .get(&forward::X_REQUEST_ID)
+        .filter(|v| v.len() <= 128 && !v.is_empty() && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = format!("{:032x}", fastrand::u128(..));
+            HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        })
+}

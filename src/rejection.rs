@@ -1,0 +1,192 @@
+//! Rejections → responses. The only writer of 400/401/403/503 for auth
+//! (RFC 6750 §3, §3.1). Challenge values are built once per snapshot with
+//! the realm baked in and cloned per rejection (a refcount bump). Nothing
+//! from the request, the token or a library message reaches a header or body.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::policy::{Denial, Route};
+use crate::token::{BearerError, TokenError};
+
+/// Why the gateway refused a request before forwarding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No bearer credentials (401, challenge without an error code).
+    MissingToken,
+    /// Two credentials, a malformed header or a token in the query (400).
+    InvalidRequest,
+    /// The request path is ambiguous or climbs above the root (400).
+    BadPath,
+    InvalidToken(TokenError),
+    Denied(Denial),
+    /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
+    KeysUnavailable,
+}
+
+impl From<BearerError> for Rejection {
+    fn from(e: BearerError) -> Self {
+        match e {
+            BearerError::Missing => Self::MissingToken,
+            BearerError::InvalidRequest => Self::InvalidRequest,
+        }
+    }
+}
+
+impl Rejection {
+    /// Stable machine-readable reason (metric label, audit, tests).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidRequest => "invalid_request",
+            Self::BadPath => "bad_path",
+            Self::InvalidToken(e) => e.reason(),
+            Self::Denied(d) => d.reason(),
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest | Self::BadPath => StatusCode::BAD_REQUEST,
+            Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,
+            Self::Denied(_) => StatusCode::FORBIDDEN,
+            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// Challenge header values for one realm, built once per snapshot.
+pub struct Challenges {
+    realm: String,
+    insufficient_scope: HashMap<Arc<str>, HeaderValue>,
+    missing: HeaderValue,
+    invalid_request: HeaderValue,
+    invalid_token: Vec<HeaderValue>,
+}
+
+impl Challenges {
+    /// `realm` and the routes' scopes must be quoted-string safe (checked
+    /// when the config loads).
+    pub fn new(realm: &str, routes: &[Arc<Route>]) -> Self {
+        let build = |text: String| {
+            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+        };
+        let invalid_token = TokenError::ALL
+            .iter()
+            .map(|e| {
+                build(format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+                    e.description()
+                ))
+            })
+            .collect();
+        let insufficient_scope = routes
+            .iter()
+            .map(|r| {
+                let text = format!(
+                    "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{}\"",
+                    r.required_scope()
+                );
+                (r.name_arc().clone(), build(text))
+            })
+            .collect();
+        Self {
+            realm: realm.to_owned(),
+            insufficient_scope,
+            missing: build(format!("Bearer realm=\"{realm}\"")),
+            invalid_request: build(format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"Send one bearer token in the Authorization header\""
+            )),
+            invalid_token,
+        }
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    fn invalid_token(&self, e: TokenError) -> HeaderValue {
+        let i = TokenError::ALL.iter().position(|x| *x == e).unwrap_or(0);
+        self.invalid_token[i].clone()
+    }
+
+    /// The full response for a rejection. `route` supplies the prebuilt
+    /// insufficient-scope challenge where one applies.
+    pub fn respond(&self, rejection: &Rejection, route: Option<&Route>) -> Response<Bytes> {
+        let (challenge, code, message) = match rejection {
+            Rejection::MissingToken => (Some(self.missing.clone()), "unauthorized", "A bearer token is required."),
+            Rejection::InvalidRequest => (Some(self.invalid_request.clone()), "invalid_request", "Send one bearer token in the Authorization header."),
+            Rejection::BadPath => (None, "invalid_request", "The request path is not allowed."),
+            Rejection::InvalidToken(e) => (Some(self.invalid_token(*e)), "invalid_token", "The access token is not valid."),
+            Rejection::Denied(Denial::IssuerNotAccepted) => (
+                Some(self.invalid_token(TokenError::IssuerNotAccepted)),
+                "invalid_token",
+                "The access token is not valid.",
+            ),
+            Rejection::Denied(Denial::InsufficientScope) => (
+                route.and_then(|r| self.insufficient_scope.get(r.name()).cloned()),
+                "insufficient_scope",
+                "The access token lacks the required scope.",
+            ),
+            Rejection::Denied(Denial::NoRoute) => (None, "forbidden", "Access denied."),
+            Rejection::KeysUnavailable => (None, "unavailable", "Token validation is temporarily unavailable."),
+        };
+        let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{message}\"}}}}");
+        let mut resp = Response::new(Bytes::from(body));
+        *resp.status_mut() = rejection.status();
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // Why (RFC 6750 §5.3): auth answers must not be cached by intermediaries.
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(c) = challenge {
+            h.insert(WWW_AUTHENTICATE, c);
+        }
+        if matches!(rejection, Rejection::KeysUnavailable) {
+            h.insert(RETRY_AFTER, HeaderValue::from_static("30"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn challenge(r: &Rejection) -> Option<String> {
+        let c = Challenges::new("api", &[]);
+        let resp: Response<Bytes> = c.respond(r, None);
+        assert_eq!(resp.headers()[CACHE_CONTROL], "no-store");
+        resp.headers().get(WWW_AUTHENTICATE).map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn rejection_table() {
+        let cases: &[(Rejection, u16, Option<&str>)] = &[
+            (Rejection::MissingToken, 401, Some("Bearer realm=\"api\"")),
+            (Rejection::InvalidRequest, 400, Some("Bearer realm=\"api\", error=\"invalid_request\", error_description=\"Send one bearer token in the Authorization header\"")),
+            (Rejection::InvalidToken(TokenError::Expired), 401, Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"The access token expired\"")),
+            (Rejection::Denied(Denial::NoRoute), 403, None),
+            (Rejection::BadPath, 400, None),
+            (Rejection::KeysUnavailable, 503, None),
+        ];
+        for (r, status, want) in cases {
+            assert_eq!(r.status().as_u16(), *status, "{r:?}");
+            assert_eq!(challenge(r).as_deref(), *want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn every_token_error_has_a_valid_challenge() {
+        let c = Challenges::new("portcullis", &[]);
+        for e in TokenError::ALL {
+            let v = c.invalid_token(e);
+            assert!(v.to_str().unwrap().contains(e.description()));
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! [`Snapshot`]: everything a reload may change, compiled from a [`Config`]
+//! and immutable afterwards. A request loads one snapshot and finishes on it.
+//!
+//! Compiling has no side effects: key sources are created, not fetched, so
+//! `portcullis check` runs exactly this.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use http::uri::{Authority, Scheme};
+use ipnet::IpNet;
+
+use crate::config::{
+    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, IssuerSource, KeyLocation, entra_v1_issuer,
+    entra_v2_issuer,
+};
+use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
+use crate::policy::RouteTable;
+use crate::rejection::Challenges;
+use crate::token::{IssuerTrust, TokenCache, Verifier};
+
+/// One immutable generation of the gateway's configuration.
+pub struct Snapshot {
+    pub verifier: Verifier,
+    pub routes: RouteTable,
+    pub challenges: Challenges,
+    pub identity_headers: IdentityHeaders,
+    pub upstream_scheme: Scheme,
+    pub upstream_authority: Authority,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Every key source the verifier uses (for readiness and metrics).
+    pub key_sources: Vec<Arc<KeySource>>,
+}
+
+/// Shared by every key source: the key generation counter and the observer
+/// of fetches.
+#[derive(Clone)]
+pub struct KeyEnv {
+    pub generation: Arc<AtomicU64>,
+    pub observer: Arc<dyn KeyObserver>,
+}
+
+impl Snapshot {
+    /// Compiles a validated config. Fails only on what validation cannot see
+    /// alone: route conflicts, unreadable CA files.
+    pub fn compile(config: &Config, env: &KeyEnv) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let routes = RouteTable::compile(&config.routes).map_err(|e| errors.extend(e)).ok();
+        let mut trusts = Vec::new();
+        let mut key_sources = Vec::new();
+        for (i, issuer) in config.issuers.iter().enumerate() {
+            match compile_issuer(issuer, env) {
+                Ok((t, k)) => {
+                    trusts.extend(t);
+                    key_sources.extend(k);
+                }
+                Err(message) => errors.push(ConfigError { path: format!("issuers[{i}].ca_file"), message }),
+            }
+        }
+        let (Some(routes), true) = (routes, errors.is_empty()) else {
+            return Err(ConfigErrors(errors));
+        };
+        let cache = config
+            .token_cache
+            .enabled
+            .then(|| TokenCache::new(config.token_cache.capacity, config.token_cache.ttl));
+        let upstream = &config.upstream.url;
+        Ok(Self {
+            verifier: Verifier::new(trusts, cache, env.generation.clone()),
+            challenges: Challenges::new(&config.server.realm, routes.routes()),
+            routes,
+            identity_headers: config.identity_headers.clone(),
+            upstream_scheme: upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
+            upstream_authority: upstream
+                .authority()
+                .cloned()
+                .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            key_sources,
+        })
+    }
+
+    /// Whether every key source has a usable key set.
+    pub fn is_ready(&self) -> bool {
+        self.key_sources.iter().all(|k| k.is_usable())
+    }
+}
+
+type Compiled = (Vec<Arc<IssuerTrust>>, Vec<Arc<KeySource>>);
+
+/// Expands one issuer entry into exact-`iss` trusts, each with its key
+/// source: one for OIDC; for Entra, per tenant, one per token version.
+fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<Compiled, String> {
+    let fetcher = Fetcher::new(issuer.keys.ca_file.as_deref()).map_err(|e| e.to_string())?;
+    let name: Arc<str> = Arc::from(issuer.name.as_str());
+    let source = |label: String, endpoint: KeyEndpoint| {
+        Arc::new(KeySource::new(
+            label,
+            endpoint,
+            issuer.keys.clone(),
+            fetcher.clone(),
+            env.generation.clone(),
+            env.observer.clone(),
+        ))
+    };
+    let mut trusts = Vec::new();
+    let mut sources = Vec::new();
+    match &issuer.source {
+        IssuerSource::Oidc { issuer: iss, keys } => {
+            let endpoint = match keys {
+                KeyLocation::Discovery(url) => KeyEndpoint::Discovery { url: url.clone(), issuer: iss.clone() },
+                KeyLocation::Jwks(url) => KeyEndpoint::Jwks(url.clone()),
+            };
+            let keys = source(issuer.name.clone(), endpoint);
+            trusts.push(Arc::new(IssuerTrust::new(
+                name.clone(),
+                iss.clone(),
+                None,
+                None,
+                vec![iss.clone()],
+                keys.clone(),
+                issuer,
+            )));
+            sources.push(keys);
+        }
+        IssuerSource::Entra { tenants, authority, v1_issuer_host, accept_v1, accept_v2 } => {
+            let base = authority.to_string().trim_end_matches('/').to_owned();
+            for tenant in tenants {
+                let v1 = entra_v1_issuer(v1_issuer_host, tenant);
+                let v2 = entra_v2_issuer(authority, tenant);
+                let versions = [
+                    (*accept_v1, "v1", "1.0", v1.clone(), format!("{base}/{tenant}/discovery/keys"), vec![v1, v2.clone()]),
+                    (*accept_v2, "v2", "2.0", v2.clone(), format!("{base}/{tenant}/discovery/v2.0/keys"), vec![v2]),
+                ];
+                for (enabled, label, ver, iss, jwks, key_issuers) in versions {
+                    if !enabled {
+                        continue;
+                    }
+                    let jwks = jwks.parse().map_err(|_| format!("invalid key URL {jwks:?}"))?;
+                    let keys = source(format!("{}/{tenant}/{label}", issuer.name), KeyEndpoint::Jwks(jwks));
+                    trusts.push(Arc::new(IssuerTrust::new(
+                        name.clone(),
+                        iss,
+                        Some(tenant.clone()),
+                        Some(ver),
+                        key_issuers,
+                        keys.clone(),
+                        issuer,
+                    )));
+                    sources.push(keys);
+                }
+            }
+        }
+    }
+    Ok((trusts, sources))
+}

@@ -1,0 +1,91 @@
+//! The bearer token from a request: only from `Authorization: Bearer`
+//! (RFC 6750 §2.1), borrowed in place, never copied.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerError {
+    /// No bearer credentials at all (401 without an error code).
+    Missing,
+    /// Two credentials, a malformed header or a token in the query (400).
+    InvalidRequest,
+}
+
+/// Finds the bearer token. `query` is the request's raw query string.
+pub fn extract_bearer<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a str, BearerError> {
+    if query.is_some_and(has_access_token_param) {
+        // Why (RFC 6750 §2.3, §5.3): tokens in URLs leak into logs and
+        // referrers; we accept the header method only and say so.
+        return Err(BearerError::InvalidRequest);
+    }
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(BearerError::Missing);
+    };
+    if values.next().is_some() {
+        return Err(BearerError::InvalidRequest);
+    }
+    let value = value.to_str().map_err(|_| BearerError::InvalidRequest)?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, SharedKey, …) is not a bearer credential.
+        return Err(BearerError::Missing);
+    }
+    let token = rest.trim_start_matches(' ');
+    if is_token68(token) { Ok(token) } else { Err(BearerError::InvalidRequest) }
+}
+
+/// RFC 7235 §2.1 token68: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_token68(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+fn has_access_token_param(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| pair.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("access_token")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_extraction_table() {
+        use BearerError::*;
+        let cases: &[(&str, &[&str], Option<&str>, Result<&str, BearerError>)] = &[
+            ("plain", &["Bearer abc.def.ghi"], None, Ok("abc.def.ghi")),
+            ("scheme is case-insensitive", &["bEaReR abc"], None, Ok("abc")),
+            ("extra spaces after scheme", &["Bearer   abc"], None, Ok("abc")),
+            ("padding allowed", &["Bearer abc=="], None, Ok("abc==")),
+            ("no header", &[], None, Err(Missing)),
+            ("other scheme", &["Basic dXNlcjpwYXNz"], None, Err(Missing)),
+            ("scheme only", &["Bearer"], None, Err(InvalidRequest)),
+            ("empty token", &["Bearer "], None, Err(InvalidRequest)),
+            ("two tokens", &["Bearer a b"], None, Err(InvalidRequest)),
+            ("bad characters", &["Bearer a\"b"], None, Err(InvalidRequest)),
+            ("two headers", &["Bearer a", "Bearer b"], None, Err(InvalidRequest)),
+            ("token in query", &["Bearer a"], Some("x=1&access_token=abc"), Err(InvalidRequest)),
+            ("query only", &[], Some("access_token=abc"), Err(InvalidRequest)),
+            ("other query", &["Bearer a"], Some("api-version=2024-10-21"), Ok("a")),
+        ];
+        for (name, values, query, want) in cases {
+            let h = headers(values);
+            assert_eq!(extract_bearer(&h, *query), *want, "{name}");
+        }
+    }
+}

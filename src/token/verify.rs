@@ -1,0 +1,268 @@
+//! JWT verification (RFC 7519, RFC 8725, the Entra profile).
+//!
+//! The token's `iss` picks one [`IssuerTrust`] in O(1); everything else comes
+//! from that trust and the key, never from the token header: the allowed
+//! algorithms, the audiences, the key itself. `jku`, `x5u`, `jwk` and `x5c`
+//! headers are never read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::Deserialize;
+
+use super::cache::TokenCache;
+use super::claims::{RawClaims, VerifiedClaims};
+use super::TokenError;
+use crate::keys::{KeyLookup, KeySource};
+
+/// Why verification did not produce claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyError {
+    Invalid(TokenError),
+    /// The issuer's keys are not loaded (or too stale): 503, not 401.
+    KeysUnavailable,
+}
+
+impl From<TokenError> for VerifyError {
+    fn from(e: TokenError) -> Self {
+        Self::Invalid(e)
+    }
+}
+
+/// How the verified-token cache took part in one verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    Hit,
+    Miss,
+    Off,
+}
+
+/// Everything needed to verify tokens bearing one exact `iss`.
+pub struct IssuerTrust {
+    pub name: Arc<str>,
+    pub iss: String,
+    /// Entra tenant the `tid` claim must equal.
+    pub tenant: Option<String>,
+    /// Expected `ver` claim (Entra: "1.0" or "2.0").
+    pub version: Option<&'static str>,
+    /// Issuers a key's own `issuer` may name for this trust (after
+    /// `{tenantid}` substitution): this `iss`, and for Entra v1 the v2 form.
+    pub key_issuers: Vec<String>,
+    pub keys: Arc<KeySource>,
+    pub max_token_size: usize,
+    pub clock_skew: u64,
+    accepted_typ: Vec<String>,
+    /// One prebuilt validation per allowed algorithm.
+    validations: Vec<(Algorithm, Validation)>,
+}
+
+impl IssuerTrust {
+    #[allow(clippy::too_many_arguments)] // reason: built once per issuer at config time
+    pub fn new(
+        name: Arc<str>,
+        iss: String,
+        tenant: Option<String>,
+        version: Option<&'static str>,
+        key_issuers: Vec<String>,
+        keys: Arc<KeySource>,
+        settings: &crate::config::IssuerConfig,
+    ) -> Self {
+        let validations = settings
+            .algorithms
+            .iter()
+            .map(|alg| {
+                let mut v = Validation::new(*alg);
+                v.leeway = settings.clock_skew.as_secs();
+                v.validate_exp = true;
+                // Why: jsonwebtoken leaves nbf unchecked by default.
+                v.validate_nbf = true;
+                v.set_required_spec_claims(&["exp", "iss", "aud"]);
+                v.set_audience(&settings.audiences);
+                v.set_issuer(&[iss.as_str()]);
+                (*alg, v)
+            })
+            .collect();
+        Self {
+            name,
+            iss,
+            tenant,
+            version,
+            key_issuers,
+            keys,
+            max_token_size: settings.max_token_size,
+            clock_skew: settings.clock_skew.as_secs(),
+            accepted_typ: settings.accepted_typ.clone(),
+            validations,
+        }
+    }
+
+    fn validation(&self, alg: Algorithm) -> Option<&Validation> {
+        self.validations.iter().find(|(a, _)| *a == alg).map(|(_, v)| v)
+    }
+}
+
+/// Verifies tokens for every configured issuer. Cheap to share (`Arc`).
+pub struct Verifier {
+    trusts: HashMap<String, Arc<IssuerTrust>>,
+    /// The largest per-issuer limit: checked before any parsing.
+    max_token_size: usize,
+    cache: Option<TokenCache>,
+    key_generation: Arc<AtomicU64>,
+}
+
+#[derive(Deserialize)]
+struct IssPeek {
+    iss: String,
+}
+
+#[derive(Deserialize)]
+struct AlgPeek {
+    alg: String,
+}
+
+impl Verifier {
+    pub fn new(trusts: Vec<Arc<IssuerTrust>>, cache: Option<TokenCache>, key_generation: Arc<AtomicU64>) -> Self {
+        let max_token_size = trusts.iter().map(|t| t.max_token_size).max().unwrap_or(0);
+        let trusts = trusts.into_iter().map(|t| (t.iss.clone(), t)).collect();
+        Self { trusts, max_token_size, cache, key_generation }
+    }
+
+    pub fn cache(&self) -> Option<&TokenCache> {
+        self.cache.as_ref()
+    }
+
+    /// Verifies `token` now. Cache hits skip the signature check but not the
+    /// expiry check. Also says how the cache was used, for metrics.
+    pub async fn verify(&self, token: &str) -> (Result<Arc<VerifiedClaims>, VerifyError>, CacheUse) {
+        // Why: refuse oversize input before spending anything on it.
+        if token.len() > self.max_token_size {
+            return (Err(TokenError::Oversize.into()), CacheUse::Off);
+        }
+        let now = unix_now();
+        let generation = self.key_generation.load(Ordering::Acquire);
+        let Some(cache) = &self.cache else {
+            return (self.verify_uncached(token).await.map(|(c, _)| Arc::new(c)), CacheUse::Off);
+        };
+        let digest = TokenCache::digest(token);
+        if let Some(claims) = cache.get(&digest, generation, now) {
+            return (Ok(claims), CacheUse::Hit);
+        }
+        let result = self.verify_uncached(token).await.map(|(claims, skew)| {
+            let claims = Arc::new(claims);
+            cache.insert(digest, claims.clone(), generation, now, skew);
+            claims
+        });
+        (result, CacheUse::Miss)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<(VerifiedClaims, u64), VerifyError> {
+        let header = decode_header(token)?;
+        let peek: IssPeek = jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| TokenError::Malformed)?;
+        let trust = self.trusts.get(&peek.iss).ok_or(TokenError::UnknownIssuer)?;
+        if token.len() > trust.max_token_size {
+            return Err(TokenError::Oversize.into());
+        }
+        check_header(trust, &header)?;
+        let validation = trust.validation(header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
+        let kid = header.kid.as_deref().filter(|k| !k.is_empty()).ok_or(TokenError::MissingKid)?;
+        let key = match trust.keys.key(kid).await {
+            KeyLookup::Found(key) => key,
+            KeyLookup::Unknown => return Err(TokenError::UnknownKid.into()),
+            KeyLookup::Unavailable => return Err(VerifyError::KeysUnavailable),
+        };
+        if !key.accepts(header.alg) {
+            return Err(TokenError::AlgorithmNotAllowed.into());
+        }
+        if let Some(key_issuer) = &key.issuer {
+            // Why (Entra multi-tenant): a key published with an issuer may
+            // only sign for that issuer, after `{tenantid}` substitution.
+            let tenant = trust.tenant.as_deref().unwrap_or("");
+            let expected = key_issuer.replace("{tenantid}", tenant);
+            if !trust.key_issuers.iter().any(|i| *i == expected) {
+                return Err(TokenError::KeyIssuerMismatch.into());
+            }
+        }
+        let data = jsonwebtoken::decode::<RawClaims>(token, &key.decoding, validation).map_err(map_jwt_error)?;
+        let raw = data.claims;
+        check_claims(trust, &raw)?;
+        Ok((VerifiedClaims::from_raw(trust.name.clone(), raw), trust.clock_skew))
+    }
+}
+
+fn decode_header(token: &str) -> Result<Header, TokenError> {
+    jsonwebtoken::decode_header(token).map_err(|_| {
+        // Why: an `alg` we do not model (`none`, `HS*` variants, junk) makes
+        // the header unparsable; report it as the algorithm it is.
+        let alg_named = token
+            .split('.')
+            .next()
+            .and_then(|h| base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).ok())
+            .and_then(|json| serde_json::from_slice::<AlgPeek>(&json).ok())
+            .is_some_and(|peek| !peek.alg.is_empty());
+        if alg_named { TokenError::AlgorithmNotAllowed } else { TokenError::Malformed }
+    })
+}
+
+fn check_header(trust: &IssuerTrust, header: &Header) -> Result<(), TokenError> {
+    if header.crit.is_some() {
+        // Why (RFC 7515 §4.1.11): we understand no extension, and the
+        // library does not check `crit`; a critical one must be refused.
+        return Err(TokenError::UnsupportedCrit);
+    }
+    match &header.typ {
+        Some(typ) if trust.accepted_typ.iter().any(|t| t.eq_ignore_ascii_case(typ)) => Ok(()),
+        _ => Err(TokenError::WrongTyp),
+    }
+}
+
+fn check_claims(trust: &IssuerTrust, raw: &RawClaims) -> Result<(), TokenError> {
+    if raw.nbf.is_some_and(|nbf| nbf > raw.exp) {
+        return Err(TokenError::InvalidClaims);
+    }
+    if raw.cnf.is_some() {
+        // Why: a `cnf` token is bound to a key (DPoP, mTLS) we do not check;
+        // accepting it as a plain bearer token would defeat the binding.
+        return Err(TokenError::SenderConstrained);
+    }
+    if let Some(tenant) = &trust.tenant {
+        // Why: the tenant in `iss` picked the keys; `tid` must agree with it.
+        if raw.tid.as_deref().map(str::to_ascii_lowercase).as_deref() != Some(tenant.as_str()) {
+            return Err(TokenError::WrongTenant);
+        }
+    }
+    if let (Some(expected), Some(ver)) = (trust.version, raw.ver.as_deref()) {
+        if ver != expected {
+            return Err(TokenError::InvalidClaims);
+        }
+    }
+    Ok(())
+}
+
+/// The one place `jsonwebtoken` errors become reasons. Its kind is
+/// non-exhaustive: anything unknown is a generic invalid token.
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
+    match e.kind() {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::InvalidIssuer => TokenError::UnknownIssuer,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+            TokenError::AlgorithmNotAllowed
+        }
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => TokenError::MissingExp,
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => TokenError::InvalidClaims,
+        ErrorKind::Json(_) => TokenError::InvalidClaims,
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => TokenError::Malformed,
+        _ => TokenError::Malformed,
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
