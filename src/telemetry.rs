@@ -1,6 +1,8 @@
 //! Logging: a `tracing` subscriber in text or JSON, its level from the
 //! config unless `PORTCULLIS_LOG` overrides it.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LoggingConfig;
@@ -11,7 +13,10 @@ pub fn init(cfg: &LoggingConfig) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if cfg.json { builder.json().try_init() } else { builder.try_init() };
 }
 

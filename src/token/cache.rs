@@ -72,7 +72,53 @@ impl TokenCache {
         self.entries.insert(key, Entry { claims, generation, lifetime, skew });
     }
 
+    /// Live entries (runs moka's pending maintenance first, so the count is
+    /// exact; meant for the metrics scrape, not the request path).
     pub fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
         self.entries.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::claims::RawClaims;
+
+    fn claims(exp: u64) -> Arc<VerifiedClaims> {
+        let raw: RawClaims = serde_json::from_value(serde_json::json!({"iss": "i", "exp": exp})).unwrap();
+        Arc::new(VerifiedClaims::from_raw(Arc::from("idp"), raw))
+    }
+
+    #[test]
+    fn hits_recheck_expiry_with_the_issuer_skew() {
+        let cache = TokenCache::new(10, Duration::from_secs(300));
+        let key = TokenCache::digest("token");
+        cache.insert(key, claims(1_000), 7, 900, 60);
+        assert!(cache.get(&key, 7, 950).is_some());
+        assert!(cache.get(&key, 7, 1_060).is_some(), "within skew");
+        assert!(cache.get(&key, 7, 1_061).is_none(), "expired even though cached");
+    }
+
+    #[test]
+    fn a_new_key_generation_invalidates_entries() {
+        let cache = TokenCache::new(10, Duration::from_secs(300));
+        let key = TokenCache::digest("token");
+        cache.insert(key, claims(2_000), 7, 900, 0);
+        assert!(cache.get(&key, 8, 950).is_none());
+    }
+
+    #[test]
+    fn already_expired_tokens_are_not_cached() {
+        let cache = TokenCache::new(10, Duration::from_secs(300));
+        let key = TokenCache::digest("token");
+        cache.insert(key, claims(900), 1, 900, 60);
+        assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[test]
+    fn the_key_is_a_digest_not_the_token() {
+        assert_eq!(TokenCache::digest("a").len(), 32);
+        assert_ne!(TokenCache::digest("a"), TokenCache::digest("b"));
     }
 }

@@ -12,7 +12,9 @@ use serde::de::IgnoredAny;
 #[derive(Deserialize)]
 pub(super) struct RawClaims {
     pub iss: String,
-    pub exp: u64,
+    /// Optional here so that jsonwebtoken reports it missing by name;
+    /// validation requires it, so a verified token always has it.
+    pub exp: Option<u64>,
     pub nbf: Option<u64>,
     pub sub: Option<String>,
     pub oid: Option<String>,
@@ -58,7 +60,7 @@ impl VerifiedClaims {
         Self {
             issuer_name,
             iss: raw.iss,
-            exp: raw.exp,
+            exp: raw.exp.unwrap_or(0),
             sub: raw.sub,
             oid: raw.oid,
             tid: raw.tid,

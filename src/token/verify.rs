@@ -220,7 +220,8 @@ fn check_header(trust: &IssuerTrust, header: &Header) -> Result<(), TokenError> 
 }
 
 fn check_claims(trust: &IssuerTrust, raw: &RawClaims) -> Result<(), TokenError> {
-    if raw.nbf.is_some_and(|nbf| nbf > raw.exp) {
+    let exp = raw.exp.ok_or(TokenError::MissingExp)?;
+    if raw.nbf.is_some_and(|nbf| nbf > exp) {
         return Err(TokenError::InvalidClaims);
     }
     if raw.cnf.is_some() {

@@ -1,0 +1,281 @@
+//! Shared fakes for the integration tests: a real JWKS server with fluent
+//! token minting (`TestIdp`), a real upstream (`TestUpstream`), the real
+//! gateway on loopback (`TestGateway`), and small HTTP clients.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::Header;
+use portcullis::app::Running;
+use portcullis::dev::{DevIssuer, JwksMode, SigningKey};
+use serde_json::{Value, json};
+
+pub use upstream::TestUpstream;
+
+pub const TENANT: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
+pub const OTHER_TENANT: &str = "99998888-7777-6666-5555-444433332222";
+pub const AUDIENCE: &str = "api://portcullis";
+pub const AUDIENCE_GUID: &str = "11112222-bbbb-3333-cccc-4444dddd5555";
+
+/// A real identity provider on loopback with keys made at test time.
+pub struct TestIdp {
+    pub server: DevIssuer,
+    pub key: SigningKey,
+}
+
+impl TestIdp {
+    pub async fn start() -> Self {
+        let key = SigningKey::rsa("key-1").unwrap();
+        let server = DevIssuer::start(vec![key.clone()]).await.unwrap();
+        Self { server, key }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The OIDC issuer (same as the URL).
+    pub fn issuer(&self) -> String {
+        self.server.url()
+    }
+
+    /// A token from this IdP's OIDC issuer, valid for 10 minutes.
+    pub fn token(&self) -> TokenBuilder {
+        TokenBuilder::new(self.key.clone(), self.issuer())
+    }
+
+    /// Entra v2 token for `tenant` (issuer `{authority}/{tid}/v2.0`).
+    pub fn entra_v2(&self, tenant: &str) -> TokenBuilder {
+        let mut b = TokenBuilder::new(self.key.clone(), format!("{}/{tenant}/v2.0", self.url()));
+        b.claims["tid"] = tenant.into();
+        b.claims["ver"] = "2.0".into();
+        b.claims["aud"] = AUDIENCE_GUID.into();
+        b
+    }
+
+    /// Entra v1 token for `tenant` (issuer `https://sts.windows.net/{tid}/`).
+    pub fn entra_v1(&self, tenant: &str) -> TokenBuilder {
+        let mut b = TokenBuilder::new(self.key.clone(), format!("https://sts.windows.net/{tenant}/"));
+        b.claims["tid"] = tenant.into();
+        b.claims["ver"] = "1.0".into();
+        b.claims["appid"] = b.claims["azp"].take();
+        b
+    }
+
+    pub fn set_keys(&self, keys: Vec<SigningKey>) {
+        self.server.set_keys(keys);
+    }
+
+    pub fn set_mode(&self, mode: JwksMode) {
+        self.server.set_mode(mode);
+    }
+
+    pub fn fetch_count(&self) -> u64 {
+        self.server.fetch_count()
+    }
+}
+
+/// Fluent token minting: `idp.token().scp("x").expires_in(60).sign()`.
+#[derive(Clone)]
+pub struct TokenBuilder {
+    key: SigningKey,
+    pub header: Header,
+    pub claims: Value,
+}
+
+impl TokenBuilder {
+    fn new(key: SigningKey, iss: String) -> Self {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let claims = json!({
+            "iss": iss, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 600,
+            "tid": TENANT, "oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474", "sub": "subject-1",
+            "azp": "00001111-aaaa-2222-bbbb-3333cccc4444", "idtyp": "user", "scp": "Models.Invoke",
+            "uti": "fqiBqXLPj0eQa82S-IYFAA",
+        });
+        let header = key.header();
+        Self { key, header, claims }
+    }
+
+    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.claims[name] = value.into();
+        self
+    }
+    pub fn without(mut self, name: &str) -> Self {
+        if let Some(m) = self.claims.as_object_mut() {
+            m.remove(name);
+        }
+        self
+    }
+    pub fn aud(self, aud: &str) -> Self {
+        self.claim("aud", aud)
+    }
+    pub fn scp(self, scp: &str) -> Self {
+        self.claim("scp", scp)
+    }
+    pub fn roles(self, roles: &[&str]) -> Self {
+        self.without("scp").claim("roles", json!(roles)).claim("idtyp", "app")
+    }
+    pub fn expires_in(self, secs: i64) -> Self {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        self.claim("exp", now + secs)
+    }
+    pub fn not_before_in(self, secs: i64) -> Self {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        self.claim("nbf", now + secs)
+    }
+    pub fn key(mut self, key: &SigningKey) -> Self {
+        self.header = key.header();
+        self.key = key.clone();
+        self
+    }
+    pub fn header(mut self, edit: impl FnOnce(&mut Header)) -> Self {
+        edit(&mut self.header);
+        self
+    }
+    pub fn sign(&self) -> String {
+        self.key.sign_with(&self.header, &self.claims)
+    }
+}
+
+/// The real gateway, started in-process from config text.
+pub struct TestGateway {
+    pub running: Running,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    dir: PathBuf,
+}
+
+impl TestGateway {
+    /// Starts the gateway and waits until every issuer's keys are loaded.
+    pub async fn start(config: &str) -> Self {
+        let gw = Self::start_unready(config).await;
+        tokio::time::timeout(Duration::from_secs(10), gw.running.wait_ready()).await.expect("keys loaded");
+        gw
+    }
+
+    /// Starts the gateway without waiting for keys.
+    pub async fn start_unready(config: &str) -> Self {
+        let dir = temp_dir();
+        let config = portcullis::config::parse(config, &dir).unwrap_or_else(|e| panic!("config: {e}"));
+        let running = portcullis::app::start(config).await.unwrap();
+        Self { addr: running.addr, admin: running.admin_addr, running, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `GET` on the admin port, body as text.
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
+        let resp = send(Request::get(format!("http://{}{path}", self.admin)).body(Full::default()).unwrap()).await;
+        let status = resp.status();
+        (status, text(resp).await)
+    }
+}
+
+/// Gateway config lines for the common case; `extra` adds issuers/routes.
+pub fn config(upstream: SocketAddr, issuers: &str, routes: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+realm = "test"
+drain_timeout = "5s"
+
+[upstream]
+url = "http://{upstream}"
+response_timeout = "2s"
+
+{issuers}
+
+{routes}
+"#
+    )
+}
+
+/// An OIDC issuer entry for `idp`.
+pub fn oidc_issuer(idp: &TestIdp, extra: &str) -> String {
+    format!(
+        r#"
+[[issuers]]
+name = "idp"
+kind = "oidc"
+issuer = "{}"
+audiences = ["{AUDIENCE}"]
+refresh_cooldown = "1h"
+{extra}
+"#,
+        idp.issuer()
+    )
+}
+
+/// A catch-all route requiring scope or role `Models.Invoke`, plus a public `/health`.
+pub const DEFAULT_ROUTES: &str = r#"
+[[routes]]
+name = "health"
+prefix = "/health"
+public = true
+
+[[routes]]
+name = "api"
+prefix = "/"
+scopes = ["Models.Invoke"]
+roles = ["Models.Invoke"]
+"#;
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(req: Request<Full<Bytes>>) -> Response<hyper::body::Incoming> {
+    tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("response in time")
+        .expect("request sent")
+}
+
+/// `GET url` with an optional bearer token.
+pub async fn get(url: &str, token: Option<&str>) -> Response<hyper::body::Incoming> {
+    let mut req = Request::get(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    send(req.body(Full::default()).unwrap()).await
+}
+
+pub async fn text(resp: Response<hyper::body::Incoming>) -> String {
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The upstream's echo of what it received.
+pub async fn echoed(resp: Response<hyper::body::Incoming>) -> Value {
+    assert_eq!(resp.status(), StatusCode::OK);
+    serde_json::from_str(&text(resp).await).unwrap()
+}
+
+pub fn challenge(headers: &HeaderMap) -> Option<String> {
+    headers.get("www-authenticate").map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A fresh directory for files a test writes.
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-test-{}-{:x}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

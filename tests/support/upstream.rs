@@ -1,0 +1,166 @@
+//! A real upstream on loopback: echo by default, plus `/sse` (events gated
+//! by the test), `/ws` (WebSocket echo), `/upload` (counts a streamed body
+//! and the process's peak RSS while it arrives) and `/slow`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    sse_gate: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl TestUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sse_gate = Arc::new(Notify::new());
+        let gate = sse_gate.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let gate = gate.clone();
+                        async move { Ok::<_, Infallible>(route(req, gate).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, sse_gate, task }
+    }
+
+    /// Lets the `/sse` stream send its next event.
+    pub fn release_sse_event(&self) {
+        self.sse_gate.notify_one();
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn route(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
+    match req.uri().path() {
+        "/sse" => sse(gate),
+        "/ws" => websocket(req),
+        "/upload" => upload(req).await,
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            full(StatusCode::OK, "late")
+        }
+        _ => portcullis::dev::echo(&req).map(|b| b.map_err(|never| match never {}).boxed()),
+    }
+}
+
+fn full(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Three events; each after the first waits for the test's go-ahead, so a
+/// test can prove events arrive before the stream ends.
+fn sse(gate: Arc<Notify>) -> Response<Body> {
+    let events = futures_util::stream::unfold(0u32, move |n| {
+        let gate = gate.clone();
+        async move {
+            if n > 2 {
+                return None;
+            }
+            if n > 0 {
+                gate.notified().await;
+            }
+            let text = if n == 2 { "data: [DONE]\n\n".to_owned() } else { format!("data: {{\"n\":{n}}}\n\n") };
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(text))), n + 1))
+        }
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(events)));
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    resp
+}
+
+fn websocket(mut req: Request<Incoming>) -> Response<Body> {
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return full(StatusCode::BAD_REQUEST, "not a websocket request");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Full::default().boxed());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    let accept = derive_accept_key(key.as_bytes());
+    h.insert("sec-websocket-accept", header::HeaderValue::from_str(&accept).unwrap());
+    resp
+}
+
+/// Counts the body as it streams in and samples the process's RSS.
+async fn upload(req: Request<Incoming>) -> Response<Body> {
+    let start_rss = rss_bytes();
+    let mut peak = start_rss;
+    let mut body = req.into_body();
+    let mut total: u64 = 0;
+    let mut next_sample: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            total += data.len() as u64;
+        }
+        if total >= next_sample {
+            peak = peak.max(rss_bytes());
+            next_sample = total + 4 * 1024 * 1024;
+        }
+    }
+    peak = peak.max(rss_bytes());
+    let text = format!("{{\"bytes\":{total},\"start_rss\":{start_rss},\"peak_rss\":{peak}}}");
+    let mut resp = Response::new(Full::new(Bytes::from(text)).boxed());
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
