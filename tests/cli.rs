@@ -1,0 +1,183 @@
+//! The `portcullis` binary: `check`, `--help`, and a full `run` lifecycle.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+fn portcullis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = portcullis().args(["check", "--config"]).arg(&path).output().unwrap();
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "the example configs are missing");
+}
+
+#[test]
+fn check_reports_every_error_with_its_path_and_exits_64() {
+    let dir = temp_dir();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+drain_timeout = "5 parsecs"
+
+[upstream]
+url = "http://127.0.0.1:8000/with/path"
+
+[[issuers]]
+name = "a"
+kind = "entra"
+tenants = []
+audiences = ["api://x"]
+
+[[issuers]]
+name = "b"
+kind = "oidc"
+issuer = "https://idp.example"
+jwks_uri = "http://idp.example/keys"
+audiences = []
+algorithms = ["HS256", "none"]
+
+[[routes]]
+name = "r"
+prefix = "/"
+issuers = ["nobody"]
+"#,
+    )
+    .unwrap();
+    let out = portcullis().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "server.drain_timeout: invalid duration",
+        "upstream.url: must be http(s)://host[:port] without a path",
+        "issuers[0].tenants: must not be empty",
+        "issuers[1].jwks_uri: plain http is allowed only for loopback hosts",
+        "issuers[1].audiences: must not be empty",
+        "issuers[1].algorithms[0]: \"HS256\" is refused",
+        "issuers[1].algorithms[1]: \"none\" is refused",
+        "routes[0].issuers[0]: no issuer named \"nobody\"",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let dir = temp_dir();
+    let path = dir.join("typo.toml");
+    std::fs::write(&path, "[upstream]\nurl = \"http://127.0.0.1:1\"\nconect_timeout = \"1s\"\n").unwrap();
+    let out = portcullis().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `conect_timeout`"));
+}
+
+#[test]
+fn route_conflicts_are_reported_by_check() {
+    let dir = temp_dir();
+    let path = dir.join("conflict.toml");
+    std::fs::write(
+        &path,
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x/{a}\"\npublic = true\n[[routes]]\nname = \"b\"\npath = \"/x/{b}\"\npublic = true\n",
+    )
+    .unwrap();
+    let out = portcullis().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("routes[1].path"));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["dev", "--help"]] {
+        let out = portcullis().args(sub).output().unwrap();
+        assert!(out.status.success(), "{sub:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub:?}");
+    }
+}
+
+/// The real binary: start from a file, serve an allowed and a refused
+/// request, then drain and exit 0 on SIGTERM.
+#[tokio::test]
+async fn run_serves_then_exits_cleanly_on_sigterm() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)).unwrap();
+    let mut child = KillOnDrop(
+        portcullis()
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("PORTCULLIS_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The listening line names the bound addresses (port 0 in the config).
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Wait for two events the binary logs: the bound address (port 0 in the
+    // config) and the first key set loaded.
+    let mut addr = None;
+    let mut keys_loaded = false;
+    let mut logs = Vec::new();
+    while addr.is_none() || !keys_loaded {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("startup log lines in time")
+            .expect("the binary is running");
+        if let Some(rest) = line.split(" addr=").nth(1) {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+        }
+        keys_loaded |= line.contains("key set loaded");
+        logs.push(line);
+    }
+    let addr = addr.unwrap();
+    let token = idp.token().sign();
+    let url = format!("http://{addr}/x");
+    let status = get(&url, Some(&token)).await.status();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(get(&url, None).await.status(), StatusCode::UNAUTHORIZED);
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = tokio::task::spawn_blocking(move || child.0.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "exit: {exit:?}");
+    // Nothing the binary logged may contain the token.
+    while let Ok(line) = rx.try_recv() {
+        logs.push(line);
+    }
+    assert!(logs.iter().all(|l| !l.contains(&token)));
+}
+
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
