@@ -47,7 +47,10 @@ impl Admin {
         } else {
             json(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("{{\"ready\":false,\"waiting_for_keys\":[{}]}}\n", waiting.join(",")),
+                format!(
+                    "{{\"ready\":false,\"waiting_for_keys\":[{}]}}\n",
+                    waiting.join(",")
+                ),
             )
         }
     }
@@ -56,10 +59,13 @@ impl Admin {
         let snapshot = self.snapshot.load();
         let keys: Vec<_> = snapshot.key_sources.iter().map(|k| k.status()).collect();
         let entries = snapshot.verifier.cache().map_or(0, |c| c.entry_count());
-        self.metrics.observe_state(&keys, entries, snapshot.is_ready());
+        self.metrics
+            .observe_state(&keys, entries, snapshot.is_ready());
         let mut resp = Response::new(full(self.metrics.encode()));
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
         resp
     }
 }
@@ -67,14 +73,19 @@ impl Admin {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
 fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }

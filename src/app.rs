@@ -53,12 +53,17 @@ impl Running {
 /// before the keys are loaded (`/readyz` says when).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
-    let env = KeyEnv { generation: Arc::new(AtomicU64::new(0)), observer: metrics.clone() };
+    let env = KeyEnv {
+        generation: Arc::new(AtomicU64::new(0)),
+        observer: metrics.clone(),
+    };
     let snapshot = Snapshot::compile(&config, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
     let upstream = Upstream::new(&config.upstream).context("upstream TLS configuration")?;
     let tls = match &config.server.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&t.cert, &t.key)?)),
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            &t.cert, &t.key,
+        )?)),
         None => None,
     };
     let listener = serve::bind(config.server.listen).await?;
@@ -83,18 +88,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let gateway = gateway.clone();
         async move { gateway.handle(req, conn).await }
     };
-    tasks.push(tokio::spawn(serve::serve(listener, tls, handler, settings.clone(), stop.clone())));
+    tasks.push(tokio::spawn(serve::serve(
+        listener,
+        tls,
+        handler,
+        settings.clone(),
+        stop.clone(),
+    )));
 
     let admin = Arc::new(Admin::new(snapshot.clone(), metrics));
     let admin_handler = move |req, _conn| {
         let admin = admin.clone();
         async move { admin.handle(&req) }
     };
-    let admin_settings = ServeSettings { is_main: false, ..settings };
-    tasks.push(tokio::spawn(serve::serve(admin_listener, None, admin_handler, admin_settings, stop)));
+    let admin_settings = ServeSettings {
+        is_main: false,
+        ..settings
+    };
+    tasks.push(tokio::spawn(serve::serve(
+        admin_listener,
+        None,
+        admin_handler,
+        admin_settings,
+        stop,
+    )));
 
     tracing::info!(%addr, %admin_addr, tls = config.server.tls.is_some(), "portcullis listening");
-    Ok(Running { addr, admin_addr, snapshot, shutdown, tasks })
+    Ok(Running {
+        addr,
+        admin_addr,
+        snapshot,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Runs until SIGTERM or SIGINT, then drains and returns.
@@ -111,7 +137,10 @@ pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

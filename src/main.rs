@@ -55,7 +55,10 @@ fn main() -> ExitCode {
             portcullis::telemetry::init(&config.logging);
             block_on(portcullis::app::run(config))
         }
-        Command::Dev { listen, admin_listen } => block_on(portcullis::dev::run(listen, admin_listen)),
+        Command::Dev {
+            listen,
+            admin_listen,
+        } => block_on(portcullis::dev::run(listen, admin_listen)),
     }
 }
 
@@ -77,7 +80,10 @@ fn check(path: &std::path::Path) -> ExitCode {
     };
     let compiled = {
         // Key sources build HTTP clients, which want a runtime context.
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             eprintln!("error: cannot start a runtime");
             return ExitCode::FAILURE;
         };
@@ -102,7 +108,10 @@ fn config_errors(path: &std::path::Path, errors: &portcullis::config::ConfigErro
 }
 
 fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

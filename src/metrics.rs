@@ -6,8 +6,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::keys::{KeyFetchError, KeyObserver, KeyStatus, RefreshChange};
@@ -15,8 +15,8 @@ use crate::keys::{KeyFetchError, KeyObserver, KeyStatus, RefreshChange};
 /// Latency buckets from 100 µs (a cached allow) to 10 min (a long stream's
 /// first byte from a reasoning model).
 const DURATION_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 300.0, 600.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
 ];
 
 pub struct Metrics {
@@ -59,27 +59,45 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("gateway_requests_total", "Requests by route, decision and reason."),
+            Opts::new(
+                "gateway_requests_total",
+                "Requests by route, decision and reason.",
+            ),
             &["route", "decision", "reason"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("gateway_request_duration_seconds", "Time from request to response headers.")
-                .buckets(DURATION_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "gateway_request_duration_seconds",
+                "Time from request to response headers.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
             &["route", "decision"],
         )?;
         let upstream_duration = HistogramVec::new(
-            HistogramOpts::new("gateway_upstream_duration_seconds", "Time from forwarding to upstream response headers.")
-                .buckets(DURATION_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "gateway_upstream_duration_seconds",
+                "Time from forwarding to upstream response headers.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
             &["route"],
         )?;
         let in_flight = IntGauge::new("gateway_requests_in_flight", "Requests being handled.")?;
         let cache = IntCounterVec::new(
-            Opts::new("gateway_token_cache_requests_total", "Verified-token cache lookups by result."),
+            Opts::new(
+                "gateway_token_cache_requests_total",
+                "Verified-token cache lookups by result.",
+            ),
             &["result"],
         )?;
-        let cache_entries = IntGauge::new("gateway_token_cache_entries", "Entries in the verified-token cache.")?;
+        let cache_entries = IntGauge::new(
+            "gateway_token_cache_entries",
+            "Entries in the verified-token cache.",
+        )?;
         let key_refreshes = IntCounterVec::new(
-            Opts::new("gateway_key_refreshes_total", "Key set fetches by source and result."),
+            Opts::new(
+                "gateway_key_refreshes_total",
+                "Key set fetches by source and result.",
+            ),
             &["source", "result"],
         )?;
         let key_refresh_suppressed = IntCounterVec::new(
@@ -93,17 +111,32 @@ impl Metrics {
             Opts::new("gateway_key_set_age_seconds", "Age of the current key set."),
             &["source"],
         )?;
-        let key_count = IntGaugeVec::new(Opts::new("gateway_key_set_keys", "Keys in the current key set."), &["source"])?;
+        let key_count = IntGaugeVec::new(
+            Opts::new("gateway_key_set_keys", "Keys in the current key set."),
+            &["source"],
+        )?;
         let key_last_success = GaugeVec::new(
-            Opts::new("gateway_key_refresh_last_success_timestamp_seconds", "Time of the last successful key fetch."),
+            Opts::new(
+                "gateway_key_refresh_last_success_timestamp_seconds",
+                "Time of the last successful key fetch.",
+            ),
             &["source"],
         )?;
         let key_failures = IntGaugeVec::new(
-            Opts::new("gateway_key_refresh_consecutive_failures", "Key fetches failed in a row."),
+            Opts::new(
+                "gateway_key_refresh_consecutive_failures",
+                "Key fetches failed in a row.",
+            ),
             &["source"],
         )?;
-        let ready = Gauge::new("gateway_ready", "1 when every key source has a usable key set.")?;
-        let build = IntGaugeVec::new(Opts::new("gateway_build_info", "Build information."), &["version"])?;
+        let ready = Gauge::new(
+            "gateway_ready",
+            "1 when every key source has a usable key set.",
+        )?;
+        let build = IntGaugeVec::new(
+            Opts::new("gateway_build_info", "Build information."),
+            &["version"],
+        )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -144,14 +177,18 @@ impl Metrics {
 
     /// One finished request (response headers sent or refused).
     pub fn request(&self, route: &str, decision: Decision, reason: &str, elapsed: Duration) {
-        self.requests.with_label_values(&[route, decision.label(), reason]).inc();
+        self.requests
+            .with_label_values(&[route, decision.label(), reason])
+            .inc();
         self.request_duration
             .with_label_values(&[route, decision.label()])
             .observe(elapsed.as_secs_f64());
     }
 
     pub fn upstream_answered(&self, route: &str, elapsed: Duration) {
-        self.upstream_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+        self.upstream_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn in_flight(&self) -> &IntGauge {
@@ -159,7 +196,11 @@ impl Metrics {
     }
 
     pub fn token_cache(&self, hit: bool) {
-        if hit { self.cache_hits.inc() } else { self.cache_misses.inc() }
+        if hit {
+            self.cache_hits.inc()
+        } else {
+            self.cache_misses.inc()
+        }
     }
 
     /// Called at scrape time with point-in-time state.
@@ -168,12 +209,21 @@ impl Metrics {
             let l = [k.label.as_str()];
             self.key_count.with_label_values(&l).set(k.key_count as i64);
             if let Some(age) = k.age {
-                self.key_set_age.with_label_values(&l).set(age.as_secs_f64());
+                self.key_set_age
+                    .with_label_values(&l)
+                    .set(age.as_secs_f64());
             }
-            if let Some(t) = k.last_success.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
-                self.key_last_success.with_label_values(&l).set(t.as_secs_f64());
+            if let Some(t) = k
+                .last_success
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            {
+                self.key_last_success
+                    .with_label_values(&l)
+                    .set(t.as_secs_f64());
             }
-            self.key_failures.with_label_values(&l).set(i64::from(k.consecutive_failures));
+            self.key_failures
+                .with_label_values(&l)
+                .set(i64::from(k.consecutive_failures));
         }
         self.cache_entries.set(cache_entries as i64);
         self.ready.set(if is_ready { 1.0 } else { 0.0 });
@@ -197,12 +247,16 @@ impl KeyObserver for Metrics {
         };
         self.key_refreshes.with_label_values(&[source, label]).inc();
         if result.is_ok() {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
             self.key_last_success.with_label_values(&[source]).set(now);
         }
     }
 
     fn refresh_suppressed(&self, source: &str) {
-        self.key_refresh_suppressed.with_label_values(&[source]).inc();
+        self.key_refresh_suppressed
+            .with_label_values(&[source])
+            .inc();
     }
 }

@@ -120,10 +120,22 @@ impl Challenges {
     /// insufficient-scope challenge where one applies.
     pub fn respond(&self, rejection: &Rejection, route: Option<&Route>) -> Response<Bytes> {
         let (challenge, code, message) = match rejection {
-            Rejection::MissingToken => (Some(self.missing.clone()), "unauthorized", "A bearer token is required."),
-            Rejection::InvalidRequest => (Some(self.invalid_request.clone()), "invalid_request", "Send one bearer token in the Authorization header."),
+            Rejection::MissingToken => (
+                Some(self.missing.clone()),
+                "unauthorized",
+                "A bearer token is required.",
+            ),
+            Rejection::InvalidRequest => (
+                Some(self.invalid_request.clone()),
+                "invalid_request",
+                "Send one bearer token in the Authorization header.",
+            ),
             Rejection::BadPath => (None, "invalid_request", "The request path is not allowed."),
-            Rejection::InvalidToken(e) => (Some(self.invalid_token(*e)), "invalid_token", "The access token is not valid."),
+            Rejection::InvalidToken(e) => (
+                Some(self.invalid_token(*e)),
+                "invalid_token",
+                "The access token is not valid.",
+            ),
             Rejection::Denied(Denial::IssuerNotAccepted) => (
                 Some(self.invalid_token(TokenError::IssuerNotAccepted)),
                 "invalid_token",
@@ -135,7 +147,11 @@ impl Challenges {
                 "The access token lacks the required scope.",
             ),
             Rejection::Denied(Denial::NoRoute) => (None, "forbidden", "Access denied."),
-            Rejection::KeysUnavailable => (None, "unavailable", "Token validation is temporarily unavailable."),
+            Rejection::KeysUnavailable => (
+                None,
+                "unavailable",
+                "Token validation is temporarily unavailable.",
+            ),
         };
         let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{message}\"}}}}");
         let mut resp = Response::new(Bytes::from(body));
@@ -162,15 +178,29 @@ mod tests {
         let c = Challenges::new("api", &[]);
         let resp: Response<Bytes> = c.respond(r, None);
         assert_eq!(resp.headers()[CACHE_CONTROL], "no-store");
-        resp.headers().get(WWW_AUTHENTICATE).map(|v| v.to_str().unwrap().to_owned())
+        resp.headers()
+            .get(WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 
     #[test]
     fn rejection_table() {
         let cases: &[(Rejection, u16, Option<&str>)] = &[
             (Rejection::MissingToken, 401, Some("Bearer realm=\"api\"")),
-            (Rejection::InvalidRequest, 400, Some("Bearer realm=\"api\", error=\"invalid_request\", error_description=\"Send one bearer token in the Authorization header\"")),
-            (Rejection::InvalidToken(TokenError::Expired), 401, Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"The access token expired\"")),
+            (
+                Rejection::InvalidRequest,
+                400,
+                Some(
+                    "Bearer realm=\"api\", error=\"invalid_request\", error_description=\"Send one bearer token in the Authorization header\"",
+                ),
+            ),
+            (
+                Rejection::InvalidToken(TokenError::Expired),
+                401,
+                Some(
+                    "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"The access token expired\"",
+                ),
+            ),
             (Rejection::Denied(Denial::NoRoute), 403, None),
             (Rejection::BadPath, 400, None),
             (Rejection::KeysUnavailable, 503, None),

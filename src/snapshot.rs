@@ -11,8 +11,8 @@ use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
 use crate::config::{
-    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, IssuerSource, KeyLocation, entra_v1_issuer,
-    entra_v2_issuer,
+    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, IssuerSource, KeyLocation,
+    entra_v1_issuer, entra_v2_issuer,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::policy::RouteTable;
@@ -45,7 +45,9 @@ impl Snapshot {
     /// alone: route conflicts, unreadable CA files.
     pub fn compile(config: &Config, env: &KeyEnv) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
-        let routes = RouteTable::compile(&config.routes).map_err(|e| errors.extend(e)).ok();
+        let routes = RouteTable::compile(&config.routes)
+            .map_err(|e| errors.extend(e))
+            .ok();
         let mut trusts = Vec::new();
         let mut key_sources = Vec::new();
         for (i, issuer) in config.issuers.iter().enumerate() {
@@ -54,7 +56,10 @@ impl Snapshot {
                     trusts.extend(t);
                     key_sources.extend(k);
                 }
-                Err(message) => errors.push(ConfigError { path: format!("issuers[{i}].ca_file"), message }),
+                Err(message) => errors.push(ConfigError {
+                    path: format!("issuers[{i}].ca_file"),
+                    message,
+                }),
             }
         }
         let (Some(routes), true) = (routes, errors.is_empty()) else {
@@ -108,7 +113,10 @@ fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<Compiled, Strin
     match &issuer.source {
         IssuerSource::Oidc { issuer: iss, keys } => {
             let endpoint = match keys {
-                KeyLocation::Discovery(url) => KeyEndpoint::Discovery { url: url.clone(), issuer: iss.clone() },
+                KeyLocation::Discovery(url) => KeyEndpoint::Discovery {
+                    url: url.clone(),
+                    issuer: iss.clone(),
+                },
                 KeyLocation::Jwks(url) => KeyEndpoint::Jwks(url.clone()),
             };
             let keys = source(issuer.name.clone(), endpoint);
@@ -123,21 +131,46 @@ fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<Compiled, Strin
             )));
             sources.push(keys);
         }
-        IssuerSource::Entra { tenants, authority, v1_issuer_host, accept_v1, accept_v2 } => {
+        IssuerSource::Entra {
+            tenants,
+            authority,
+            v1_issuer_host,
+            accept_v1,
+            accept_v2,
+        } => {
             let base = authority.to_string().trim_end_matches('/').to_owned();
             for tenant in tenants {
                 let v1 = entra_v1_issuer(v1_issuer_host, tenant);
                 let v2 = entra_v2_issuer(authority, tenant);
                 let versions = [
-                    (*accept_v1, "v1", "1.0", v1.clone(), format!("{base}/{tenant}/discovery/keys"), vec![v1, v2.clone()]),
-                    (*accept_v2, "v2", "2.0", v2.clone(), format!("{base}/{tenant}/discovery/v2.0/keys"), vec![v2]),
+                    (
+                        *accept_v1,
+                        "v1",
+                        "1.0",
+                        v1.clone(),
+                        format!("{base}/{tenant}/discovery/keys"),
+                        vec![v1, v2.clone()],
+                    ),
+                    (
+                        *accept_v2,
+                        "v2",
+                        "2.0",
+                        v2.clone(),
+                        format!("{base}/{tenant}/discovery/v2.0/keys"),
+                        vec![v2],
+                    ),
                 ];
                 for (enabled, label, ver, iss, jwks, key_issuers) in versions {
                     if !enabled {
                         continue;
                     }
-                    let jwks = jwks.parse().map_err(|_| format!("invalid key URL {jwks:?}"))?;
-                    let keys = source(format!("{}/{tenant}/{label}", issuer.name), KeyEndpoint::Jwks(jwks));
+                    let jwks = jwks
+                        .parse()
+                        .map_err(|_| format!("invalid key URL {jwks:?}"))?;
+                    let keys = source(
+                        format!("{}/{tenant}/{label}", issuer.name),
+                        KeyEndpoint::Jwks(jwks),
+                    );
                     trusts.push(Arc::new(IssuerTrust::new(
                         name.clone(),
                         iss,

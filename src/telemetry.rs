@@ -12,12 +12,18 @@ pub fn init(cfg: &LoggingConfig) {
     let filter = std::env::var("PORTCULLIS_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info")));
+        .unwrap_or_else(|| {
+            EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = if cfg.json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if cfg.json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// An error with its whole `source()` chain, for log lines.

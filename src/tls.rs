@@ -23,7 +23,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn file_error(path: &Path, message: impl ToString) -> TlsError {
-    TlsError::File { path: path.display().to_string(), message: message.to_string() }
+    TlsError::File {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
 }
 
 /// Reads every certificate in a PEM file.

@@ -1,6 +1,8 @@
 //! Token validation through the real gateway: the rejection matrix, Entra
 //! tenant and multi-tenant modes, and the verified-token cache.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: integration tests; a panic is a failure
+
 mod support;
 
 use base64::Engine;
@@ -14,7 +16,12 @@ use serde_json::json;
 use support::*;
 
 async fn gateway(idp: &TestIdp, upstream: &TestUpstream) -> TestGateway {
-    TestGateway::start(&config(upstream.addr, &oidc_issuer(idp, ""), DEFAULT_ROUTES)).await
+    TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(idp, ""),
+        DEFAULT_ROUTES,
+    ))
+    .await
 }
 
 fn desc(text: &str) -> String {
@@ -40,37 +47,193 @@ async fn rejection_matrix() {
         let secret = idp.key.jwk()["n"].as_str().unwrap().as_bytes().to_vec();
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("key-1".into());
-        jsonwebtoken::encode(&header, &idp.token().claims, &EncodingKey::from_secret(&secret)).unwrap()
+        jsonwebtoken::encode(
+            &header,
+            &idp.token().claims,
+            &EncodingKey::from_secret(&secret),
+        )
+        .unwrap()
     };
     let cases: Vec<(&str, String, u16, Option<String>)> = vec![
         ("valid", idp.token().sign(), 200, None),
-        ("expired", idp.token().claim("exp", now - 3600).sign(), 401, Some(desc("The access token expired"))),
-        ("expired within skew is fine", idp.token().claim("nbf", now - 100).claim("exp", now - 10).sign(), 200, None),
-        ("not yet valid", idp.token().not_before_in(3600).sign(), 401, Some(desc("The access token is not yet valid"))),
-        ("wrong issuer", idp.token().claim("iss", "https://evil.example/").sign(), 401, Some(desc("The token issuer is not trusted"))),
-        ("wrong audience", idp.token().aud("api://other").sign(), 401, Some(desc("The token audience is not accepted"))),
-        ("audience array without ours", idp.token().claim("aud", json!(["api://a", "api://b"])).sign(), 401, Some(desc("The token audience is not accepted"))),
-        ("missing audience", idp.token().without("aud").sign(), 401, Some(desc("The token audience is not accepted"))),
-        ("bad signature", idp.token().key(&impostor).sign(), 401, Some(desc("The token signature is invalid"))),
-        ("tampered payload", tamper(&idp.token().sign()), 401, Some(desc("The token signature is invalid"))),
-        ("unknown kid", idp.token().header(|h| h.kid = Some("nope".into())).sign(), 401, Some(desc("The token signing key is unknown"))),
-        ("missing kid", idp.token().header(|h| h.kid = None).sign(), 401, Some(desc("The token has no key id"))),
-        ("alg none", alg_none, 401, Some(desc("The token signing algorithm is not allowed"))),
-        ("HS256 signed with the public key", hs256_with_public_key, 401, Some(desc("The token signing algorithm is not allowed"))),
-        ("oversize", idp.token().claim("pad", "x".repeat(20_000)).sign(), 401, Some(desc("The access token is too large"))),
-        ("garbage", "not-a-jwt".into(), 401, Some(desc("The access token is malformed"))),
-        ("three garbage parts", "a.b.c".into(), 401, Some(desc("The access token is malformed"))),
-        ("wrong typ", idp.token().header(|h| h.typ = Some("JOSE".into())).sign(), 401, Some(desc("The token type is not accepted"))),
-        ("missing typ", idp.token().header(|h| h.typ = None).sign(), 401, Some(desc("The token type is not accepted"))),
-        ("at+jwt typ accepted", idp.token().header(|h| h.typ = Some("at+jwt".into())).sign(), 200, None),
-        ("missing exp", idp.token().without("exp").sign(), 401, Some(desc("The access token has no expiry"))),
-        ("string exp", idp.token().claim("exp", (now + 600).to_string()).sign(), 401, Some(desc("The access token claims are invalid"))),
-        ("nbf after exp", idp.token().claim("nbf", now + 6).claim("exp", now + 5).sign(), 401, Some(desc("The access token claims are invalid"))),
-        ("crit header", idp.token().header(|h| h.crit = Some(vec!["exp".into()])).sign(), 401, Some(desc("The token has critical header parameters"))),
-        ("sender-constrained (cnf)", idp.token().claim("cnf", json!({"jkt": "abc"})).sign(), 401, Some(desc("Sender-constrained tokens are not accepted"))),
-        ("insufficient scope", idp.token().scp("Other.Scope").sign(), 403, Some("Bearer realm=\"test\", error=\"insufficient_scope\", scope=\"Models.Invoke\"".into())),
-        ("neither scp nor roles", idp.token().without("scp").sign(), 403, Some("Bearer realm=\"test\", error=\"insufficient_scope\", scope=\"Models.Invoke\"".into())),
-        ("app role accepted", idp.token().roles(&["Models.Invoke"]).sign(), 200, None),
+        (
+            "expired",
+            idp.token().claim("exp", now - 3600).sign(),
+            401,
+            Some(desc("The access token expired")),
+        ),
+        (
+            "expired within skew is fine",
+            idp.token()
+                .claim("nbf", now - 100)
+                .claim("exp", now - 10)
+                .sign(),
+            200,
+            None,
+        ),
+        (
+            "not yet valid",
+            idp.token().not_before_in(3600).sign(),
+            401,
+            Some(desc("The access token is not yet valid")),
+        ),
+        (
+            "wrong issuer",
+            idp.token().claim("iss", "https://evil.example/").sign(),
+            401,
+            Some(desc("The token issuer is not trusted")),
+        ),
+        (
+            "wrong audience",
+            idp.token().aud("api://other").sign(),
+            401,
+            Some(desc("The token audience is not accepted")),
+        ),
+        (
+            "audience array without ours",
+            idp.token()
+                .claim("aud", json!(["api://a", "api://b"]))
+                .sign(),
+            401,
+            Some(desc("The token audience is not accepted")),
+        ),
+        (
+            "missing audience",
+            idp.token().without("aud").sign(),
+            401,
+            Some(desc("The token audience is not accepted")),
+        ),
+        (
+            "bad signature",
+            idp.token().key(&impostor).sign(),
+            401,
+            Some(desc("The token signature is invalid")),
+        ),
+        (
+            "tampered payload",
+            tamper(&idp.token().sign()),
+            401,
+            Some(desc("The token signature is invalid")),
+        ),
+        (
+            "unknown kid",
+            idp.token().header(|h| h.kid = Some("nope".into())).sign(),
+            401,
+            Some(desc("The token signing key is unknown")),
+        ),
+        (
+            "missing kid",
+            idp.token().header(|h| h.kid = None).sign(),
+            401,
+            Some(desc("The token has no key id")),
+        ),
+        (
+            "alg none",
+            alg_none,
+            401,
+            Some(desc("The token signing algorithm is not allowed")),
+        ),
+        (
+            "HS256 signed with the public key",
+            hs256_with_public_key,
+            401,
+            Some(desc("The token signing algorithm is not allowed")),
+        ),
+        (
+            "oversize",
+            idp.token().claim("pad", "x".repeat(20_000)).sign(),
+            401,
+            Some(desc("The access token is too large")),
+        ),
+        (
+            "garbage",
+            "not-a-jwt".into(),
+            401,
+            Some(desc("The access token is malformed")),
+        ),
+        (
+            "three garbage parts",
+            "a.b.c".into(),
+            401,
+            Some(desc("The access token is malformed")),
+        ),
+        (
+            "wrong typ",
+            idp.token().header(|h| h.typ = Some("JOSE".into())).sign(),
+            401,
+            Some(desc("The token type is not accepted")),
+        ),
+        (
+            "missing typ",
+            idp.token().header(|h| h.typ = None).sign(),
+            401,
+            Some(desc("The token type is not accepted")),
+        ),
+        (
+            "at+jwt typ accepted",
+            idp.token().header(|h| h.typ = Some("at+jwt".into())).sign(),
+            200,
+            None,
+        ),
+        (
+            "missing exp",
+            idp.token().without("exp").sign(),
+            401,
+            Some(desc("The access token has no expiry")),
+        ),
+        (
+            "string exp",
+            idp.token().claim("exp", (now + 600).to_string()).sign(),
+            401,
+            Some(desc("The access token claims are invalid")),
+        ),
+        (
+            "nbf after exp",
+            idp.token()
+                .claim("nbf", now + 6)
+                .claim("exp", now + 5)
+                .sign(),
+            401,
+            Some(desc("The access token claims are invalid")),
+        ),
+        (
+            "crit header",
+            idp.token()
+                .header(|h| h.crit = Some(vec!["exp".into()]))
+                .sign(),
+            401,
+            Some(desc("The token has critical header parameters")),
+        ),
+        (
+            "sender-constrained (cnf)",
+            idp.token().claim("cnf", json!({"jkt": "abc"})).sign(),
+            401,
+            Some(desc("Sender-constrained tokens are not accepted")),
+        ),
+        (
+            "insufficient scope",
+            idp.token().scp("Other.Scope").sign(),
+            403,
+            Some(
+                "Bearer realm=\"test\", error=\"insufficient_scope\", scope=\"Models.Invoke\""
+                    .into(),
+            ),
+        ),
+        (
+            "neither scp nor roles",
+            idp.token().without("scp").sign(),
+            403,
+            Some(
+                "Bearer realm=\"test\", error=\"insufficient_scope\", scope=\"Models.Invoke\""
+                    .into(),
+            ),
+        ),
+        (
+            "app role accepted",
+            idp.token().roles(&["Models.Invoke"]).sign(),
+            200,
+            None,
+        ),
     ];
     for (name, token, status, want) in cases {
         let resp = get(&gw.url("/v1/chat"), Some(&token)).await;
@@ -84,16 +247,25 @@ async fn rejection_matrix() {
             let headers = format!("{:?}", resp.headers());
             let body = text(resp).await;
             // Why: a rejection must never echo the token.
-            assert!(!headers.contains(&token) && !body.contains(&token), "{name} echoed the token");
+            assert!(
+                !headers.contains(&token) && !body.contains(&token),
+                "{name} echoed the token"
+            );
         }
     }
 }
 
 fn tamper(token: &str) -> String {
     let parts: Vec<&str> = token.split('.').collect();
-    let mut claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     claims["scp"] = "Models.Invoke Admin.All".into();
-    format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2])
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    )
 }
 
 #[tokio::test]
@@ -105,7 +277,10 @@ async fn request_faults_get_400_or_401_per_rfc6750() {
 
     let resp = get(&gw.url("/v1/chat"), None).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(challenge(resp.headers()).as_deref(), Some("Bearer realm=\"test\""));
+    assert_eq!(
+        challenge(resp.headers()).as_deref(),
+        Some("Bearer realm=\"test\"")
+    );
 
     let invalid_request = "Bearer realm=\"test\", error=\"invalid_request\", error_description=\"Send one bearer token in the Authorization header\"";
     let two_headers = Request::get(gw.url("/v1/chat"))
@@ -113,17 +288,33 @@ async fn request_faults_get_400_or_401_per_rfc6750() {
         .header("authorization", format!("Bearer {token}"))
         .body(Full::<Bytes>::default())
         .unwrap();
-    let malformed = Request::get(gw.url("/v1/chat")).header("authorization", "Bearer a b").body(Full::default()).unwrap();
-    let in_query = Request::get(gw.url(&format!("/v1/chat?access_token={token}"))).body(Full::default()).unwrap();
-    for (name, req) in [("two headers", two_headers), ("malformed", malformed), ("query token", in_query)] {
+    let malformed = Request::get(gw.url("/v1/chat"))
+        .header("authorization", "Bearer a b")
+        .body(Full::default())
+        .unwrap();
+    let in_query = Request::get(gw.url(&format!("/v1/chat?access_token={token}")))
+        .body(Full::default())
+        .unwrap();
+    for (name, req) in [
+        ("two headers", two_headers),
+        ("malformed", malformed),
+        ("query token", in_query),
+    ] {
         let resp = send(req).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{name}");
-        assert_eq!(challenge(resp.headers()).as_deref(), Some(invalid_request), "{name}");
+        assert_eq!(
+            challenge(resp.headers()).as_deref(),
+            Some(invalid_request),
+            "{name}"
+        );
         assert_eq!(resp.headers()["cache-control"], "no-store");
     }
 
     // The Bearer scheme is case-insensitive.
-    let lower = Request::get(gw.url("/v1/chat")).header("authorization", format!("bearer {token}")).body(Full::default()).unwrap();
+    let lower = Request::get(gw.url("/v1/chat"))
+        .header("authorization", format!("bearer {token}"))
+        .body(Full::default())
+        .unwrap();
     assert_eq!(send(lower).await.status(), StatusCode::OK);
 }
 
@@ -139,12 +330,24 @@ async fn graph_and_token_exchange_tokens_are_refused() {
         .aud("00000003-0000-0000-c000-000000000000")
         .header(|h| h.nonce = Some("AQABAAAAAAD--DLA3VO7QrddgJg7WevrHqSg".into()))
         .sign();
-    let exchange = idp.token().aud("fb60f99c-7a34-4190-8149-302f77469936").claim("sub", "/eid1/c/pub/t/x/a/y/z").sign();
+    let exchange = idp
+        .token()
+        .aud("fb60f99c-7a34-4190-8149-302f77469936")
+        .claim("sub", "/eid1/c/pub/t/x/a/y/z")
+        .sign();
     let federated = idp.token().aud("api://AzureADTokenExchange").sign();
-    for (name, token) in [("graph", graph), ("token exchange", exchange), ("federated assertion", federated)] {
+    for (name, token) in [
+        ("graph", graph),
+        ("token exchange", exchange),
+        ("federated assertion", federated),
+    ] {
         let resp = get(&gw.url("/v1/chat"), Some(&token)).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{name}");
-        assert_eq!(challenge(resp.headers()), Some(desc("The token audience is not accepted")), "{name}");
+        assert_eq!(
+            challenge(resp.headers()),
+            Some(desc("The token audience is not accepted")),
+            "{name}"
+        );
     }
 }
 
@@ -169,32 +372,68 @@ refresh_cooldown = "1h"
 async fn entra_tenant_accepts_v1_and_v2_tokens() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start(&config(upstream.addr, &entra_issuer(&idp, &[TENANT]), DEFAULT_ROUTES)).await;
+    let gw = TestGateway::start(&config(
+        upstream.addr,
+        &entra_issuer(&idp, &[TENANT]),
+        DEFAULT_ROUTES,
+    ))
+    .await;
 
     let v2 = echoed(get(&gw.url("/x"), Some(&idp.entra_v2(TENANT).sign())).await).await;
     assert_eq!(v2["headers"]["x-portcullis-tenant"][0], TENANT);
-    let v1 = echoed(get(&gw.url("/x"), Some(&idp.entra_v1(TENANT).roles(&["Models.Invoke"]).sign())).await).await;
-    assert_eq!(v1["headers"]["x-portcullis-client-app"][0], "00001111-aaaa-2222-bbbb-3333cccc4444");
+    let v1 = echoed(
+        get(
+            &gw.url("/x"),
+            Some(&idp.entra_v1(TENANT).roles(&["Models.Invoke"]).sign()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        v1["headers"]["x-portcullis-client-app"][0],
+        "00001111-aaaa-2222-bbbb-3333cccc4444"
+    );
 
     // Each version has its own key set, fetched from its own endpoint.
     let (_, metrics) = gw.admin_get("/metrics").await;
-    assert!(metrics.contains(&format!("gateway_key_set_keys{{source=\"entra/{TENANT}/v1\"}} 1")), "{metrics}");
-    assert!(metrics.contains(&format!("gateway_key_set_keys{{source=\"entra/{TENANT}/v2\"}} 1")), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "gateway_key_set_keys{{source=\"entra/{TENANT}/v1\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "gateway_key_set_keys{{source=\"entra/{TENANT}/v2\"}} 1"
+        )),
+        "{metrics}"
+    );
 
     // A `ver` that contradicts the issuer shape is refused.
     let bent = idp.entra_v2(TENANT).claim("ver", "1.0").sign();
-    assert_eq!(get(&gw.url("/x"), Some(&bent)).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&bent)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // The tenant in `tid` must be the tenant in `iss`.
     let mixed = idp.entra_v2(TENANT).claim("tid", OTHER_TENANT).sign();
     let resp = get(&gw.url("/x"), Some(&mixed)).await;
-    assert_eq!(challenge(resp.headers()), Some(desc("The token tenant is not accepted")));
+    assert_eq!(
+        challenge(resp.headers()),
+        Some(desc("The token tenant is not accepted"))
+    );
 }
 
 #[tokio::test]
 async fn entra_multi_tenant_allowlist() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start(&config(upstream.addr, &entra_issuer(&idp, &[TENANT, OTHER_TENANT]), DEFAULT_ROUTES)).await;
+    let gw = TestGateway::start(&config(
+        upstream.addr,
+        &entra_issuer(&idp, &[TENANT, OTHER_TENANT]),
+        DEFAULT_ROUTES,
+    ))
+    .await;
     for tenant in [TENANT, OTHER_TENANT] {
         let resp = get(&gw.url("/x"), Some(&idp.entra_v2(tenant).sign())).await;
         assert_eq!(resp.status(), StatusCode::OK, "{tenant}");
@@ -202,10 +441,16 @@ async fn entra_multi_tenant_allowlist() {
     let outsider = "12345678-1234-1234-1234-123456789abc";
     let resp = get(&gw.url("/x"), Some(&idp.entra_v2(outsider).sign())).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(challenge(resp.headers()), Some(desc("The token issuer is not trusted")));
+    assert_eq!(
+        challenge(resp.headers()),
+        Some(desc("The token issuer is not trusted"))
+    );
     // The consumer (MSA) tenant is refused unless configured.
     let msa = idp.entra_v2("9188040d-6c67-4c5b-b112-36a304b66dad").sign();
-    assert_eq!(get(&gw.url("/x"), Some(&msa)).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&msa)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -220,10 +465,16 @@ async fn route_issuer_restriction() {
     );
     let routes = "[[routes]]\nname = \"only-idp\"\nprefix = \"/\"\nissuers = [\"idp\"]\n";
     let gw = TestGateway::start(&config(upstream.addr, &issuers, routes)).await;
-    assert_eq!(get(&gw.url("/a"), Some(&idp.token().sign())).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&gw.url("/a"), Some(&idp.token().sign())).await.status(),
+        StatusCode::OK
+    );
     let resp = get(&gw.url("/a"), Some(&other.token().sign())).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(challenge(resp.headers()), Some(desc("The token issuer is not accepted for this resource")));
+    assert_eq!(
+        challenge(resp.headers()),
+        Some(desc("The token issuer is not accepted for this resource"))
+    );
 }
 
 #[tokio::test]
@@ -233,12 +484,19 @@ async fn unmatched_paths_are_denied_after_authentication() {
     let routes = "[[routes]]\nname = \"chat\"\npath = \"/openai/deployments/{deployment}/chat/completions\"\nmethods = [\"POST\"]\n";
     let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), routes)).await;
     // Without a token the caller learns nothing about which paths exist.
-    assert_eq!(get(&gw.url("/admin"), None).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&gw.url("/admin"), None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     let resp = get(&gw.url("/admin"), Some(&idp.token().sign())).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(challenge(resp.headers()), None);
     // The route exists for POST only.
-    let resp = get(&gw.url("/openai/deployments/gpt/chat/completions"), Some(&idp.token().sign())).await;
+    let resp = get(
+        &gw.url("/openai/deployments/gpt/chat/completions"),
+        Some(&idp.token().sign()),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }
 
@@ -258,11 +516,26 @@ prefix = "/admin"
 roles = ["Admin"]
 "#;
     let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), routes)).await;
-    for path in ["/public/../admin", "/public/%2e%2e/admin", "/public/%2E%2E/admin", "//admin", "/public/./../admin"] {
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin",
+        "//admin",
+        "/public/./../admin",
+    ] {
         let resp = get(&gw.url(path), None).await;
-        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path} must route to /admin");
+        assert_eq!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} must route to /admin"
+        );
     }
-    for path in ["/public/..%2Fadmin", "/public/%2e%2e%2fadmin", "/public%5C..%5Cadmin", "/../admin"] {
+    for path in [
+        "/public/..%2Fadmin",
+        "/public/%2e%2e%2fadmin",
+        "/public%5C..%5Cadmin",
+        "/../admin",
+    ] {
         let resp = get(&gw.url(path), None).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
     }
@@ -278,14 +551,35 @@ async fn es256_tokens_verify_against_ec_keys() {
     let ec = SigningKey::ec_p256("ec-1").unwrap();
     idp.set_keys(vec![idp.key.clone(), ec.clone()]);
     let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, "algorithms = [\"RS256\", \"ES256\"]"), DEFAULT_ROUTES)).await;
-    assert_eq!(get(&gw.url("/x"), Some(&idp.token().key(&ec).sign())).await.status(), StatusCode::OK);
-    assert_eq!(get(&gw.url("/x"), Some(&idp.token().sign())).await.status(), StatusCode::OK);
+    let gw = TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, "algorithms = [\"RS256\", \"ES256\"]"),
+        DEFAULT_ROUTES,
+    ))
+    .await;
+    assert_eq!(
+        get(&gw.url("/x"), Some(&idp.token().key(&ec).sign()))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
+        StatusCode::OK
+    );
 
     // ES256 is not allowed unless configured: the default is RS256 only.
-    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)).await;
+    let gw = TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        DEFAULT_ROUTES,
+    ))
+    .await;
     let resp = get(&gw.url("/x"), Some(&idp.token().key(&ec).sign())).await;
-    assert_eq!(challenge(resp.headers()), Some(desc("The token signing algorithm is not allowed")));
+    assert_eq!(
+        challenge(resp.headers()),
+        Some(desc("The token signing algorithm is not allowed"))
+    );
 }
 
 #[tokio::test]
@@ -295,10 +589,22 @@ async fn verified_tokens_are_cached() {
     let gw = gateway(&idp, &upstream).await;
     let token = idp.token().sign();
     for _ in 0..3 {
-        assert_eq!(get(&gw.url("/x"), Some(&token)).await.status(), StatusCode::OK);
+        assert_eq!(
+            get(&gw.url("/x"), Some(&token)).await.status(),
+            StatusCode::OK
+        );
     }
     let (_, metrics) = gw.admin_get("/metrics").await;
-    assert!(metrics.contains("gateway_token_cache_requests_total{result=\"hit\"} 2"), "{metrics}");
-    assert!(metrics.contains("gateway_token_cache_requests_total{result=\"miss\"} 1"), "{metrics}");
-    assert!(metrics.contains("gateway_token_cache_entries 1"), "{metrics}");
+    assert!(
+        metrics.contains("gateway_token_cache_requests_total{result=\"hit\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gateway_token_cache_requests_total{result=\"miss\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gateway_token_cache_entries 1"),
+        "{metrics}"
+    );
 }

@@ -1,5 +1,7 @@
 //! The `portcullis` binary: `check`, `--help`, and a full `run` lifecycle.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: integration tests; a panic is a failure
+
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -21,8 +23,17 @@ fn every_example_config_passes_check() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = portcullis().args(["check", "--config"]).arg(&path).output().unwrap();
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            let out = portcullis()
+                .args(["check", "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             seen += 1;
         }
     }
@@ -63,7 +74,11 @@ issuers = ["nobody"]
 "#,
     )
     .unwrap();
-    let out = portcullis().args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -84,8 +99,16 @@ issuers = ["nobody"]
 fn unknown_keys_are_errors() {
     let dir = temp_dir();
     let path = dir.join("typo.toml");
-    std::fs::write(&path, "[upstream]\nurl = \"http://127.0.0.1:1\"\nconect_timeout = \"1s\"\n").unwrap();
-    let out = portcullis().args(["check", "--config"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\nconect_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `conect_timeout`"));
 }
@@ -99,17 +122,29 @@ fn route_conflicts_are_reported_by_check() {
         "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x/{a}\"\npublic = true\n[[routes]]\nname = \"b\"\npath = \"/x/{b}\"\npublic = true\n",
     )
     .unwrap();
-    let out = portcullis().args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("routes[1].path"));
 }
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["dev", "--help"]] {
+    for sub in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["dev", "--help"],
+    ] {
         let out = portcullis().args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{sub:?}"
+        );
     }
 }
 
@@ -121,7 +156,11 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
     let upstream = TestUpstream::start().await;
     let dir = temp_dir();
     let path = dir.join("gateway.toml");
-    std::fs::write(&path, config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)).unwrap();
+    std::fs::write(
+        &path,
+        config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES),
+    )
+    .unwrap();
     let mut child = KillOnDrop(
         portcullis()
             .args(["run", "--config"])
@@ -163,8 +202,17 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
     assert_eq!(get(&url, None).await.status(), StatusCode::UNAUTHORIZED);
 
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let exit = tokio::task::spawn_blocking(move || child.0.wait()).await.unwrap().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "exit: {exit:?}");
     // Nothing the binary logged may contain the token.
     while let Ok(line) = rx.try_recv() {

@@ -1,6 +1,8 @@
 //! Forwarding through the real gateway: streaming both ways, upgrades,
 //! HTTP/2, TLS, header hygiene and upstream failures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: integration tests; a panic is a failure
+
 mod support;
 
 use std::convert::Infallible;
@@ -15,14 +17,19 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 use support::*;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn setup() -> (TestIdp, TestUpstream, TestGateway) {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)).await;
+    let gw = TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        DEFAULT_ROUTES,
+    ))
+    .await;
     (idp, upstream, gw)
 }
 
@@ -52,22 +59,36 @@ async fn sse_events_arrive_one_by_one_before_the_stream_ends() {
 #[tokio::test]
 async fn websocket_is_authorized_at_the_handshake_then_tunnelled() {
     let (idp, _upstream, gw) = setup().await;
-    let mut req = format!("ws://{}/ws", gw.addr).into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", HeaderValue::from_str(&format!("Bearer {}", idp.token().sign())).unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("handshake");
+    let mut req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {}", idp.token().sign())).unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("handshake");
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
     for text in ["hello", "through", "the gateway"] {
         ws.send(Message::text(text)).await.unwrap();
-        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(echoed.into_text().unwrap().as_str(), text);
     }
     ws.close(None).await.unwrap();
 
     // Without a token the handshake is refused with 401.
-    let req = format!("ws://{}/ws", gw.addr).into_client_request().unwrap();
+    let req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
     match tokio_tungstenite::connect_async(req).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), StatusCode::UNAUTHORIZED),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED)
+        }
         other => panic!("expected a 401 handshake refusal, got {other:?}"),
     }
 }
@@ -78,28 +99,43 @@ async fn a_200_mb_upload_streams_with_flat_memory() {
     const CHUNK: usize = 1024 * 1024;
     const CHUNKS: usize = 200;
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
-    let frames = futures_util::stream::iter((0..CHUNKS).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))));
+    let frames = futures_util::stream::iter(
+        (0..CHUNKS).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
+    );
     let body: BoxBody<Bytes, Infallible> = BodyExt::boxed(StreamBody::new(frames));
-    let client: Client<_, BoxBody<Bytes, Infallible>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, BoxBody<Bytes, Infallible>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let req = Request::post(gw.url("/upload"))
         .header("authorization", format!("Bearer {}", idp.token().sign()))
         .body(body)
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(120), client.request(req)).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(120), client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let report: serde_json::Value = serde_json::from_str(&text(resp).await).unwrap();
     assert_eq!(report["bytes"], (CHUNK * CHUNKS) as u64);
     let start = report["start_rss"].as_u64().unwrap();
-    assert!(start > 0, "RSS must be measurable for this test to mean anything");
+    assert!(
+        start > 0,
+        "RSS must be measurable for this test to mean anything"
+    );
     let growth = report["peak_rss"].as_u64().unwrap().saturating_sub(start);
     // A buffering gateway would grow by the body size (200 MiB).
-    assert!(growth < 64 * 1024 * 1024, "RSS grew by {} MiB during the upload", growth / (1024 * 1024));
+    assert!(
+        growth < 64 * 1024 * 1024,
+        "RSS grew by {} MiB during the upload",
+        growth / (1024 * 1024)
+    );
 }
 
 #[tokio::test]
 async fn h2c_prior_knowledge_clients_are_served() {
     let (idp, _upstream, gw) = setup().await;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
     let req = Request::get(gw.url("/x"))
         .header("authorization", format!("Bearer {}", idp.token().sign()))
         .body(Full::default())
@@ -108,7 +144,11 @@ async fn h2c_prior_knowledge_clients_are_served() {
     assert_eq!(resp.version(), Version::HTTP_2);
     let seen = echoed(resp).await;
     assert_eq!(seen["version"], "HTTP/1.1", "upstream is HTTP/1.1");
-    assert_eq!(seen["headers"]["host"][0], gw.addr.to_string(), "authority becomes Host");
+    assert_eq!(
+        seen["headers"]["host"][0],
+        gw.addr.to_string(),
+        "authority becomes Host"
+    );
 }
 
 #[tokio::test]
@@ -121,7 +161,10 @@ async fn tls_clients_negotiate_h2_or_http1_by_alpn() {
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
     let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES).replace(
         "realm = \"test\"",
-        &format!("realm = \"test\"\ntls = {{ cert = \"{0}/cert.pem\", key = \"{0}/key.pem\" }}", dir.display()),
+        &format!(
+            "realm = \"test\"\ntls = {{ cert = \"{0}/cert.pem\", key = \"{0}/key.pem\" }}",
+            dir.display()
+        ),
     );
     let gw = TestGateway::start(&cfg).await;
     let token = idp.token().sign();
@@ -129,13 +172,21 @@ async fn tls_clients_negotiate_h2_or_http1_by_alpn() {
     for (h2, want) in [(true, Version::HTTP_2), (false, Version::HTTP_11)] {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.cert.der().clone()).unwrap();
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only();
-        let connector = if h2 { builder.enable_all_versions().build() } else { builder.enable_http1().build() };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only();
+        let connector = if h2 {
+            builder.enable_all_versions().build()
+        } else {
+            builder.enable_http1().build()
+        };
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
         let req = Request::get(format!("https://localhost:{}/x", gw.addr.port()))
             .header("authorization", format!("Bearer {token}"))
@@ -160,7 +211,10 @@ async fn identity_headers_cannot_be_spoofed_and_the_token_stays_here() {
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-forwarded-host", "evil.example")
         .header("x-request-id", "req-123")
-        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .header("connection", "keep-alive, x-custom-hop")
         .header("x-custom-hop", "dropped")
         .body(Full::default())
@@ -169,15 +223,31 @@ async fn identity_headers_cannot_be_spoofed_and_the_token_stays_here() {
     assert_eq!(resp.headers()["x-request-id"], "req-123");
     let seen = echoed(resp).await;
     let h = &seen["headers"];
-    assert!(h.get("authorization").is_none(), "the token must not reach the upstream");
-    assert_eq!(h["x-portcullis-subject"], serde_json::json!(["690222be-ff1a-4d56-abd1-7e4f7d38e474"]));
+    assert!(
+        h.get("authorization").is_none(),
+        "the token must not reach the upstream"
+    );
+    assert_eq!(
+        h["x-portcullis-subject"],
+        serde_json::json!(["690222be-ff1a-4d56-abd1-7e4f7d38e474"])
+    );
     assert_eq!(h["x-portcullis-tenant"], serde_json::json!([TENANT]));
-    assert!(h.get("x-portcullis-roles").is_none(), "a user token has no roles to send");
+    assert!(
+        h.get("x-portcullis-roles").is_none(),
+        "a user token has no roles to send"
+    );
     assert_eq!(h["x-portcullis-scopes"][0], "Models.Invoke");
-    assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]), "client values are replaced");
+    assert_eq!(
+        h["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"]),
+        "client values are replaced"
+    );
     assert_eq!(h["x-forwarded-host"][0], gw.addr.to_string());
     assert_eq!(h["x-request-id"][0], "req-123");
-    assert_eq!(h["traceparent"][0], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_eq!(
+        h["traceparent"][0],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
     assert!(h.get("x-custom-hop").is_none() && h.get("connection").is_none());
     assert_eq!(seen["query"], "q=1");
 
@@ -202,7 +272,10 @@ async fn connection_header_cannot_strip_identity_headers_we_set() {
         .body(Full::default())
         .unwrap();
     let seen = echoed(send(req).await).await;
-    assert_eq!(seen["headers"]["x-portcullis-subject"][0], "690222be-ff1a-4d56-abd1-7e4f7d38e474");
+    assert_eq!(
+        seen["headers"]["x-portcullis-subject"][0],
+        "690222be-ff1a-4d56-abd1-7e4f7d38e474"
+    );
     assert_eq!(seen["headers"]["x-forwarded-for"][0], "127.0.0.1");
 }
 
@@ -210,8 +283,10 @@ async fn connection_header_cannot_strip_identity_headers_we_set() {
 async fn trusted_proxies_extend_x_forwarded_for() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)
-        .replace("realm = \"test\"", "realm = \"test\"\ntrusted_proxies = [\"127.0.0.0/8\"]");
+    let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES).replace(
+        "realm = \"test\"",
+        "realm = \"test\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    );
     let gw = TestGateway::start(&cfg).await;
     let req = Request::get(gw.url("/health"))
         .header("x-forwarded-for", "203.0.113.7")
@@ -219,7 +294,10 @@ async fn trusted_proxies_extend_x_forwarded_for() {
         .body(Full::default())
         .unwrap();
     let seen = echoed(send(req).await).await;
-    assert_eq!(seen["headers"]["x-forwarded-for"][0], "203.0.113.7, 127.0.0.1");
+    assert_eq!(
+        seen["headers"]["x-forwarded-for"][0],
+        "203.0.113.7, 127.0.0.1"
+    );
     assert_eq!(seen["headers"]["x-forwarded-proto"][0], "https");
 }
 
@@ -227,11 +305,15 @@ async fn trusted_proxies_extend_x_forwarded_for() {
 async fn a_route_can_opt_in_to_forward_the_authorization_header() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let routes = "[[routes]]\nname = \"passthrough\"\nprefix = \"/\"\nforward_authorization = true\n";
+    let routes =
+        "[[routes]]\nname = \"passthrough\"\nprefix = \"/\"\nforward_authorization = true\n";
     let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), routes)).await;
     let token = idp.token().sign();
     let seen = echoed(get(&gw.url("/x"), Some(&token)).await).await;
-    assert_eq!(seen["headers"]["authorization"][0], format!("Bearer {token}"));
+    assert_eq!(
+        seen["headers"]["authorization"][0],
+        format!("Bearer {token}")
+    );
 }
 
 #[tokio::test]
@@ -245,7 +327,10 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
     let resp = get(&gw.url("/x"), Some(&idp.token().sign())).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let body = text(resp).await;
-    assert_eq!(body, r#"{"error":{"code":"bad_gateway","message":"The upstream could not be reached."}}"#);
+    assert_eq!(
+        body,
+        r#"{"error":{"code":"bad_gateway","message":"The upstream could not be reached."}}"#
+    );
 
     let upstream = TestUpstream::start().await;
     let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)
@@ -254,7 +339,12 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
     let resp = get(&gw.url("/slow"), Some(&idp.token().sign())).await;
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     let (_, metrics) = gw.admin_get("/metrics").await;
-    assert!(metrics.contains("gateway_requests_total{decision=\"error\",reason=\"upstream_timeout\",route=\"api\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "gateway_requests_total{decision=\"error\",reason=\"upstream_timeout\",route=\"api\"} 1"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -273,21 +363,30 @@ async fn shutdown_lets_in_flight_requests_finish() {
             tokio::task::yield_now().await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), refused).await.expect("listener closed");
+    tokio::time::timeout(Duration::from_secs(5), refused)
+        .await
+        .expect("listener closed");
     // ...while the stream in flight completes.
     upstream.release_sse_event();
     upstream.release_sse_event();
-    let rest = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await.unwrap().unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(rest.to_bytes().ends_with(b"data: [DONE]\n\n"));
-    tokio::time::timeout(Duration::from_secs(5), gw.running.join()).await.expect("drained");
+    tokio::time::timeout(Duration::from_secs(5), gw.running.join())
+        .await
+        .expect("drained");
 }
 
 #[tokio::test]
 async fn upstream_over_h2c() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)
-        .replace("response_timeout = \"2s\"", "response_timeout = \"2s\"\nhttp2 = true");
+    let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES).replace(
+        "response_timeout = \"2s\"",
+        "response_timeout = \"2s\"\nhttp2 = true",
+    );
     let gw = TestGateway::start(&cfg).await;
     let seen = echoed(get(&gw.url("/x"), Some(&idp.token().sign())).await).await;
     assert_eq!(seen["version"], "HTTP/2.0");
@@ -299,20 +398,31 @@ async fn upstream_over_tls_with_a_private_ca() {
     let dir = temp_dir();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     std::fs::write(dir.join("upstream-ca.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("upstream-key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    let tls = portcullis::tls::server_config(&dir.join("upstream-ca.pem"), &dir.join("upstream-key.pem")).unwrap();
+    std::fs::write(
+        dir.join("upstream-key.pem"),
+        cert.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let tls =
+        portcullis::tls::server_config(&dir.join("upstream-ca.pem"), &dir.join("upstream-key.pem"))
+            .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(tcp).await else { return };
-                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    Ok::<_, Infallible>(portcullis::dev::echo(&req))
-                });
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        Ok::<_, Infallible>(portcullis::dev::echo(&req))
+                    });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;

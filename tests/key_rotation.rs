@@ -1,5 +1,7 @@
 //! Key rollover and IdP failures, against a real JWKS server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: integration tests; a panic is a failure
+
 mod support;
 
 use std::time::Duration;
@@ -9,7 +11,12 @@ use portcullis::dev::{JwksMode, SigningKey};
 use support::*;
 
 async fn gateway(idp: &TestIdp, upstream: &TestUpstream, extra: &str) -> TestGateway {
-    TestGateway::start(&config(upstream.addr, &oidc_issuer(idp, extra), DEFAULT_ROUTES)).await
+    TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(idp, extra),
+        DEFAULT_ROUTES,
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -18,20 +25,30 @@ async fn a_new_signing_key_is_accepted_after_one_refresh() {
     let upstream = TestUpstream::start().await;
     let gw = gateway(&idp, &upstream, "").await;
     let old_token = idp.token().sign();
-    assert_eq!(get(&gw.url("/x"), Some(&old_token)).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&old_token)).await.status(),
+        StatusCode::OK
+    );
     let fetches = idp.fetch_count();
 
     // The IdP rolls over immediately: only the new key is published.
     let new_key = SigningKey::rsa("key-2").unwrap();
     idp.set_keys(vec![new_key.clone()]);
     let new_token = idp.token().key(&new_key).sign();
-    assert_eq!(get(&gw.url("/x"), Some(&new_token)).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&new_token)).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(idp.fetch_count(), fetches + 1, "exactly one refresh");
 
     // The removed key stops validating, even for a token already cached.
     let resp = get(&gw.url("/x"), Some(&old_token)).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert!(challenge(resp.headers()).unwrap().contains("The token signing key is unknown"));
+    assert!(
+        challenge(resp.headers())
+            .unwrap()
+            .contains("The token signing key is unknown")
+    );
 }
 
 #[tokio::test]
@@ -44,7 +61,11 @@ async fn a_storm_of_random_kids_causes_at_most_one_fetch_per_cooldown() {
     let (tx, rx) = std::sync::mpsc::channel();
     for batch in 0..20 {
         let tokens: Vec<String> = (0..50)
-            .map(|i| idp.token().header(|h| h.kid = Some(format!("random-{batch}-{i}-{:x}", fastrand::u64(..)))).sign())
+            .map(|i| {
+                idp.token()
+                    .header(|h| h.kid = Some(format!("random-{batch}-{i}-{:x}", fastrand::u64(..))))
+                    .sign()
+            })
             .collect();
         let url = gw.url("/x");
         let tx = tx.clone();
@@ -59,11 +80,21 @@ async fn a_storm_of_random_kids_causes_at_most_one_fetch_per_cooldown() {
     let statuses: Vec<StatusCode> = rx.iter().collect();
     assert_eq!(statuses.len(), 1000);
     assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
-    assert!(idp.fetch_count() - before <= 1, "{} fetches", idp.fetch_count() - before);
+    assert!(
+        idp.fetch_count() - before <= 1,
+        "{} fetches",
+        idp.fetch_count() - before
+    );
     let (_, metrics) = gw.admin_get("/metrics").await;
-    assert!(metrics.contains("gateway_key_refresh_suppressed_total{source=\"idp\"}"), "{metrics}");
+    assert!(
+        metrics.contains("gateway_key_refresh_suppressed_total{source=\"idp\"}"),
+        "{metrics}"
+    );
     // Valid tokens are unaffected throughout.
-    assert_eq!(get(&gw.url("/x"), Some(&idp.token().sign())).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -71,7 +102,12 @@ async fn idp_down_at_start_means_not_ready_and_503() {
     let idp = TestIdp::start().await;
     idp.set_mode(JwksMode::Down);
     let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start_unready(&config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)).await;
+    let gw = TestGateway::start_unready(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        DEFAULT_ROUTES,
+    ))
+    .await;
     let (status, body) = gw.admin_get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("\"idp\""), "{body}");
@@ -83,9 +119,14 @@ async fn idp_down_at_start_means_not_ready_and_503() {
 
     // When the IdP comes back, the background retry loads the keys.
     idp.set_mode(JwksMode::Serving);
-    tokio::time::timeout(Duration::from_secs(10), gw.running.wait_ready()).await.expect("keys loaded after recovery");
+    tokio::time::timeout(Duration::from_secs(10), gw.running.wait_ready())
+        .await
+        .expect("keys loaded after recovery");
     assert_eq!(gw.admin_get("/readyz").await.0, StatusCode::OK);
-    assert_eq!(get(&gw.url("/x"), Some(&idp.token().sign())).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -96,14 +137,29 @@ async fn idp_down_later_keeps_the_last_good_keys() {
     idp.set_mode(JwksMode::Down);
     let before = idp.fetch_count();
     // An unknown kid forces a refresh, which fails.
-    let probe = idp.token().header(|h| h.kid = Some("unknown".into())).sign();
-    assert_eq!(get(&gw.url("/x"), Some(&probe)).await.status(), StatusCode::UNAUTHORIZED);
+    let probe = idp
+        .token()
+        .header(|h| h.kid = Some("unknown".into()))
+        .sign();
+    assert_eq!(
+        get(&gw.url("/x"), Some(&probe)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(idp.fetch_count(), before, "down: nothing served");
     let (_, metrics) = gw.admin_get("/metrics").await;
-    assert!(metrics.contains("gateway_key_refreshes_total{result=\"error\",source=\"idp\"} 1"), "{metrics}");
-    assert!(metrics.contains("gateway_key_refresh_consecutive_failures{source=\"idp\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("gateway_key_refreshes_total{result=\"error\",source=\"idp\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gateway_key_refresh_consecutive_failures{source=\"idp\"} 1"),
+        "{metrics}"
+    );
     // Known keys keep working and the gateway stays ready.
-    assert_eq!(get(&gw.url("/x"), Some(&idp.token().sign())).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(gw.admin_get("/readyz").await.0, StatusCode::OK);
 }
 
@@ -114,23 +170,40 @@ async fn an_empty_jwks_never_replaces_a_good_one() {
     let gw = gateway(&idp, &upstream, "").await;
     idp.set_mode(JwksMode::Empty);
     let before = idp.fetch_count();
-    let probe = idp.token().header(|h| h.kid = Some("unknown".into())).sign();
-    assert_eq!(get(&gw.url("/x"), Some(&probe)).await.status(), StatusCode::UNAUTHORIZED);
+    let probe = idp
+        .token()
+        .header(|h| h.kid = Some("unknown".into()))
+        .sign();
+    assert_eq!(
+        get(&gw.url("/x"), Some(&probe)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(idp.fetch_count(), before + 1, "the empty set was fetched");
-    assert_eq!(get(&gw.url("/x"), Some(&idp.token().sign())).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
+        StatusCode::OK
+    );
     let (_, metrics) = gw.admin_get("/metrics").await;
-    assert!(metrics.contains("gateway_key_set_keys{source=\"idp\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("gateway_key_set_keys{source=\"idp\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn discovery_that_names_another_issuer_is_refused() {
     let idp = TestIdp::start().await;
     let fetcher = portcullis::keys::Fetcher::new(None).unwrap();
-    let url: http::Uri = format!("{}/.well-known/openid-configuration", idp.url()).parse().unwrap();
+    let url: http::Uri = format!("{}/.well-known/openid-configuration", idp.url())
+        .parse()
+        .unwrap();
     let jwks = fetcher.discover(&url, &idp.issuer()).await.unwrap();
     assert_eq!(jwks.to_string(), format!("{}/keys", idp.url()));
     // Why (OIDC Discovery §4.3): the document must name the configured issuer.
-    let err = fetcher.discover(&url, "https://impostor.example").await.unwrap_err();
+    let err = fetcher
+        .discover(&url, "https://impostor.example")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
     assert_eq!(idp.fetch_count(), 0, "no key set fetched");
 }

@@ -15,9 +15,9 @@ use super::file::{
     TokenCacheFile, UpstreamFile,
 };
 use super::{
-    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, IssuerSource,
-    KeyFetchConfig, KeyLocation, LoggingConfig, RouteConfig, RouteMatch, ServerConfig, TlsConfig,
-    TokenCacheConfig, UpstreamConfig,
+    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, IssuerSource, KeyFetchConfig,
+    KeyLocation, LoggingConfig, RouteConfig, RouteMatch, ServerConfig, TlsConfig, TokenCacheConfig,
+    UpstreamConfig,
 };
 
 /// The public Entra authority.
@@ -42,7 +42,10 @@ impl Errors {
         match humantime::parse_duration(text) {
             Ok(d) => d,
             Err(e) => {
-                self.push(path, format!("invalid duration {text:?}: {e} (use e.g. \"30s\", \"5m\")"));
+                self.push(
+                    path,
+                    format!("invalid duration {text:?}: {e} (use e.g. \"30s\", \"5m\")"),
+                );
                 default
             }
         }
@@ -51,7 +54,10 @@ impl Errors {
     fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
         let text = value.unwrap_or(default);
         text.parse().unwrap_or_else(|_| {
-            self.push(path, format!("invalid socket address {text:?} (use e.g. \"0.0.0.0:8080\")"));
+            self.push(
+                path,
+                format!("invalid socket address {text:?} (use e.g. \"0.0.0.0:8080\")"),
+            );
             SocketAddr::from(([127, 0, 0, 1], 0))
         })
     }
@@ -71,7 +77,10 @@ impl Errors {
             Some("http") => {
                 // Why: keys fetched in clear text can be replaced in transit,
                 // which hands an attacker the power to mint tokens.
-                self.push(path, "plain http is allowed only for loopback hosts; use https");
+                self.push(
+                    path,
+                    "plain http is allowed only for loopback hosts; use https",
+                );
                 None
             }
             _ => {
@@ -108,11 +117,17 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let mut names = HashSet::new();
     for (i, r) in routes.iter().enumerate() {
         if !names.insert(r.name.as_str()) {
-            errs.push(format!("routes[{i}].name"), format!("duplicate route name {:?}", r.name));
+            errs.push(
+                format!("routes[{i}].name"),
+                format!("duplicate route name {:?}", r.name),
+            );
         }
     }
     if issuers.is_empty() && routes.iter().any(|r| !r.public) {
-        errs.push("issuers", "at least one issuer is needed: some routes require a token");
+        errs.push(
+            "issuers",
+            "at least one issuer is needed: some routes require a token",
+        );
     }
     let token_cache = token_cache(&mut errs, file.token_cache);
     let identity_headers = identity_headers(&mut errs, file.identity_headers);
@@ -134,7 +149,10 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
 fn server(errs: &mut Errors, f: ServerFile, base: &Path) -> ServerConfig {
     let realm = f.realm.unwrap_or_else(|| "portcullis".to_owned());
     if !is_quoted_string_safe(&realm) {
-        errs.push("server.realm", "must be printable ASCII without '\"' or '\\'");
+        errs.push(
+            "server.realm",
+            "must be printable ASCII without '\"' or '\\'",
+        );
     }
     let tls = f.tls.map(|t| TlsConfig {
         cert: existing_file(errs, "server.tls.cert", &t.cert, base),
@@ -159,7 +177,11 @@ fn server(errs: &mut Errors, f: ServerFile, base: &Path) -> ServerConfig {
         .collect();
     ServerConfig {
         listen: errs.addr("server.listen", f.listen.as_deref(), "0.0.0.0:8080"),
-        admin_listen: errs.addr("server.admin_listen", f.admin_listen.as_deref(), "127.0.0.1:9090"),
+        admin_listen: errs.addr(
+            "server.admin_listen",
+            f.admin_listen.as_deref(),
+            "127.0.0.1:9090",
+        ),
         realm,
         tls,
         drain_timeout: errs.duration("server.drain_timeout", f.drain_timeout.as_deref(), secs(30)),
@@ -185,20 +207,37 @@ fn upstream(errs: &mut Errors, f: UpstreamFile, base: &Path) -> UpstreamConfig {
         _ => {
             errs.push(
                 "upstream.url",
-                format!("must be http(s)://host[:port] without a path, got {:?}", f.url),
+                format!(
+                    "must be http(s)://host[:port] without a path, got {:?}",
+                    f.url
+                ),
             );
             Uri::from_static("http://127.0.0.1")
         }
     };
     UpstreamConfig {
         url,
-        connect_timeout: errs.duration("upstream.connect_timeout", f.connect_timeout.as_deref(), secs(5)),
+        connect_timeout: errs.duration(
+            "upstream.connect_timeout",
+            f.connect_timeout.as_deref(),
+            secs(5),
+        ),
         // Why 600 s: the OpenAI SDKs' own total timeout; reasoning models can
         // think for minutes before the first header.
-        response_timeout: errs.duration("upstream.response_timeout", f.response_timeout.as_deref(), secs(600)),
-        pool_idle_timeout: errs.duration("upstream.pool_idle_timeout", f.pool_idle_timeout.as_deref(), secs(90)),
+        response_timeout: errs.duration(
+            "upstream.response_timeout",
+            f.response_timeout.as_deref(),
+            secs(600),
+        ),
+        pool_idle_timeout: errs.duration(
+            "upstream.pool_idle_timeout",
+            f.pool_idle_timeout.as_deref(),
+            secs(90),
+        ),
         http2: f.http2.unwrap_or(false),
-        ca_file: f.ca_file.map(|p| existing_file(errs, "upstream.ca_file", &p, base)),
+        ca_file: f
+            .ca_file
+            .map(|p| existing_file(errs, "upstream.ca_file", &p, base)),
     }
 }
 
@@ -211,7 +250,10 @@ fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<Iss
         "oidc" => oidc_source(errs, at, &f),
         "entra" => entra_source(errs, at, &f),
         other => {
-            errs.push(format!("{at}.kind"), format!("unknown kind {other:?} (expected \"oidc\" or \"entra\")"));
+            errs.push(
+                format!("{at}.kind"),
+                format!("unknown kind {other:?} (expected \"oidc\" or \"entra\")"),
+            );
             None
         }
     };
@@ -229,25 +271,56 @@ fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<Iss
     let algorithms = algorithms(errs, at, f.algorithms.as_deref());
     let max_token_size = f.max_token_size.unwrap_or(16 * 1024);
     if max_token_size == 0 || max_token_size > MAX_TOKEN_SIZE_LIMIT {
-        errs.push(format!("{at}.max_token_size"), format!("must be between 1 and {MAX_TOKEN_SIZE_LIMIT} bytes"));
+        errs.push(
+            format!("{at}.max_token_size"),
+            format!("must be between 1 and {MAX_TOKEN_SIZE_LIMIT} bytes"),
+        );
     }
-    let accepted_typ = f.accepted_typ.clone().unwrap_or_else(|| vec!["JWT".into(), "at+jwt".into()]);
+    let accepted_typ = f
+        .accepted_typ
+        .clone()
+        .unwrap_or_else(|| vec!["JWT".into(), "at+jwt".into()]);
     if accepted_typ.is_empty() {
         errs.push(format!("{at}.accepted_typ"), "must not be empty");
     }
     let keys = KeyFetchConfig {
-        refresh_interval: errs.duration(&format!("{at}.refresh_interval"), f.refresh_interval.as_deref(), secs(3600)),
-        refresh_cooldown: errs.duration(&format!("{at}.refresh_cooldown"), f.refresh_cooldown.as_deref(), secs(300)),
-        max_staleness: errs.duration(&format!("{at}.max_key_staleness"), f.max_key_staleness.as_deref(), secs(86_400)),
-        ca_file: f.ca_file.as_ref().map(|p| existing_file(errs, &format!("{at}.ca_file"), p, base)),
+        refresh_interval: errs.duration(
+            &format!("{at}.refresh_interval"),
+            f.refresh_interval.as_deref(),
+            secs(3600),
+        ),
+        refresh_cooldown: errs.duration(
+            &format!("{at}.refresh_cooldown"),
+            f.refresh_cooldown.as_deref(),
+            secs(300),
+        ),
+        max_staleness: errs.duration(
+            &format!("{at}.max_key_staleness"),
+            f.max_key_staleness.as_deref(),
+            secs(86_400),
+        ),
+        ca_file: f
+            .ca_file
+            .as_ref()
+            .map(|p| existing_file(errs, &format!("{at}.ca_file"), p, base)),
     };
     if keys.refresh_interval < secs(1) || keys.refresh_cooldown < secs(1) {
-        errs.push(format!("{at}.refresh_interval"), "refresh_interval and refresh_cooldown must be at least 1s");
+        errs.push(
+            format!("{at}.refresh_interval"),
+            "refresh_interval and refresh_cooldown must be at least 1s",
+        );
     }
     if keys.max_staleness <= keys.refresh_interval {
-        errs.push(format!("{at}.max_key_staleness"), "must be longer than refresh_interval");
+        errs.push(
+            format!("{at}.max_key_staleness"),
+            "must be longer than refresh_interval",
+        );
     }
-    let clock_skew = errs.duration(&format!("{at}.clock_skew"), f.clock_skew.as_deref(), secs(60));
+    let clock_skew = errs.duration(
+        &format!("{at}.clock_skew"),
+        f.clock_skew.as_deref(),
+        secs(60),
+    );
     if clock_skew > secs(600) {
         errs.push(format!("{at}.clock_skew"), "must be at most 10m");
     }
@@ -281,13 +354,21 @@ fn oidc_source(errs: &mut Errors, at: &str, f: &IssuerFile) -> Option<IssuerSour
     };
     let keys = match (&f.discovery_url, &f.jwks_uri) {
         (Some(_), Some(_)) => {
-            errs.push(format!("{at}.jwks_uri"), "set either discovery_url or jwks_uri, not both");
+            errs.push(
+                format!("{at}.jwks_uri"),
+                "set either discovery_url or jwks_uri, not both",
+            );
             return None;
         }
-        (Some(d), None) => KeyLocation::Discovery(errs.fetch_url(&format!("{at}.discovery_url"), d)?),
+        (Some(d), None) => {
+            KeyLocation::Discovery(errs.fetch_url(&format!("{at}.discovery_url"), d)?)
+        }
         (None, Some(j)) => KeyLocation::Jwks(errs.fetch_url(&format!("{at}.jwks_uri"), j)?),
         (None, None) => {
-            let d = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+            let d = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
             KeyLocation::Discovery(errs.fetch_url(&format!("{at}.issuer"), &d)?)
         }
     };
@@ -307,22 +388,38 @@ fn entra_source(errs: &mut Errors, at: &str, f: &IssuerFile) -> Option<IssuerSou
     let tenants: Vec<String> = f.tenants.clone().unwrap_or_default();
     if tenants.is_empty() {
         // Why: an empty allowlist must never mean "any tenant".
-        errs.push(format!("{at}.tenants"), "must not be empty (list the tenant ids to accept)");
+        errs.push(
+            format!("{at}.tenants"),
+            "must not be empty (list the tenant ids to accept)",
+        );
     }
     for (i, t) in tenants.iter().enumerate() {
         if !is_guid(t) {
-            errs.push(format!("{at}.tenants[{i}]"), format!("{t:?} is not a tenant id (GUID)"));
+            errs.push(
+                format!("{at}.tenants[{i}]"),
+                format!("{t:?} is not a tenant id (GUID)"),
+            );
         }
     }
-    let authority_text = f.authority.as_deref().unwrap_or(ENTRA_AUTHORITY).trim_end_matches('/');
+    let authority_text = f
+        .authority
+        .as_deref()
+        .unwrap_or(ENTRA_AUTHORITY)
+        .trim_end_matches('/');
     let authority = errs.fetch_url(&format!("{at}.authority"), authority_text);
-    let versions = f.token_versions.clone().unwrap_or_else(|| vec!["1.0".into(), "2.0".into()]);
+    let versions = f
+        .token_versions
+        .clone()
+        .unwrap_or_else(|| vec!["1.0".into(), "2.0".into()]);
     let (mut accept_v1, mut accept_v2) = (false, false);
     for (i, v) in versions.iter().enumerate() {
         match v.as_str() {
             "1.0" => accept_v1 = true,
             "2.0" => accept_v2 = true,
-            _ => errs.push(format!("{at}.token_versions[{i}]"), format!("{v:?} is not \"1.0\" or \"2.0\"")),
+            _ => errs.push(
+                format!("{at}.token_versions[{i}]"),
+                format!("{v:?} is not \"1.0\" or \"2.0\""),
+            ),
         }
     }
     if !accept_v1 && !accept_v2 {
@@ -343,7 +440,9 @@ fn entra_source(errs: &mut Errors, at: &str, f: &IssuerFile) -> Option<IssuerSou
 }
 
 fn algorithms(errs: &mut Errors, at: &str, names: Option<&[String]>) -> Vec<Algorithm> {
-    let Some(names) = names else { return vec![Algorithm::RS256] };
+    let Some(names) = names else {
+        return vec![Algorithm::RS256];
+    };
     if names.is_empty() {
         errs.push(format!("{at}.algorithms"), "must not be empty");
     }
@@ -364,11 +463,17 @@ fn algorithms(errs: &mut Errors, at: &str, names: Option<&[String]>) -> Vec<Algo
                 n if n.eq_ignore_ascii_case("none") || n.to_ascii_uppercase().starts_with("HS") => {
                     // Why (RFC 8725 §3.1): `none` and shared-secret algorithms
                     // would let anyone holding the public key forge tokens.
-                    errs.push(path, format!("{n:?} is refused: only asymmetric signatures are accepted"));
+                    errs.push(
+                        path,
+                        format!("{n:?} is refused: only asymmetric signatures are accepted"),
+                    );
                     None
                 }
                 n => {
-                    errs.push(path, format!("unknown algorithm {n:?} (RS256, PS256, ES256, …)"));
+                    errs.push(
+                        path,
+                        format!("unknown algorithm {n:?} (RS256, PS256, ES256, …)"),
+                    );
                     None
                 }
             }
@@ -383,20 +488,39 @@ fn check_issuer_uniqueness(errs: &mut Errors, issuers: &[IssuerConfig]) {
     let mut seen = HashSet::new();
     for (i, issuer) in issuers.iter().enumerate() {
         if !names.insert(issuer.name.as_str()) {
-            errs.push(format!("issuers[{i}].name"), format!("duplicate issuer name {:?}", issuer.name));
+            errs.push(
+                format!("issuers[{i}].name"),
+                format!("duplicate issuer name {:?}", issuer.name),
+            );
         }
         for iss in issuer.accepted_issuers() {
             if !seen.insert(iss.clone()) {
-                errs.push(format!("issuers[{i}]"), format!("issuer {iss:?} is already accepted by another entry"));
+                errs.push(
+                    format!("issuers[{i}]"),
+                    format!("issuer {iss:?} is already accepted by another entry"),
+                );
             }
         }
     }
 }
 
-fn route(errs: &mut Errors, at: &str, f: RouteFile, issuers: &[IssuerConfig]) -> Option<RouteConfig> {
+fn route(
+    errs: &mut Errors,
+    at: &str,
+    f: RouteFile,
+    issuers: &[IssuerConfig],
+) -> Option<RouteConfig> {
     let before = errs.0.len();
-    if f.name.is_empty() || !f.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
-        errs.push(format!("{at}.name"), "must be non-empty letters, digits, '_', '-' or '.'");
+    if f.name.is_empty()
+        || !f
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        errs.push(
+            format!("{at}.name"),
+            "must be non-empty letters, digits, '_', '-' or '.'",
+        );
     }
     let matcher = match (f.path, f.prefix) {
         (Some(p), None) => Some(RouteMatch::Template(p)),
@@ -406,45 +530,69 @@ fn route(errs: &mut Errors, at: &str, f: RouteFile, issuers: &[IssuerConfig]) ->
             None
         }
     };
-    if let Some(RouteMatch::Template(p) | RouteMatch::Prefix(p)) = &matcher {
-        if !p.starts_with('/') {
-            errs.push(format!("{at}.path"), "must start with '/'");
-        }
+    if let Some(RouteMatch::Template(p) | RouteMatch::Prefix(p)) = &matcher
+        && !p.starts_with('/')
+    {
+        errs.push(format!("{at}.path"), "must start with '/'");
     }
     let methods = f.methods.map(|ms| {
         if ms.is_empty() {
-            errs.push(format!("{at}.methods"), "must not be empty (omit it to allow every method)");
+            errs.push(
+                format!("{at}.methods"),
+                "must not be empty (omit it to allow every method)",
+            );
         }
         ms.iter()
             .enumerate()
-            .filter_map(|(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(m) => Some(m),
-                Err(_) => {
-                    errs.push(format!("{at}.methods[{i}]"), format!("invalid method {m:?}"));
-                    None
-                }
-            })
+            .filter_map(
+                |(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        errs.push(
+                            format!("{at}.methods[{i}]"),
+                            format!("invalid method {m:?}"),
+                        );
+                        None
+                    }
+                },
+            )
             .collect()
     });
     if let Some(names) = &f.issuers {
         for (i, n) in names.iter().enumerate() {
             if !issuers.iter().any(|is| &is.name == n) {
-                errs.push(format!("{at}.issuers[{i}]"), format!("no issuer named {n:?}"));
+                errs.push(
+                    format!("{at}.issuers[{i}]"),
+                    format!("no issuer named {n:?}"),
+                );
             }
         }
     }
     for (field, values) in [("scopes", &f.scopes), ("roles", &f.roles)] {
         for (i, v) in values.iter().enumerate() {
-            if v.is_empty() || !v.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\') {
-                errs.push(format!("{at}.{field}[{i}]"), "must be printable ASCII without spaces, '\"' or '\\'");
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            {
+                errs.push(
+                    format!("{at}.{field}[{i}]"),
+                    "must be printable ASCII without spaces, '\"' or '\\'",
+                );
             }
         }
     }
     if f.public && (!f.scopes.is_empty() || !f.roles.is_empty() || f.issuers.is_some()) {
-        errs.push(format!("{at}.public"), "a public route cannot require scopes, roles or issuers");
+        errs.push(
+            format!("{at}.public"),
+            "a public route cannot require scopes, roles or issuers",
+        );
     }
     if f.public && f.forward_authorization {
-        errs.push(format!("{at}.forward_authorization"), "a public route verifies no token to forward");
+        errs.push(
+            format!("{at}.forward_authorization"),
+            "a public route verifies no token to forward",
+        );
     }
     let matcher = matcher.filter(|_| errs.0.len() == before)?;
     Some(RouteConfig {
@@ -462,7 +610,10 @@ fn route(errs: &mut Errors, at: &str, f: RouteFile, issuers: &[IssuerConfig]) ->
 fn token_cache(errs: &mut Errors, f: TokenCacheFile) -> TokenCacheConfig {
     let capacity = f.capacity.unwrap_or(100_000);
     if capacity == 0 {
-        errs.push("token_cache.capacity", "must be at least 1 (set enabled = false to turn the cache off)");
+        errs.push(
+            "token_cache.capacity",
+            "must be at least 1 (set enabled = false to turn the cache off)",
+        );
     }
     TokenCacheConfig {
         enabled: f.enabled.unwrap_or(true),
@@ -484,7 +635,10 @@ fn identity_headers(errs: &mut Errors, f: IdentityHeadersFile) -> IdentityHeader
             }
         };
         if is_reserved_header(&name) {
-            errs.push(&path, format!("{name} is set by the protocol or the gateway and cannot carry identity"));
+            errs.push(
+                &path,
+                format!("{name} is set by the protocol or the gateway and cannot carry identity"),
+            );
         }
         if !seen.insert(name.clone()) {
             errs.push(&path, format!("{name} is used for two identity fields"));
@@ -505,13 +659,19 @@ fn logging(errs: &mut Errors, f: LoggingFile) -> LoggingConfig {
         None | Some("text") => false,
         Some("json") => true,
         Some(other) => {
-            errs.push("logging.format", format!("{other:?} is not \"text\" or \"json\""));
+            errs.push(
+                "logging.format",
+                format!("{other:?} is not \"text\" or \"json\""),
+            );
             false
         }
     };
     let level = f.level.unwrap_or_else(|| "info".to_owned());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        errs.push("logging.level", format!("invalid filter {level:?} (use e.g. \"info\" or \"portcullis=debug\")"));
+        errs.push(
+            "logging.level",
+            format!("invalid filter {level:?} (use e.g. \"info\" or \"portcullis=debug\")"),
+        );
     }
     LoggingConfig { level, json }
 }
@@ -521,7 +681,13 @@ impl IssuerConfig {
     pub fn accepted_issuers(&self) -> Vec<String> {
         match &self.source {
             IssuerSource::Oidc { issuer, .. } => vec![issuer.clone()],
-            IssuerSource::Entra { tenants, authority, v1_issuer_host, accept_v1, accept_v2 } => tenants
+            IssuerSource::Entra {
+                tenants,
+                authority,
+                v1_issuer_host,
+                accept_v1,
+                accept_v2,
+            } => tenants
                 .iter()
                 .flat_map(|t| {
                     let v1 = accept_v1.then(|| entra_v1_issuer(v1_issuer_host, t));
@@ -540,7 +706,10 @@ pub fn entra_v1_issuer(v1_issuer_host: &str, tenant: &str) -> String {
 
 /// `https://login.microsoftonline.com/{tid}/v2.0`.
 pub fn entra_v2_issuer(authority: &Uri, tenant: &str) -> String {
-    format!("{}/{tenant}/v2.0", authority.to_string().trim_end_matches('/'))
+    format!(
+        "{}/{tenant}/v2.0",
+        authority.to_string().trim_end_matches('/')
+    )
 }
 
 fn existing_file(errs: &mut Errors, path: &str, value: &str, base: &Path) -> std::path::PathBuf {
@@ -575,14 +744,28 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 fn is_quoted_string_safe(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn is_reserved_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "authorization" | "host" | "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding"
-            | "upgrade" | "proxy-authorization" | "proxy-connection" | "content-length"
-            | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-request-id" | "traceparent"
+        "authorization"
+            | "host"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "content-length"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-request-id"
+            | "traceparent"
     )
 }

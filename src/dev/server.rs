@@ -48,7 +48,11 @@ impl DevIssuer {
     pub async fn start(keys: Vec<SigningKey>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(Mutex::new(IssuerState { keys, mode: JwksMode::Serving, fetches: 0 }));
+        let state = Arc::new(Mutex::new(IssuerState {
+            keys,
+            mode: JwksMode::Serving,
+            fetches: 0,
+        }));
         let base = format!("http://{addr}");
         let shared = state.clone();
         let task = tokio::spawn(serve_http(listener, move |req: Request<Incoming>| {
@@ -84,7 +88,9 @@ impl Drop for DevIssuer {
 }
 
 fn lock(state: &Mutex<IssuerState>) -> MutexGuard<'_, IssuerState> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn issuer_response(base: &str, state: &Mutex<IssuerState>, path: &str) -> Response<Full<Bytes>> {
@@ -98,7 +104,9 @@ fn issuer_response(base: &str, state: &Mutex<IssuerState>, path: &str) -> Respon
     }
     // `/keys` (OIDC), `/{tenant}/discovery/keys` (Entra v1) and
     // `/{tenant}/discovery/v2.0/keys` (Entra v2, keys carry an issuer).
-    let per_key_issuer = path.ends_with("/discovery/v2.0/keys").then(|| format!("{base}/{{tenantid}}/v2.0"));
+    let per_key_issuer = path
+        .ends_with("/discovery/v2.0/keys")
+        .then(|| format!("{base}/{{tenantid}}/v2.0"));
     if path == "/keys" || path.ends_with("/discovery/keys") || per_key_issuer.is_some() {
         s.fetches += 1;
         let keys: Vec<Value> = match s.mode {
@@ -131,7 +139,9 @@ impl EchoUpstream {
     pub async fn start() -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(serve_http(listener, |req: Request<Incoming>| async move { echo(&req) }));
+        let task = tokio::spawn(serve_http(listener, |req: Request<Incoming>| async move {
+            echo(&req)
+        }));
         Ok(Self { addr, task })
     }
 
@@ -174,7 +184,10 @@ pub fn echo<B>(req: &Request<B>) -> Response<Full<Bytes>> {
 fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -185,7 +198,9 @@ where
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let handler = handler.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

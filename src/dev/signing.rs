@@ -21,7 +21,10 @@ pub struct SigningKey {
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Why: never print private key material.
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,10 +40,12 @@ impl SigningKey {
 
     /// A fresh RSA key of the given size (tests use it for weak-key cases).
     pub fn rsa_sized(kid: &str, size: KeySize) -> Result<Self, KeyGenError> {
-        let pair = aws_lc_rs::rsa::KeyPair::generate(size).map_err(|e| KeyGenError(e.to_string()))?;
+        let pair =
+            aws_lc_rs::rsa::KeyPair::generate(size).map_err(|e| KeyGenError(e.to_string()))?;
         let der: Pkcs8V1Der = pair.as_der().map_err(|e| KeyGenError(e.to_string()))?;
         let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
-        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| KeyGenError(e.to_string()))?;
+        let encoding =
+            EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| KeyGenError(e.to_string()))?;
         let public = pair.public_key();
         let jwk = json!({
             "kty": "RSA",
@@ -50,22 +55,36 @@ impl SigningKey {
             "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
             "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
         });
-        Ok(Self { kid: kid.to_owned(), alg: Algorithm::RS256, encoding, jwk })
+        Ok(Self {
+            kid: kid.to_owned(),
+            alg: Algorithm::RS256,
+            encoding,
+            jwk,
+        })
     }
 
     /// A fresh P-256 key for ES256.
     pub fn ec_p256(kid: &str) -> Result<Self, KeyGenError> {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|e| KeyGenError(e.to_string()))?;
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|e| KeyGenError(e.to_string()))?;
         let pkcs8 = pair.to_pkcs8v1().map_err(|e| KeyGenError(e.to_string()))?;
         let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
-        let point: EcPublicKeyUncompressedBin = pair.public_key().as_be_bytes().map_err(|e| KeyGenError(e.to_string()))?;
+        let point: EcPublicKeyUncompressedBin = pair
+            .public_key()
+            .as_be_bytes()
+            .map_err(|e| KeyGenError(e.to_string()))?;
         let point = point.as_ref();
         let (x, y) = point[1..].split_at(32);
         let jwk = json!({
             "kty": "EC", "use": "sig", "kid": kid, "crv": "P-256",
             "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
         });
-        Ok(Self { kid: kid.to_owned(), alg: Algorithm::ES256, encoding, jwk })
+        Ok(Self {
+            kid: kid.to_owned(),
+            alg: Algorithm::ES256,
+            encoding,
+            jwk,
+        })
     }
 
     pub fn kid(&self) -> &str {

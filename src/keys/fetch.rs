@@ -68,10 +68,17 @@ impl Fetcher {
         let work = async {
             let req = Request::get(uri.clone())
                 .header(header::ACCEPT, "application/json")
-                .header(header::USER_AGENT, concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+                .header(
+                    header::USER_AGENT,
+                    concat!("portcullis/", env!("CARGO_PKG_VERSION")),
+                )
                 .body(Empty::new())
                 .map_err(|e| KeyFetchError::Transport(e.to_string()))?;
-            let resp = self.client.request(req).await.map_err(|e| KeyFetchError::Transport(crate::telemetry::error_chain(&e)))?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| KeyFetchError::Transport(crate::telemetry::error_chain(&e)))?;
             if !resp.status().is_success() {
                 // Why: a redirect is not followed; it could point anywhere.
                 return Err(KeyFetchError::Status(resp.status()));
@@ -88,16 +95,22 @@ impl Fetcher {
                 })?;
             Ok(body.to_bytes())
         };
-        tokio::time::timeout(FETCH_TIMEOUT, work).await.map_err(|_| KeyFetchError::Timeout)?
+        tokio::time::timeout(FETCH_TIMEOUT, work)
+            .await
+            .map_err(|_| KeyFetchError::Timeout)?
     }
 
     /// Reads an OpenID discovery document and returns its `jwks_uri`, after
     /// checking that it names `expected_issuer` (OpenID Connect Discovery
     /// §4.3) and that the key URL stays on the discovery host.
-    pub async fn discover(&self, discovery: &Uri, expected_issuer: &str) -> Result<Uri, KeyFetchError> {
+    pub async fn discover(
+        &self,
+        discovery: &Uri,
+        expected_issuer: &str,
+    ) -> Result<Uri, KeyFetchError> {
         let body = self.get(discovery).await?;
-        let doc: DiscoveryDoc =
-            serde_json::from_slice(&body).map_err(|e| KeyFetchError::Discovery(format!("invalid JSON: {e}")))?;
+        let doc: DiscoveryDoc = serde_json::from_slice(&body)
+            .map_err(|e| KeyFetchError::Discovery(format!("invalid JSON: {e}")))?;
         if doc.issuer != expected_issuer {
             return Err(KeyFetchError::Discovery(format!(
                 "issuer {:?} does not match the configured {expected_issuer:?}",
@@ -111,9 +124,10 @@ impl Fetcher {
         // Why: only configured hosts are fetched; a discovery document must not
         // send us to another host or downgrade to plain http.
         if jwks.authority() != discovery.authority() || jwks.scheme() != discovery.scheme() {
-            return Err(KeyFetchError::Discovery("jwks_uri points to another host or scheme".into()));
+            return Err(KeyFetchError::Discovery(
+                "jwks_uri points to another host or scheme".into(),
+            ));
         }
         Ok(jwks)
     }
 }
-

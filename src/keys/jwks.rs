@@ -35,7 +35,12 @@ impl VerifyKey {
         let family_ok = match self.kind {
             KeyKind::Rsa => matches!(
                 alg,
-                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
             ),
             KeyKind::EcP256 => alg == Algorithm::ES256,
             KeyKind::EcP384 => alg == Algorithm::ES384,
@@ -149,28 +154,42 @@ pub fn parse(body: &[u8], fetched_at: Instant) -> Result<(KeySet, Vec<String>), 
         return Err(JwksError::NoUsableKeys);
     }
     material.sort();
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, material.join("\n").as_bytes());
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, material.join("\n").as_bytes());
     let mut fingerprint = [0u8; 32];
     fingerprint.copy_from_slice(digest.as_ref());
-    Ok((KeySet { keys, fingerprint, fetched_at }, skipped))
+    Ok((
+        KeySet {
+            keys,
+            fingerprint,
+            fetched_at,
+        },
+        skipped,
+    ))
 }
 
 fn build_key(jwk: &JwkDoc) -> Result<VerifyKey, String> {
     let alg = match jwk.alg.as_deref() {
         None => None,
-        Some(name) => Some(name.parse::<Algorithm>().map_err(|_| format!("unsupported alg {name:?}"))?),
+        Some(name) => Some(
+            name.parse::<Algorithm>()
+                .map_err(|_| format!("unsupported alg {name:?}"))?,
+        ),
     };
     let (decoding, kind) = match jwk.kty.as_str() {
         "RSA" => {
             let (Some(n), Some(e)) = (&jwk.n, &jwk.e) else {
                 return Err("RSA key without n or e".into());
             };
-            let modulus = URL_SAFE_NO_PAD.decode(n).map_err(|_| "n is not base64url")?;
+            let modulus = URL_SAFE_NO_PAD
+                .decode(n)
+                .map_err(|_| "n is not base64url")?;
             let bits = modulus.iter().skip_while(|b| **b == 0).count() * 8;
             if bits < MIN_RSA_BITS {
                 return Err(format!("RSA key of {bits} bits is below {MIN_RSA_BITS}"));
             }
-            let key = DecodingKey::from_rsa_components(n, e).map_err(|e| format!("bad RSA key: {e}"))?;
+            let key =
+                DecodingKey::from_rsa_components(n, e).map_err(|e| format!("bad RSA key: {e}"))?;
             (key, KeyKind::Rsa)
         }
         "EC" => {
@@ -182,16 +201,22 @@ fn build_key(jwk: &JwkDoc) -> Result<VerifyKey, String> {
                 Some("P-384") => KeyKind::EcP384,
                 other => return Err(format!("unsupported curve {other:?}")),
             };
-            let key = DecodingKey::from_ec_components(x, y).map_err(|e| format!("bad EC key: {e}"))?;
+            let key =
+                DecodingKey::from_ec_components(x, y).map_err(|e| format!("bad EC key: {e}"))?;
             (key, kind)
         }
         other => return Err(format!("unsupported key type {other:?}")),
     };
-    let key = VerifyKey { decoding, kind, alg, issuer: jwk.issuer.clone() };
-    if let Some(a) = alg {
-        if !key.accepts(a) {
-            return Err(format!("alg {a:?} does not fit key type {}", jwk.kty));
-        }
+    let key = VerifyKey {
+        decoding,
+        kind,
+        alg,
+        issuer: jwk.issuer.clone(),
+    };
+    if let Some(a) = alg
+        && !key.accepts(a)
+    {
+        return Err(format!("alg {a:?} does not fit key type {}", jwk.kty));
     }
     Ok(key)
 }
@@ -211,7 +236,11 @@ mod tests {
 
     #[test]
     fn usable_keys_are_indexed_by_kid() {
-        let (set, skipped) = parse(&doc(vec![rsa_jwk("a", 2048), rsa_jwk("b", 4096)]), Instant::now()).unwrap();
+        let (set, skipped) = parse(
+            &doc(vec![rsa_jwk("a", 2048), rsa_jwk("b", 4096)]),
+            Instant::now(),
+        )
+        .unwrap();
         assert_eq!(set.len(), 2);
         assert!(set.get("a").is_some() && set.get("b").is_some());
         assert!(skipped.is_empty());
@@ -219,30 +248,59 @@ mod tests {
 
     #[test]
     fn weak_rsa_keys_are_skipped() {
-        let (set, skipped) = parse(&doc(vec![rsa_jwk("weak", 1024), rsa_jwk("ok", 2048)]), Instant::now()).unwrap();
+        let (set, skipped) = parse(
+            &doc(vec![rsa_jwk("weak", 1024), rsa_jwk("ok", 2048)]),
+            Instant::now(),
+        )
+        .unwrap();
         assert!(set.get("weak").is_none());
         assert_eq!(skipped.len(), 1);
     }
 
     #[test]
     fn empty_or_unusable_sets_are_errors() {
-        assert_eq!(parse(&doc(vec![]), Instant::now()).err(), Some(JwksError::NoUsableKeys));
+        assert_eq!(
+            parse(&doc(vec![]), Instant::now()).err(),
+            Some(JwksError::NoUsableKeys)
+        );
         let enc = serde_json::json!({"kty":"RSA","use":"enc","kid":"e","n":"AQAB","e":"AQAB"});
-        assert_eq!(parse(&doc(vec![enc]), Instant::now()).err(), Some(JwksError::NoUsableKeys));
-        assert!(matches!(parse(b"not json", Instant::now()), Err(JwksError::Json(_))));
+        assert_eq!(
+            parse(&doc(vec![enc]), Instant::now()).err(),
+            Some(JwksError::NoUsableKeys)
+        );
+        assert!(matches!(
+            parse(b"not json", Instant::now()),
+            Err(JwksError::Json(_))
+        ));
     }
 
     #[test]
     fn duplicate_kids_refuse_the_document() {
-        let err = parse(&doc(vec![rsa_jwk("a", 2048), rsa_jwk("a", 2048)]), Instant::now()).err();
+        let err = parse(
+            &doc(vec![rsa_jwk("a", 2048), rsa_jwk("a", 2048)]),
+            Instant::now(),
+        )
+        .err();
         assert_eq!(err, Some(JwksError::DuplicateKid("a".into())));
     }
 
     #[test]
     fn fingerprint_ignores_order_and_tracks_material() {
-        let one = parse(&doc(vec![rsa_jwk("a", 2048), rsa_jwk("b", 2048)]), Instant::now()).unwrap().0;
-        let two = parse(&doc(vec![rsa_jwk("b", 2048), rsa_jwk("a", 2048)]), Instant::now()).unwrap().0;
-        let three = parse(&doc(vec![rsa_jwk("a", 2048)]), Instant::now()).unwrap().0;
+        let one = parse(
+            &doc(vec![rsa_jwk("a", 2048), rsa_jwk("b", 2048)]),
+            Instant::now(),
+        )
+        .unwrap()
+        .0;
+        let two = parse(
+            &doc(vec![rsa_jwk("b", 2048), rsa_jwk("a", 2048)]),
+            Instant::now(),
+        )
+        .unwrap()
+        .0;
+        let three = parse(&doc(vec![rsa_jwk("a", 2048)]), Instant::now())
+            .unwrap()
+            .0;
         assert_eq!(one.fingerprint, two.fingerprint);
         assert_ne!(one.fingerprint, three.fingerprint);
     }

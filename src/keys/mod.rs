@@ -34,7 +34,10 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub enum KeyEndpoint {
     /// A discovery document that must name `issuer`; its `jwks_uri` is used.
-    Discovery { url: Uri, issuer: String },
+    Discovery {
+        url: Uri,
+        issuer: String,
+    },
     Jwks(Uri),
 }
 
@@ -164,7 +167,9 @@ impl KeySource {
         }
         let cooling = {
             let state = self.lock_state();
-            state.last_on_demand.is_some_and(|t| t.elapsed() < self.settings.refresh_cooldown)
+            state
+                .last_on_demand
+                .is_some_and(|t| t.elapsed() < self.settings.refresh_cooldown)
         };
         if cooling {
             self.observer.refresh_suppressed(&self.label);
@@ -216,7 +221,8 @@ impl KeySource {
                 Err(e)
             }
         };
-        self.observer.refreshed(&self.label, outcome.as_ref().copied());
+        self.observer
+            .refreshed(&self.label, outcome.as_ref().copied());
         outcome
     }
 
@@ -297,7 +303,9 @@ impl KeySource {
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, RefreshState> {
         // A poisoned lock only means a panic elsewhere; the state is plain data.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     #[cfg(test)]
@@ -340,10 +348,15 @@ mod tests {
     }
 
     fn set_fetched(ago: Duration) -> KeySet {
-        let n = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xc5u8; 256]);
+        let n = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            [0xc5u8; 256],
+        );
         let doc = serde_json::json!({"keys":[{"kty":"RSA","kid":"k1","n":n,"e":"AQAB"}]});
         let at = Instant::now().checked_sub(ago).unwrap();
-        jwks::parse(&serde_json::to_vec(&doc).unwrap(), at).unwrap().0
+        jwks::parse(&serde_json::to_vec(&doc).unwrap(), at)
+            .unwrap()
+            .0
     }
 
     #[tokio::test]
@@ -378,7 +391,10 @@ mod tests {
     fn jitter_stays_within_ten_percent() {
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(100));
-            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
+                "{d:?}"
+            );
         }
     }
 }

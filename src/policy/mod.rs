@@ -54,17 +54,20 @@ impl Grant {
 
 /// A grant for a public route: no token was asked for.
 pub fn admit_public(route: &Arc<Route>) -> Option<Grant> {
-    route.is_public().then(|| Grant { route: route.clone(), claims: None })
+    route.is_public().then(|| Grant {
+        route: route.clone(),
+        claims: None,
+    })
 }
 
 /// Checks a verified token against the route's requirements: the issuer must
 /// be accepted, and when the route names scopes or roles the token must hold
 /// at least one of them (any-of).
 pub fn authorize(route: &Arc<Route>, claims: Arc<VerifiedClaims>) -> Result<Grant, Denial> {
-    if let Some(issuers) = route.issuers() {
-        if !issuers.iter().any(|i| i == claims.issuer_name()) {
-            return Err(Denial::IssuerNotAccepted);
-        }
+    if let Some(issuers) = route.issuers()
+        && !issuers.iter().any(|i| i == claims.issuer_name())
+    {
+        return Err(Denial::IssuerNotAccepted);
     }
     let requires = !route.scopes().is_empty() || !route.roles().is_empty();
     if requires {
@@ -74,5 +77,8 @@ pub fn authorize(route: &Arc<Route>, claims: Arc<VerifiedClaims>) -> Result<Gran
             return Err(Denial::InsufficientScope);
         }
     }
-    Ok(Grant { route: route.clone(), claims: Some(claims) })
+    Ok(Grant {
+        route: route.clone(),
+        claims: Some(claims),
+    })
 }

@@ -24,7 +24,8 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     if path.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f) {
         return Err(PathError::Ambiguous);
     }
-    let needs_work = path.contains("//") || path.contains('%') || path.split('/').any(|s| s == "." || s == "..");
+    let needs_work =
+        path.contains("//") || path.contains('%') || path.split('/').any(|s| s == "." || s == "..");
     if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
@@ -71,13 +72,17 @@ fn decode_unreserved(seg: &str) -> Result<String, PathError> {
             i += 1;
             continue;
         }
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
             return Err(PathError::Ambiguous);
         };
         match value {
             b'/' | b'\\' | 0 => return Err(PathError::Ambiguous),
-            v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => out.push(v as char),
+            v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
+                out.push(v as char)
+            }
             v => {
                 out.push('%');
                 out.push_str(&format!("{v:02X}"));
@@ -124,7 +129,11 @@ mod tests {
         ];
         for (input, want) in cases {
             let got = normalize(input).map(|c| c.into_owned());
-            assert_eq!(got.as_deref().map_err(|e| *e), want.map_err(|e| e), "{input}");
+            assert_eq!(
+                got.as_deref().map_err(|e| *e),
+                want.map_err(|e| e),
+                "{input}"
+            );
         }
     }
 

@@ -23,7 +23,11 @@ pub struct Route {
 
 impl Route {
     fn compile(cfg: &RouteConfig) -> Self {
-        let required = if cfg.scopes.is_empty() { &cfg.roles } else { &cfg.scopes };
+        let required = if cfg.scopes.is_empty() {
+            &cfg.roles
+        } else {
+            &cfg.scopes
+        };
         Self {
             name: Arc::from(cfg.name.as_str()),
             methods: cfg.methods.clone(),
@@ -85,7 +89,9 @@ impl RouteTable {
     /// Compiles the routes; template errors and conflicts are reported with
     /// the route's path in the config.
     pub fn compile(routes: &[RouteConfig]) -> Result<Self, Vec<ConfigError>> {
-        let mut by_pattern: Vec<(String, Vec<(usize, Arc<Route>)>)> = Vec::new();
+        // Pattern → the routes (with their config index) sharing it.
+        type Slot = (String, Vec<(usize, Arc<Route>)>);
+        let mut by_pattern: Vec<Slot> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut compiled = Vec::with_capacity(routes.len());
         for (i, cfg) in routes.iter().enumerate() {
@@ -111,7 +117,14 @@ impl RouteTable {
                 });
             }
         }
-        if errors.is_empty() { Ok(Self { router, routes: compiled }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self {
+                router,
+                routes: compiled,
+            })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Every route, in config order.
@@ -123,7 +136,11 @@ impl RouteTable {
     pub fn find<'a>(&'a self, method: &Method, path: &'a str) -> Option<RouteMatchResult<'a>> {
         let matched = self.router.at(path).ok()?;
         let route = matched.value.iter().find(|r| r.allows_method(method))?;
-        let params = matched.params.iter().filter(|(k, _)| !k.starts_with("__")).collect();
+        let params = matched
+            .params
+            .iter()
+            .filter(|(k, _)| !k.starts_with("__"))
+            .collect();
         Some(RouteMatchResult { route, params })
     }
 }
@@ -152,7 +169,11 @@ mod tests {
         RouteConfig {
             name: name.into(),
             matcher: m,
-            methods: methods.map(|ms| ms.iter().map(|m| Method::from_bytes(m.as_bytes()).unwrap()).collect()),
+            methods: methods.map(|ms| {
+                ms.iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
+                    .collect()
+            }),
             scopes: vec![],
             roles: vec![],
             issuers: None,
@@ -164,27 +185,59 @@ mod tests {
     #[test]
     fn templates_prefixes_and_methods() {
         let table = RouteTable::compile(&[
-            route("chat", RouteMatch::Template("/openai/deployments/{deployment}/chat/completions".into()), Some(&["POST"])),
+            route(
+                "chat",
+                RouteMatch::Template("/openai/deployments/{deployment}/chat/completions".into()),
+                Some(&["POST"]),
+            ),
             route("openai", RouteMatch::Prefix("/openai".into()), None),
-            route("health-get", RouteMatch::Template("/health".into()), Some(&["GET"])),
-            route("health-head", RouteMatch::Template("/health".into()), Some(&["HEAD"])),
+            route(
+                "health-get",
+                RouteMatch::Template("/health".into()),
+                Some(&["GET"]),
+            ),
+            route(
+                "health-head",
+                RouteMatch::Template("/health".into()),
+                Some(&["HEAD"]),
+            ),
         ])
         .unwrap();
-        let m = table.find(&Method::POST, "/openai/deployments/gpt4o/chat/completions").unwrap();
+        let m = table
+            .find(&Method::POST, "/openai/deployments/gpt4o/chat/completions")
+            .unwrap();
         assert_eq!(m.route.name(), "chat");
         assert_eq!(m.params, vec![("deployment", "gpt4o")]);
         // A GET falls through to no route at this exact path: methods are per route.
-        assert!(table.find(&Method::GET, "/openai/deployments/gpt4o/chat/completions").is_none());
-        assert_eq!(table.find(&Method::GET, "/openai/files").unwrap().route.name(), "openai");
-        assert_eq!(table.find(&Method::GET, "/openai").unwrap().route.name(), "openai");
+        assert!(
+            table
+                .find(&Method::GET, "/openai/deployments/gpt4o/chat/completions")
+                .is_none()
+        );
+        assert_eq!(
+            table
+                .find(&Method::GET, "/openai/files")
+                .unwrap()
+                .route
+                .name(),
+            "openai"
+        );
+        assert_eq!(
+            table.find(&Method::GET, "/openai").unwrap().route.name(),
+            "openai"
+        );
         assert!(table.find(&Method::GET, "/openaiX").is_none());
-        assert_eq!(table.find(&Method::HEAD, "/health").unwrap().route.name(), "health-head");
+        assert_eq!(
+            table.find(&Method::HEAD, "/health").unwrap().route.name(),
+            "health-head"
+        );
         assert!(table.find(&Method::GET, "/other").is_none());
     }
 
     #[test]
     fn root_prefix_is_a_catch_all() {
-        let table = RouteTable::compile(&[route("all", RouteMatch::Prefix("/".into()), None)]).unwrap();
+        let table =
+            RouteTable::compile(&[route("all", RouteMatch::Prefix("/".into()), None)]).unwrap();
         assert!(table.find(&Method::GET, "/").is_some());
         assert!(table.find(&Method::GET, "/x/y").is_some());
     }

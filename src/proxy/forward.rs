@@ -71,7 +71,9 @@ impl Upstream {
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
         let connector = if cfg.http2 {
             builder.enable_http2().wrap_connector(http)
         } else {
@@ -86,7 +88,11 @@ impl Upstream {
         Ok(Self {
             client,
             response_timeout: cfg.response_timeout,
-            version: if cfg.http2 { Version::HTTP_2 } else { Version::HTTP_11 },
+            version: if cfg.http2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            },
         })
     }
 }
@@ -117,11 +123,12 @@ pub async fn forward(
         None => path.to_owned(),
     };
     let pq = PathAndQuery::try_from(pq).map_err(|e| ForwardError::Protocol(e.to_string()))?;
-    let original_host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     parts.uri = Uri::builder()
         .scheme(snapshot.upstream_scheme.clone())
         .authority(snapshot.upstream_authority.clone())
@@ -129,10 +136,16 @@ pub async fn forward(
         .build()
         .map_err(|e| ForwardError::Protocol(e.to_string()))?;
 
-    let upgrade_proto = if is_upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
+    let upgrade_proto = if is_upgrade {
+        parts.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     strip_hop_by_hop(&mut parts.headers);
     if let Some(proto) = upgrade_proto {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto);
         parts.version = Version::HTTP_11;
     } else {
@@ -144,19 +157,26 @@ pub async fn forward(
     }
     set_identity_headers(&mut parts.headers, snapshot, grant);
     set_forwarded_headers(&mut parts.headers, snapshot, conn, original_host.as_ref());
-    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
     if let Some(host) = original_host {
         parts.headers.insert(header::HOST, host);
     }
 
     let outbound = Request::from_parts(parts, body.map_err(Into::into).boxed());
     let started = Instant::now();
-    let mut resp = match tokio::time::timeout(upstream.response_timeout, upstream.client.request(outbound)).await {
-        Err(_) => return Err(ForwardError::Timeout(upstream.response_timeout)),
-        Ok(Err(e)) if e.is_connect() => return Err(ForwardError::Connect(crate::telemetry::error_chain(&e))),
-        Ok(Err(e)) => return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e))),
-        Ok(Ok(resp)) => resp,
-    };
+    let mut resp =
+        match tokio::time::timeout(upstream.response_timeout, upstream.client.request(outbound))
+            .await
+        {
+            Err(_) => return Err(ForwardError::Timeout(upstream.response_timeout)),
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(ForwardError::Connect(crate::telemetry::error_chain(&e)));
+            }
+            Ok(Err(e)) => return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e))),
+            Ok(Ok(resp)) => resp,
+        };
     let upstream_elapsed = started.elapsed();
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -167,8 +187,12 @@ pub async fn forward(
     } else {
         strip_hop_by_hop(resp.headers_mut());
     }
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
-    Ok((resp.map(|b| b.map_err(Into::into).boxed()), upstream_elapsed))
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    Ok((
+        resp.map(|b| b.map_err(Into::into).boxed()),
+        upstream_elapsed,
+    ))
 }
 
 /// Copies bytes both ways between the upgraded client and upstream
@@ -233,7 +257,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn set_identity_headers(headers: &mut HeaderMap, snapshot: &Snapshot, grant: &Grant) {
     let names = &snapshot.identity_headers;
     // Why: a client must never be able to send its own identity upstream.
-    for name in [&names.subject, &names.tenant, &names.client_app, &names.scopes, &names.roles] {
+    for name in [
+        &names.subject,
+        &names.tenant,
+        &names.client_app,
+        &names.scopes,
+        &names.roles,
+    ] {
         headers.remove(name);
     }
     let Some(claims) = grant.claims() else { return };
@@ -255,10 +285,18 @@ fn set_identity_headers(headers: &mut HeaderMap, snapshot: &Snapshot, grant: &Gr
 
 /// X-Forwarded-For/-Proto/-Host: set by us, replacing a client's values,
 /// unless the peer is a configured trusted proxy (then the chain grows).
-fn set_forwarded_headers(headers: &mut HeaderMap, snapshot: &Snapshot, conn: ClientConn, host: Option<&HeaderValue>) {
+fn set_forwarded_headers(
+    headers: &mut HeaderMap,
+    snapshot: &Snapshot,
+    conn: ClientConn,
+    host: Option<&HeaderValue>,
+) {
     let peer_ip = conn.peer.ip();
     let trusted = is_trusted(&snapshot.trusted_proxies, peer_ip);
-    let xff = match (trusted, headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())) {
+    let xff = match (
+        trusted,
+        headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
+    ) {
         (true, Some(prior)) => format!("{prior}, {peer_ip}"),
         _ => peer_ip.to_string(),
     };
@@ -284,13 +322,19 @@ fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
 /// A static JSON error for 502/504: no internal detail.
 pub fn error_response(e: &ForwardError, request_id: &HeaderValue) -> Response<Body> {
     let body = match e {
-        ForwardError::Timeout(_) => r#"{"error":{"code":"upstream_timeout","message":"The upstream did not answer in time."}}"#,
+        ForwardError::Timeout(_) => {
+            r#"{"error":{"code":"upstream_timeout","message":"The upstream did not answer in time."}}"#
+        }
         _ => r#"{"error":{"code":"bad_gateway","message":"The upstream could not be reached."}}"#,
     };
     let mut resp = Response::new(super::full(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = e.status();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
     resp
 }
 
@@ -301,10 +345,16 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-portcullis-subject, X-Secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-portcullis-subject, X-Secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("x-portcullis-subject", HeaderValue::from_static("spoof"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));

@@ -27,7 +27,9 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A body from bytes in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Shared handles for request handling. Cloning the `Arc` is all a
@@ -39,17 +41,33 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>, upstream: Upstream) -> Self {
-        Self { snapshot, metrics, upstream }
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        upstream: Upstream,
+    ) -> Self {
+        Self {
+            snapshot,
+            metrics,
+            upstream,
+        }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
         let request_id = request_id(&req);
-        let span = tracing::debug_span!("request", request_id = ?request_id, method = %req.method());
-        self.handle_in_span(req, conn, request_id).instrument(span).await
+        let span =
+            tracing::debug_span!("request", request_id = ?request_id, method = %req.method());
+        self.handle_in_span(req, conn, request_id)
+            .instrument(span)
+            .await
     }
 
-    async fn handle_in_span(&self, req: Request<Incoming>, conn: ClientConn, request_id: HeaderValue) -> Response<Body> {
+    async fn handle_in_span(
+        &self,
+        req: Request<Incoming>,
+        conn: ClientConn,
+        request_id: HeaderValue,
+    ) -> Response<Body> {
         // One config generation per request, held to the end.
         let snapshot = self.snapshot.load_full();
         let started = Instant::now();
@@ -64,28 +82,52 @@ impl Gateway {
         let route_label = facts.route.as_ref().map_or("unmatched", |r| r.name());
         let (resp, decision, reason) = match admitted {
             Err(rejection) => {
-                let mut resp = snapshot.challenges.respond(&rejection, facts.route.as_deref()).map(full);
-                resp.headers_mut().insert(forward::X_REQUEST_ID.clone(), request_id);
-                let decision = if rejection.status().is_server_error() { Decision::Error } else { Decision::Deny };
+                let mut resp = snapshot
+                    .challenges
+                    .respond(&rejection, facts.route.as_deref())
+                    .map(full);
+                resp.headers_mut()
+                    .insert(forward::X_REQUEST_ID.clone(), request_id);
+                let decision = if rejection.status().is_server_error() {
+                    Decision::Error
+                } else {
+                    Decision::Deny
+                };
                 (resp, decision, rejection.reason())
             }
             Ok(admitted) => {
                 let path = admitted.path.into_owned();
                 let grant = admitted.grant;
                 let req = Request::from_parts(parts, body);
-                match forward::forward(&self.upstream, &snapshot, req, &grant, &path, conn, &request_id).await {
+                match forward::forward(
+                    &self.upstream,
+                    &snapshot,
+                    req,
+                    &grant,
+                    &path,
+                    conn,
+                    &request_id,
+                )
+                .await
+                {
                     Ok((resp, upstream_elapsed)) => {
-                        self.metrics.upstream_answered(grant.route().name(), upstream_elapsed);
+                        self.metrics
+                            .upstream_answered(grant.route().name(), upstream_elapsed);
                         (resp, Decision::Allow, "allowed")
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, route = grant.route().name(), "forwarding failed");
-                        (forward::error_response(&e, &request_id), Decision::Error, e.reason())
+                        (
+                            forward::error_response(&e, &request_id),
+                            Decision::Error,
+                            e.reason(),
+                        )
                     }
                 }
             }
         };
-        self.metrics.request(route_label, decision, reason, started.elapsed());
+        self.metrics
+            .request(route_label, decision, reason, started.elapsed());
         self.metrics.in_flight().dec();
         resp
     }
@@ -96,7 +138,9 @@ impl Gateway {
 fn request_id<B>(req: &Request<B>) -> HeaderValue {
     req.headers()
         .get(&forward::X_REQUEST_ID)
-        .filter(|v| v.len() <= 128 && !v.is_empty() && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .filter(|v| {
+            v.len() <= 128 && !v.is_empty() && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        })
         .cloned()
         .unwrap_or_else(|| {
             let id = format!("{:032x}", fastrand::u128(..));

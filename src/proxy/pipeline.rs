@@ -32,7 +32,10 @@ pub async fn admit<'a>(
     facts: &mut AdmitFacts,
 ) -> Result<Admitted<'a>, Rejection> {
     let path = path::normalize(parts.uri.path()).map_err(|_| Rejection::BadPath)?;
-    let matched = snapshot.routes.find(&parts.method, &path).map(|m| m.route.clone());
+    let matched = snapshot
+        .routes
+        .find(&parts.method, &path)
+        .map(|m| m.route.clone());
     if let Some(route) = &matched {
         facts.route = Some(route.clone());
         if let Some(grant) = policy::admit_public(route) {

@@ -42,7 +42,10 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
-        let entries = Cache::builder().max_capacity(capacity).expire_after(EntryLifetime).build();
+        let entries = Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(EntryLifetime)
+            .build();
         Self { entries, ttl }
     }
 
@@ -63,13 +66,28 @@ impl TokenCache {
         Some(entry.claims)
     }
 
-    pub fn insert(&self, key: TokenDigest, claims: Arc<VerifiedClaims>, generation: u64, now: u64, skew: u64) {
+    pub fn insert(
+        &self,
+        key: TokenDigest,
+        claims: Arc<VerifiedClaims>,
+        generation: u64,
+        now: u64,
+        skew: u64,
+    ) {
         let remaining = Duration::from_secs(claims.exp().saturating_sub(now));
         let lifetime = remaining.min(self.ttl);
         if lifetime.is_zero() {
             return;
         }
-        self.entries.insert(key, Entry { claims, generation, lifetime, skew });
+        self.entries.insert(
+            key,
+            Entry {
+                claims,
+                generation,
+                lifetime,
+                skew,
+            },
+        );
     }
 
     /// Live entries (runs moka's pending maintenance first, so the count is
@@ -86,7 +104,8 @@ mod tests {
     use crate::token::claims::RawClaims;
 
     fn claims(exp: u64) -> Arc<VerifiedClaims> {
-        let raw: RawClaims = serde_json::from_value(serde_json::json!({"iss": "i", "exp": exp})).unwrap();
+        let raw: RawClaims =
+            serde_json::from_value(serde_json::json!({"iss": "i", "exp": exp})).unwrap();
         Arc::new(VerifiedClaims::from_raw(Arc::from("idp"), raw))
     }
 
@@ -97,7 +116,10 @@ mod tests {
         cache.insert(key, claims(1_000), 7, 900, 60);
         assert!(cache.get(&key, 7, 950).is_some());
         assert!(cache.get(&key, 7, 1_060).is_some(), "within skew");
-        assert!(cache.get(&key, 7, 1_061).is_none(), "expired even though cached");
+        assert!(
+            cache.get(&key, 7, 1_061).is_none(),
+            "expired even though cached"
+        );
     }
 
     #[test]

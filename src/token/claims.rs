@@ -55,7 +55,12 @@ impl VerifiedClaims {
         let scopes = raw
             .scp
             .as_deref()
-            .map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .map(|s| {
+                s.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         Self {
             issuer_name,

@@ -13,7 +13,10 @@ pub enum BearerError {
 }
 
 /// Finds the bearer token. `query` is the request's raw query string.
-pub fn extract_bearer<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a str, BearerError> {
+pub fn extract_bearer<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&str>,
+) -> Result<&'a str, BearerError> {
     if query.is_some_and(has_access_token_param) {
         // Why (RFC 6750 §2.3, §5.3): tokens in URLs leak into logs and
         // referrers; we accept the header method only and say so.
@@ -33,22 +36,28 @@ pub fn extract_bearer<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result
         return Err(BearerError::Missing);
     }
     let token = rest.trim_start_matches(' ');
-    if is_token68(token) { Ok(token) } else { Err(BearerError::InvalidRequest) }
+    if is_token68(token) {
+        Ok(token)
+    } else {
+        Err(BearerError::InvalidRequest)
+    }
 }
 
 /// RFC 7235 §2.1 token68: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn has_access_token_param(query: &str) -> bool {
-    query
-        .split('&')
-        .any(|pair| pair.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("access_token")))
+    query.split('&').any(|pair| {
+        pair.split('=')
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case("access_token"))
+    })
 }
 
 #[cfg(test)]
@@ -67,21 +76,62 @@ mod tests {
     #[test]
     fn bearer_extraction_table() {
         use BearerError::*;
-        let cases: &[(&str, &[&str], Option<&str>, Result<&str, BearerError>)] = &[
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            Option<&'a str>,
+            Result<&'a str, BearerError>,
+        );
+        let cases: &[Case] = &[
             ("plain", &["Bearer abc.def.ghi"], None, Ok("abc.def.ghi")),
-            ("scheme is case-insensitive", &["bEaReR abc"], None, Ok("abc")),
-            ("extra spaces after scheme", &["Bearer   abc"], None, Ok("abc")),
+            (
+                "scheme is case-insensitive",
+                &["bEaReR abc"],
+                None,
+                Ok("abc"),
+            ),
+            (
+                "extra spaces after scheme",
+                &["Bearer   abc"],
+                None,
+                Ok("abc"),
+            ),
             ("padding allowed", &["Bearer abc=="], None, Ok("abc==")),
             ("no header", &[], None, Err(Missing)),
             ("other scheme", &["Basic dXNlcjpwYXNz"], None, Err(Missing)),
             ("scheme only", &["Bearer"], None, Err(InvalidRequest)),
             ("empty token", &["Bearer "], None, Err(InvalidRequest)),
             ("two tokens", &["Bearer a b"], None, Err(InvalidRequest)),
-            ("bad characters", &["Bearer a\"b"], None, Err(InvalidRequest)),
-            ("two headers", &["Bearer a", "Bearer b"], None, Err(InvalidRequest)),
-            ("token in query", &["Bearer a"], Some("x=1&access_token=abc"), Err(InvalidRequest)),
-            ("query only", &[], Some("access_token=abc"), Err(InvalidRequest)),
-            ("other query", &["Bearer a"], Some("api-version=2024-10-21"), Ok("a")),
+            (
+                "bad characters",
+                &["Bearer a\"b"],
+                None,
+                Err(InvalidRequest),
+            ),
+            (
+                "two headers",
+                &["Bearer a", "Bearer b"],
+                None,
+                Err(InvalidRequest),
+            ),
+            (
+                "token in query",
+                &["Bearer a"],
+                Some("x=1&access_token=abc"),
+                Err(InvalidRequest),
+            ),
+            (
+                "query only",
+                &[],
+                Some("access_token=abc"),
+                Err(InvalidRequest),
+            ),
+            (
+                "other query",
+                &["Bearer a"],
+                Some("api-version=2024-10-21"),
+                Ok("a"),
+            ),
         ];
         for (name, values, query, want) in cases {
             let h = headers(values);

@@ -12,7 +12,7 @@ mod verify;
 pub use cache::TokenCache;
 pub use claims::VerifiedClaims;
 pub use extract::{BearerError, extract_bearer};
-pub use verify::{CacheUse, IssuerTrust, VerifyError, Verifier};
+pub use verify::{CacheUse, IssuerTrust, Verifier, VerifyError};
 
 /// Why a token was refused. The same word appears in the metric label, the
 /// audit record and the tests.
@@ -118,8 +118,16 @@ mod tests {
     fn descriptions_are_quoted_string_safe_and_reasons_unique() {
         let mut reasons = std::collections::HashSet::new();
         for e in TokenError::ALL {
-            assert!(e.description().bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
-            assert!(reasons.insert(e.reason()), "duplicate reason {}", e.reason());
+            assert!(
+                e.description()
+                    .bytes()
+                    .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            );
+            assert!(
+                reasons.insert(e.reason()),
+                "duplicate reason {}",
+                e.reason()
+            );
         }
     }
 }

@@ -14,9 +14,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::Deserialize;
 
+use super::TokenError;
 use super::cache::TokenCache;
 use super::claims::{RawClaims, VerifiedClaims};
-use super::TokenError;
 use crate::keys::{KeyLookup, KeySource};
 
 /// Why verification did not produce claims.
@@ -101,7 +101,10 @@ impl IssuerTrust {
     }
 
     fn validation(&self, alg: Algorithm) -> Option<&Validation> {
-        self.validations.iter().find(|(a, _)| *a == alg).map(|(_, v)| v)
+        self.validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
     }
 }
 
@@ -125,10 +128,19 @@ struct AlgPeek {
 }
 
 impl Verifier {
-    pub fn new(trusts: Vec<Arc<IssuerTrust>>, cache: Option<TokenCache>, key_generation: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        trusts: Vec<Arc<IssuerTrust>>,
+        cache: Option<TokenCache>,
+        key_generation: Arc<AtomicU64>,
+    ) -> Self {
         let max_token_size = trusts.iter().map(|t| t.max_token_size).max().unwrap_or(0);
         let trusts = trusts.into_iter().map(|t| (t.iss.clone(), t)).collect();
-        Self { trusts, max_token_size, cache, key_generation }
+        Self {
+            trusts,
+            max_token_size,
+            cache,
+            key_generation,
+        }
     }
 
     pub fn cache(&self) -> Option<&TokenCache> {
@@ -137,7 +149,10 @@ impl Verifier {
 
     /// Verifies `token` now. Cache hits skip the signature check but not the
     /// expiry check. Also says how the cache was used, for metrics.
-    pub async fn verify(&self, token: &str) -> (Result<Arc<VerifiedClaims>, VerifyError>, CacheUse) {
+    pub async fn verify(
+        &self,
+        token: &str,
+    ) -> (Result<Arc<VerifiedClaims>, VerifyError>, CacheUse) {
         // Why: refuse oversize input before spending anything on it.
         if token.len() > self.max_token_size {
             return (Err(TokenError::Oversize.into()), CacheUse::Off);
@@ -145,7 +160,10 @@ impl Verifier {
         let now = unix_now();
         let generation = self.key_generation.load(Ordering::Acquire);
         let Some(cache) = &self.cache else {
-            return (self.verify_uncached(token).await.map(|(c, _)| Arc::new(c)), CacheUse::Off);
+            return (
+                self.verify_uncached(token).await.map(|(c, _)| Arc::new(c)),
+                CacheUse::Off,
+            );
         };
         let digest = TokenCache::digest(token);
         if let Some(claims) = cache.get(&digest, generation, now) {
@@ -161,14 +179,24 @@ impl Verifier {
 
     async fn verify_uncached(&self, token: &str) -> Result<(VerifiedClaims, u64), VerifyError> {
         let header = decode_header(token)?;
-        let peek: IssPeek = jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| TokenError::Malformed)?;
-        let trust = self.trusts.get(&peek.iss).ok_or(TokenError::UnknownIssuer)?;
+        let peek: IssPeek = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| TokenError::Malformed)?;
+        let trust = self
+            .trusts
+            .get(&peek.iss)
+            .ok_or(TokenError::UnknownIssuer)?;
         if token.len() > trust.max_token_size {
             return Err(TokenError::Oversize.into());
         }
         check_header(trust, &header)?;
-        let validation = trust.validation(header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
-        let kid = header.kid.as_deref().filter(|k| !k.is_empty()).ok_or(TokenError::MissingKid)?;
+        let validation = trust
+            .validation(header.alg)
+            .ok_or(TokenError::AlgorithmNotAllowed)?;
+        let kid = header
+            .kid
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .ok_or(TokenError::MissingKid)?;
         let key = match trust.keys.key(kid).await {
             KeyLookup::Found(key) => key,
             KeyLookup::Unknown => return Err(TokenError::UnknownKid.into()),
@@ -182,14 +210,18 @@ impl Verifier {
             // only sign for that issuer, after `{tenantid}` substitution.
             let tenant = trust.tenant.as_deref().unwrap_or("");
             let expected = key_issuer.replace("{tenantid}", tenant);
-            if !trust.key_issuers.iter().any(|i| *i == expected) {
+            if !trust.key_issuers.contains(&expected) {
                 return Err(TokenError::KeyIssuerMismatch.into());
             }
         }
-        let data = jsonwebtoken::decode::<RawClaims>(token, &key.decoding, validation).map_err(map_jwt_error)?;
+        let data = jsonwebtoken::decode::<RawClaims>(token, &key.decoding, validation)
+            .map_err(map_jwt_error)?;
         let raw = data.claims;
         check_claims(trust, &raw)?;
-        Ok((VerifiedClaims::from_raw(trust.name.clone(), raw), trust.clock_skew))
+        Ok((
+            VerifiedClaims::from_raw(trust.name.clone(), raw),
+            trust.clock_skew,
+        ))
     }
 }
 
@@ -200,10 +232,16 @@ fn decode_header(token: &str) -> Result<Header, TokenError> {
         let alg_named = token
             .split('.')
             .next()
-            .and_then(|h| base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).ok())
+            .and_then(|h| {
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).ok()
+            })
             .and_then(|json| serde_json::from_slice::<AlgPeek>(&json).ok())
             .is_some_and(|peek| !peek.alg.is_empty());
-        if alg_named { TokenError::AlgorithmNotAllowed } else { TokenError::Malformed }
+        if alg_named {
+            TokenError::AlgorithmNotAllowed
+        } else {
+            TokenError::Malformed
+        }
     })
 }
 
@@ -214,7 +252,14 @@ fn check_header(trust: &IssuerTrust, header: &Header) -> Result<(), TokenError> 
         return Err(TokenError::UnsupportedCrit);
     }
     match &header.typ {
-        Some(typ) if trust.accepted_typ.iter().any(|t| t.eq_ignore_ascii_case(typ)) => Ok(()),
+        Some(typ)
+            if trust
+                .accepted_typ
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(typ)) =>
+        {
+            Ok(())
+        }
         _ => Err(TokenError::WrongTyp),
     }
 }
@@ -235,10 +280,10 @@ fn check_claims(trust: &IssuerTrust, raw: &RawClaims) -> Result<(), TokenError> 
             return Err(TokenError::WrongTenant);
         }
     }
-    if let (Some(expected), Some(ver)) = (trust.version, raw.ver.as_deref()) {
-        if ver != expected {
-            return Err(TokenError::InvalidClaims);
-        }
+    if let (Some(expected), Some(ver)) = (trust.version, raw.ver.as_deref())
+        && ver != expected
+    {
+        return Err(TokenError::InvalidClaims);
     }
     Ok(())
 }
@@ -252,18 +297,24 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidAudience => TokenError::WrongAudience,
         ErrorKind::InvalidIssuer => TokenError::UnknownIssuer,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
-            TokenError::AlgorithmNotAllowed
-        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => TokenError::AlgorithmNotAllowed,
         ErrorKind::MissingRequiredClaim(c) if c == "exp" => TokenError::MissingExp,
         ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::WrongAudience,
-        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => TokenError::InvalidClaims,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
+            TokenError::InvalidClaims
+        }
         ErrorKind::Json(_) => TokenError::InvalidClaims,
-        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => TokenError::Malformed,
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+            TokenError::Malformed
+        }
         _ => TokenError::Malformed,
     }
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -1,7 +1,8 @@
 //! Shared fakes for the integration tests: a real JWKS server with fluent
 //! token minting (`TestIdp`), a real upstream (`TestUpstream`), the real
 //! gateway on loopback (`TestGateway`), and small HTTP clients.
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code)] // reason: each test binary uses a different part of this module
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: fixtures; a failure here is a test failure
 
 pub mod upstream;
 
@@ -65,7 +66,10 @@ impl TestIdp {
 
     /// Entra v1 token for `tenant` (issuer `https://sts.windows.net/{tid}/`).
     pub fn entra_v1(&self, tenant: &str) -> TokenBuilder {
-        let mut b = TokenBuilder::new(self.key.clone(), format!("https://sts.windows.net/{tenant}/"));
+        let mut b = TokenBuilder::new(
+            self.key.clone(),
+            format!("https://sts.windows.net/{tenant}/"),
+        );
         b.claims["tid"] = tenant.into();
         b.claims["ver"] = "1.0".into();
         b.claims["appid"] = b.claims["azp"].take();
@@ -103,7 +107,11 @@ impl TokenBuilder {
             "uti": "fqiBqXLPj0eQa82S-IYFAA",
         });
         let header = key.header();
-        Self { key, header, claims }
+        Self {
+            key,
+            header,
+            claims,
+        }
     }
 
     pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
@@ -123,7 +131,9 @@ impl TokenBuilder {
         self.claim("scp", scp)
     }
     pub fn roles(self, roles: &[&str]) -> Self {
-        self.without("scp").claim("roles", json!(roles)).claim("idtyp", "app")
+        self.without("scp")
+            .claim("roles", json!(roles))
+            .claim("idtyp", "app")
     }
     pub fn expires_in(self, secs: i64) -> Self {
         let now = jsonwebtoken::get_current_timestamp() as i64;
@@ -159,16 +169,24 @@ impl TestGateway {
     /// Starts the gateway and waits until every issuer's keys are loaded.
     pub async fn start(config: &str) -> Self {
         let gw = Self::start_unready(config).await;
-        tokio::time::timeout(Duration::from_secs(10), gw.running.wait_ready()).await.expect("keys loaded");
+        tokio::time::timeout(Duration::from_secs(10), gw.running.wait_ready())
+            .await
+            .expect("keys loaded");
         gw
     }
 
     /// Starts the gateway without waiting for keys.
     pub async fn start_unready(config: &str) -> Self {
         let dir = temp_dir();
-        let config = portcullis::config::parse(config, &dir).unwrap_or_else(|e| panic!("config: {e}"));
+        let config =
+            portcullis::config::parse(config, &dir).unwrap_or_else(|e| panic!("config: {e}"));
         let running = portcullis::app::start(config).await.unwrap();
-        Self { addr: running.addr, admin: running.admin_addr, running, dir }
+        Self {
+            addr: running.addr,
+            admin: running.admin_addr,
+            running,
+            dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -181,7 +199,12 @@ impl TestGateway {
 
     /// `GET` on the admin port, body as text.
     pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
-        let resp = send(Request::get(format!("http://{}{path}", self.admin)).body(Full::default()).unwrap()).await;
+        let resp = send(
+            Request::get(format!("http://{}{path}", self.admin))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
         let status = resp.status();
         (status, text(resp).await)
     }
@@ -270,12 +293,18 @@ pub async fn echoed(resp: Response<hyper::body::Incoming>) -> Value {
 }
 
 pub fn challenge(headers: &HeaderMap) -> Option<String> {
-    headers.get("www-authenticate").map(|v| v.to_str().unwrap().to_owned())
+    headers
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
 }
 
 /// A fresh directory for files a test writes.
 pub fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-test-{}-{:x}", std::process::id(), fastrand::u64(..)));
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-test-{}-{:x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

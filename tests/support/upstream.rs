@@ -39,7 +39,9 @@ impl TestUpstream {
         let gate = sse_gate.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let gate = gate.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -52,7 +54,11 @@ impl TestUpstream {
                 });
             }
         });
-        Self { addr, sse_gate, task }
+        Self {
+            addr,
+            sse_gate,
+            task,
+        }
     }
 
     /// Lets the `/sse` stream send its next event.
@@ -98,12 +104,19 @@ fn sse(gate: Arc<Notify>) -> Response<Body> {
             if n > 0 {
                 gate.notified().await;
             }
-            let text = if n == 2 { "data: [DONE]\n\n".to_owned() } else { format!("data: {{\"n\":{n}}}\n\n") };
+            let text = if n == 2 {
+                "data: [DONE]\n\n".to_owned()
+            } else {
+                format!("data: {{\"n\":{n}}}\n\n")
+            };
             Some((Ok::<_, Infallible>(Frame::data(Bytes::from(text))), n + 1))
         }
     });
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(events)));
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
     resp
 }
 
@@ -113,23 +126,33 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if ws.send(msg).await.is_err() {
-                    break;
-                }
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
             }
         }
     });
     let mut resp = Response::new(Full::default().boxed());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
-    h.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
     let accept = derive_accept_key(key.as_bytes());
-    h.insert("sec-websocket-accept", header::HeaderValue::from_str(&accept).unwrap());
+    h.insert(
+        "sec-websocket-accept",
+        header::HeaderValue::from_str(&accept).unwrap(),
+    );
     resp
 }
 
@@ -153,7 +176,10 @@ async fn upload(req: Request<Incoming>) -> Response<Body> {
     peak = peak.max(rss_bytes());
     let text = format!("{{\"bytes\":{total},\"start_rss\":{start_rss},\"peak_rss\":{peak}}}");
     let mut resp = Response::new(Full::new(Bytes::from(text)).boxed());
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -161,6 +187,10 @@ async fn upload(req: Request<Incoming>) -> Response<Body> {
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
