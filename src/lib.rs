@@ -18,6 +18,8 @@
 //! Dependencies point one way: `app` → `serve`/`admin` → `proxy` →
 //! `token`/`policy`/`rejection` → `keys`/`config`.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod app;
 pub mod config;

@@ -1,5 +1,7 @@
 //! The `portcullis` command: flags, runtime, exit codes. No logic.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

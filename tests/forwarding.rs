@@ -441,3 +441,26 @@ async fn upstream_over_tls_with_a_private_ca() {
     }
     server.abort();
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES).replace(
+        "realm = \"test\"",
+        "realm = \"test\"\nclient_header_timeout = \"300ms\"",
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // The gateway must close the connection on its own (slowloris defence).
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "connection still open after the header timeout"
+    );
+}

@@ -769,3 +769,142 @@ fn is_reserved_header(name: &HeaderName) -> bool {
             | "traceparent"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        crate::config::parse(text, Path::new("."))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text)
+            .err()
+            .map(|e| e.0.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    const UPSTREAM: &str = "[upstream]\nurl = \"http://127.0.0.1:8000\"\n";
+
+    #[test]
+    fn defaults_are_applied() {
+        let text = format!(
+            "{UPSTREAM}[[issuers]]\nname = \"e\"\nkind = \"entra\"\ntenants = [\"AAAABBBB-0000-CCCC-1111-DDDD2222EEEE\"]\naudiences = [\"api://x\"]\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.upstream.response_timeout, secs(600));
+        let i = &c.issuers[0];
+        assert_eq!(i.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(i.clock_skew, secs(60));
+        assert_eq!(i.max_token_size, 16 * 1024);
+        assert_eq!(i.accepted_typ, vec!["JWT", "at+jwt"]);
+        assert_eq!(i.keys.refresh_cooldown, secs(300));
+        assert_eq!(i.keys.max_staleness, secs(86_400));
+        assert!(c.token_cache.enabled);
+        assert_eq!(
+            i.accepted_issuers(),
+            vec![
+                "https://sts.windows.net/aaaabbbb-0000-cccc-1111-dddd2222eeee/".to_owned(),
+                "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0"
+                    .to_owned(),
+            ],
+            "tenant ids are compared in lower case"
+        );
+    }
+
+    #[test]
+    fn symmetric_and_unsigned_algorithms_are_refused_at_load() {
+        for alg in ["none", "HS256", "hs512", "None"] {
+            let text = format!(
+                "{UPSTREAM}[[issuers]]\nname = \"o\"\nkind = \"oidc\"\nissuer = \"https://i\"\naudiences = [\"a\"]\nalgorithms = [\"{alg}\"]\n"
+            );
+            let errs = errors(&text);
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with("issuers[0].algorithms[0]") && e.contains("refused")),
+                "{alg}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_key_urls_only_on_loopback() {
+        let mk = |url: &str| {
+            format!(
+                "{UPSTREAM}[[issuers]]\nname = \"o\"\nkind = \"oidc\"\nissuer = \"i\"\naudiences = [\"a\"]\njwks_uri = \"{url}\"\n"
+            )
+        };
+        assert!(parse(&mk("http://127.0.0.1:1/keys")).is_ok());
+        assert!(parse(&mk("http://localhost/keys")).is_ok());
+        assert!(parse(&mk("http://[::1]:8/keys")).is_ok());
+        assert!(parse(&mk("https://idp.example/keys")).is_ok());
+        assert!(errors(&mk("http://idp.example/keys"))[0].contains("loopback"));
+    }
+
+    #[test]
+    fn issuers_may_not_overlap() {
+        let text = format!(
+            "{UPSTREAM}[[issuers]]\nname = \"a\"\nkind = \"oidc\"\nissuer = \"https://i\"\naudiences = [\"a\"]\n[[issuers]]\nname = \"b\"\nkind = \"oidc\"\nissuer = \"https://i\"\naudiences = [\"a\"]\n"
+        );
+        assert!(errors(&text).iter().any(|e| e.contains("already accepted")));
+    }
+
+    #[test]
+    fn identity_headers_cannot_reuse_protocol_headers() {
+        let text = format!(
+            "{UPSTREAM}[identity_headers]\nsubject = \"authorization\"\ntenant = \"x-a\"\nclient_app = \"x-a\"\n"
+        );
+        let errs = errors(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("identity_headers.subject")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("identity_headers.client_app") && e.contains("two")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn route_rules() {
+        let errs = errors(&format!(
+            "{UPSTREAM}[[routes]]\nname = \"a b\"\nprefix = \"x\"\n[[routes]]\nname = \"p\"\nprefix = \"/p\"\npublic = true\nscopes = [\"s\"]\n[[routes]]\nname = \"q\"\npath = \"/q\"\nprefix = \"/q\"\npublic = true\n"
+        ));
+        for want in [
+            "routes[0].name",
+            "routes[0].path: must start with '/'",
+            "routes[1].public",
+            "routes[2]: set exactly one of path or prefix",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_protected_route_needs_an_issuer() {
+        let errs = errors(&format!(
+            "{UPSTREAM}[[routes]]\nname = \"r\"\nprefix = \"/\"\n"
+        ));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("issuers: at least one issuer")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn guids() {
+        assert!(is_guid("aaaabbbb-0000-cccc-1111-dddd2222eeee"));
+        assert!(!is_guid("aaaabbbb-0000-cccc-1111-dddd2222eee"));
+        assert!(!is_guid("aaaabbbb00000-cccc-1111-dddd2222eeee"));
+        assert!(!is_guid("common"));
+    }
+}

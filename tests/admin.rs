@@ -1,0 +1,86 @@
+//! The admin listener: liveness, readiness, metrics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: integration tests; a panic is a failure
+mod support;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::*;
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        DEFAULT_ROUTES,
+    ))
+    .await;
+
+    assert_eq!(
+        gw.admin_get("/healthz").await,
+        (StatusCode::OK, "ok\n".to_owned())
+    );
+    assert_eq!(
+        gw.admin_get("/readyz").await,
+        (StatusCode::OK, "{\"ready\":true}\n".to_owned())
+    );
+
+    assert_eq!(
+        get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&gw.url("/x"), None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&gw.url("/x"), Some("garbage")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let resp = get(&format!("http://{}/metrics", gw.admin), None).await;
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let metrics = text(resp).await;
+    for line in [
+        "gateway_requests_total{decision=\"allow\",reason=\"allowed\",route=\"api\"} 1",
+        "gateway_requests_total{decision=\"deny\",reason=\"missing_token\",route=\"api\"} 1",
+        "gateway_requests_total{decision=\"deny\",reason=\"malformed\",route=\"api\"} 1",
+        "gateway_request_duration_seconds_count{decision=\"allow\",route=\"api\"} 1",
+        "gateway_upstream_duration_seconds_count{route=\"api\"} 1",
+        "gateway_requests_in_flight 0",
+        "gateway_key_refreshes_total{result=\"updated\",source=\"idp\"} 1",
+        "gateway_key_set_keys{source=\"idp\"} 1",
+        "gateway_key_refresh_consecutive_failures{source=\"idp\"} 0",
+        "gateway_ready 1",
+        "gateway_build_info{version=\"",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(metrics.contains("gateway_key_set_age_seconds{source=\"idp\"}"));
+    assert!(metrics.contains("gateway_key_refresh_last_success_timestamp_seconds{source=\"idp\"}"));
+    // No label carries a subject, a path or a token.
+    assert!(!metrics.contains("690222be") && !metrics.contains("/x\""));
+}
+
+#[tokio::test]
+async fn the_admin_port_serves_only_admin_paths() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        DEFAULT_ROUTES,
+    ))
+    .await;
+    assert_eq!(gw.admin_get("/x").await.0, StatusCode::NOT_FOUND);
+    let post = Request::post(format!("http://{}/metrics", gw.admin))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    assert_eq!(send(post).await.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
