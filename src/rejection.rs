@@ -119,42 +119,25 @@ impl Challenges {
     /// The full response for a rejection. `route` supplies the prebuilt
     /// insufficient-scope challenge where one applies.
     pub fn respond(&self, rejection: &Rejection, route: Option<&Route>) -> Response<Bytes> {
-        let (challenge, code, message) = match rejection {
-            Rejection::MissingToken => (
-                Some(self.missing.clone()),
-                "unauthorized",
-                "A bearer token is required.",
-            ),
-            Rejection::InvalidRequest => (
-                Some(self.invalid_request.clone()),
-                "invalid_request",
-                "Send one bearer token in the Authorization header.",
-            ),
-            Rejection::BadPath => (None, "invalid_request", "The request path is not allowed."),
-            Rejection::InvalidToken(e) => (
-                Some(self.invalid_token(*e)),
-                "invalid_token",
-                "The access token is not valid.",
-            ),
+        let (challenge, body) = match rejection {
+            Rejection::MissingToken => (Some(self.missing.clone()), body::MISSING_TOKEN),
+            Rejection::InvalidRequest => {
+                (Some(self.invalid_request.clone()), body::INVALID_REQUEST)
+            }
+            Rejection::BadPath => (None, body::BAD_PATH),
+            Rejection::InvalidToken(e) => (Some(self.invalid_token(*e)), body::INVALID_TOKEN),
             Rejection::Denied(Denial::IssuerNotAccepted) => (
                 Some(self.invalid_token(TokenError::IssuerNotAccepted)),
-                "invalid_token",
-                "The access token is not valid.",
+                body::INVALID_TOKEN,
             ),
             Rejection::Denied(Denial::InsufficientScope) => (
                 route.and_then(|r| self.insufficient_scope.get(r.name()).cloned()),
-                "insufficient_scope",
-                "The access token lacks the required scope.",
+                body::INSUFFICIENT_SCOPE,
             ),
-            Rejection::Denied(Denial::NoRoute) => (None, "forbidden", "Access denied."),
-            Rejection::KeysUnavailable => (
-                None,
-                "unavailable",
-                "Token validation is temporarily unavailable.",
-            ),
+            Rejection::Denied(Denial::NoRoute) => (None, body::FORBIDDEN),
+            Rejection::KeysUnavailable => (None, body::UNAVAILABLE),
         };
-        let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{message}\"}}}}");
-        let mut resp = Response::new(Bytes::from(body));
+        let mut resp = Response::new(Bytes::from_static(body.as_bytes()));
         *resp.status_mut() = rejection.status();
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -168,6 +151,20 @@ impl Challenges {
         }
         resp
     }
+}
+
+/// Static bodies in the error envelope OpenAI SDKs understand.
+mod body {
+    pub const MISSING_TOKEN: &str =
+        r#"{"error":{"code":"unauthorized","message":"A bearer token is required."}}"#;
+    pub const INVALID_REQUEST: &str = r#"{"error":{"code":"invalid_request","message":"Send one bearer token in the Authorization header."}}"#;
+    pub const BAD_PATH: &str =
+        r#"{"error":{"code":"invalid_request","message":"The request path is not allowed."}}"#;
+    pub const INVALID_TOKEN: &str =
+        r#"{"error":{"code":"invalid_token","message":"The access token is not valid."}}"#;
+    pub const INSUFFICIENT_SCOPE: &str = r#"{"error":{"code":"insufficient_scope","message":"The access token lacks the required scope."}}"#;
+    pub const FORBIDDEN: &str = r#"{"error":{"code":"forbidden","message":"Access denied."}}"#;
+    pub const UNAVAILABLE: &str = r#"{"error":{"code":"unavailable","message":"Token validation is temporarily unavailable."}}"#;
 }
 
 #[cfg(test)]

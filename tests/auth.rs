@@ -234,6 +234,12 @@ async fn rejection_matrix() {
             200,
             None,
         ),
+        (
+            "duplicate claim keys",
+            duplicate_scp(&idp),
+            401,
+            Some(desc("The access token claims are invalid")),
+        ),
     ];
     for (name, token, status, want) in cases {
         let resp = get(&gw.url("/v1/chat"), Some(&token)).await;
@@ -253,6 +259,16 @@ async fn rejection_matrix() {
             );
         }
     }
+}
+
+/// `"scp"` twice: a parser keeping the first for one purpose and the last for
+/// another could be tricked into granting a scope.
+fn duplicate_scp(idp: &TestIdp) -> String {
+    let claims = idp.token().claims.to_string();
+    let payload = claims.replacen('{', "{\"scp\":\"Admin.All\",", 1);
+    assert_eq!(payload.matches("\"scp\"").count(), 2);
+    idp.key
+        .sign_raw(r#"{"alg":"RS256","typ":"JWT","kid":"key-1"}"#, &payload)
 }
 
 fn tamper(token: &str) -> String {

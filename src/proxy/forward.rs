@@ -110,7 +110,7 @@ pub async fn forward(
     snapshot: &Snapshot,
     mut req: Request<Incoming>,
     grant: &Grant,
-    path: &str,
+    rewritten_path: Option<String>,
     conn: ClientConn,
     request_id: &HeaderValue,
 ) -> Result<(Response<Body>, Duration), ForwardError> {
@@ -118,11 +118,20 @@ pub async fn forward(
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
-    let pq = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
+    // The request's own path and query (a refcount clone) unless
+    // normalization rewrote the path.
+    let pq = match (rewritten_path, parts.uri.query()) {
+        (None, _) => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        (Some(path), None) => {
+            PathAndQuery::try_from(path).map_err(|e| ForwardError::Protocol(e.to_string()))?
+        }
+        (Some(path), Some(q)) => PathAndQuery::try_from(format!("{path}?{q}"))
+            .map_err(|e| ForwardError::Protocol(e.to_string()))?,
     };
-    let pq = PathAndQuery::try_from(pq).map_err(|e| ForwardError::Protocol(e.to_string()))?;
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri

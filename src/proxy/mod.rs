@@ -71,7 +71,9 @@ impl Gateway {
         // One config generation per request, held to the end.
         let snapshot = self.snapshot.load_full();
         let started = Instant::now();
-        self.metrics.in_flight().inc();
+        // Decremented on drop, so a client that disconnects mid-request is
+        // not counted forever.
+        let _in_flight = InFlight::enter(self.metrics.in_flight());
 
         let (parts, body) = req.into_parts();
         let mut facts = pipeline::AdmitFacts::default();
@@ -96,7 +98,11 @@ impl Gateway {
                 (resp, decision, rejection.reason())
             }
             Ok(admitted) => {
-                let path = admitted.path.into_owned();
+                // Only a path that normalization changed needs rebuilding.
+                let rewritten = match admitted.path {
+                    std::borrow::Cow::Owned(p) => Some(p),
+                    std::borrow::Cow::Borrowed(_) => None,
+                };
                 let grant = admitted.grant;
                 let req = Request::from_parts(parts, body);
                 match forward::forward(
@@ -104,7 +110,7 @@ impl Gateway {
                     &snapshot,
                     req,
                     &grant,
-                    &path,
+                    rewritten,
                     conn,
                     &request_id,
                 )
@@ -128,8 +134,23 @@ impl Gateway {
         };
         self.metrics
             .request(route_label, decision, reason, started.elapsed());
-        self.metrics.in_flight().dec();
         resp
+    }
+}
+
+/// Counts one request in flight for as long as it lives.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
