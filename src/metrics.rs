@@ -35,6 +35,7 @@ pub struct Metrics {
     key_last_success: GaugeVec,
     key_failures: IntGaugeVec,
     ready: Gauge,
+    policy_results: IntCounterVec,
 }
 
 /// How a request ended, for the metric labels.
@@ -133,6 +134,13 @@ impl Metrics {
             "gateway_ready",
             "1 when every key source has a usable key set.",
         )?;
+        let policy_results = IntCounterVec::new(
+            Opts::new(
+                "gateway_policy_results_total",
+                "Conditional-access policy results, report-only included.",
+            ),
+            &["policy", "result"],
+        )?;
         let build = IntGaugeVec::new(
             Opts::new("gateway_build_info", "Build information."),
             &["version"],
@@ -152,6 +160,7 @@ impl Metrics {
             Box::new(key_last_success.clone()),
             Box::new(key_failures.clone()),
             Box::new(ready.clone()),
+            Box::new(policy_results.clone()),
             Box::new(build),
         ] {
             registry.register(c)?;
@@ -172,6 +181,7 @@ impl Metrics {
             key_last_success,
             key_failures,
             ready,
+            policy_results,
         })
     }
 
@@ -189,6 +199,13 @@ impl Metrics {
         self.upstream_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// One policy's result on one request (`policy` is a configured name).
+    pub fn policy_result(&self, policy: &str, result: &str) {
+        self.policy_results
+            .with_label_values(&[policy, result])
+            .inc();
     }
 
     pub fn in_flight(&self) -> &IntGauge {

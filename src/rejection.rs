@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::policy::{Denial, Route};
+use crate::policy::{Denial, PolicySet, Route};
 use crate::token::{BearerError, TokenError};
 
 /// Why the gateway refused a request before forwarding it.
@@ -55,6 +55,11 @@ impl Rejection {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest | Self::BadPath => StatusCode::BAD_REQUEST,
             Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,
+            // Why (Entra claims challenge): the step-up answer must be a 401.
+            Self::Denied(Denial::PolicyUnmet {
+                claims_challenge: Some(_),
+                ..
+            }) => StatusCode::UNAUTHORIZED,
             Self::Denied(_) => StatusCode::FORBIDDEN,
             Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -65,6 +70,8 @@ impl Rejection {
 pub struct Challenges {
     realm: String,
     insufficient_scope: HashMap<Arc<str>, HeaderValue>,
+    /// Per policy with an authentication context: the claims challenge.
+    insufficient_claims: HashMap<Arc<str>, HeaderValue>,
     missing: HeaderValue,
     invalid_request: HeaderValue,
     invalid_token: Vec<HeaderValue>,
@@ -73,7 +80,7 @@ pub struct Challenges {
 impl Challenges {
     /// `realm` and the routes' scopes must be quoted-string safe (checked
     /// when the config loads).
-    pub fn new(realm: &str, routes: &[Arc<Route>]) -> Self {
+    pub fn new(realm: &str, routes: &[Arc<Route>], policies: &PolicySet) -> Self {
         let build = |text: String| {
             HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
         };
@@ -96,9 +103,21 @@ impl Challenges {
                 (r.name_arc().clone(), build(text))
             })
             .collect();
+        // Entra's format (DOMAIN.md §4): `realm=""` with the common
+        // authorization_uri, one header, status 401.
+        let insufficient_claims = policies
+            .claims_challenges()
+            .map(|(name, claims)| {
+                let text = format!(
+                    "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{claims}\""
+                );
+                (name.clone(), build(text))
+            })
+            .collect();
         Self {
             realm: realm.to_owned(),
             insufficient_scope,
+            insufficient_claims,
             missing: build(format!("Bearer realm=\"{realm}\"")),
             invalid_request: build(format!(
                 "Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"Send one bearer token in the Authorization header\""
@@ -130,11 +149,18 @@ impl Challenges {
                 Some(self.invalid_token(TokenError::IssuerNotAccepted)),
                 body::INVALID_TOKEN,
             ),
-            Rejection::Denied(Denial::InsufficientScope) => (
+            Rejection::Denied(Denial::InsufficientScope | Denial::NoPermissions) => (
                 route.and_then(|r| self.insufficient_scope.get(r.name()).cloned()),
                 body::INSUFFICIENT_SCOPE,
             ),
-            Rejection::Denied(Denial::NoRoute) => (None, body::FORBIDDEN),
+            Rejection::Denied(Denial::PolicyUnmet {
+                claims_challenge: Some(policy),
+                ..
+            }) => (
+                self.insufficient_claims.get(policy).cloned(),
+                body::INSUFFICIENT_CLAIMS,
+            ),
+            Rejection::Denied(_) => (None, body::FORBIDDEN),
             Rejection::KeysUnavailable => (None, body::UNAVAILABLE),
         };
         let mut resp = Response::new(Bytes::from_static(body.as_bytes()));
@@ -163,6 +189,7 @@ mod body {
     pub const INVALID_TOKEN: &str =
         r#"{"error":{"code":"invalid_token","message":"The access token is not valid."}}"#;
     pub const INSUFFICIENT_SCOPE: &str = r#"{"error":{"code":"insufficient_scope","message":"The access token lacks the required scope."}}"#;
+    pub const INSUFFICIENT_CLAIMS: &str = r#"{"error":{"code":"insufficient_claims","message":"Additional authentication is required."}}"#;
     pub const FORBIDDEN: &str = r#"{"error":{"code":"forbidden","message":"Access denied."}}"#;
     pub const UNAVAILABLE: &str = r#"{"error":{"code":"unavailable","message":"Token validation is temporarily unavailable."}}"#;
 }
@@ -172,7 +199,7 @@ mod tests {
     use super::*;
 
     fn challenge(r: &Rejection) -> Option<String> {
-        let c = Challenges::new("api", &[]);
+        let c = Challenges::new("api", &[], &PolicySet::compile(&[], &[], true));
         let resp: Response<Bytes> = c.respond(r, None);
         assert_eq!(resp.headers()[CACHE_CONTROL], "no-store");
         resp.headers()
@@ -210,7 +237,7 @@ mod tests {
 
     #[test]
     fn every_token_error_has_a_valid_challenge() {
-        let c = Challenges::new("portcullis", &[]);
+        let c = Challenges::new("portcullis", &[], &PolicySet::compile(&[], &[], true));
         for e in TokenError::ALL {
             let v = c.invalid_token(e);
             assert!(v.to_str().unwrap().contains(e.description()));

@@ -15,7 +15,7 @@ use crate::config::{
     entra_v1_issuer, entra_v2_issuer,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
-use crate::policy::RouteTable;
+use crate::policy::{Policies, RouteTable};
 use crate::rejection::Challenges;
 use crate::token::{IssuerTrust, TokenCache, Verifier};
 
@@ -23,6 +23,8 @@ use crate::token::{IssuerTrust, TokenCache, Verifier};
 pub struct Snapshot {
     pub verifier: Verifier,
     pub routes: RouteTable,
+    /// Agents and conditional-access policies.
+    pub policies: Policies,
     pub challenges: Challenges,
     pub identity_headers: IdentityHeaders,
     pub upstream_scheme: Scheme,
@@ -70,10 +72,12 @@ impl Snapshot {
             .enabled
             .then(|| TokenCache::new(config.token_cache.capacity, config.token_cache.ttl));
         let upstream = &config.upstream.url;
+        let policies = Policies::compile(config);
         Ok(Self {
             verifier: Verifier::new(trusts, cache, env.generation.clone()),
-            challenges: Challenges::new(&config.server.realm, routes.routes()),
+            challenges: Challenges::new(&config.server.realm, routes.routes(), &policies.policies),
             routes,
+            policies,
             identity_headers: config.identity_headers.clone(),
             upstream_scheme: upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
             upstream_authority: upstream

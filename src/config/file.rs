@@ -21,6 +21,111 @@ pub struct FileConfig {
     pub identity_headers: IdentityHeadersFile,
     #[serde(default)]
     pub logging: LoggingFile,
+    #[serde(default)]
+    pub identity: IdentityFile,
+    #[serde(default)]
+    pub locations: Vec<LocationFile>,
+    #[serde(default)]
+    pub agents: Vec<AgentFile>,
+    #[serde(default)]
+    pub policies: Vec<PolicyFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    pub unregistered_agents: Option<String>,
+    pub groups_overage: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationFile {
+    pub name: String,
+    pub ranges: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    pub id: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub sponsor: Option<String>,
+    pub tenant: Option<String>,
+    pub expires: Option<String>,
+    pub enabled: Option<bool>,
+    pub routes: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    pub name: String,
+    pub state: Option<String>,
+    // assignments
+    #[serde(default)]
+    pub include_kinds: Vec<String>,
+    #[serde(default)]
+    pub exclude_kinds: Vec<String>,
+    #[serde(default)]
+    pub include_agents: Vec<String>,
+    #[serde(default)]
+    pub exclude_agents: Vec<String>,
+    #[serde(default)]
+    pub include_client_apps: Vec<String>,
+    #[serde(default)]
+    pub exclude_client_apps: Vec<String>,
+    #[serde(default)]
+    pub include_tenants: Vec<String>,
+    #[serde(default)]
+    pub exclude_tenants: Vec<String>,
+    #[serde(default)]
+    pub include_groups: Vec<String>,
+    #[serde(default)]
+    pub exclude_groups: Vec<String>,
+    #[serde(default)]
+    pub include_roles: Vec<String>,
+    #[serde(default)]
+    pub exclude_roles: Vec<String>,
+    #[serde(default)]
+    pub include_wids: Vec<String>,
+    #[serde(default)]
+    pub exclude_wids: Vec<String>,
+    #[serde(default)]
+    pub include_routes: Vec<String>,
+    #[serde(default)]
+    pub exclude_routes: Vec<String>,
+    // conditions
+    #[serde(default)]
+    pub locations: Vec<String>,
+    #[serde(default)]
+    pub exclude_locations: Vec<String>,
+    #[serde(default)]
+    pub days: Vec<String>,
+    pub hours: Option<String>,
+    pub utc_offset: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, Vec<String>>,
+    pub token_older_than: Option<String>,
+    #[serde(default)]
+    pub client_capabilities: Vec<String>,
+    // grant
+    pub grant: String,
+    #[serde(default)]
+    pub require_scopes: Vec<String>,
+    #[serde(default)]
+    pub require_roles: Vec<String>,
+    #[serde(default)]
+    pub require_mfa: bool,
+    pub require_auth_context: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +204,11 @@ pub struct RouteFile {
     pub public: bool,
     #[serde(default)]
     pub forward_authorization: bool,
+    pub host: Option<String>,
+    pub kinds: Option<Vec<String>>,
+    pub require: Option<String>,
+    #[serde(default)]
+    pub allow_without_permissions: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -31,6 +31,119 @@ pub struct Config {
     pub token_cache: TokenCacheConfig,
     pub identity_headers: IdentityHeaders,
     pub logging: LoggingConfig,
+    pub identity: IdentitySettings,
+    pub locations: Vec<Location>,
+    pub agents: Vec<AgentConfig>,
+    pub policies: Vec<PolicyConfig>,
+    /// Problems that do not stop the gateway (orphaned agents); `check`
+    /// prints them.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Identity kinds as named in the config (`kinds`, `include_kinds`).
+pub const IDENTITY_KINDS: [&str; 4] = ["user", "app", "agent", "agent_user"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// Agents not in `[[agents]]`: refused unless this is true.
+    pub allow_unregistered_agents: bool,
+    /// Groups overage (membership unknown): deny group-gated requests, or
+    /// treat group conditions as not matching.
+    pub deny_on_groups_overage: bool,
+}
+
+/// A named set of client address ranges, used by policy conditions.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub name: String,
+    pub ranges: Vec<IpNet>,
+}
+
+/// One governed agent identity.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The agent identity's app id (`azp`/`appid`), lower case.
+    pub id: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub sponsor: Option<String>,
+    /// Tenant the agent lives in; when set, `tid` must match.
+    pub tenant: Option<String>,
+    pub expires: Option<std::time::SystemTime>,
+    pub enabled: bool,
+    /// Route names it may reach; `None` means every route.
+    pub routes: Option<Vec<String>>,
+    pub methods: Option<Vec<Method>>,
+    /// Route parameter allowlists, e.g. `deployment = ["gpt-4o-mini"]`.
+    pub params: Vec<(String, Vec<String>)>,
+    /// Scopes or roles the token must hold, all of them, on top of the route's.
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyState {
+    On,
+    ReportOnly,
+    Off,
+}
+
+/// A conditional-access policy: who and what it applies to, and its grant.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub state: PolicyState,
+    pub assignments: Assignments,
+    pub conditions: Conditions,
+    pub grant: PolicyGrant,
+}
+
+/// Include/exclude lists; an empty include list means "all".
+#[derive(Debug, Clone, Default)]
+pub struct Assignments {
+    pub include_kinds: Vec<String>,
+    pub exclude_kinds: Vec<String>,
+    pub include_agents: Vec<String>,
+    pub exclude_agents: Vec<String>,
+    pub include_client_apps: Vec<String>,
+    pub exclude_client_apps: Vec<String>,
+    pub include_tenants: Vec<String>,
+    pub exclude_tenants: Vec<String>,
+    pub include_groups: Vec<String>,
+    pub exclude_groups: Vec<String>,
+    pub include_roles: Vec<String>,
+    pub exclude_roles: Vec<String>,
+    pub include_wids: Vec<String>,
+    pub exclude_wids: Vec<String>,
+    pub include_routes: Vec<String>,
+    pub exclude_routes: Vec<String>,
+}
+
+/// Conditions narrow where a policy applies; every one given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    pub locations: Vec<String>,
+    pub exclude_locations: Vec<String>,
+    /// Days of the week, 0 = Monday.
+    pub days: Vec<u8>,
+    /// Minutes after midnight, [start, end); end < start wraps midnight.
+    pub hours: Option<(u16, u16)>,
+    pub utc_offset_minutes: i32,
+    pub methods: Vec<Method>,
+    pub params: Vec<(String, Vec<String>)>,
+    pub token_older_than: Option<Duration>,
+    pub client_capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyGrant {
+    Block,
+    /// Allow only if the token meets every requirement.
+    Require {
+        scopes: Vec<String>,
+        roles: Vec<String>,
+        mfa: bool,
+        auth_context: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +242,14 @@ pub struct RouteConfig {
     pub issuers: Option<Vec<String>>,
     pub public: bool,
     pub forward_authorization: bool,
+    /// Exact `Host` (without port) this route answers; `None` for any.
+    pub host: Option<String>,
+    /// Identity kinds allowed; `None` for all.
+    pub kinds: Option<Vec<String>>,
+    /// Scopes and roles: all of them (true) or any one (false).
+    pub require_all: bool,
+    /// Accept a token with neither `scp` nor `roles`.
+    pub allow_without_permissions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

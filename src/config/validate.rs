@@ -11,13 +11,14 @@ use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
 use super::file::{
-    FileConfig, IdentityHeadersFile, IssuerFile, LoggingFile, RouteFile, ServerFile,
-    TokenCacheFile, UpstreamFile,
+    AgentFile, FileConfig, IdentityFile, IdentityHeadersFile, IssuerFile, LocationFile,
+    LoggingFile, PolicyFile, RouteFile, ServerFile, TokenCacheFile, UpstreamFile,
 };
 use super::{
-    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, IssuerSource, KeyFetchConfig,
-    KeyLocation, LoggingConfig, RouteConfig, RouteMatch, ServerConfig, TlsConfig, TokenCacheConfig,
-    UpstreamConfig,
+    AgentConfig, Assignments, Conditions, Config, ConfigError, ConfigErrors, IDENTITY_KINDS,
+    IdentityHeaders, IdentitySettings, IssuerConfig, IssuerSource, KeyFetchConfig, KeyLocation,
+    Location, LoggingConfig, PolicyConfig, PolicyGrant, PolicyState, RouteConfig, RouteMatch,
+    ServerConfig, TlsConfig, TokenCacheConfig, UpstreamConfig,
 };
 
 /// The public Entra authority.
@@ -132,6 +133,13 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let token_cache = token_cache(&mut errs, file.token_cache);
     let identity_headers = identity_headers(&mut errs, file.identity_headers);
     let logging = logging(&mut errs, file.logging);
+    let identity = identity(&mut errs, file.identity);
+    let locations = locations(&mut errs, file.locations);
+    let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    let mut warnings = Vec::new();
+    let agents = agents(&mut errs, &mut warnings, file.agents, &route_names);
+    let location_names: Vec<&str> = locations.iter().map(|l| l.name.as_str()).collect();
+    let policies = policies(&mut errs, file.policies, &route_names, &location_names);
     match (errs.0.is_empty(), upstream) {
         (true, Some(upstream)) => Ok(Config {
             server,
@@ -141,6 +149,11 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             token_cache,
             identity_headers,
             logging,
+            identity,
+            locations,
+            agents,
+            policies,
+            warnings,
         }),
         _ => Err(ConfigErrors(errs.0)),
     }
@@ -542,21 +555,7 @@ fn route(
                 "must not be empty (omit it to allow every method)",
             );
         }
-        ms.iter()
-            .enumerate()
-            .filter_map(
-                |(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                    Ok(m) => Some(m),
-                    Err(_) => {
-                        errs.push(
-                            format!("{at}.methods[{i}]"),
-                            format!("invalid method {m:?}"),
-                        );
-                        None
-                    }
-                },
-            )
-            .collect()
+        parse_methods(errs, &format!("{at}.methods"), &ms)
     });
     if let Some(names) = &f.issuers {
         for (i, n) in names.iter().enumerate() {
@@ -568,24 +567,44 @@ fn route(
             }
         }
     }
-    for (field, values) in [("scopes", &f.scopes), ("roles", &f.roles)] {
-        for (i, v) in values.iter().enumerate() {
-            if v.is_empty()
-                || !v
-                    .bytes()
-                    .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
-            {
-                errs.push(
-                    format!("{at}.{field}[{i}]"),
-                    "must be printable ASCII without spaces, '\"' or '\\'",
-                );
-            }
-        }
-    }
+    check_names(errs, &format!("{at}.scopes"), &f.scopes);
+    check_names(errs, &format!("{at}.roles"), &f.roles);
     if f.public && (!f.scopes.is_empty() || !f.roles.is_empty() || f.issuers.is_some()) {
         errs.push(
             format!("{at}.public"),
             "a public route cannot require scopes, roles or issuers",
+        );
+    }
+    let require_all = match f.require.as_deref() {
+        None | Some("any") => false,
+        Some("all") => true,
+        Some(other) => {
+            errs.push(
+                format!("{at}.require"),
+                format!("{other:?} is not \"any\" or \"all\""),
+            );
+            false
+        }
+    };
+    if let Some(kinds) = &f.kinds {
+        check_kinds(errs, &format!("{at}.kinds"), kinds);
+        if kinds.is_empty() {
+            errs.push(
+                format!("{at}.kinds"),
+                "must not be empty (omit it to allow every kind)",
+            );
+        }
+    }
+    if f.host
+        .as_deref()
+        .is_some_and(|h| h.is_empty() || h.contains(['/', ' ']))
+    {
+        errs.push(format!("{at}.host"), "must be a host name");
+    }
+    if f.public && (f.kinds.is_some() || f.allow_without_permissions) {
+        errs.push(
+            format!("{at}.public"),
+            "a public route cannot restrict identities",
         );
     }
     if f.public && f.forward_authorization {
@@ -604,6 +623,10 @@ fn route(
         issuers: f.issuers,
         public: f.public,
         forward_authorization: f.forward_authorization,
+        host: f.host.map(|h| h.to_ascii_lowercase()),
+        kinds: f.kinds,
+        require_all,
+        allow_without_permissions: f.allow_without_permissions,
     })
 }
 
@@ -674,6 +697,357 @@ fn logging(errs: &mut Errors, f: LoggingFile) -> LoggingConfig {
         );
     }
     LoggingConfig { level, json }
+}
+
+fn identity(errs: &mut Errors, f: IdentityFile) -> IdentitySettings {
+    let allow_unregistered_agents = match f.unregistered_agents.as_deref() {
+        None | Some("deny") => false,
+        Some("allow") => true,
+        Some(other) => {
+            errs.push(
+                "identity.unregistered_agents",
+                format!("{other:?} is not \"deny\" or \"allow\""),
+            );
+            false
+        }
+    };
+    let deny_on_groups_overage = match f.groups_overage.as_deref() {
+        None | Some("deny") => true,
+        Some("ignore") => false,
+        Some(other) => {
+            errs.push(
+                "identity.groups_overage",
+                format!("{other:?} is not \"deny\" or \"ignore\""),
+            );
+            true
+        }
+    };
+    IdentitySettings {
+        allow_unregistered_agents,
+        deny_on_groups_overage,
+    }
+}
+
+fn locations(errs: &mut Errors, files: Vec<LocationFile>) -> Vec<Location> {
+    let mut names = HashSet::new();
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if f.name.is_empty() || !names.insert(f.name.clone()) {
+                errs.push(
+                    format!("locations[{i}].name"),
+                    "must be a unique, non-empty name",
+                );
+            }
+            if f.ranges.is_empty() {
+                errs.push(format!("locations[{i}].ranges"), "must not be empty");
+            }
+            let ranges = f
+                .ranges
+                .iter()
+                .enumerate()
+                .filter_map(|(j, r)| {
+                    let parsed = IpNet::from_str(r)
+                        .ok()
+                        .or_else(|| IpAddr::from_str(r).ok().map(IpNet::from));
+                    if parsed.is_none() {
+                        errs.push(
+                            format!("locations[{i}].ranges[{j}]"),
+                            format!("invalid address or CIDR range {r:?}"),
+                        );
+                    }
+                    parsed
+                })
+                .collect();
+            Location {
+                name: f.name,
+                ranges,
+            }
+        })
+        .collect()
+}
+
+fn agents(
+    errs: &mut Errors,
+    warnings: &mut Vec<ConfigError>,
+    files: Vec<AgentFile>,
+    routes: &[&str],
+) -> Vec<AgentConfig> {
+    let mut ids = HashSet::new();
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let at = format!("agents[{i}]");
+            let id = f.id.to_ascii_lowercase();
+            if id.is_empty() || !ids.insert(id.clone()) {
+                errs.push(format!("{at}.id"), "must be a unique, non-empty agent id");
+            }
+            if f.name.is_empty() {
+                errs.push(format!("{at}.name"), "must not be empty");
+            }
+            if f.owner.as_deref().is_none_or(str::is_empty) {
+                warnings.push(ConfigError {
+                    path: format!("{at}.owner"),
+                    message: format!("agent {:?} has no owner (orphaned agent)", f.name),
+                });
+            }
+            let expires =
+                f.expires
+                    .as_deref()
+                    .and_then(|e| match humantime::parse_rfc3339_weak(e) {
+                        Ok(t) => Some(t),
+                        Err(_) => {
+                            errs.push(
+                            format!("{at}.expires"),
+                            format!(
+                                "{e:?} is not an RFC 3339 date-time (e.g. \"2027-01-31T00:00:00Z\")"
+                            ),
+                        );
+                            None
+                        }
+                    });
+            if let Some(rs) = &f.routes {
+                check_route_names(errs, &format!("{at}.routes"), rs, routes);
+            }
+            let methods = f
+                .methods
+                .as_ref()
+                .map(|ms| parse_methods(errs, &format!("{at}.methods"), ms));
+            check_names(errs, &format!("{at}.permissions"), &f.permissions);
+            AgentConfig {
+                id,
+                name: f.name,
+                owner: f.owner.filter(|o| !o.is_empty()),
+                sponsor: f.sponsor,
+                tenant: f.tenant.map(|t| t.to_ascii_lowercase()),
+                expires,
+                enabled: f.enabled.unwrap_or(true),
+                routes: f.routes,
+                methods,
+                params: f.params.into_iter().collect(),
+                permissions: f.permissions,
+            }
+        })
+        .collect()
+}
+
+fn policies(
+    errs: &mut Errors,
+    files: Vec<PolicyFile>,
+    routes: &[&str],
+    locations: &[&str],
+) -> Vec<PolicyConfig> {
+    let mut names = HashSet::new();
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let at = format!("policies[{i}]");
+            if f.name.is_empty() || !f.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
+                errs.push(format!("{at}.name"), "must be non-empty letters, digits, '_', '-' or '.'");
+            }
+            if !names.insert(f.name.clone()) {
+                errs.push(format!("{at}.name"), format!("duplicate policy name {:?}", f.name));
+            }
+            let state = match f.state.as_deref() {
+                None | Some("on") => PolicyState::On,
+                Some("report_only") => PolicyState::ReportOnly,
+                Some("off") => PolicyState::Off,
+                Some(other) => {
+                    errs.push(format!("{at}.state"), format!("{other:?} is not \"on\", \"report_only\" or \"off\""));
+                    PolicyState::Off
+                }
+            };
+            check_kinds(errs, &format!("{at}.include_kinds"), &f.include_kinds);
+            check_kinds(errs, &format!("{at}.exclude_kinds"), &f.exclude_kinds);
+            check_route_names(errs, &format!("{at}.include_routes"), &f.include_routes, routes);
+            check_route_names(errs, &format!("{at}.exclude_routes"), &f.exclude_routes, routes);
+            for (field, list) in [("locations", &f.locations), ("exclude_locations", &f.exclude_locations)] {
+                for (j, l) in list.iter().enumerate() {
+                    if !locations.contains(&l.as_str()) {
+                        errs.push(format!("{at}.{field}[{j}]"), format!("no location named {l:?}"));
+                    }
+                }
+            }
+            let days = f
+                .days
+                .iter()
+                .enumerate()
+                .filter_map(|(j, d)| {
+                    let day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                        .iter()
+                        .position(|n| d.len() >= 3 && n.eq_ignore_ascii_case(&d[..3]));
+                    if day.is_none() {
+                        errs.push(format!("{at}.days[{j}]"), format!("{d:?} is not a day (mon … sun)"));
+                    }
+                    day.map(|p| p as u8)
+                })
+                .collect();
+            let hours = f.hours.as_deref().and_then(|h| {
+                let parsed = parse_hours(h);
+                if parsed.is_none() {
+                    errs.push(format!("{at}.hours"), format!("{h:?} is not \"HH:MM-HH:MM\""));
+                }
+                parsed
+            });
+            let utc_offset_minutes = match f.utc_offset.as_deref() {
+                None => 0,
+                Some(o) => parse_utc_offset(o).unwrap_or_else(|| {
+                    errs.push(format!("{at}.utc_offset"), format!("{o:?} is not \"UTC\" or \"+HH:MM\" / \"-HH:MM\""));
+                    0
+                }),
+            };
+            let token_older_than = f
+                .token_older_than
+                .as_deref()
+                .map(|d| errs.duration(&format!("{at}.token_older_than"), Some(d), Duration::ZERO));
+            let grant = match f.grant.as_str() {
+                "block" => {
+                    if !f.require_scopes.is_empty() || !f.require_roles.is_empty() || f.require_mfa || f.require_auth_context.is_some() {
+                        errs.push(format!("{at}.grant"), "a block grant takes no require_* settings");
+                    }
+                    PolicyGrant::Block
+                }
+                "require" => {
+                    if f.require_scopes.is_empty() && f.require_roles.is_empty() && !f.require_mfa && f.require_auth_context.is_none() {
+                        errs.push(format!("{at}.grant"), "\"require\" needs require_scopes, require_roles, require_mfa or require_auth_context");
+                    }
+                    check_names(errs, &format!("{at}.require_scopes"), &f.require_scopes);
+                    check_names(errs, &format!("{at}.require_roles"), &f.require_roles);
+                    if let Some(c) = &f.require_auth_context
+                        && (c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    {
+                        errs.push(format!("{at}.require_auth_context"), "must be an authentication context id such as \"c1\"");
+                    }
+                    PolicyGrant::Require {
+                        scopes: f.require_scopes,
+                        roles: f.require_roles,
+                        mfa: f.require_mfa,
+                        auth_context: f.require_auth_context,
+                    }
+                }
+                other => {
+                    errs.push(format!("{at}.grant"), format!("{other:?} is not \"block\" or \"require\""));
+                    PolicyGrant::Block
+                }
+            };
+            let lower = |v: Vec<String>| v.into_iter().map(|x| x.to_ascii_lowercase()).collect::<Vec<_>>();
+            PolicyConfig {
+                name: f.name,
+                state,
+                assignments: Assignments {
+                    include_kinds: f.include_kinds,
+                    exclude_kinds: f.exclude_kinds,
+                    include_agents: lower(f.include_agents),
+                    exclude_agents: lower(f.exclude_agents),
+                    include_client_apps: lower(f.include_client_apps),
+                    exclude_client_apps: lower(f.exclude_client_apps),
+                    include_tenants: lower(f.include_tenants),
+                    exclude_tenants: lower(f.exclude_tenants),
+                    include_groups: lower(f.include_groups),
+                    exclude_groups: lower(f.exclude_groups),
+                    include_roles: f.include_roles,
+                    exclude_roles: f.exclude_roles,
+                    include_wids: lower(f.include_wids),
+                    exclude_wids: lower(f.exclude_wids),
+                    include_routes: f.include_routes,
+                    exclude_routes: f.exclude_routes,
+                },
+                conditions: Conditions {
+                    locations: f.locations,
+                    exclude_locations: f.exclude_locations,
+                    days,
+                    hours,
+                    utc_offset_minutes,
+                    methods: parse_methods(errs, &format!("{at}.methods"), &f.methods),
+                    params: f.params.into_iter().collect(),
+                    token_older_than,
+                    client_capabilities: f.client_capabilities,
+                },
+                grant,
+            }
+        })
+        .collect()
+}
+
+fn check_kinds(errs: &mut Errors, at: &str, kinds: &[String]) {
+    for (i, k) in kinds.iter().enumerate() {
+        if !IDENTITY_KINDS.contains(&k.as_str()) {
+            errs.push(
+                format!("{at}[{i}]"),
+                format!("{k:?} is not one of {}", IDENTITY_KINDS.join(", ")),
+            );
+        }
+    }
+}
+
+fn check_route_names(errs: &mut Errors, at: &str, names: &[String], routes: &[&str]) {
+    for (i, n) in names.iter().enumerate() {
+        if !routes.contains(&n.as_str()) {
+            errs.push(format!("{at}[{i}]"), format!("no route named {n:?}"));
+        }
+    }
+}
+
+/// Scope and role names: printable ASCII without spaces or quotes, so they
+/// can appear in a challenge's `scope="…"`.
+fn check_names(errs: &mut Errors, at: &str, values: &[String]) {
+    for (i, v) in values.iter().enumerate() {
+        if v.is_empty()
+            || !v
+                .bytes()
+                .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            errs.push(
+                format!("{at}[{i}]"),
+                "must be printable ASCII without spaces, '\"' or '\\'",
+            );
+        }
+    }
+}
+
+fn parse_methods(errs: &mut Errors, at: &str, methods: &[String]) -> Vec<Method> {
+    methods
+        .iter()
+        .enumerate()
+        .filter_map(
+            |(i, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    errs.push(format!("{at}[{i}]"), format!("invalid method {m:?}"));
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+/// `"08:00-18:00"` → minutes after midnight.
+fn parse_hours(text: &str) -> Option<(u16, u16)> {
+    let (a, b) = text.split_once('-')?;
+    let minutes = |t: &str| {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
+    };
+    Some((minutes(a)?, minutes(b)?))
+}
+
+/// `"UTC"`, `"+02:00"`, `"-05:30"` → minutes east of UTC.
+fn parse_utc_offset(text: &str) -> Option<i32> {
+    if text.eq_ignore_ascii_case("utc") || text == "Z" {
+        return Some(0);
+    }
+    let sign = match text.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = text[1..].split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
 }
 
 impl IssuerConfig {

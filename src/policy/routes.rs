@@ -6,6 +6,26 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::config::{ConfigError, RouteConfig, RouteMatch};
+use crate::token::IdentityKind;
+
+const ALL_KINDS: u8 = 0b1111;
+
+pub(crate) fn kind_bit(kind: IdentityKind) -> u8 {
+    match kind {
+        IdentityKind::User => 1,
+        IdentityKind::App => 2,
+        IdentityKind::Agent => 4,
+        IdentityKind::AgentUser => 8,
+    }
+}
+
+/// Kind names (validated at load) → bit mask; unknown names add nothing.
+pub(crate) fn kind_mask(names: &[String]) -> u8 {
+    names
+        .iter()
+        .filter_map(|n| IdentityKind::parse(n))
+        .fold(0, |m, k| m | kind_bit(k))
+}
 
 /// One compiled route. Shared as `Arc<Route>` by grants and metrics.
 #[derive(Debug)]
@@ -17,6 +37,11 @@ pub struct Route {
     issuers: Option<Vec<String>>,
     public: bool,
     forward_authorization: bool,
+    host: Option<String>,
+    /// Bit per allowed `IdentityKind`.
+    kinds: u8,
+    require_all: bool,
+    allow_without_permissions: bool,
     /// `scope="…"` for the insufficient-scope challenge, built once.
     required_scope: String,
 }
@@ -36,6 +61,10 @@ impl Route {
             issuers: cfg.issuers.clone(),
             public: cfg.public,
             forward_authorization: cfg.forward_authorization,
+            host: cfg.host.clone(),
+            kinds: cfg.kinds.as_deref().map_or(ALL_KINDS, kind_mask),
+            require_all: cfg.require_all,
+            allow_without_permissions: cfg.allow_without_permissions,
             required_scope: required.join(" "),
         }
     }
@@ -67,8 +96,24 @@ impl Route {
         &self.required_scope
     }
 
-    fn allows_method(&self, method: &Method) -> bool {
+    /// Whether tokens of this identity kind may use the route.
+    pub fn allows_kind(&self, kind: IdentityKind) -> bool {
+        self.kinds & kind_bit(kind) != 0
+    }
+    /// Scopes and roles are all required (true) or any one suffices.
+    pub fn requires_all(&self) -> bool {
+        self.require_all
+    }
+    pub fn allows_without_permissions(&self) -> bool {
+        self.allow_without_permissions
+    }
+
+    fn accepts(&self, method: &Method, host: Option<&str>) -> bool {
         self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| host.is_some_and(|r| r.eq_ignore_ascii_case(h)))
     }
 }
 
@@ -132,10 +177,15 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The route for a normalized path and method, if any.
-    pub fn find<'a>(&'a self, method: &Method, path: &'a str) -> Option<RouteMatchResult<'a>> {
+    /// The route for a normalized path, method and host (without port).
+    pub fn find<'a>(
+        &'a self,
+        method: &Method,
+        host: Option<&str>,
+        path: &'a str,
+    ) -> Option<RouteMatchResult<'a>> {
         let matched = self.router.at(path).ok()?;
-        let route = matched.value.iter().find(|r| r.allows_method(method))?;
+        let route = matched.value.iter().find(|r| r.accepts(method, host))?;
         let params = matched
             .params
             .iter()
@@ -179,7 +229,45 @@ mod tests {
             issuers: None,
             public: false,
             forward_authorization: false,
+            host: None,
+            kinds: None,
+            require_all: false,
+            allow_without_permissions: false,
         }
+    }
+
+    impl RouteTable {
+        fn find_any_host<'a>(&'a self, m: &Method, path: &'a str) -> Option<RouteMatchResult<'a>> {
+            self.find(m, None, path)
+        }
+    }
+
+    #[test]
+    fn hosts_pick_between_routes_on_one_path() {
+        let mut a = route("a", RouteMatch::Prefix("/".into()), None);
+        a.host = Some("a.example".into());
+        let b = route("b", RouteMatch::Prefix("/".into()), None);
+        let table = RouteTable::compile(&[a, b]).unwrap();
+        assert_eq!(
+            table
+                .find(&Method::GET, Some("A.example"), "/x")
+                .unwrap()
+                .route
+                .name(),
+            "a"
+        );
+        assert_eq!(
+            table
+                .find(&Method::GET, Some("b.example"), "/x")
+                .unwrap()
+                .route
+                .name(),
+            "b"
+        );
+        assert_eq!(
+            table.find(&Method::GET, None, "/x").unwrap().route.name(),
+            "b"
+        );
     }
 
     #[test]
@@ -204,42 +292,50 @@ mod tests {
         ])
         .unwrap();
         let m = table
-            .find(&Method::POST, "/openai/deployments/gpt4o/chat/completions")
+            .find_any_host(&Method::POST, "/openai/deployments/gpt4o/chat/completions")
             .unwrap();
         assert_eq!(m.route.name(), "chat");
         assert_eq!(m.params, vec![("deployment", "gpt4o")]);
         // A GET falls through to no route at this exact path: methods are per route.
         assert!(
             table
-                .find(&Method::GET, "/openai/deployments/gpt4o/chat/completions")
+                .find_any_host(&Method::GET, "/openai/deployments/gpt4o/chat/completions")
                 .is_none()
         );
         assert_eq!(
             table
-                .find(&Method::GET, "/openai/files")
+                .find_any_host(&Method::GET, "/openai/files")
                 .unwrap()
                 .route
                 .name(),
             "openai"
         );
         assert_eq!(
-            table.find(&Method::GET, "/openai").unwrap().route.name(),
+            table
+                .find_any_host(&Method::GET, "/openai")
+                .unwrap()
+                .route
+                .name(),
             "openai"
         );
-        assert!(table.find(&Method::GET, "/openaiX").is_none());
+        assert!(table.find_any_host(&Method::GET, "/openaiX").is_none());
         assert_eq!(
-            table.find(&Method::HEAD, "/health").unwrap().route.name(),
+            table
+                .find_any_host(&Method::HEAD, "/health")
+                .unwrap()
+                .route
+                .name(),
             "health-head"
         );
-        assert!(table.find(&Method::GET, "/other").is_none());
+        assert!(table.find_any_host(&Method::GET, "/other").is_none());
     }
 
     #[test]
     fn root_prefix_is_a_catch_all() {
         let table =
             RouteTable::compile(&[route("all", RouteMatch::Prefix("/".into()), None)]).unwrap();
-        assert!(table.find(&Method::GET, "/").is_some());
-        assert!(table.find(&Method::GET, "/x/y").is_some());
+        assert!(table.find_any_host(&Method::GET, "/").is_some());
+        assert!(table.find_any_host(&Method::GET, "/x/y").is_some());
     }
 
     #[test]

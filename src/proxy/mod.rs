@@ -77,9 +77,13 @@ impl Gateway {
 
         let (parts, body) = req.into_parts();
         let mut facts = pipeline::AdmitFacts::default();
-        let admitted = pipeline::admit(&snapshot, &parts, &mut facts).await;
+        let admitted = pipeline::admit(&snapshot, &parts, conn, &mut facts).await;
         if let Some(cache) = facts.cache.filter(|c| *c != CacheUse::Off) {
             self.metrics.token_cache(cache == CacheUse::Hit);
+        }
+        for outcome in &facts.policies {
+            self.metrics
+                .policy_result(&outcome.policy, outcome.result.as_str());
         }
         let route_label = facts.route.as_ref().map_or("unmatched", |r| r.name());
         let (resp, decision, reason) = match admitted {

@@ -3,11 +3,17 @@
 //! or counts (the caller observes the outcome once).
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use http::header::HOST;
 use http::request::Parts;
+use ipnet::IpNet;
 
-use crate::policy::{self, Grant, Route, path};
+use super::ClientConn;
+use super::forward::X_FORWARDED_FOR;
+use crate::policy::{self, Grant, PolicyOutcome, RequestFacts, Route, path};
 use crate::rejection::Rejection;
 use crate::snapshot::Snapshot;
 use crate::token::{CacheUse, VerifyError, extract_bearer};
@@ -18,25 +24,29 @@ pub struct Admitted<'a> {
     pub path: Cow<'a, str>,
 }
 
-/// What `admit` learned, whatever the outcome: for metrics.
+/// What `admit` learned, whatever the outcome: for metrics and audit.
 #[derive(Default)]
 pub struct AdmitFacts {
     pub route: Option<Arc<Route>>,
     pub cache: Option<CacheUse>,
+    pub policies: Vec<PolicyOutcome>,
 }
 
 /// Decides whether `parts` may be forwarded.
 pub async fn admit<'a>(
     snapshot: &Snapshot,
     parts: &'a Parts,
+    conn: ClientConn,
     facts: &mut AdmitFacts,
 ) -> Result<Admitted<'a>, Rejection> {
     let path = path::normalize(parts.uri.path()).map_err(|_| Rejection::BadPath)?;
-    let matched = snapshot
-        .routes
-        .find(&parts.method, &path)
-        .map(|m| m.route.clone());
-    if let Some(route) = &matched {
+    let host = request_host(parts);
+    let matched = snapshot.routes.find(&parts.method, host, &path);
+    let (route, params): (Option<Arc<Route>>, Vec<(&str, &str)>) = match matched {
+        Some(m) => (Some(m.route.clone()), m.params),
+        None => (None, Vec::new()),
+    };
+    if let Some(route) = &route {
         facts.route = Some(route.clone());
         if let Some(grant) = policy::admit_public(route) {
             return Ok(Admitted { grant, path });
@@ -51,7 +61,116 @@ pub async fn admit<'a>(
         VerifyError::Invalid(reason) => Rejection::InvalidToken(reason),
         VerifyError::KeysUnavailable => Rejection::KeysUnavailable,
     })?;
-    let route = matched.ok_or(Rejection::Denied(policy::Denial::NoRoute))?;
-    let grant = policy::authorize(&route, claims).map_err(Rejection::Denied)?;
+    let route = route.ok_or(Rejection::Denied(policy::Denial::NoRoute))?;
+    let request = RequestFacts {
+        method: &parts.method,
+        params: &params,
+        client_ip: client_ip(parts, conn, &snapshot.trusted_proxies),
+        now: SystemTime::now(),
+    };
+    let (result, outcomes) = policy::authorize(&snapshot.policies, &route, claims, &request);
+    facts.policies = outcomes;
+    let grant = result.map_err(Rejection::Denied)?;
     Ok(Admitted { grant, path })
+}
+
+/// The request's host without port: `Host` (HTTP/1.1) or the authority
+/// (HTTP/2).
+fn request_host(parts: &Parts) -> Option<&str> {
+    let raw = match parts.headers.get(HOST).and_then(|h| h.to_str().ok()) {
+        Some(h) => h,
+        None => parts.uri.authority()?.as_str(),
+    };
+    // Strip a port, minding IPv6 literals (`[::1]:8080`).
+    Some(match raw.rfind(':') {
+        Some(i) if !raw[i..].contains(']') => &raw[..i],
+        _ => raw,
+    })
+}
+
+/// The client address policies see: the socket peer, unless the peer is a
+/// trusted proxy; then the right-most `X-Forwarded-For` entry that is not a
+/// trusted proxy.
+pub fn client_ip(parts: &Parts, conn: ClientConn, trusted: &[IpNet]) -> IpAddr {
+    let peer = conn.peer.ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in parts.headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(text) = value.to_str() else {
+            return peer;
+        };
+        for entry in text.split(',') {
+            match entry.trim().parse() {
+                Ok(ip) => hops.push(ip),
+                // Why: a chain we cannot read is not evidence of anything.
+                Err(_) => return peer,
+            }
+        }
+    }
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn parts(xff: &[&str]) -> Parts {
+        let mut b = http::Request::get("/");
+        for v in xff {
+            b = b.header("x-forwarded-for", *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn conn(peer: &str) -> ClientConn {
+        ClientConn {
+            peer: SocketAddr::new(peer.parse().unwrap(), 1),
+            is_tls: false,
+        }
+    }
+
+    #[test]
+    fn client_ip_trusts_forwarded_for_only_through_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |p: &Parts, peer| client_ip(p, conn(peer), &trusted).to_string();
+        assert_eq!(
+            ip(&parts(&["1.2.3.4"]), "203.0.113.5"),
+            "203.0.113.5",
+            "untrusted peer: its header is ignored"
+        );
+        assert_eq!(ip(&parts(&["1.2.3.4"]), "10.0.0.1"), "1.2.3.4");
+        assert_eq!(
+            ip(&parts(&["6.6.6.6, 1.2.3.4, 10.0.0.2"]), "10.0.0.1"),
+            "1.2.3.4",
+            "right-most untrusted hop"
+        );
+        assert_eq!(ip(&parts(&["6.6.6.6", "1.2.3.4"]), "10.0.0.1"), "1.2.3.4");
+        assert_eq!(ip(&parts(&["garbage"]), "10.0.0.1"), "10.0.0.1");
+        assert_eq!(ip(&parts(&[]), "10.0.0.1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn host_without_port() {
+        let p = |h: &str| {
+            http::Request::get("/")
+                .header("host", h)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        assert_eq!(request_host(&p("api.example:8443")), Some("api.example"));
+        assert_eq!(request_host(&p("api.example")), Some("api.example"));
+        assert_eq!(request_host(&p("[::1]:8080")), Some("[::1]"));
+        assert_eq!(request_host(&p("[::1]")), Some("[::1]"));
+    }
 }

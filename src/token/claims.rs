@@ -2,10 +2,13 @@
 //! Unknown claims are ignored; display claims (`upn`, `email`, `name`,
 //! `preferred_username`) are never read, so nothing can authorize on them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+
+use super::identity::{ClassifyInput, IdentityKind, classify};
 
 /// The serde view of a payload. Struct deserialization refuses duplicate
 /// keys for every field named here.
@@ -16,67 +19,133 @@ pub(super) struct RawClaims {
     /// validation requires it, so a verified token always has it.
     pub exp: Option<u64>,
     pub nbf: Option<u64>,
+    pub iat: Option<u64>,
+    pub auth_time: Option<u64>,
     pub sub: Option<String>,
     pub oid: Option<String>,
     pub tid: Option<String>,
     pub azp: Option<String>,
     pub appid: Option<String>,
+    pub azpacr: Option<String>,
+    pub appidacr: Option<String>,
     pub scp: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub wids: Vec<String>,
+    pub acr: Option<String>,
+    #[serde(default)]
+    pub amr: Vec<String>,
+    #[serde(default)]
+    pub acrs: Vec<String>,
     pub idtyp: Option<String>,
     pub ver: Option<String>,
     pub uti: Option<String>,
     pub jti: Option<String>,
-    pub xms_cc: Option<Vec<String>>,
+    #[serde(default)]
+    pub xms_cc: Vec<String>,
+    pub xms_act_fct: Option<String>,
+    pub xms_sub_fct: Option<String>,
+    pub xms_par_app_azp: Option<String>,
+    /// Groups overage: `{"groups": "src1"}` instead of a `groups` claim.
+    pub _claim_names: Option<BTreeMap<String, IgnoredAny>>,
     pub cnf: Option<IgnoredAny>,
 }
 
-/// Claims of a token that passed every check. Only `token::verify` makes
-/// one; the fields are private so no other code can forge it.
+/// Group membership as the token states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Groups {
+    Listed(Vec<String>),
+    /// Too many groups for the token (overage): membership is unknown, never
+    /// "no groups".
+    Overage,
+}
+
+/// Claims of a token that passed every check, with the caller's identity.
+/// Only `token::verify` makes one; the fields are private so no other code
+/// can forge it.
 #[derive(Debug)]
 pub struct VerifiedClaims {
     issuer_name: Arc<str>,
     iss: String,
     exp: u64,
+    iat: Option<u64>,
+    auth_time: Option<u64>,
     sub: Option<String>,
     oid: Option<String>,
     tid: Option<String>,
     client_app: Option<String>,
+    client_authenticated: bool,
     scopes: Vec<String>,
     roles: Vec<String>,
+    groups: Groups,
+    wids: Vec<String>,
+    acr: Option<String>,
+    amr: Vec<String>,
+    acrs: Vec<String>,
     idtyp: Option<String>,
     token_id: Option<String>,
     handles_claims_challenge: bool,
+    kind: IdentityKind,
+    is_on_behalf_of: bool,
+    blueprint: Option<String>,
 }
 
 impl VerifiedClaims {
     pub(super) fn from_raw(issuer_name: Arc<str>, raw: RawClaims) -> Self {
-        let scopes = raw
+        let scopes: Vec<String> = raw
             .scp
             .as_deref()
             .map(|s| {
                 s.split(' ')
-                    .filter(|s| !s.is_empty())
+                    .filter(|s| !s.is_empty() && *s != "/")
                     .map(str::to_owned)
                     .collect()
             })
             .unwrap_or_default();
+        let classified = classify(&ClassifyInput {
+            idtyp: raw.idtyp.as_deref(),
+            has_scp: !scopes.is_empty(),
+            act_facets: raw.xms_act_fct.as_deref(),
+            sub_facets: raw.xms_sub_fct.as_deref(),
+            parent_app: raw.xms_par_app_azp.as_deref(),
+        });
+        let overage = raw
+            ._claim_names
+            .as_ref()
+            .is_some_and(|n| n.contains_key("groups"));
+        let client_auth = raw.azpacr.as_deref().or(raw.appidacr.as_deref());
         Self {
             issuer_name,
             iss: raw.iss,
             exp: raw.exp.unwrap_or(0),
+            iat: raw.iat,
+            auth_time: raw.auth_time,
             sub: raw.sub,
             oid: raw.oid,
-            tid: raw.tid,
+            tid: raw.tid.map(|t| t.to_ascii_lowercase()),
             client_app: raw.azp.or(raw.appid),
+            // "0" = public client: the client id is not proven.
+            client_authenticated: matches!(client_auth, Some("1" | "2")),
             scopes,
             roles: raw.roles,
+            groups: if overage {
+                Groups::Overage
+            } else {
+                Groups::Listed(raw.groups)
+            },
+            wids: raw.wids,
+            acr: raw.acr,
+            amr: raw.amr,
+            acrs: raw.acrs,
             idtyp: raw.idtyp,
             token_id: raw.uti.or(raw.jti),
-            handles_claims_challenge: raw
-                .xms_cc
-                .is_some_and(|cc| cc.iter().any(|c| c.eq_ignore_ascii_case("cp1"))),
+            handles_claims_challenge: raw.xms_cc.iter().any(|c| c.eq_ignore_ascii_case("cp1")),
+            kind: classified.kind,
+            is_on_behalf_of: classified.is_on_behalf_of,
+            blueprint: raw.xms_par_app_azp,
         }
     }
 
@@ -91,6 +160,13 @@ impl VerifiedClaims {
     pub fn exp(&self) -> u64 {
         self.exp
     }
+    pub fn iat(&self) -> Option<u64> {
+        self.iat
+    }
+    /// When the user authenticated (optional claim).
+    pub fn auth_time(&self) -> Option<u64> {
+        self.auth_time
+    }
     pub fn sub(&self) -> Option<&str> {
         self.sub.as_deref()
     }
@@ -98,12 +174,18 @@ impl VerifiedClaims {
     pub fn oid(&self) -> Option<&str> {
         self.oid.as_deref()
     }
+    /// Tenant id, lower case.
     pub fn tid(&self) -> Option<&str> {
         self.tid.as_deref()
     }
-    /// The calling client: `azp` (v2) or `appid` (v1).
+    /// The calling client: `azp` (v2) or `appid` (v1). For agents, the agent
+    /// identity.
     pub fn client_app(&self) -> Option<&str> {
         self.client_app.as_deref()
+    }
+    /// Whether the client proved its id (`azpacr`/`appidacr` 1 or 2).
+    pub fn is_client_authenticated(&self) -> bool {
+        self.client_authenticated
     }
     /// Delegated scopes (`scp`, split on spaces).
     pub fn scopes(&self) -> &[String] {
@@ -112,6 +194,23 @@ impl VerifiedClaims {
     /// App roles (`roles`).
     pub fn roles(&self) -> &[String] {
         &self.roles
+    }
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+    /// Directory role template ids.
+    pub fn wids(&self) -> &[String] {
+        &self.wids
+    }
+    pub fn acr(&self) -> Option<&str> {
+        self.acr.as_deref()
+    }
+    pub fn amr(&self) -> &[String] {
+        &self.amr
+    }
+    /// Conditional Access authentication contexts satisfied (`c1`…).
+    pub fn acrs(&self) -> &[String] {
+        &self.acrs
     }
     pub fn idtyp(&self) -> Option<&str> {
         self.idtyp.as_deref()
@@ -124,9 +223,42 @@ impl VerifiedClaims {
     pub fn handles_claims_challenge(&self) -> bool {
         self.handles_claims_challenge
     }
+    pub fn kind(&self) -> IdentityKind {
+        self.kind
+    }
+    /// An agent acting for a human: `oid` is the human, `client_app` the agent.
+    pub fn is_on_behalf_of(&self) -> bool {
+        self.is_on_behalf_of
+    }
+    /// For agents: the agent identity (its app id); `None` for users and apps.
+    pub fn agent_id(&self) -> Option<&str> {
+        match self.kind {
+            IdentityKind::Agent | IdentityKind::AgentUser => self.client_app(),
+            IdentityKind::User | IdentityKind::App => None,
+        }
+    }
+    /// The agent's blueprint (parent app, `xms_par_app_azp`): for audit only.
+    pub fn blueprint(&self) -> Option<&str> {
+        self.blueprint.as_deref()
+    }
     /// The subject to report upstream: `oid` when present (stable across
     /// apps), else `sub`.
     pub fn principal(&self) -> Option<&str> {
         self.oid().or(self.sub())
+    }
+    /// Whether the token carries any permission at all.
+    pub fn has_permissions(&self) -> bool {
+        !self.scopes.is_empty() || !self.roles.is_empty()
+    }
+
+    /// Claims for unit tests of code that consumes identities. Test-only:
+    /// outside tests only `token::verify` can make `VerifiedClaims`.
+    #[cfg(test)]
+    pub(crate) fn from_json_for_tests(
+        issuer_name: &str,
+        claims: serde_json::Value,
+    ) -> Option<Self> {
+        let raw: RawClaims = serde_json::from_value(claims).ok()?;
+        Some(Self::from_raw(Arc::from(issuer_name), raw))
     }
 }

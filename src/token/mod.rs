@@ -7,11 +7,13 @@
 mod cache;
 mod claims;
 mod extract;
+mod identity;
 mod verify;
 
 pub use cache::TokenCache;
-pub use claims::VerifiedClaims;
+pub use claims::{Groups, VerifiedClaims};
 pub use extract::{BearerError, extract_bearer};
+pub use identity::IdentityKind;
 pub use verify::{CacheUse, IssuerTrust, Verifier, VerifyError};
 
 /// Why a token was refused. The same word appears in the metric label, the

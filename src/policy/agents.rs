@@ -1,0 +1,127 @@
+//! The agent registry: agents as governed identities with an owner, a
+//! lifecycle (enabled, expires) and their own reach (routes, methods, route
+//! parameters such as model deployments, extra permissions).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::Method;
+
+use super::{Denial, RequestFacts, Route};
+use crate::config::AgentConfig;
+use crate::token::VerifiedClaims;
+
+/// One registered agent, as the audit record will name it.
+#[derive(Debug)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub sponsor: Option<String>,
+    tenant: Option<String>,
+    expires: Option<SystemTime>,
+    enabled: bool,
+    routes: Option<Vec<String>>,
+    methods: Option<Vec<Method>>,
+    params: Vec<(String, Vec<String>)>,
+    permissions: Vec<String>,
+}
+
+/// Agents by id: an O(1) lookup whatever the registry's size.
+pub struct AgentRegistry {
+    by_id: HashMap<String, Arc<Agent>>,
+    allow_unregistered: bool,
+}
+
+impl AgentRegistry {
+    pub fn compile(agents: &[AgentConfig], allow_unregistered: bool) -> Self {
+        let by_id = agents
+            .iter()
+            .map(|a| {
+                let agent = Agent {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                    owner: a.owner.clone(),
+                    sponsor: a.sponsor.clone(),
+                    tenant: a.tenant.clone(),
+                    expires: a.expires,
+                    enabled: a.enabled,
+                    routes: a.routes.clone(),
+                    methods: a.methods.clone(),
+                    params: a.params.clone(),
+                    permissions: a.permissions.clone(),
+                };
+                (a.id.clone(), Arc::new(agent))
+            })
+            .collect();
+        Self {
+            by_id,
+            allow_unregistered,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Checks an agent's token against its registration. Users and apps pass
+    /// untouched (`Ok(None)`); an unregistered agent passes only when the
+    /// config allows it.
+    pub fn check(
+        &self,
+        claims: &VerifiedClaims,
+        route: &Route,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Option<Arc<Agent>>, Denial> {
+        let Some(agent_id) = claims.agent_id() else {
+            return Ok(None);
+        };
+        let found = self
+            .by_id
+            .get(agent_id)
+            .or_else(|| self.by_id.get(&agent_id.to_ascii_lowercase()))
+            // Why: an agent is single-tenant; the same id from another
+            // tenant is another agent.
+            .filter(|a| a.tenant.as_deref().is_none_or(|t| claims.tid() == Some(t)));
+        let Some(agent) = found else {
+            return if self.allow_unregistered {
+                Ok(None)
+            } else {
+                Err(Denial::AgentUnregistered)
+            };
+        };
+        if !agent.enabled {
+            return Err(Denial::AgentDisabled);
+        }
+        if agent.expires.is_some_and(|e| e <= facts.now) {
+            return Err(Denial::AgentExpired);
+        }
+        let route_ok = agent
+            .routes
+            .as_ref()
+            .is_none_or(|rs| rs.iter().any(|r| r == route.name()));
+        let method_ok = agent
+            .methods
+            .as_ref()
+            .is_none_or(|ms| ms.contains(facts.method));
+        // A parameter restriction binds only routes that have the parameter.
+        let params_ok = agent.params.iter().all(|(name, allowed)| {
+            facts
+                .param(name)
+                .is_none_or(|v| allowed.iter().any(|a| a == v))
+        });
+        if !(route_ok && method_ok && params_ok) {
+            return Err(Denial::AgentNotAllowed);
+        }
+        let has = |p: &String| claims.scopes().contains(p) || claims.roles().contains(p);
+        if !agent.permissions.iter().all(has) {
+            return Err(Denial::AgentPermissionMissing);
+        }
+        Ok(Some(agent.clone()))
+    }
+}

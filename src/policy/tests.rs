@@ -1,0 +1,720 @@
+//! Table-driven tests of the pure policy engine: no sockets, no runtime.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::*;
+
+const AGENT: &str = "a9e1c0de-0000-4a11-8a9e-000000000011";
+const TENANT: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
+/// 2026-11-26 (a Thursday) 10:00 UTC.
+const THURSDAY_10_UTC: u64 = 1_795_687_200;
+
+struct Fixture {
+    routes: RouteTable,
+    rules: Policies,
+}
+
+fn fixture(extra: &str) -> Fixture {
+    let text = format!(
+        r#"
+[upstream]
+url = "http://127.0.0.1:1"
+
+[[issuers]]
+name = "idp"
+kind = "oidc"
+issuer = "https://idp"
+audiences = ["api"]
+
+[[locations]]
+name = "corp"
+ranges = ["10.0.0.0/8"]
+
+[[routes]]
+name = "chat"
+path = "/openai/deployments/{{deployment}}/chat/completions"
+scopes = ["Models.Invoke"]
+roles = ["Models.Invoke"]
+
+[[routes]]
+name = "admin"
+prefix = "/admin"
+roles = ["Admin"]
+require = "all"
+kinds = ["app"]
+
+[[routes]]
+name = "open"
+prefix = "/open"
+allow_without_permissions = true
+
+{extra}
+"#
+    );
+    let config = crate::config::parse(&text, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    Fixture {
+        routes: RouteTable::compile(&config.routes).unwrap(),
+        rules: Policies::compile(&config),
+    }
+}
+
+fn user(extra: Value) -> Arc<VerifiedClaims> {
+    let mut c = json!({"iss": "https://idp", "exp": 2_000_000_000u64, "iat": THURSDAY_10_UTC - 60, "tid": TENANT,
+        "oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474", "azp": "00001111-aaaa-2222-bbbb-3333cccc4444",
+        "idtyp": "user", "scp": "Models.Invoke"});
+    merge(&mut c, extra);
+    Arc::new(VerifiedClaims::from_json_for_tests("idp", c).unwrap())
+}
+
+fn agent(extra: Value) -> Arc<VerifiedClaims> {
+    let mut c = json!({"iss": "https://idp", "exp": 2_000_000_000u64, "iat": THURSDAY_10_UTC - 60, "tid": TENANT,
+        "oid": AGENT, "appid": AGENT, "idtyp": "app", "roles": ["Models.Invoke"],
+        "xms_act_fct": "3 9 11", "xms_sub_fct": "9 3 11", "xms_par_app_azp": "b1e9c1a7-0000-4b00-8000-0000000000bb"});
+    merge(&mut c, extra);
+    Arc::new(VerifiedClaims::from_json_for_tests("idp", c).unwrap())
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            if v.is_null() {
+                b.remove(&k);
+            } else {
+                b.insert(k, v);
+            }
+        }
+    }
+}
+
+struct Req {
+    method: Method,
+    path: &'static str,
+    ip: &'static str,
+    at: u64,
+}
+
+fn req(path: &'static str) -> Req {
+    Req {
+        method: Method::POST,
+        path,
+        ip: "10.1.2.3",
+        at: THURSDAY_10_UTC,
+    }
+}
+
+fn decide(
+    f: &Fixture,
+    claims: Arc<VerifiedClaims>,
+    r: &Req,
+) -> (Result<(), Denial>, Vec<PolicyOutcome>) {
+    let m = f.routes.find(&r.method, None, r.path).expect("a route");
+    let facts = RequestFacts {
+        method: &r.method,
+        params: &m.params,
+        client_ip: r.ip.parse::<IpAddr>().unwrap(),
+        now: UNIX_EPOCH + Duration::from_secs(r.at),
+    };
+    let (result, outcomes) = authorize(&f.rules, m.route, claims, &facts);
+    (result.map(|_| ()), outcomes)
+}
+
+const CHAT: &str = "/openai/deployments/gpt-4o/chat/completions";
+
+type Claims = Arc<VerifiedClaims>;
+type Verdict = Result<(), Denial>;
+type Expected = (Verdict, Option<PolicyResult>);
+
+#[test]
+fn route_requirements() {
+    let f = fixture("[identity]\nunregistered_agents = \"allow\"");
+    let cases: Vec<(&str, Claims, &str, Verdict)> = vec![
+        ("scope suffices", user(json!({})), CHAT, Ok(())),
+        (
+            "role suffices",
+            user(json!({"scp": null, "idtyp": "app", "roles": ["Models.Invoke"]})),
+            CHAT,
+            Ok(()),
+        ),
+        (
+            "missing scope",
+            user(json!({"scp": "Other"})),
+            CHAT,
+            Err(Denial::InsufficientScope),
+        ),
+        (
+            "no scp nor roles",
+            user(json!({"scp": null})),
+            CHAT,
+            Err(Denial::NoPermissions),
+        ),
+        (
+            "scp of only '/' is no permission",
+            user(json!({"scp": "/"})),
+            CHAT,
+            Err(Denial::NoPermissions),
+        ),
+        (
+            "route allows no permissions",
+            user(json!({"scp": null})),
+            "/open/x",
+            Ok(()),
+        ),
+        (
+            "kind not allowed",
+            user(json!({})),
+            "/admin/x",
+            Err(Denial::KindNotAllowed),
+        ),
+        (
+            "all-of roles: one missing",
+            user(json!({"scp": null, "idtyp": "app", "roles": ["Reader"]})),
+            "/admin/x",
+            Err(Denial::InsufficientScope),
+        ),
+        (
+            "all-of roles met",
+            user(json!({"scp": null, "idtyp": "app", "roles": ["Admin"]})),
+            "/admin/x",
+            Ok(()),
+        ),
+        (
+            "display claims never authorize",
+            user(json!({"scp": null, "upn": "Models.Invoke", "name": "Admin"})),
+            CHAT,
+            Err(Denial::NoPermissions),
+        ),
+    ];
+    for (name, claims, path, want) in cases {
+        assert_eq!(decide(&f, claims, &req(path)).0, want, "{name}");
+    }
+}
+
+#[test]
+fn agent_registry() {
+    let registry = format!(
+        r#"
+[[agents]]
+id = "{AGENT}"
+name = "Research agent"
+owner = "ada@contoso.example"
+tenant = "{TENANT}"
+expires = "2027-01-31T00:00:00Z"
+routes = ["chat"]
+methods = ["POST"]
+params = {{ deployment = ["gpt-4o-mini"] }}
+
+[[agents]]
+id = "b0000000-0000-4000-8000-000000000001"
+name = "Retired"
+owner = "ops"
+enabled = false
+
+[[agents]]
+id = "b0000000-0000-4000-8000-000000000002"
+name = "Expired"
+owner = "ops"
+expires = "2026-01-01T00:00:00Z"
+
+[[agents]]
+id = "b0000000-0000-4000-8000-000000000003"
+name = "Needs a permission"
+owner = "ops"
+permissions = ["Agents.Run"]
+"#
+    );
+    let f = fixture(&registry);
+    let mini = "/openai/deployments/gpt-4o-mini/chat/completions";
+    let other = |id: &str| agent(json!({"appid": id, "oid": id}));
+    let cases: Vec<(&str, Claims, Req, Verdict)> = vec![
+        ("allowed deployment", agent(json!({})), req(mini), Ok(())),
+        (
+            "other deployment",
+            agent(json!({})),
+            req(CHAT),
+            Err(Denial::AgentNotAllowed),
+        ),
+        (
+            "method outside the registration",
+            agent(json!({})),
+            Req {
+                method: Method::GET,
+                ..req(mini)
+            },
+            Err(Denial::AgentNotAllowed),
+        ),
+        (
+            "route outside the registration",
+            agent(json!({"roles": ["Models.Invoke"]})),
+            req("/open/x"),
+            Err(Denial::AgentNotAllowed),
+        ),
+        (
+            "after expiry",
+            agent(json!({})),
+            Req {
+                at: 1_801_440_000,
+                ..req(mini)
+            },
+            Err(Denial::AgentExpired),
+        ),
+        (
+            "same id, other tenant",
+            agent(json!({"tid": "99998888-7777-6666-5555-444433332222"})),
+            req(mini),
+            Err(Denial::AgentUnregistered),
+        ),
+        (
+            "disabled",
+            other("b0000000-0000-4000-8000-000000000001"),
+            req(CHAT),
+            Err(Denial::AgentDisabled),
+        ),
+        (
+            "expired",
+            other("b0000000-0000-4000-8000-000000000002"),
+            req(CHAT),
+            Err(Denial::AgentExpired),
+        ),
+        (
+            "missing agent permission",
+            other("b0000000-0000-4000-8000-000000000003"),
+            req(CHAT),
+            Err(Denial::AgentPermissionMissing),
+        ),
+        (
+            "has agent permission",
+            agent(
+                json!({"appid": "b0000000-0000-4000-8000-000000000003", "roles": ["Models.Invoke", "Agents.Run"]}),
+            ),
+            req(CHAT),
+            Ok(()),
+        ),
+        (
+            "unregistered agent",
+            other("c0000000-0000-4000-8000-00000000000c"),
+            req(CHAT),
+            Err(Denial::AgentUnregistered),
+        ),
+        (
+            "a plain app is not an agent",
+            user(
+                json!({"scp": null, "idtyp": "app", "roles": ["Models.Invoke"], "appid": "c0000000-0000-4000-8000-00000000000c"}),
+            ),
+            req(CHAT),
+            Ok(()),
+        ),
+        (
+            "agent user is governed too",
+            user(json!({"azp": AGENT, "xms_sub_fct": "1 13", "xms_act_fct": "11"})),
+            req(mini),
+            Ok(()),
+        ),
+        (
+            "OBO agent is governed by its agent id",
+            user(json!({"azp": AGENT, "xms_act_fct": "11 9"})),
+            req(CHAT),
+            Err(Denial::AgentNotAllowed),
+        ),
+    ];
+    for (name, claims, r, want) in cases {
+        assert_eq!(decide(&f, claims, &r).0, want, "{name}");
+    }
+    // Unregistered agents can be allowed explicitly.
+    let f = fixture("[identity]\nunregistered_agents = \"allow\"");
+    assert_eq!(
+        decide(
+            &f,
+            other("c0000000-0000-4000-8000-00000000000c"),
+            &req(CHAT)
+        )
+        .0,
+        Ok(())
+    );
+}
+
+fn policy(body: &str) -> Fixture {
+    fixture(&format!(
+        "[identity]\nunregistered_agents = \"allow\"\n[[policies]]\nname = \"p\"\n{body}\n"
+    ))
+}
+
+fn outcome(
+    f: &Fixture,
+    claims: Arc<VerifiedClaims>,
+    r: &Req,
+) -> (Result<(), Denial>, Option<PolicyResult>) {
+    let (v, o) = decide(f, claims, r);
+    (v, o.iter().find(|x| &*x.policy == "p").map(|x| x.result))
+}
+
+fn blocked() -> Result<(), Denial> {
+    Err(Denial::PolicyBlock(Arc::from("p")))
+}
+
+#[test]
+fn conditions_decide_where_a_policy_applies() {
+    use PolicyResult::*;
+    let include_agents = format!("grant = \"block\"\ninclude_agents = [\"{AGENT}\"]");
+    let exclude_tenants = format!("grant = \"block\"\nexclude_tenants = [\"{TENANT}\"]");
+    let cases: Vec<(&str, &str, Claims, Req, Expected)> = vec![
+        (
+            "block everyone",
+            "grant = \"block\"",
+            user(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "kind included",
+            "grant = \"block\"\ninclude_kinds = [\"agent\"]",
+            agent(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "kind not included",
+            "grant = \"block\"\ninclude_kinds = [\"agent\"]",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "exclude beats include",
+            "grant = \"block\"\ninclude_kinds = [\"agent\"]\nexclude_agents = [\"A9E1C0DE-0000-4A11-8A9E-000000000011\"]",
+            agent(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "include agents",
+            &include_agents,
+            agent(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "include client apps",
+            "grant = \"block\"\ninclude_client_apps = [\"00001111-aaaa-2222-bbbb-3333cccc4444\"]",
+            user(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "exclude tenants",
+            &exclude_tenants,
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "include roles",
+            "grant = \"block\"\ninclude_roles = [\"Models.Invoke\"]",
+            agent(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "include wids",
+            "grant = \"block\"\ninclude_wids = [\"62e90394-69f5-4237-9190-012177145e10\"]",
+            user(json!({"wids": ["62e90394-69f5-4237-9190-012177145e10"]})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "include groups",
+            "grant = \"block\"\ninclude_groups = [\"5d1c7a0e-1f2b-4c3d-9e8f-a1b2c3d4e5f6\"]",
+            user(json!({"groups": ["5d1c7a0e-1f2b-4c3d-9e8f-a1b2c3d4e5f6"]})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "groups overage denies",
+            "grant = \"block\"\nexclude_groups = [\"5d1c7a0e-1f2b-4c3d-9e8f-a1b2c3d4e5f6\"]",
+            user(json!({"_claim_names": {"groups": "src1"}})),
+            req(CHAT),
+            (Err(Denial::GroupsOverage), Some(Failure)),
+        ),
+        (
+            "route included elsewhere",
+            "grant = \"block\"\ninclude_routes = [\"admin\"]",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), None),
+        ),
+        (
+            "route excluded",
+            "grant = \"block\"\nexclude_routes = [\"chat\"]",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "outside the corp network",
+            "grant = \"block\"\nexclude_locations = [\"corp\"]",
+            user(json!({})),
+            Req {
+                ip: "203.0.113.9",
+                ..req(CHAT)
+            },
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "inside the corp network",
+            "grant = \"block\"\nexclude_locations = [\"corp\"]",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "location included",
+            "grant = \"block\"\nlocations = [\"corp\"]",
+            user(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "method condition",
+            "grant = \"block\"\nmethods = [\"DELETE\"]",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "param condition",
+            "grant = \"block\"\nparams = { deployment = [\"gpt-4o\"] }",
+            user(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "param condition elsewhere",
+            "grant = \"block\"\nparams = { deployment = [\"o3\"] }",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "weekend only, on a Thursday",
+            "grant = \"block\"\ndays = [\"sat\", \"sun\"]",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "Thursday",
+            "grant = \"block\"\ndays = [\"thu\"]",
+            user(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "outside hours 08-09 UTC",
+            "grant = \"block\"\nhours = \"08:00-09:00\"",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "inside hours with offset",
+            "grant = \"block\"\nhours = \"11:00-12:00\"\nutc_offset = \"+01:00\"",
+            user(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "hours wrapping midnight",
+            "grant = \"block\"\nhours = \"22:00-11:00\"",
+            user(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "old token",
+            "grant = \"block\"\ntoken_older_than = \"30s\"",
+            user(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "fresh token",
+            "grant = \"block\"\ntoken_older_than = \"1h\"",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "auth_time counts over iat",
+            "grant = \"block\"\ntoken_older_than = \"1h\"",
+            user(json!({"auth_time": THURSDAY_10_UTC - 7200})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "client capability cp1",
+            "grant = \"block\"\nclient_capabilities = [\"cp1\"]",
+            user(json!({"xms_cc": ["CP1"]})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "no client capability",
+            "grant = \"block\"\nclient_capabilities = [\"cp1\"]",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
+            "report-only block never enforces",
+            "grant = \"block\"\nstate = \"report_only\"",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(ReportOnlyFailure)),
+        ),
+        (
+            "report-only not applied",
+            "grant = \"block\"\nstate = \"report_only\"\nmethods = [\"GET\"]",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(ReportOnlyNotApplied)),
+        ),
+        (
+            "off policies are not evaluated",
+            "grant = \"block\"\nstate = \"off\"",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), None),
+        ),
+    ];
+    for (name, body, claims, r, want) in cases {
+        assert_eq!(outcome(&policy(body), claims, &r), want, "{name}");
+    }
+}
+
+#[test]
+fn require_grants() {
+    use PolicyResult::*;
+    let unmet = |challenge: bool| {
+        Err(Denial::PolicyUnmet {
+            policy: Arc::from("p"),
+            claims_challenge: challenge.then(|| Arc::from("p")),
+        })
+    };
+    let cases: Vec<(&str, &str, Claims, Expected)> = vec![
+        (
+            "scopes met",
+            "grant = \"require\"\nrequire_scopes = [\"Models.Invoke\"]",
+            user(json!({})),
+            (Ok(()), Some(Success)),
+        ),
+        (
+            "scopes unmet",
+            "grant = \"require\"\nrequire_scopes = [\"Models.Invoke\", \"Extra\"]",
+            user(json!({})),
+            (unmet(false), Some(Failure)),
+        ),
+        (
+            "mfa met",
+            "grant = \"require\"\nrequire_mfa = true",
+            user(json!({"amr": ["pwd", "mfa"]})),
+            (Ok(()), Some(Success)),
+        ),
+        (
+            "mfa unmet",
+            "grant = \"require\"\nrequire_mfa = true",
+            user(json!({"amr": ["pwd"]})),
+            (unmet(false), Some(Failure)),
+        ),
+        (
+            "auth context met",
+            "grant = \"require\"\nrequire_auth_context = \"c1\"",
+            user(json!({"acrs": ["c1"]})),
+            (Ok(()), Some(Success)),
+        ),
+        (
+            "auth context unmet, cp1 client gets a claims challenge",
+            "grant = \"require\"\nrequire_auth_context = \"c1\"",
+            user(json!({"xms_cc": ["cp1"]})),
+            (unmet(true), Some(Failure)),
+        ),
+        (
+            "auth context unmet, other clients a plain denial",
+            "grant = \"require\"\nrequire_auth_context = \"c1\"",
+            user(json!({})),
+            (unmet(false), Some(Failure)),
+        ),
+        (
+            "report-only requirement",
+            "grant = \"require\"\nrequire_mfa = true\nstate = \"report_only\"",
+            user(json!({})),
+            (Ok(()), Some(ReportOnlyFailure)),
+        ),
+    ];
+    for (name, body, claims, want) in cases {
+        assert_eq!(outcome(&policy(body), claims, &req(CHAT)), want, "{name}");
+    }
+}
+
+#[test]
+fn any_block_wins_and_every_result_is_recorded() {
+    let f = fixture(
+        r#"
+[[policies]]
+name = "needs-mfa"
+grant = "require"
+require_mfa = true
+
+[[policies]]
+name = "watch"
+state = "report_only"
+grant = "block"
+
+[[policies]]
+name = "chat-only-block"
+include_routes = ["chat"]
+grant = "block"
+"#,
+    );
+    let (verdict, outcomes) = decide(&f, user(json!({})), &req(CHAT));
+    assert_eq!(
+        verdict,
+        Err(Denial::PolicyBlock(Arc::from("chat-only-block")))
+    );
+    let results: Vec<(&str, PolicyResult)> =
+        outcomes.iter().map(|o| (&*o.policy, o.result)).collect();
+    assert_eq!(
+        results,
+        vec![
+            ("chat-only-block", PolicyResult::Failure),
+            ("needs-mfa", PolicyResult::Failure),
+            ("watch", PolicyResult::ReportOnlyFailure),
+        ]
+    );
+    // The route-specific policy is not even looked at elsewhere.
+    let (_, outcomes) = decide(&f, user(json!({"scp": null})), &req("/open/x"));
+    assert!(outcomes.iter().all(|o| &*o.policy != "chat-only-block"));
+}
+
+#[test]
+fn default_deny_without_a_route() {
+    let f = fixture("");
+    assert!(f.routes.find(&Method::GET, None, "/nothing").is_none());
+}
+
+#[test]
+fn claims_challenges_are_base64_json_rooted_at_access_token() {
+    let f = policy("grant = \"require\"\nrequire_auth_context = \"c1\"");
+    let (name, claims) = f.rules.policies.claims_challenges().next().unwrap();
+    assert_eq!(&**name, "p");
+    // DOMAIN.md §4: Microsoft's example value for context c1.
+    assert_eq!(
+        &**claims,
+        "eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiYzEifX19"
+    );
+    let _ = SystemTime::now();
+}
