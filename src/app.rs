@@ -23,6 +23,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    revocations: Arc<crate::revocation::Revocations>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -34,6 +35,11 @@ impl Running {
         for source in &snapshot.key_sources {
             source.wait_loaded().await;
         }
+    }
+
+    /// Counts revocation file changes applied: tests await it, never sleep.
+    pub fn revocation_changes(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// Stops accepting and starts draining; [`Running::join`] waits for it.
@@ -52,6 +58,9 @@ impl Running {
 /// Builds and starts everything: listeners bound, key fetches begun. Returns
 /// before the keys are loaded (`/readyz` says when).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    for warning in &config.warnings {
+        tracing::warn!(%warning, "configuration warning");
+    }
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
     let env = KeyEnv {
         generation: Arc::new(AtomicU64::new(0)),
@@ -83,7 +92,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         drain_timeout: config.server.drain_timeout,
         is_main: true,
     };
-    let gateway = Arc::new(Gateway::new(snapshot.clone(), metrics.clone(), upstream));
+    let revocations = match &config.revocation_file {
+        Some(path) => {
+            let (revocations, task) = crate::revocation::start(path.clone(), stop.clone())
+                .map_err(|e| anyhow::anyhow!("revocation file: {e}"))?;
+            tasks.push(task);
+            revocations
+        }
+        None => crate::revocation::Revocations::none(),
+    };
+    let gateway = Arc::new(Gateway::new(
+        snapshot.clone(),
+        metrics.clone(),
+        upstream,
+        revocations.clone(),
+    ));
     let handler = move |req, conn| {
         let gateway = gateway.clone();
         async move { gateway.handle(req, conn).await }
@@ -115,6 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     tracing::info!(%addr, %admin_addr, tls = config.server.tls.is_some(), "portcullis listening");
     Ok(Running {
+        revocations,
         addr,
         admin_addr,
         snapshot,

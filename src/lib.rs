@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod rejection;
+pub mod revocation;
 pub mod serve;
 pub mod snapshot;
 pub mod telemetry;

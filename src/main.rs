@@ -92,6 +92,9 @@ fn check(path: &std::path::Path) -> ExitCode {
         let _guard = rt.enter();
         portcullis::snapshot::Snapshot::compile(&config, &env).map(|_| ())
     };
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
     match compiled {
         Ok(()) => {
             println!("{}: ok", path.display());

@@ -96,6 +96,30 @@ issuers = ["nobody"]
 }
 
 #[test]
+fn orphaned_agents_are_a_warning_not_an_error() {
+    let dir = temp_dir();
+    let path = dir.join("orphan.toml");
+    std::fs::write(
+        &path,
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[agents]]\nid = \"a1\"\nname = \"Nobody's agent\"\n",
+    )
+    .unwrap();
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: agents[0].owner: agent \"Nobody's agent\" has no owner (orphaned agent)"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn unknown_keys_are_errors() {
     let dir = temp_dir();
     let path = dir.join("typo.toml");

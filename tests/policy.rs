@@ -309,3 +309,73 @@ async fn tokens_without_permissions_are_refused() {
     let (_, metrics) = gw.admin_get("/metrics").await;
     assert!(metrics.contains("reason=\"no_permissions\""));
 }
+
+#[tokio::test]
+async fn revocation_applies_to_cached_tokens_on_the_next_request() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir();
+    let file = dir.join("revoked.toml");
+    std::fs::write(&file, "# nothing revoked yet\n").unwrap();
+    let cfg = format!(
+        "{}\n[revocation]\nfile = \"{}\"\n",
+        config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES),
+        file.display()
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let mut changes = gw.running.revocation_changes();
+    let token = idp.token().claim("uti", "revoke-me-123").sign();
+    let other = idp.token().claim("uti", "keep-me-456").sign();
+    for t in [&token, &token, &other] {
+        assert_eq!(get(&gw.url("/x"), Some(t)).await.status(), StatusCode::OK);
+    }
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("gateway_token_cache_requests_total{result=\"hit\"} 1"),
+        "the token is cached"
+    );
+
+    // Replace the file the way editors and ConfigMaps do: write, then rename.
+    let staged = dir.join(".revoked.toml.tmp");
+    std::fs::write(&staged, "token_ids = [\"revoke-me-123\"]\n").unwrap();
+    std::fs::rename(&staged, &file).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let resp = get(&gw.url("/x"), Some(&token)).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        challenge(resp.headers()).as_deref(),
+        Some(
+            "Bearer realm=\"test\", error=\"invalid_token\", error_description=\"The access token was revoked\""
+        )
+    );
+    assert_eq!(
+        get(&gw.url("/x"), Some(&other)).await.status(),
+        StatusCode::OK
+    );
+
+    // A broken file is refused and the previous list keeps serving; a valid
+    // one after it applies.
+    let applied = *changes.borrow_and_update();
+    std::fs::write(&file, "token_ids = [unquoted]\n").unwrap();
+    let principal = format!(
+        "[[principals]]\ntenant = \"{TENANT}\"\noid = \"690222be-ff1a-4d56-abd1-7e4f7d38e474\"\n"
+    );
+    std::fs::write(&staged, &principal).unwrap();
+    std::fs::rename(&staged, &file).unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        changes.wait_for(|n| *n > applied),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        get(&gw.url("/x"), Some(&other)).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "every token of the principal"
+    );
+}

@@ -29,6 +29,13 @@ pub struct FileConfig {
     pub agents: Vec<AgentFile>,
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
+    pub revocation: Option<RevocationSourceFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationSourceFile {
+    pub file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

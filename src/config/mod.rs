@@ -35,6 +35,8 @@ pub struct Config {
     pub locations: Vec<Location>,
     pub agents: Vec<AgentConfig>,
     pub policies: Vec<PolicyConfig>,
+    /// The revocation list, watched and applied on change.
+    pub revocation_file: Option<PathBuf>,
     /// Problems that do not stop the gateway (orphaned agents); `check`
     /// prints them.
     pub warnings: Vec<ConfigError>,

@@ -140,6 +140,9 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let agents = agents(&mut errs, &mut warnings, file.agents, &route_names);
     let location_names: Vec<&str> = locations.iter().map(|l| l.name.as_str()).collect();
     let policies = policies(&mut errs, file.policies, &route_names, &location_names);
+    let revocation_file = file
+        .revocation
+        .map(|r| existing_file(&mut errs, "revocation.file", &r.file, base));
     match (errs.0.is_empty(), upstream) {
         (true, Some(upstream)) => Ok(Config {
             server,
@@ -153,6 +156,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             locations,
             agents,
             policies,
+            revocation_file,
             warnings,
         }),
         _ => Err(ConfigErrors(errs.0)),

@@ -8,6 +8,7 @@
 mod agents;
 mod conditional;
 pub mod path;
+mod revocation;
 mod routes;
 
 use std::net::IpAddr;
@@ -21,6 +22,7 @@ use crate::token::VerifiedClaims;
 
 pub use agents::{Agent, AgentRegistry};
 pub use conditional::{PolicyOutcome, PolicyResult, PolicySet};
+pub use revocation::{RevocationList, RevokedBy};
 pub use routes::{Route, RouteMatchResult, RouteTable};
 
 /// Why a request was not allowed, once its token (if any) was fine.

@@ -18,6 +18,7 @@ use tracing::Instrument;
 pub use forward::{ClientConn, ForwardError, Upstream, strip_hop_by_hop};
 
 use crate::metrics::{Decision, Metrics};
+use crate::revocation::Revocations;
 use crate::snapshot::Snapshot;
 use crate::token::CacheUse;
 
@@ -38,6 +39,7 @@ pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     upstream: Upstream,
+    revocations: Arc<Revocations>,
 }
 
 impl Gateway {
@@ -45,11 +47,13 @@ impl Gateway {
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
         upstream: Upstream,
+        revocations: Arc<Revocations>,
     ) -> Self {
         Self {
             snapshot,
             metrics,
             upstream,
+            revocations,
         }
     }
 
@@ -77,7 +81,8 @@ impl Gateway {
 
         let (parts, body) = req.into_parts();
         let mut facts = pipeline::AdmitFacts::default();
-        let admitted = pipeline::admit(&snapshot, &parts, conn, &mut facts).await;
+        let revoked = self.revocations.current().clone();
+        let admitted = pipeline::admit(&snapshot, &parts, conn, &revoked, &mut facts).await;
         if let Some(cache) = facts.cache.filter(|c| *c != CacheUse::Off) {
             self.metrics.token_cache(cache == CacheUse::Hit);
         }

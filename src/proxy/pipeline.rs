@@ -13,10 +13,10 @@ use ipnet::IpNet;
 
 use super::ClientConn;
 use super::forward::X_FORWARDED_FOR;
-use crate::policy::{self, Grant, PolicyOutcome, RequestFacts, Route, path};
+use crate::policy::{self, Grant, PolicyOutcome, RequestFacts, RevocationList, Route, path};
 use crate::rejection::Rejection;
 use crate::snapshot::Snapshot;
-use crate::token::{CacheUse, VerifyError, extract_bearer};
+use crate::token::{CacheUse, TokenError, VerifyError, extract_bearer};
 
 /// A request that may be forwarded, with its normalized path.
 pub struct Admitted<'a> {
@@ -37,6 +37,7 @@ pub async fn admit<'a>(
     snapshot: &Snapshot,
     parts: &'a Parts,
     conn: ClientConn,
+    revoked: &RevocationList,
     facts: &mut AdmitFacts,
 ) -> Result<Admitted<'a>, Rejection> {
     let path = path::normalize(parts.uri.path()).map_err(|_| Rejection::BadPath)?;
@@ -61,6 +62,11 @@ pub async fn admit<'a>(
         VerifyError::Invalid(reason) => Rejection::InvalidToken(reason),
         VerifyError::KeysUnavailable => Rejection::KeysUnavailable,
     })?;
+    // Why: checked after every verification and every cache hit, so a
+    // revocation applies to the next request, cached tokens included.
+    if revoked.check(&claims).is_some() {
+        return Err(Rejection::InvalidToken(TokenError::Revoked));
+    }
     let route = route.ok_or(Rejection::Denied(policy::Denial::NoRoute))?;
     let request = RequestFacts {
         method: &parts.method,

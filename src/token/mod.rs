@@ -38,10 +38,11 @@ pub enum TokenError {
     WrongTenant,
     SenderConstrained,
     IssuerNotAccepted,
+    Revoked,
 }
 
 impl TokenError {
-    pub const ALL: [TokenError; 18] = [
+    pub const ALL: [TokenError; 19] = [
         Self::Malformed,
         Self::Oversize,
         Self::UnknownIssuer,
@@ -60,6 +61,7 @@ impl TokenError {
         Self::WrongTenant,
         Self::SenderConstrained,
         Self::IssuerNotAccepted,
+        Self::Revoked,
     ];
 
     /// Stable machine-readable reason.
@@ -83,6 +85,7 @@ impl TokenError {
             Self::WrongTenant => "wrong_tenant",
             Self::SenderConstrained => "sender_constrained",
             Self::IssuerNotAccepted => "issuer_not_accepted",
+            Self::Revoked => "revoked",
         }
     }
 
@@ -108,6 +111,7 @@ impl TokenError {
             Self::WrongTenant => "The token tenant is not accepted",
             Self::SenderConstrained => "Sender-constrained tokens are not accepted",
             Self::IssuerNotAccepted => "The token issuer is not accepted for this resource",
+            Self::Revoked => "The access token was revoked",
         }
     }
 }
