@@ -24,6 +24,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod dev;
+pub mod explain;
 pub mod keys;
 pub mod metrics;
 pub mod policy;

@@ -34,6 +34,38 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Explain the decision for a token (or claims) on a request: identity,
+    /// route, every policy, the verdict. Exit 0 allow, 1 deny, 2 error.
+    Explain {
+        /// Path of the TOML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// A bearer token, verified against the issuers' keys (fetched now).
+        /// Use "-" to read it from standard input.
+        #[arg(long, required_unless_present = "claims", conflicts_with = "claims")]
+        token: Option<String>,
+        /// A JSON file of claims; signature and lifetime are not checked.
+        #[arg(long, value_name = "FILE.json")]
+        claims: Option<PathBuf>,
+        /// HTTP method of the request.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Request path (and query).
+        #[arg(long)]
+        path: String,
+        /// Host header, for host-specific routes.
+        #[arg(long)]
+        host: Option<String>,
+        /// Client address the policies see.
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: std::net::IpAddr,
+        /// Evaluate time conditions at this RFC 3339 time instead of now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a self-contained demo: embedded issuer, echo upstream, gateway.
     Dev {
         /// Address of the gateway.
@@ -57,6 +89,27 @@ fn main() -> ExitCode {
             portcullis::telemetry::init(&config.logging);
             block_on(portcullis::app::run(config))
         }
+        Command::Explain {
+            config,
+            token,
+            claims,
+            method,
+            path,
+            host,
+            client_ip,
+            at,
+            json,
+        } => explain(ExplainArgs {
+            config,
+            token,
+            claims,
+            method,
+            path,
+            host,
+            client_ip,
+            at,
+            json,
+        }),
         Command::Dev {
             listen,
             admin_listen,
@@ -101,6 +154,88 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => config_errors(path, &errors),
+    }
+}
+
+struct ExplainArgs {
+    config: PathBuf,
+    token: Option<String>,
+    claims: Option<PathBuf>,
+    method: String,
+    path: String,
+    host: Option<String>,
+    client_ip: std::net::IpAddr,
+    at: Option<String>,
+    json: bool,
+}
+
+/// Exit code for `explain` errors (usage, config, unreadable input).
+const EXIT_EXPLAIN_ERROR: u8 = 2;
+
+fn explain(args: ExplainArgs) -> ExitCode {
+    use portcullis::explain::{Credential, ExplainRequest};
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_EXPLAIN_ERROR)
+    };
+    let config = match portcullis::config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{}: {e}", args.config.display())),
+    };
+    let credential = match (args.token, args.claims) {
+        (Some(t), _) if t == "-" => {
+            let mut text = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                return fail(format!("cannot read the token from stdin: {e}"));
+            }
+            Credential::Token(text.trim().to_owned())
+        }
+        (Some(t), _) => Credential::Token(t),
+        (None, Some(file)) => match std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(v) => Credential::Claims(v),
+            Err(e) => return fail(format!("{}: {e}", file.display())),
+        },
+        (None, None) => return fail("give --token or --claims".into()),
+    };
+    let Ok(method) = http::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()) else {
+        return fail(format!("invalid method {:?}", args.method));
+    };
+    let at = match args.at.as_deref().map(humantime::parse_rfc3339_weak) {
+        None => std::time::SystemTime::now(),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return fail(format!("--at: {e}")),
+    };
+    let request = ExplainRequest {
+        method,
+        path: args.path,
+        host: args.host,
+        client_ip: args.client_ip,
+        at,
+        credential,
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return fail("cannot start a runtime".into());
+    };
+    match runtime.block_on(portcullis::explain::explain(&config, request)) {
+        Err(e) => fail(e),
+        Ok(explanation) => {
+            if args.json {
+                println!("{}", explanation.to_json());
+            } else {
+                print!("{}", explanation.to_text());
+            }
+            if explanation.is_allowed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
     }
 }
 

@@ -162,6 +162,7 @@ fn every_subcommand_has_help() {
         &["run", "--help"],
         &["check", "--help"],
         &["dev", "--help"],
+        &["explain", "--help"],
     ] {
         let out = portcullis().args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
@@ -252,4 +253,196 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
     }
+}
+
+const EXPLAIN_POLICY: &str = r#"
+[[locations]]
+name = "corp"
+ranges = ["10.0.0.0/8"]
+
+[[agents]]
+id = "a9e1c0de-0000-4a11-8a9e-000000000011"
+name = "Research agent"
+owner = "ada@contoso.example"
+params = { deployment = ["gpt-4o-mini"] }
+
+[[policies]]
+name = "corp-network-only"
+grant = "block"
+exclude_locations = ["corp"]
+
+[[policies]]
+name = "weekend-watch"
+state = "report_only"
+grant = "block"
+days = ["sat", "sun"]
+
+[[routes]]
+name = "chat"
+path = "/openai/deployments/{deployment}/chat/completions"
+methods = ["POST"]
+roles = ["Models.Invoke"]
+"#;
+
+fn explain_config(issuer: &str) -> std::path::PathBuf {
+    let dir = temp_dir();
+    let path = dir.join("explain.toml");
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[issuers]]\nname = \"idp\"\nkind = \"oidc\"\nissuer = \"{issuer}\"\naudiences = [\"{AUDIENCE}\"]\n{EXPLAIN_POLICY}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn agent_claims(dir: &Path) -> std::path::PathBuf {
+    let claims = serde_json::json!({
+        "iss": "https://idp.example", "aud": AUDIENCE, "exp": 2_000_000_000u64, "tid": TENANT,
+        "oid": "a9e1c0de-0000-4a11-8a9e-000000000011", "appid": "a9e1c0de-0000-4a11-8a9e-000000000011",
+        "idtyp": "app", "roles": ["Models.Invoke"], "xms_act_fct": "3 9 11", "xms_sub_fct": "9 3 11",
+        "xms_par_app_azp": "b1e9c1a7-0000-4b00-8000-0000000000bb",
+    });
+    let path = dir.join("claims.json");
+    std::fs::write(&path, claims.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn explain_with_claims_allow_and_deny() {
+    let config = explain_config("https://idp.example");
+    let claims = agent_claims(config.parent().unwrap());
+    let run = |path: &str, ip: &str, extra: &[&str]| {
+        portcullis()
+            .args(["explain", "--config"])
+            .arg(&config)
+            .arg("--claims")
+            .arg(&claims)
+            .args([
+                "--method",
+                "POST",
+                "--path",
+                path,
+                "--client-ip",
+                ip,
+                "--at",
+                "2026-11-28T12:00:00Z",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        "/openai/deployments/gpt-4o-mini/chat/completions",
+        "10.1.2.3",
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for want in [
+        "NOT checked (--claims)",
+        "identity:  agent, issuer idp",
+        "agent a9e1c0de-0000-4a11-8a9e-000000000011, blueprint b1e9c1a7-0000-4b00-8000-0000000000bb",
+        "route:     chat (deployment=gpt-4o-mini)",
+        "corp-network-only                notApplied",
+        "weekend-watch                    reportOnlyFailure",
+        "decision:  allow",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+
+    let out = run(
+        "/openai/deployments/gpt-4o-mini/chat/completions",
+        "203.0.113.7",
+        &["--json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["decision"]["reason"], "policy_block");
+    assert_eq!(json["decision"]["policy"], "corp-network-only");
+    assert_eq!(json["decision"]["status"], 403);
+    assert_eq!(json["identity"]["kind"], "agent");
+    assert_eq!(json["signature_checked"], false);
+
+    let out = run(
+        "/openai/deployments/gpt-4o/chat/completions",
+        "10.1.2.3",
+        &["--json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["decision"]["reason"], "agent_not_allowed");
+}
+
+#[tokio::test]
+async fn explain_verifies_a_token_and_never_prints_it() {
+    let idp = TestIdp::start().await;
+    let config = explain_config(&idp.issuer());
+    let token = idp.token().roles(&["Models.Invoke"]).sign();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = portcullis()
+            .args(["explain", "--config"])
+            .arg(&config)
+            .args([
+                "--token",
+                "-",
+                "--method",
+                "POST",
+                "--path",
+                "/openai/deployments/x/chat/completions",
+            ])
+            .args(["--client-ip", "10.0.0.9"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(token.as_bytes())
+            .unwrap();
+        (child.wait_with_output().unwrap(), token)
+    })
+    .await
+    .unwrap();
+    let (out, token) = out;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("checked against the issuer's keys") && text.contains("identity:  app"),
+        "{text}"
+    );
+    assert!(!text.contains(&token));
+}
+
+#[test]
+fn explain_errors_exit_2() {
+    let out = portcullis()
+        .args([
+            "explain",
+            "--config",
+            "/nonexistent.toml",
+            "--claims",
+            "/x.json",
+            "--path",
+            "/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = portcullis()
+        .args(["explain", "--config", "/nonexistent.toml", "--path", "/"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing --token/--claims is a usage error"
+    );
 }

@@ -177,7 +177,7 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
         }
-        VerifiedClaims::from_json_for_tests("idp", c).unwrap()
+        VerifiedClaims::unverified("idp", c).unwrap()
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! once. [`Gateway::handle`] is what `serve` calls for every request.
 
 mod forward;
-mod pipeline;
+pub mod pipeline;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -82,7 +82,12 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let mut facts = pipeline::AdmitFacts::default();
         let revoked = self.revocations.current().clone();
-        let admitted = pipeline::admit(&snapshot, &parts, conn, &revoked, &mut facts).await;
+        let circumstances = pipeline::Circumstances {
+            client_ip: pipeline::client_ip(&parts, conn, &snapshot.trusted_proxies),
+            now: std::time::SystemTime::now(),
+            revoked: &revoked,
+        };
+        let admitted = pipeline::admit(&snapshot, &parts, circumstances, &mut facts).await;
         if let Some(cache) = facts.cache.filter(|c| *c != CacheUse::Off) {
             self.metrics.token_cache(cache == CacheUse::Hit);
         }

@@ -7,16 +7,19 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use http::Method;
 use http::header::HOST;
 use http::request::Parts;
 use ipnet::IpNet;
 
 use super::ClientConn;
 use super::forward::X_FORWARDED_FOR;
-use crate::policy::{self, Grant, PolicyOutcome, RequestFacts, RevocationList, Route, path};
+use crate::policy::{
+    self, Grant, PolicyOutcome, RequestFacts, RevocationList, Route, RouteMatchResult, path,
+};
 use crate::rejection::Rejection;
 use crate::snapshot::Snapshot;
-use crate::token::{CacheUse, TokenError, VerifyError, extract_bearer};
+use crate::token::{CacheUse, TokenError, VerifiedClaims, VerifyError, extract_bearer};
 
 /// A request that may be forwarded, with its normalized path.
 pub struct Admitted<'a> {
@@ -29,29 +32,34 @@ pub struct Admitted<'a> {
 pub struct AdmitFacts {
     pub route: Option<Arc<Route>>,
     pub cache: Option<CacheUse>,
+    /// The verified identity, also when the request is then denied.
+    pub claims: Option<Arc<VerifiedClaims>>,
     pub policies: Vec<PolicyOutcome>,
+}
+
+/// Who sent the request, where and when: what policies look at besides the
+/// token and the route.
+#[derive(Clone, Copy)]
+pub struct Circumstances<'r> {
+    pub client_ip: IpAddr,
+    pub now: SystemTime,
+    pub revoked: &'r RevocationList,
 }
 
 /// Decides whether `parts` may be forwarded.
 pub async fn admit<'a>(
     snapshot: &Snapshot,
     parts: &'a Parts,
-    conn: ClientConn,
-    revoked: &RevocationList,
+    circumstances: Circumstances<'_>,
     facts: &mut AdmitFacts,
 ) -> Result<Admitted<'a>, Rejection> {
     let path = path::normalize(parts.uri.path()).map_err(|_| Rejection::BadPath)?;
-    let host = request_host(parts);
-    let matched = snapshot.routes.find(&parts.method, host, &path);
-    let (route, params): (Option<Arc<Route>>, Vec<(&str, &str)>) = match matched {
-        Some(m) => (Some(m.route.clone()), m.params),
-        None => (None, Vec::new()),
-    };
-    if let Some(route) = &route {
-        facts.route = Some(route.clone());
-        if let Some(grant) = policy::admit_public(route) {
-            return Ok(Admitted { grant, path });
-        }
+    let matched = snapshot
+        .routes
+        .find(&parts.method, request_host(parts), &path);
+    facts.route = matched.as_ref().map(|m| m.route.clone());
+    if let Some(grant) = matched.as_ref().and_then(|m| policy::admit_public(m.route)) {
+        return Ok(Admitted { grant, path });
     }
     // Why: the token is checked even when no route matches, so that callers
     // without a valid token cannot map which paths exist (401 before 403).
@@ -62,27 +70,50 @@ pub async fn admit<'a>(
         VerifyError::Invalid(reason) => Rejection::InvalidToken(reason),
         VerifyError::KeysUnavailable => Rejection::KeysUnavailable,
     })?;
+    let matched = matched.ok_or(Rejection::Denied(policy::Denial::NoRoute));
+    let grant = decide(
+        snapshot,
+        &parts.method,
+        matched,
+        claims,
+        circumstances,
+        facts,
+    )?;
+    Ok(Admitted { grant, path })
+}
+
+/// Everything after the token is verified: revocation, the route's rules,
+/// the agent registry and conditional access. Synchronous and pure but for
+/// the revocation list handed in; `portcullis explain` runs it too.
+pub fn decide(
+    snapshot: &Snapshot,
+    method: &Method,
+    matched: Result<RouteMatchResult<'_>, Rejection>,
+    claims: Arc<VerifiedClaims>,
+    circumstances: Circumstances<'_>,
+    facts: &mut AdmitFacts,
+) -> Result<Grant, Rejection> {
+    facts.claims = Some(claims.clone());
     // Why: checked after every verification and every cache hit, so a
     // revocation applies to the next request, cached tokens included.
-    if revoked.check(&claims).is_some() {
+    if circumstances.revoked.check(&claims).is_some() {
         return Err(Rejection::InvalidToken(TokenError::Revoked));
     }
-    let route = route.ok_or(Rejection::Denied(policy::Denial::NoRoute))?;
+    let matched = matched?;
     let request = RequestFacts {
-        method: &parts.method,
-        params: &params,
-        client_ip: client_ip(parts, conn, &snapshot.trusted_proxies),
-        now: SystemTime::now(),
+        method,
+        params: &matched.params,
+        client_ip: circumstances.client_ip,
+        now: circumstances.now,
     };
-    let (result, outcomes) = policy::authorize(&snapshot.policies, &route, claims, &request);
+    let (result, outcomes) = policy::authorize(&snapshot.policies, matched.route, claims, &request);
     facts.policies = outcomes;
-    let grant = result.map_err(Rejection::Denied)?;
-    Ok(Admitted { grant, path })
+    result.map_err(Rejection::Denied)
 }
 
 /// The request's host without port: `Host` (HTTP/1.1) or the authority
 /// (HTTP/2).
-fn request_host(parts: &Parts) -> Option<&str> {
+pub fn request_host(parts: &Parts) -> Option<&str> {
     let raw = match parts.headers.get(HOST).and_then(|h| h.to_str().ok()) {
         Some(h) => h,
         None => parts.uri.authority()?.as_str(),

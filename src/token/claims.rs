@@ -251,14 +251,11 @@ impl VerifiedClaims {
         !self.scopes.is_empty() || !self.roles.is_empty()
     }
 
-    /// Claims for unit tests of code that consumes identities. Test-only:
-    /// outside tests only `token::verify` can make `VerifiedClaims`.
-    #[cfg(test)]
-    pub(crate) fn from_json_for_tests(
-        issuer_name: &str,
-        claims: serde_json::Value,
-    ) -> Option<Self> {
-        let raw: RawClaims = serde_json::from_value(claims).ok()?;
-        Some(Self::from_raw(Arc::from(issuer_name), raw))
+    /// Claims taken on trust, without any verification: for `portcullis
+    /// explain --claims` (which says so) and unit tests. Crate-private, so
+    /// outside this crate only `token::verify` can make `VerifiedClaims`.
+    pub(crate) fn unverified(issuer_name: &str, claims: serde_json::Value) -> Result<Self, String> {
+        let raw: RawClaims = serde_json::from_value(claims).map_err(|e| e.to_string())?;
+        Ok(Self::from_raw(Arc::from(issuer_name), raw))
     }
 }

@@ -147,6 +147,11 @@ impl Verifier {
         self.cache.as_ref()
     }
 
+    /// The configured issuer name that accepts `iss`, if any.
+    pub fn issuer_name(&self, iss: &str) -> Option<&str> {
+        self.trusts.get(iss).map(|t| &*t.name)
+    }
+
     /// Verifies `token` now. Cache hits skip the signature check but not the
     /// expiry check. Also says how the cache was used, for metrics.
     pub async fn verify(

@@ -1,0 +1,272 @@
+//! `portcullis explain`: what would the gateway decide for this token (or
+//! these claims) on this request, and why. Runs the same pipeline steps as
+//! the gateway: path normalization, routing, verification (unless given
+//! claims), revocation, route rules, agent registry, policies.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{Method, Request};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::policy::{self, PolicyOutcome, RevocationList, path};
+use crate::proxy::pipeline::{self, AdmitFacts, Circumstances};
+use crate::rejection::Rejection;
+use crate::snapshot::{KeyEnv, Snapshot};
+use crate::token::{VerifiedClaims, VerifyError};
+
+/// The credential to explain.
+pub enum Credential {
+    /// A bearer token: verified against the issuers' keys (fetched now).
+    Token(String),
+    /// Claims taken on trust: signature and lifetime are not checked.
+    Claims(Value),
+}
+
+/// The request to explain.
+pub struct ExplainRequest {
+    pub method: Method,
+    pub path: String,
+    pub host: Option<String>,
+    pub client_ip: IpAddr,
+    pub at: SystemTime,
+    pub credential: Credential,
+}
+
+/// The answer, ready to print as text or JSON.
+pub struct Explanation {
+    pub signature_checked: bool,
+    pub route: Option<String>,
+    pub params: Vec<(String, String)>,
+    pub claims: Option<Arc<VerifiedClaims>>,
+    pub policies: Vec<PolicyOutcome>,
+    pub decision: Result<(), Rejection>,
+}
+
+/// Runs the decision. Fails only when the config or the request cannot be
+/// used at all (exit code 2).
+pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explanation, String> {
+    let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
+    let env = KeyEnv {
+        generation: Default::default(),
+        observer: Arc::new(metrics),
+    };
+    let snapshot = Snapshot::compile(config, &env).map_err(|e| e.to_string())?;
+    let revoked = match &config.revocation_file {
+        Some(p) => RevocationList::load(p).map_err(|e| format!("revocation file: {e}"))?,
+        None => RevocationList::default(),
+    };
+    let mut builder = Request::builder()
+        .method(request.method.clone())
+        .uri(request.path.as_str());
+    if let Some(h) = &request.host {
+        builder = builder.header(http::header::HOST, h.as_str());
+    }
+    let parts = builder
+        .body(())
+        .map_err(|e| format!("invalid request: {e}"))?
+        .into_parts()
+        .0;
+    let circumstances = Circumstances {
+        client_ip: request.client_ip,
+        now: request.at,
+        revoked: &revoked,
+    };
+    let signature_checked = matches!(request.credential, Credential::Token(_));
+    let mut out = Explanation {
+        signature_checked,
+        route: None,
+        params: Vec::new(),
+        claims: None,
+        policies: Vec::new(),
+        decision: Ok(()),
+    };
+
+    let normalized = match path::normalize(parts.uri.path()) {
+        Ok(p) => p,
+        Err(_) => {
+            out.decision = Err(Rejection::BadPath);
+            return Ok(out);
+        }
+    };
+    let matched = snapshot
+        .routes
+        .find(&parts.method, pipeline::request_host(&parts), &normalized);
+    out.route = matched.as_ref().map(|m| m.route.name().to_owned());
+    out.params = matched.as_ref().map_or_else(Vec::new, |m| {
+        m.params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    });
+    if matched.as_ref().is_some_and(|m| m.route.is_public()) {
+        return Ok(out);
+    }
+    let claims = match request.credential {
+        Credential::Claims(value) => {
+            let iss = value.get("iss").and_then(Value::as_str).unwrap_or_default();
+            let issuer = snapshot
+                .verifier
+                .issuer_name(iss)
+                .unwrap_or("(no configured issuer)");
+            Arc::new(VerifiedClaims::unverified(issuer, value).map_err(|e| format!("claims: {e}"))?)
+        }
+        Credential::Token(token) => {
+            for source in &snapshot.key_sources {
+                if let Err(e) = source.refresh().await {
+                    return Err(format!("cannot fetch keys for {}: {e}", source.label()));
+                }
+            }
+            match snapshot.verifier.verify(&token).await.0 {
+                Ok(claims) => claims,
+                Err(VerifyError::Invalid(reason)) => {
+                    out.decision = Err(Rejection::InvalidToken(reason));
+                    return Ok(out);
+                }
+                Err(VerifyError::KeysUnavailable) => return Err("no usable keys".into()),
+            }
+        }
+    };
+    let mut facts = AdmitFacts::default();
+    let matched = matched.ok_or(Rejection::Denied(policy::Denial::NoRoute));
+    out.decision = pipeline::decide(
+        &snapshot,
+        &parts.method,
+        matched,
+        claims,
+        circumstances,
+        &mut facts,
+    )
+    .map(|_| ());
+    out.claims = facts.claims;
+    out.policies = facts.policies;
+    Ok(out)
+}
+
+impl Explanation {
+    pub fn is_allowed(&self) -> bool {
+        self.decision.is_ok()
+    }
+
+    fn decision_json(&self) -> Value {
+        match &self.decision {
+            Ok(()) => json!({"result": "allow"}),
+            Err(r) => {
+                let policy = match r {
+                    Rejection::Denied(d) => d.policy().map(str::to_owned),
+                    _ => None,
+                };
+                json!({"result": "deny", "reason": r.reason(), "status": r.status().as_u16(), "policy": policy})
+            }
+        }
+    }
+
+    fn identity_json(&self) -> Value {
+        let Some(c) = &self.claims else {
+            return Value::Null;
+        };
+        json!({
+            "kind": c.kind().as_str(), "on_behalf_of_user": c.is_on_behalf_of(), "issuer": c.issuer_name(),
+            "tenant": c.tid(), "principal": c.principal(), "client_app": c.client_app(),
+            "agent_id": c.agent_id(), "blueprint": c.blueprint(), "scopes": c.scopes(), "roles": c.roles(),
+            "token_id": c.token_id(),
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "signature_checked": self.signature_checked,
+            "identity": self.identity_json(),
+            "route": self.route,
+            "params": self.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "policies": self.policies.iter().map(|p| json!({"policy": &*p.policy, "result": p.result.as_str()})).collect::<Vec<_>>(),
+            "decision": self.decision_json(),
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut t = String::new();
+        let checked = if self.signature_checked {
+            "checked against the issuer's keys"
+        } else {
+            "NOT checked (--claims): signature, lifetime and audience are taken on trust"
+        };
+        let _ = writeln!(t, "token:     {checked}");
+        match &self.claims {
+            Some(c) => {
+                let obo = if c.is_on_behalf_of() {
+                    " (acting for a user)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    t,
+                    "identity:  {}{obo}, issuer {}",
+                    c.kind().as_str(),
+                    c.issuer_name()
+                );
+                let _ = writeln!(
+                    t,
+                    "           tenant {}, principal {}",
+                    c.tid().unwrap_or("-"),
+                    c.principal().unwrap_or("-")
+                );
+                let _ = writeln!(t, "           client app {}", c.client_app().unwrap_or("-"));
+                if let Some(agent) = c.agent_id() {
+                    let _ = writeln!(
+                        t,
+                        "           agent {agent}, blueprint {}",
+                        c.blueprint().unwrap_or("-")
+                    );
+                }
+                let _ = writeln!(
+                    t,
+                    "           scopes [{}], roles [{}]",
+                    c.scopes().join(" "),
+                    c.roles().join(" ")
+                );
+            }
+            None => {
+                let _ = writeln!(t, "identity:  -");
+            }
+        }
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = match &self.route {
+            Some(r) if params.is_empty() => writeln!(t, "route:     {r}"),
+            Some(r) => writeln!(t, "route:     {r} ({})", params.join(", ")),
+            None => writeln!(t, "route:     none matches (default deny)"),
+        };
+        if self.policies.is_empty() {
+            let _ = writeln!(t, "policies:  none evaluated");
+        }
+        for (i, p) in self.policies.iter().enumerate() {
+            let label = if i == 0 { "policies: " } else { "          " };
+            let _ = writeln!(t, "{label} {:<32} {}", &*p.policy, p.result.as_str());
+        }
+        let _ = match &self.decision {
+            Ok(()) => writeln!(t, "decision:  allow"),
+            Err(r) => {
+                let policy = match r {
+                    Rejection::Denied(d) => {
+                        d.policy().map(|p| format!(" ({p})")).unwrap_or_default()
+                    }
+                    _ => String::new(),
+                };
+                writeln!(
+                    t,
+                    "decision:  deny, {}{policy}, HTTP {}",
+                    r.reason(),
+                    r.status().as_u16()
+                )
+            }
+        };
+        t
+    }
+}
