@@ -538,6 +538,8 @@ roles = ["Admin"]
         "/public/%2E%2E/admin",
         "//admin",
         "/public/./../admin",
+        "/public;x/../admin",
+        "/%61dmin",
     ] {
         let resp = get(&gw.url(path), None).await;
         assert_eq!(
@@ -555,6 +557,14 @@ roles = ["Admin"]
         let resp = get(&gw.url(path), None).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
     }
+    // Case variants and `;param` segments are other paths: no route takes
+    // them, so they are denied (401 without a token), never public.
+    for path in ["/ADMIN", "/Admin/x", "/admin;x", "/PUBLIC/../admin"] {
+        let resp = get(&gw.url(path), None).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let resp = get(&gw.url("/ADMIN"), Some(&idp.token().sign())).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "authenticated, but no route");
     // The normalized path is what the upstream sees.
     let echoed = echoed(get(&gw.url("/public/a/../b//c?x=1"), None).await).await;
     assert_eq!(echoed["path"], "/public/b/c");
