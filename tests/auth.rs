@@ -564,7 +564,11 @@ roles = ["Admin"]
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
     let resp = get(&gw.url("/ADMIN"), Some(&idp.token().sign())).await;
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "authenticated, but no route");
+    assert_eq!(
+        resp.status(),
+        StatusCode::FORBIDDEN,
+        "authenticated, but no route"
+    );
     // The normalized path is what the upstream sees.
     let echoed = echoed(get(&gw.url("/public/a/../b//c?x=1"), None).await).await;
     assert_eq!(echoed["path"], "/public/b/c");

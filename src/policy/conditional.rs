@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use super::routes::{kind_bit, kind_mask};
 use super::{Denial, RequestFacts};
 use crate::config::{Location, PolicyConfig, PolicyGrant, PolicyState};
-use crate::token::{Groups, VerifiedClaims};
+use crate::token::{Groups, IdentityKind, VerifiedClaims};
 
 /// Entra's vocabulary for a policy's result on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,11 +106,15 @@ enum Applies {
     GroupsUnknown,
 }
 
-/// The compiled policy set.
+/// The compiled policy set. Each policy sits in exactly one index family:
+/// by route when it names routes, else by agent when it names agents, else
+/// by identity kind. A request looks only at its route's, its agent's and
+/// its kind's lists, so policies that cannot apply cost nothing.
 pub struct PolicySet {
     policies: Vec<Policy>,
     by_route: HashMap<String, Vec<usize>>,
-    any_route: Vec<usize>,
+    by_agent: HashMap<String, Vec<usize>>,
+    by_kind: [Vec<usize>; 4],
     deny_on_groups_overage: bool,
 }
 
@@ -129,16 +133,30 @@ impl PolicySet {
         };
         let mut compiled = Vec::new();
         let mut by_route: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut any_route = Vec::new();
+        let mut by_agent: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_kind: [Vec<usize>; 4] = Default::default();
         for p in policies.iter().filter(|p| p.state != PolicyState::Off) {
             let a = &p.assignments;
             let c = &p.conditions;
             let index = compiled.len();
-            if a.include_routes.is_empty() {
-                any_route.push(index);
+            let include_kinds = if a.include_kinds.is_empty() {
+                0b1111
             } else {
+                kind_mask(&a.include_kinds)
+            };
+            if !a.include_routes.is_empty() {
                 for r in &a.include_routes {
                     by_route.entry(r.clone()).or_default().push(index);
+                }
+            } else if !a.include_agents.is_empty() {
+                for agent in &a.include_agents {
+                    by_agent.entry(agent.clone()).or_default().push(index);
+                }
+            } else {
+                for (slot, kind) in IdentityKind::ALL.iter().enumerate() {
+                    if include_kinds & kind_bit(*kind) != 0 {
+                        by_kind[slot].push(index);
+                    }
                 }
             }
             let claims_challenge = match &p.grant {
@@ -156,11 +174,7 @@ impl PolicySet {
             compiled.push(Policy {
                 name: Arc::from(p.name.as_str()),
                 is_report_only: p.state == PolicyState::ReportOnly,
-                include_kinds: if a.include_kinds.is_empty() {
-                    0b1111
-                } else {
-                    kind_mask(&a.include_kinds)
-                },
+                include_kinds,
                 exclude_kinds: kind_mask(&a.exclude_kinds),
                 agents: (Set::new(&a.include_agents), Set::new(&a.exclude_agents)),
                 client_apps: (
@@ -188,7 +202,8 @@ impl PolicySet {
         Self {
             policies: compiled,
             by_route,
-            any_route,
+            by_agent,
+            by_kind,
             deny_on_groups_overage,
         }
     }
@@ -210,11 +225,27 @@ impl PolicySet {
         claims: &VerifiedClaims,
         facts: &RequestFacts<'_>,
     ) -> (Result<(), Denial>, Vec<PolicyOutcome>) {
-        let specific = self.by_route.get(route).map_or(&[][..], Vec::as_slice);
-        let mut outcomes = Vec::with_capacity(specific.len() + self.any_route.len());
+        let by_route = self.by_route.get(route).map_or(&[][..], Vec::as_slice);
+        let by_agent = claims
+            .agent_id()
+            .and_then(|a| self.by_agent.get(a))
+            .map_or(&[][..], Vec::as_slice);
+        let slot = IdentityKind::ALL
+            .iter()
+            .position(|k| *k == claims.kind())
+            .unwrap_or(0);
+        let by_kind = self.by_kind[slot].as_slice();
+        // Config order, so the first blocking policy named is the first written.
+        let mut candidates: Vec<usize> =
+            Vec::with_capacity(by_route.len() + by_agent.len() + by_kind.len());
+        candidates.extend_from_slice(by_route);
+        candidates.extend_from_slice(by_agent);
+        candidates.extend_from_slice(by_kind);
+        candidates.sort_unstable();
+        let mut outcomes = Vec::with_capacity(candidates.len());
         let mut block = None;
         let mut unmet = None;
-        for &i in specific.iter().chain(&self.any_route) {
+        for &i in &candidates {
             let p = &self.policies[i];
             let (result, denial) = match self.applies(p, route, claims, facts) {
                 Applies::No => (PolicyResult::NotApplied, None),

@@ -382,7 +382,7 @@ fn conditions_decide_where_a_policy_applies() {
             "grant = \"block\"\ninclude_kinds = [\"agent\"]",
             user(json!({})),
             req(CHAT),
-            (Ok(()), Some(NotApplied)),
+            (Ok(()), None),
         ),
         (
             "exclude beats include",
@@ -690,9 +690,9 @@ grant = "block"
     assert_eq!(
         results,
         vec![
-            ("chat-only-block", PolicyResult::Failure),
             ("needs-mfa", PolicyResult::Failure),
             ("watch", PolicyResult::ReportOnlyFailure),
+            ("chat-only-block", PolicyResult::Failure),
         ]
     );
     // The route-specific policy is not even looked at elsewhere.
