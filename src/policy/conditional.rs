@@ -406,13 +406,17 @@ impl Policy {
     }
 }
 
-/// Seconds since the user authenticated (`auth_time`), else since issue.
+/// Time since the user authenticated (`auth_time`), else since issue;
+/// `None` only when the token has neither. A time slightly in the future
+/// (clock skew) is age zero, not "unknown".
 fn token_age(claims: &VerifiedClaims, facts: &RequestFacts<'_>) -> Option<Duration> {
     let at = claims.auth_time().or(claims.iat())?;
-    facts
-        .now
-        .duration_since(UNIX_EPOCH + Duration::from_secs(at))
-        .ok()
+    Some(
+        facts
+            .now
+            .duration_since(UNIX_EPOCH + Duration::from_secs(at))
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn report_only(r: PolicyResult) -> PolicyResult {

@@ -542,6 +542,13 @@ fn conditions_decide_where_a_policy_applies() {
             (blocked(), Some(Failure)),
         ),
         (
+            "iat slightly in the future is fresh, not old",
+            "grant = \"block\"\ntoken_older_than = \"1h\"",
+            user(json!({"iat": THURSDAY_10_UTC + 30})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
             "fresh token",
             "grant = \"block\"\ntoken_older_than = \"1h\"",
             user(json!({})),
