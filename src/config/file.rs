@@ -117,6 +117,7 @@ pub struct PolicyFile {
     pub days: Vec<String>,
     pub hours: Option<String>,
     pub utc_offset: Option<String>,
+    pub timezone: Option<String>,
     #[serde(default)]
     pub methods: Vec<String>,
     #[serde(default)]

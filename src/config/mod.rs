@@ -121,7 +121,7 @@ pub struct Assignments {
 }
 
 /// Conditions narrow where a policy applies; every one given must hold.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Conditions {
     pub locations: Vec<String>,
     pub exclude_locations: Vec<String>,
@@ -129,7 +129,8 @@ pub struct Conditions {
     pub days: Vec<u8>,
     /// Minutes after midnight, [start, end); end < start wraps midnight.
     pub hours: Option<(u16, u16)>,
-    pub utc_offset_minutes: i32,
+    /// The zone `days` and `hours` are read in (UTC unless configured).
+    pub timezone: jiff::tz::TimeZone,
     pub methods: Vec<Method>,
     pub params: Vec<(String, Vec<String>)>,
     pub token_older_than: Option<Duration>,

@@ -896,12 +896,23 @@ fn policies(
                 }
                 parsed
             });
-            let utc_offset_minutes = match f.utc_offset.as_deref() {
-                None => 0,
-                Some(o) => parse_utc_offset(o).unwrap_or_else(|| {
-                    errs.push(format!("{at}.utc_offset"), format!("{o:?} is not \"UTC\" or \"+HH:MM\" / \"-HH:MM\""));
-                    0
+            let timezone = match (f.timezone.as_deref(), f.utc_offset.as_deref()) {
+                (Some(_), Some(_)) => {
+                    errs.push(format!("{at}.timezone"), "set timezone or utc_offset, not both");
+                    jiff::tz::TimeZone::UTC
+                }
+                (Some(name), None) => jiff::tz::TimeZone::get(name).unwrap_or_else(|_| {
+                    errs.push(format!("{at}.timezone"), format!("unknown time zone {name:?} (use an IANA name such as \"Europe/Paris\")"));
+                    jiff::tz::TimeZone::UTC
                 }),
+                (None, Some(o)) => parse_utc_offset(o)
+                    .and_then(|minutes| jiff::tz::Offset::from_seconds(minutes * 60).ok())
+                    .map(jiff::tz::TimeZone::fixed)
+                    .unwrap_or_else(|| {
+                        errs.push(format!("{at}.utc_offset"), format!("{o:?} is not \"UTC\" or \"+HH:MM\" / \"-HH:MM\""));
+                        jiff::tz::TimeZone::UTC
+                    }),
+                (None, None) => jiff::tz::TimeZone::UTC,
             };
             let token_older_than = f
                 .token_older_than
@@ -964,7 +975,7 @@ fn policies(
                     exclude_locations: f.exclude_locations,
                     days,
                     hours,
-                    utc_offset_minutes,
+                    timezone,
                     methods: parse_methods(errs, &format!("{at}.methods"), &f.methods),
                     params: f.params.into_iter().collect(),
                     token_older_than,
@@ -1276,6 +1287,30 @@ mod tests {
                 .any(|e| e.starts_with("issuers: at least one issuer")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn time_zones() {
+        let policy = |extra: &str| {
+            format!(
+                "{UPSTREAM}[[policies]]\nname = \"p\"\ngrant = \"block\"\nhours = \"08:00-18:00\"\n{extra}\n"
+            )
+        };
+        assert!(parse(&policy("timezone = \"Europe/Paris\"")).is_ok());
+        assert!(parse(&policy("utc_offset = \"-05:30\"")).is_ok());
+        let errs = errors(&policy("timezone = \"Mars/Olympus\""));
+        assert!(
+            errs[0].starts_with("policies[0].timezone: unknown time zone"),
+            "{errs:?}"
+        );
+        let errs = errors(&policy("timezone = \"UTC\"\nutc_offset = \"+01:00\""));
+        assert!(errs[0].contains("not both"), "{errs:?}");
+        assert_eq!(parse_hours("08:00-18:00"), Some((480, 1080)));
+        assert_eq!(parse_hours("22:00-06:00"), Some((1320, 360)));
+        assert_eq!(parse_hours("25:00-26:00"), None);
+        assert_eq!(parse_hours("8-18"), None);
+        assert_eq!(parse_utc_offset("-05:30"), Some(-330));
+        assert_eq!(parse_utc_offset("+15:00"), None);
     }
 
     #[test]

@@ -89,7 +89,7 @@ struct Policy {
     exclude_locations: Vec<IpNet>,
     days: Vec<u8>,
     hours: Option<(u16, u16)>,
-    utc_offset_minutes: i32,
+    timezone: jiff::tz::TimeZone,
     methods: Vec<Method>,
     params: Vec<(String, Vec<String>)>,
     token_older_than: Option<Duration>,
@@ -190,7 +190,7 @@ impl PolicySet {
                 exclude_locations: ranges(&c.exclude_locations),
                 days: c.days.clone(),
                 hours: c.hours,
-                utc_offset_minutes: c.utc_offset_minutes,
+                timezone: c.timezone.clone(),
                 methods: c.methods.clone(),
                 params: c.params.clone(),
                 token_older_than: c.token_older_than,
@@ -354,14 +354,12 @@ impl Policy {
         if self.days.is_empty() && self.hours.is_none() {
             return true;
         }
-        let unix = facts
-            .now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let local = unix + i64::from(self.utc_offset_minutes) * 60;
-        // 1970-01-01 was a Thursday (3 with Monday = 0).
-        let day = ((local.div_euclid(86_400) + 3).rem_euclid(7)) as u8;
-        let minute = (local.rem_euclid(86_400) / 60) as u16;
+        let Ok(now) = jiff::Timestamp::try_from(facts.now) else {
+            return false;
+        };
+        let local = self.timezone.to_datetime(now);
+        let day = local.weekday().to_monday_zero_offset() as u8;
+        let minute = local.hour() as u16 * 60 + local.minute() as u16;
         let day_ok = self.days.is_empty() || self.days.contains(&day);
         let hour_ok = self.hours.is_none_or(|(start, end)| {
             if start <= end {

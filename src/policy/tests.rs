@@ -528,6 +528,20 @@ fn conditions_decide_where_a_policy_applies() {
             (blocked(), Some(Failure)),
         ),
         (
+            "named zone: 10:00 UTC is 11:00 in Paris in November",
+            "grant = \"block\"\nhours = \"11:00-12:00\"\ntimezone = \"Europe/Paris\"",
+            user(json!({})),
+            req(CHAT),
+            (blocked(), Some(Failure)),
+        ),
+        (
+            "named zone: not 10:00 in Tokyo",
+            "grant = \"block\"\nhours = \"10:00-11:00\"\ntimezone = \"Asia/Tokyo\"",
+            user(json!({})),
+            req(CHAT),
+            (Ok(()), Some(NotApplied)),
+        ),
+        (
             "hours wrapping midnight",
             "grant = \"block\"\nhours = \"22:00-11:00\"",
             user(json!({})),
