@@ -12,8 +12,8 @@ use http::{Method, Request};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::policy::{self, PolicyOutcome, RevocationList, path};
-use crate::proxy::pipeline::{self, AdmitFacts, Circumstances};
+use crate::policy::{self, RevocationList, path};
+use crate::proxy::pipeline::{self, Circumstances, Decision};
 use crate::rejection::Rejection;
 use crate::snapshot::{KeyEnv, Snapshot};
 use crate::token::{VerifiedClaims, VerifyError};
@@ -41,9 +41,8 @@ pub struct Explanation {
     pub signature_checked: bool,
     pub route: Option<String>,
     pub params: Vec<(String, String)>,
-    pub claims: Option<Arc<VerifiedClaims>>,
-    pub policies: Vec<PolicyOutcome>,
-    pub decision: Result<(), Rejection>,
+    /// The gateway's own decision value.
+    pub decision: Decision,
 }
 
 /// Runs the decision. Fails only when the config or the request cannot be
@@ -80,15 +79,13 @@ pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explana
         signature_checked,
         route: None,
         params: Vec::new(),
-        claims: None,
-        policies: Vec::new(),
-        decision: Ok(()),
+        decision: Decision::pending(),
     };
 
     let normalized = match path::normalize(parts.uri.path()) {
         Ok(p) => p,
         Err(_) => {
-            out.decision = Err(Rejection::BadPath);
+            out.decision.verdict = Err(Rejection::BadPath);
             return Ok(out);
         }
     };
@@ -123,49 +120,44 @@ pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explana
             match snapshot.verifier.verify(&token).await.0 {
                 Ok(claims) => claims,
                 Err(VerifyError::Invalid(reason)) => {
-                    out.decision = Err(Rejection::InvalidToken(reason));
+                    out.decision.verdict = Err(Rejection::InvalidToken(reason));
                     return Ok(out);
                 }
                 Err(VerifyError::KeysUnavailable) => return Err("no usable keys".into()),
             }
         }
     };
-    let mut facts = AdmitFacts::default();
     let matched = matched.ok_or(Rejection::Denied(policy::Denial::NoRoute));
-    out.decision = pipeline::decide(
+    let mut decision = Decision::pending();
+    let verdict = pipeline::decide(
         &snapshot,
         &parts.method,
         matched,
         claims,
         circumstances,
-        &mut facts,
-    )
-    .map(|_| ());
-    out.claims = facts.claims;
-    out.policies = facts.policies;
+        &mut decision,
+    );
+    decision.verdict = verdict.map(|grant| decision.agent = grant.agent().cloned());
+    out.decision = decision;
     Ok(out)
 }
 
 impl Explanation {
     pub fn is_allowed(&self) -> bool {
-        self.decision.is_ok()
+        self.decision.is_allowed()
     }
 
     fn decision_json(&self) -> Value {
-        match &self.decision {
+        match &self.decision.verdict {
             Ok(()) => json!({"result": "allow"}),
-            Err(r) => {
-                let policy = match r {
-                    Rejection::Denied(d) => d.policy().map(str::to_owned),
-                    _ => None,
-                };
-                json!({"result": "deny", "reason": r.reason(), "status": r.status().as_u16(), "policy": policy})
-            }
+            Err(r) => json!({
+                "result": "deny", "reason": r.reason(), "status": r.status().as_u16(), "policy": self.decision.policy(),
+            }),
         }
     }
 
     fn identity_json(&self) -> Value {
-        let Some(c) = &self.claims else {
+        let Some(c) = &self.decision.identity else {
             return Value::Null;
         };
         json!({
@@ -182,7 +174,7 @@ impl Explanation {
             "identity": self.identity_json(),
             "route": self.route,
             "params": self.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-            "policies": self.policies.iter().map(|p| json!({"policy": &*p.policy, "result": p.result.as_str()})).collect::<Vec<_>>(),
+            "policies": self.decision.policies.iter().map(|p| json!({"policy": &*p.policy, "result": p.result.as_str()})).collect::<Vec<_>>(),
             "decision": self.decision_json(),
         })
     }
@@ -195,7 +187,7 @@ impl Explanation {
             "NOT checked (--claims): signature, lifetime and audience are taken on trust"
         };
         let _ = writeln!(t, "token:     {checked}");
-        match &self.claims {
+        match &self.decision.identity {
             Some(c) => {
                 let obo = if c.is_on_behalf_of() {
                     " (acting for a user)"
@@ -243,22 +235,21 @@ impl Explanation {
             Some(r) => writeln!(t, "route:     {r} ({})", params.join(", ")),
             None => writeln!(t, "route:     none matches (default deny)"),
         };
-        if self.policies.is_empty() {
+        if self.decision.policies.is_empty() {
             let _ = writeln!(t, "policies:  none evaluated");
         }
-        for (i, p) in self.policies.iter().enumerate() {
+        for (i, p) in self.decision.policies.iter().enumerate() {
             let label = if i == 0 { "policies: " } else { "          " };
             let _ = writeln!(t, "{label} {:<32} {}", &*p.policy, p.result.as_str());
         }
-        let _ = match &self.decision {
+        let _ = match &self.decision.verdict {
             Ok(()) => writeln!(t, "decision:  allow"),
             Err(r) => {
-                let policy = match r {
-                    Rejection::Denied(d) => {
-                        d.policy().map(|p| format!(" ({p})")).unwrap_or_default()
-                    }
-                    _ => String::new(),
-                };
+                let policy = self
+                    .decision
+                    .policy()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default();
                 writeln!(
                     t,
                     "decision:  deny, {}{policy}, HTTP {}",

@@ -40,13 +40,13 @@ pub struct Metrics {
 
 /// How a request ended, for the metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum DecisionLabel {
     Allow,
     Deny,
     Error,
 }
 
-impl Decision {
+impl DecisionLabel {
     fn label(self) -> &'static str {
         match self {
             Self::Allow => "allow",
@@ -186,7 +186,7 @@ impl Metrics {
     }
 
     /// One finished request (response headers sent or refused).
-    pub fn request(&self, route: &str, decision: Decision, reason: &str, elapsed: Duration) {
+    pub fn request(&self, route: &str, decision: DecisionLabel, reason: &str, elapsed: Duration) {
         self.requests
             .with_label_values(&[route, decision.label(), reason])
             .inc();

@@ -17,7 +17,8 @@ use tracing::Instrument;
 
 pub use forward::{ClientConn, ForwardError, Upstream, strip_hop_by_hop};
 
-use crate::metrics::{Decision, Metrics};
+use crate::metrics::{DecisionLabel, Metrics};
+use crate::rejection::Rejection;
 use crate::revocation::Revocations;
 use crate::snapshot::Snapshot;
 use crate::token::CacheUse;
@@ -80,38 +81,23 @@ impl Gateway {
         let _in_flight = InFlight::enter(self.metrics.in_flight());
 
         let (parts, body) = req.into_parts();
-        let mut facts = pipeline::AdmitFacts::default();
         let revoked = self.revocations.current().clone();
         let circumstances = pipeline::Circumstances {
             client_ip: pipeline::client_ip(&parts, conn, &snapshot.trusted_proxies),
             now: std::time::SystemTime::now(),
             revoked: &revoked,
         };
-        let admitted = pipeline::admit(&snapshot, &parts, circumstances, &mut facts).await;
-        if let Some(cache) = facts.cache.filter(|c| *c != CacheUse::Off) {
+        let (decision, admitted) = pipeline::admit(&snapshot, &parts, circumstances).await;
+        if let Some(cache) = decision.cache.filter(|c| *c != CacheUse::Off) {
             self.metrics.token_cache(cache == CacheUse::Hit);
         }
-        for outcome in &facts.policies {
+        for outcome in &decision.policies {
             self.metrics
                 .policy_result(&outcome.policy, outcome.result.as_str());
         }
-        let route_label = facts.route.as_ref().map_or("unmatched", |r| r.name());
-        let (resp, decision, reason) = match admitted {
-            Err(rejection) => {
-                let mut resp = snapshot
-                    .challenges
-                    .respond(&rejection, facts.route.as_deref())
-                    .map(full);
-                resp.headers_mut()
-                    .insert(forward::X_REQUEST_ID.clone(), request_id);
-                let decision = if rejection.status().is_server_error() {
-                    Decision::Error
-                } else {
-                    Decision::Deny
-                };
-                (resp, decision, rejection.reason())
-            }
-            Ok(admitted) => {
+        let route_label = decision.route.as_ref().map_or("unmatched", |r| r.name());
+        let (resp, label, reason) = match (admitted, &decision.verdict) {
+            (Some(admitted), _) => {
                 // Only a path that normalization changed needs rebuilding.
                 let rewritten = match admitted.path {
                     std::borrow::Cow::Owned(p) => Some(p),
@@ -133,21 +119,44 @@ impl Gateway {
                     Ok((resp, upstream_elapsed)) => {
                         self.metrics
                             .upstream_answered(grant.route().name(), upstream_elapsed);
-                        (resp, Decision::Allow, "allowed")
+                        (resp, DecisionLabel::Allow, decision.reason())
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, route = grant.route().name(), "forwarding failed");
                         (
                             forward::error_response(&e, &request_id),
-                            Decision::Error,
+                            DecisionLabel::Error,
                             e.reason(),
                         )
                     }
                 }
             }
+            (None, Err(rejection)) => {
+                let mut resp = snapshot
+                    .challenges
+                    .respond(rejection, decision.route.as_deref())
+                    .map(full);
+                resp.headers_mut()
+                    .insert(forward::X_REQUEST_ID.clone(), request_id);
+                let label = if rejection.status().is_server_error() {
+                    DecisionLabel::Error
+                } else {
+                    DecisionLabel::Deny
+                };
+                (resp, label, decision.reason())
+            }
+            (None, Ok(())) => {
+                // Unreachable by construction: no admission means a rejection.
+                let rejection = Rejection::Denied(crate::policy::Denial::NoRoute);
+                (
+                    snapshot.challenges.respond(&rejection, None).map(full),
+                    DecisionLabel::Deny,
+                    rejection.reason(),
+                )
+            }
         };
         self.metrics
-            .request(route_label, decision, reason, started.elapsed());
+            .request(route_label, label, reason, started.elapsed());
         resp
     }
 }

@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use super::ClientConn;
 use super::forward::X_FORWARDED_FOR;
 use crate::policy::{
-    self, Grant, PolicyOutcome, RequestFacts, RevocationList, Route, RouteMatchResult, path,
+    self, Agent, Grant, PolicyOutcome, RequestFacts, RevocationList, Route, RouteMatchResult, path,
 };
 use crate::rejection::Rejection;
 use crate::snapshot::Snapshot;
@@ -27,14 +27,62 @@ pub struct Admitted<'a> {
     pub path: Cow<'a, str>,
 }
 
-/// What `admit` learned, whatever the outcome: for metrics and audit.
-#[derive(Default)]
-pub struct AdmitFacts {
+/// The one outcome of the auth pipeline for a request: allow or deny with a
+/// stable reason, the route, the verified identity, the registered agent and
+/// every policy result. Metrics count it, `explain` prints it, and the audit
+/// record carries it.
+pub struct Decision {
+    pub verdict: Result<(), Rejection>,
     pub route: Option<Arc<Route>>,
     pub cache: Option<CacheUse>,
     /// The verified identity, also when the request is then denied.
-    pub claims: Option<Arc<VerifiedClaims>>,
+    pub identity: Option<Arc<VerifiedClaims>>,
+    pub agent: Option<Arc<Agent>>,
     pub policies: Vec<PolicyOutcome>,
+}
+
+impl Decision {
+    /// A decision not yet made: filled in step by step.
+    pub fn pending() -> Self {
+        Self {
+            verdict: Ok(()),
+            route: None,
+            cache: None,
+            identity: None,
+            agent: None,
+            policies: Vec::new(),
+        }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.verdict.is_ok()
+    }
+
+    /// Stable machine-readable reason: `allowed`, or the rejection's.
+    pub fn reason(&self) -> &'static str {
+        match &self.verdict {
+            Ok(()) => "allowed",
+            Err(r) => r.reason(),
+        }
+    }
+
+    /// The policy behind a policy denial.
+    pub fn policy(&self) -> Option<&str> {
+        match &self.verdict {
+            Err(Rejection::Denied(d)) => d.policy(),
+            _ => None,
+        }
+    }
+
+    fn settle<T>(&mut self, result: Result<T, Rejection>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(rejection) => {
+                self.verdict = Err(rejection);
+                None
+            }
+        }
+    }
 }
 
 /// Who sent the request, where and when: what policies look at besides the
@@ -46,12 +94,27 @@ pub struct Circumstances<'r> {
     pub revoked: &'r RevocationList,
 }
 
-/// Decides whether `parts` may be forwarded.
+/// Decides whether `parts` may be forwarded: the decision, and what to
+/// forward when it is an allow.
 pub async fn admit<'a>(
     snapshot: &Snapshot,
     parts: &'a Parts,
     circumstances: Circumstances<'_>,
-    facts: &mut AdmitFacts,
+) -> (Decision, Option<Admitted<'a>>) {
+    let mut decision = Decision::pending();
+    let result = admit_steps(snapshot, parts, circumstances, &mut decision).await;
+    let admitted = decision.settle(result);
+    if let Some(a) = &admitted {
+        decision.agent = a.grant.agent().cloned();
+    }
+    (decision, admitted)
+}
+
+async fn admit_steps<'a>(
+    snapshot: &Snapshot,
+    parts: &'a Parts,
+    circumstances: Circumstances<'_>,
+    facts: &mut Decision,
 ) -> Result<Admitted<'a>, Rejection> {
     let path = path::normalize(parts.uri.path()).map_err(|_| Rejection::BadPath)?;
     let matched = snapshot
@@ -91,9 +154,9 @@ pub fn decide(
     matched: Result<RouteMatchResult<'_>, Rejection>,
     claims: Arc<VerifiedClaims>,
     circumstances: Circumstances<'_>,
-    facts: &mut AdmitFacts,
+    facts: &mut Decision,
 ) -> Result<Grant, Rejection> {
-    facts.claims = Some(claims.clone());
+    facts.identity = Some(claims.clone());
     // Why: checked after every verification and every cache hit, so a
     // revocation applies to the next request, cached tokens included.
     if circumstances.revoked.check(&claims).is_some() {
