@@ -8,7 +8,10 @@
 //! - [`snapshot`]: everything a reload may change, compiled from a config, immutable.
 //! - [`keys`]: JWKS fetch, parse, per-source key sets, refresh with cooldown.
 //! - [`token`]: bearer extraction, JWT verification, the verified-token cache.
-//! - [`policy`]: routes and authorization; pure functions over plain data.
+//! - [`policy`]: routes, identities' rules, the agent registry, conditional
+//!   access, the revocation list; pure functions over plain data.
+//! - [`revocation`]: keeps the revocation list current from its watched file.
+//! - [`explain`]: `portcullis explain`, the pipeline's decision for one request.
 //! - [`rejection`]: the only author of 400/401/403/503 auth answers (RFC 6750).
 //! - [`proxy`]: the request pipeline and forwarding to the upstream.
 //! - [`serve`], [`tls`], [`admin`]: listeners, TLS, the admin port.
