@@ -36,36 +36,7 @@ enum Command {
     },
     /// Explain the decision for a token (or claims) on a request: identity,
     /// route, every policy, the verdict. Exit 0 allow, 1 deny, 2 error.
-    Explain {
-        /// Path of the TOML config file.
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
-        /// A bearer token, verified against the issuers' keys (fetched now).
-        /// Use "-" to read it from standard input.
-        #[arg(long, required_unless_present = "claims", conflicts_with = "claims")]
-        token: Option<String>,
-        /// A JSON file of claims; signature and lifetime are not checked.
-        #[arg(long, value_name = "FILE.json")]
-        claims: Option<PathBuf>,
-        /// HTTP method of the request.
-        #[arg(long, default_value = "GET")]
-        method: String,
-        /// Request path (and query).
-        #[arg(long)]
-        path: String,
-        /// Host header, for host-specific routes.
-        #[arg(long)]
-        host: Option<String>,
-        /// Client address the policies see.
-        #[arg(long, default_value = "127.0.0.1")]
-        client_ip: std::net::IpAddr,
-        /// Evaluate time conditions at this RFC 3339 time instead of now.
-        #[arg(long)]
-        at: Option<String>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Explain(ExplainArgs),
     /// Run a self-contained demo: embedded issuer, echo upstream, gateway.
     Dev {
         /// Address of the gateway.
@@ -89,27 +60,7 @@ fn main() -> ExitCode {
             portcullis::telemetry::init(&config.logging);
             block_on(portcullis::app::run(config))
         }
-        Command::Explain {
-            config,
-            token,
-            claims,
-            method,
-            path,
-            host,
-            client_ip,
-            at,
-            json,
-        } => explain(ExplainArgs {
-            config,
-            token,
-            claims,
-            method,
-            path,
-            host,
-            client_ip,
-            at,
-            json,
-        }),
+        Command::Explain(args) => explain(args),
         Command::Dev {
             listen,
             admin_listen,
@@ -157,15 +108,35 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+#[derive(clap::Args)]
 struct ExplainArgs {
+    /// Path of the TOML config file.
+    #[arg(short, long, value_name = "FILE")]
     config: PathBuf,
+    /// A bearer token, verified against the issuers' keys (fetched now).
+    /// Use "-" to read it from standard input.
+    #[arg(long, required_unless_present = "claims", conflicts_with = "claims")]
     token: Option<String>,
+    /// A JSON file of claims; signature and lifetime are not checked.
+    #[arg(long, value_name = "FILE.json")]
     claims: Option<PathBuf>,
+    /// HTTP method of the request.
+    #[arg(long, default_value = "GET")]
     method: String,
+    /// Request path (and query).
+    #[arg(long)]
     path: String,
+    /// Host header, for host-specific routes.
+    #[arg(long)]
     host: Option<String>,
+    /// Client address the policies see.
+    #[arg(long, default_value = "127.0.0.1")]
     client_ip: std::net::IpAddr,
+    /// Evaluate time conditions at this RFC 3339 time instead of now.
+    #[arg(long)]
     at: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
     json: bool,
 }
 
