@@ -151,7 +151,7 @@ impl Explanation {
         match &self.decision.verdict {
             Ok(()) => json!({"result": "allow"}),
             Err(r) => json!({
-                "result": "deny", "reason": r.reason(), "status": r.status().as_u16(), "policy": self.decision.policy(),
+                "result": "deny", "reason": self.decision.reason_detail(), "status": r.status().as_u16(), "policy": self.decision.policy(),
             }),
         }
     }

@@ -356,7 +356,7 @@ fn explain_with_claims_allow_and_deny() {
     );
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["decision"]["reason"], "policy_block");
+    assert_eq!(json["decision"]["reason"], "policy_block:corp-network-only");
     assert_eq!(json["decision"]["policy"], "corp-network-only");
     assert_eq!(json["decision"]["status"], 403);
     assert_eq!(json["identity"]["kind"], "agent");

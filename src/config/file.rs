@@ -134,6 +134,8 @@ pub struct PolicyFile {
     #[serde(default)]
     pub require_mfa: bool,
     pub require_auth_context: Option<String>,
+    #[serde(default)]
+    pub require_acr: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

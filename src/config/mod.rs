@@ -146,6 +146,8 @@ pub enum PolicyGrant {
         roles: Vec<String>,
         mfa: bool,
         auth_context: Option<String>,
+        /// Accepted `acr` values (v1 tokens; "1" = ISO/IEC 29115 level met).
+        acr: Vec<String>,
     },
 }
 

@@ -920,14 +920,22 @@ fn policies(
                 .map(|d| errs.duration(&format!("{at}.token_older_than"), Some(d), Duration::ZERO));
             let grant = match f.grant.as_str() {
                 "block" => {
-                    if !f.require_scopes.is_empty() || !f.require_roles.is_empty() || f.require_mfa || f.require_auth_context.is_some() {
+                    if !f.require_scopes.is_empty()
+                        || !f.require_roles.is_empty()
+                        || f.require_mfa
+                        || f.require_auth_context.is_some()
+                        || !f.require_acr.is_empty() {
                         errs.push(format!("{at}.grant"), "a block grant takes no require_* settings");
                     }
                     PolicyGrant::Block
                 }
                 "require" => {
-                    if f.require_scopes.is_empty() && f.require_roles.is_empty() && !f.require_mfa && f.require_auth_context.is_none() {
-                        errs.push(format!("{at}.grant"), "\"require\" needs require_scopes, require_roles, require_mfa or require_auth_context");
+                    if f.require_scopes.is_empty()
+                        && f.require_roles.is_empty()
+                        && !f.require_mfa
+                        && f.require_auth_context.is_none()
+                        && f.require_acr.is_empty() {
+                        errs.push(format!("{at}.grant"), "\"require\" needs require_scopes, require_roles, require_mfa, require_auth_context or require_acr");
                     }
                     check_names(errs, &format!("{at}.require_scopes"), &f.require_scopes);
                     check_names(errs, &format!("{at}.require_roles"), &f.require_roles);
@@ -941,6 +949,7 @@ fn policies(
                         roles: f.require_roles,
                         mfa: f.require_mfa,
                         auth_context: f.require_auth_context,
+                        acr: f.require_acr,
                     }
                 }
                 other => {

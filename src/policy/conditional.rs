@@ -378,6 +378,7 @@ impl Policy {
             roles,
             mfa,
             auth_context,
+            acr,
         } = &self.grant
         else {
             return None;
@@ -389,6 +390,7 @@ impl Policy {
         let ok = scopes.iter().all(|s| claims.scopes().contains(s))
             && roles.iter().all(|r| claims.roles().contains(r))
             && (!mfa || has_mfa)
+            && (acr.is_empty() || claims.acr().is_some_and(|a| acr.iter().any(|x| x == a)))
             && context_ok;
         if ok {
             return None;

@@ -670,6 +670,18 @@ fn require_grants() {
             (unmet(false), Some(Failure)),
         ),
         (
+            "acr met",
+            "grant = \"require\"\nrequire_acr = [\"1\"]",
+            user(json!({"acr": "1"})),
+            (Ok(()), Some(Success)),
+        ),
+        (
+            "acr unmet",
+            "grant = \"require\"\nrequire_acr = [\"1\"]",
+            user(json!({"acr": "0"})),
+            (unmet(false), Some(Failure)),
+        ),
+        (
             "report-only requirement",
             "grant = \"require\"\nrequire_mfa = true\nstate = \"report_only\"",
             user(json!({})),

@@ -66,6 +66,14 @@ impl Decision {
         }
     }
 
+    /// The reason with its policy, as records show it: `policy_block:NAME`.
+    pub fn reason_detail(&self) -> std::borrow::Cow<'static, str> {
+        match self.policy() {
+            Some(p) => format!("{}:{p}", self.reason()).into(),
+            None => self.reason().into(),
+        }
+    }
+
     /// The policy behind a policy denial.
     pub fn policy(&self) -> Option<&str> {
         match &self.verdict {
