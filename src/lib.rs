@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod dev;
 pub mod explain;

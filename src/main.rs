@@ -37,6 +37,11 @@ enum Command {
     /// Explain the decision for a token (or claims) on a request: identity,
     /// route, every policy, the verdict. Exit 0 allow, 1 deny, 2 error.
     Explain(ExplainArgs),
+    /// Audit file tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run a self-contained demo: embedded issuer, echo upstream, gateway.
     Dev {
         /// Address of the gateway.
@@ -61,6 +66,9 @@ fn main() -> ExitCode {
             block_on(portcullis::app::run(config))
         }
         Command::Explain(args) => explain(args),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => audit_verify(&files),
         Command::Dev {
             listen,
             admin_listen,
@@ -106,6 +114,18 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         Err(errors) => config_errors(path, &errors),
     }
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files, oldest first
+    /// (`audit.log.2 audit.log.1 audit.log`): report the first missing,
+    /// edited or reordered record. Exit 0 intact, 1 broken, 2 unreadable.
+    Verify {
+        /// Audit files, oldest first.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -206,6 +226,31 @@ fn explain(args: ExplainArgs) -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+fn audit_verify(files: &[PathBuf]) -> ExitCode {
+    match portcullis::audit::verify(files) {
+        Ok(report) => {
+            let range = match (report.first_seq, report.last_seq) {
+                (Some(a), Some(b)) => format!("records {a} to {b}"),
+                _ => "no records".to_owned(),
+            };
+            let start = match report.starts_after.as_deref() {
+                Some(portcullis::audit::GENESIS) | None => "from the start of the chain".to_owned(),
+                Some(h) => format!("continuing after record hash {h}"),
+            };
+            println!("ok: {} records intact ({range}, {start})", report.records);
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.line == 0 => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            println!("broken: {e}");
+            ExitCode::from(1)
         }
     }
 }
