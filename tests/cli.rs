@@ -458,17 +458,40 @@ fn audit_verify_reports_intact_and_broken_chains() {
         writer.append(record.as_object().unwrap().clone()).unwrap();
     }
     writer.flush().unwrap();
-    let out = portcullis().args(["audit", "verify"]).arg(&log).output().unwrap();
+    let out = portcullis()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 3 records intact (records 1 to 3, from the start of the chain)"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("ok: 3 records intact (records 1 to 3, from the start of the chain)")
+    );
 
     let text = std::fs::read_to_string(&log).unwrap();
-    let without_second: Vec<&str> = text.lines().enumerate().filter(|(i, _)| *i != 1).map(|(_, l)| l).collect();
+    let without_second: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| l)
+        .collect();
     std::fs::write(&log, without_second.join("\n") + "\n").unwrap();
-    let out = portcullis().args(["audit", "verify"]).arg(&log).output().unwrap();
+    let out = portcullis()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(":2: record 2 is missing"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(":2: record 2 is missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
-    let out = portcullis().args(["audit", "verify", "/nonexistent/audit.log"]).output().unwrap();
+    let out = portcullis()
+        .args(["audit", "verify", "/nonexistent/audit.log"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
