@@ -495,3 +495,66 @@ fn audit_verify_reports_intact_and_broken_chains() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// README command 1: `portcullis dev` prints working curl commands. Run
+/// them (with our client) and check the promised allow and deny.
+#[tokio::test]
+async fn dev_mode_prints_commands_that_allow_and_deny() {
+    let mut child = KillOnDrop(
+        portcullis()
+            .args([
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut commands = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("dev output")
+            .expect("running");
+        if line.trim_start().starts_with("curl ") {
+            commands.push(line.trim().to_owned());
+        }
+        if line.contains("Press Ctrl-C") {
+            break;
+        }
+    }
+    // Each command: curl -i [-X METHOD] URL [-H "Authorization: Bearer T"]
+    let mut statuses = Vec::new();
+    for cmd in &commands {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let method = words
+            .iter()
+            .position(|w| *w == "-X")
+            .map_or("GET", |i| words[i + 1]);
+        let url = words.iter().find(|w| w.starts_with("http://")).unwrap();
+        let token = cmd.split("Bearer ").nth(1).map(|t| t.trim_end_matches('"'));
+        let mut req = http::Request::builder().method(method).uri(*url);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = send(
+            req.body(http_body_util::Full::<bytes::Bytes>::default())
+                .unwrap(),
+        )
+        .await;
+        statuses.push(resp.status().as_u16());
+    }
+    // As printed: user allowed, app allowed, expired refused, no token refused, public allowed.
+    assert_eq!(statuses, vec![200, 200, 401, 401, 200], "{commands:#?}");
+}
