@@ -16,6 +16,45 @@ fn portcullis() -> Command {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
 }
 
+/// Writes `text` to a fresh config file and runs `portcullis check` on it.
+fn check_text(text: &str) -> std::process::Output {
+    let path = temp_dir().join("portcullis.toml");
+    std::fs::write(&path, text).unwrap();
+    portcullis()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+/// Spawns the binary with stdout or stderr piped, and streams its lines.
+fn spawn_lines(
+    command: &mut Command,
+    stderr: bool,
+) -> (KillOnDrop, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let mut child = if stderr {
+        command.stderr(Stdio::piped()).spawn().unwrap()
+    } else {
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let stream: Box<dyn std::io::Read + Send> = if stderr {
+        Box::new(child.stderr.take().unwrap())
+    } else {
+        Box::new(child.stdout.take().unwrap())
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (KillOnDrop(child), rx)
+}
+
 #[test]
 fn every_example_config_passes_check() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
@@ -42,10 +81,7 @@ fn every_example_config_passes_check() {
 
 #[test]
 fn check_reports_every_error_with_its_path_and_exits_64() {
-    let dir = temp_dir();
-    let path = dir.join("bad.toml");
-    std::fs::write(
-        &path,
+    let out = check_text(
         r#"
 [server]
 drain_timeout = "5 parsecs"
@@ -72,13 +108,7 @@ name = "r"
 prefix = "/"
 issuers = ["nobody"]
 "#,
-    )
-    .unwrap();
-    let out = portcullis()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -97,18 +127,9 @@ issuers = ["nobody"]
 
 #[test]
 fn orphaned_agents_are_a_warning_not_an_error() {
-    let dir = temp_dir();
-    let path = dir.join("orphan.toml");
-    std::fs::write(
-        &path,
+    let out = check_text(
         "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[agents]]\nid = \"a1\"\nname = \"Nobody's agent\"\n",
-    )
-    .unwrap();
-    let out = portcullis()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -121,36 +142,16 @@ fn orphaned_agents_are_a_warning_not_an_error() {
 
 #[test]
 fn unknown_keys_are_errors() {
-    let dir = temp_dir();
-    let path = dir.join("typo.toml");
-    std::fs::write(
-        &path,
-        "[upstream]\nurl = \"http://127.0.0.1:1\"\nconect_timeout = \"1s\"\n",
-    )
-    .unwrap();
-    let out = portcullis()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_text("[upstream]\nurl = \"http://127.0.0.1:1\"\nconect_timeout = \"1s\"\n");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `conect_timeout`"));
 }
 
 #[test]
 fn route_conflicts_are_reported_by_check() {
-    let dir = temp_dir();
-    let path = dir.join("conflict.toml");
-    std::fs::write(
-        &path,
+    let out = check_text(
         "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/x/{a}\"\npublic = true\n[[routes]]\nname = \"b\"\npath = \"/x/{b}\"\npublic = true\n",
-    )
-    .unwrap();
-    let out = portcullis()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("routes[1].path"));
 }
@@ -187,23 +188,13 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
         config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES),
     )
     .unwrap();
-    let mut child = KillOnDrop(
+    let (mut child, mut rx) = spawn_lines(
         portcullis()
             .args(["run", "--config"])
             .arg(&path)
-            .env("PORTCULLIS_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .env("PORTCULLIS_LOG", "info"),
+        true,
     );
-    // The listening line names the bound addresses (port 0 in the config).
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     // Wait for two events the binary logs: the bound address (port 0 in the
     // config) and the first key set loaded.
     let mut addr = None;
@@ -500,27 +491,16 @@ fn audit_verify_reports_intact_and_broken_chains() {
 /// them (with our client) and check the promised allow and deny.
 #[tokio::test]
 async fn dev_mode_prints_commands_that_allow_and_deny() {
-    let mut child = KillOnDrop(
-        portcullis()
-            .args([
-                "dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_child, mut rx) = spawn_lines(
+        portcullis().args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]),
+        false,
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     let mut commands = Vec::new();
     loop {
         let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
