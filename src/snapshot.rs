@@ -11,8 +11,7 @@ use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
 use crate::config::{
-    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, IssuerSource, KeyLocation,
-    entra_v1_issuer, entra_v2_issuer,
+    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, KeyLocation,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::policy::{Policies, RouteTable};
@@ -114,80 +113,22 @@ fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<Compiled, Strin
     };
     let mut trusts = Vec::new();
     let mut sources = Vec::new();
-    match &issuer.source {
-        IssuerSource::Oidc { issuer: iss, keys } => {
-            let endpoint = match keys {
-                KeyLocation::Discovery(url) => KeyEndpoint::Discovery {
-                    url: url.clone(),
-                    issuer: iss.clone(),
-                },
-                KeyLocation::Jwks(url) => KeyEndpoint::Jwks(url.clone()),
-            };
-            let keys = source(issuer.name.clone(), endpoint);
-            trusts.push(Arc::new(IssuerTrust::new(
-                name.clone(),
-                iss.clone(),
-                None,
-                None,
-                vec![iss.clone()],
-                keys.clone(),
-                issuer,
-            )));
-            sources.push(keys);
-        }
-        IssuerSource::Entra {
-            tenants,
-            authority,
-            v1_issuer_host,
-            accept_v1,
-            accept_v2,
-        } => {
-            let base = authority.to_string().trim_end_matches('/').to_owned();
-            for tenant in tenants {
-                let v1 = entra_v1_issuer(v1_issuer_host, tenant);
-                let v2 = entra_v2_issuer(authority, tenant);
-                let versions = [
-                    (
-                        *accept_v1,
-                        "v1",
-                        "1.0",
-                        v1.clone(),
-                        format!("{base}/{tenant}/discovery/keys"),
-                        vec![v1, v2.clone()],
-                    ),
-                    (
-                        *accept_v2,
-                        "v2",
-                        "2.0",
-                        v2.clone(),
-                        format!("{base}/{tenant}/discovery/v2.0/keys"),
-                        vec![v2],
-                    ),
-                ];
-                for (enabled, label, ver, iss, jwks, key_issuers) in versions {
-                    if !enabled {
-                        continue;
-                    }
-                    let jwks = jwks
-                        .parse()
-                        .map_err(|_| format!("invalid key URL {jwks:?}"))?;
-                    let keys = source(
-                        format!("{}/{tenant}/{label}", issuer.name),
-                        KeyEndpoint::Jwks(jwks),
-                    );
-                    trusts.push(Arc::new(IssuerTrust::new(
-                        name.clone(),
-                        iss,
-                        Some(tenant.clone()),
-                        Some(ver),
-                        key_issuers,
-                        keys.clone(),
-                        issuer,
-                    )));
-                    sources.push(keys);
-                }
-            }
-        }
+    for anchor in &issuer.anchors {
+        let endpoint = match &anchor.keys {
+            KeyLocation::Discovery(url) => KeyEndpoint::Discovery {
+                url: url.clone(),
+                issuer: anchor.iss.clone(),
+            },
+            KeyLocation::Jwks(url) => KeyEndpoint::Jwks(url.clone()),
+        };
+        let keys = source(anchor.label.clone(), endpoint);
+        trusts.push(Arc::new(IssuerTrust::new(
+            name.clone(),
+            anchor,
+            keys.clone(),
+            issuer,
+        )));
+        sources.push(keys);
     }
     Ok((trusts, sources))
 }

@@ -8,7 +8,7 @@
 mod file;
 mod validate;
 
-pub use validate::{entra_v1_issuer, entra_v2_issuer, is_guid};
+pub use validate::is_guid;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -194,7 +194,9 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
     pub name: String,
-    pub source: IssuerSource,
+    /// Every exact `iss` this entry accepts, with where its keys are: one
+    /// for OIDC; for Entra, per tenant, one per accepted token version.
+    pub anchors: Vec<IssuerAnchor>,
     pub audiences: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     pub clock_skew: Duration,
@@ -203,20 +205,21 @@ pub struct IssuerConfig {
     pub keys: KeyFetchConfig,
 }
 
+/// One exact `iss` value, its key endpoint and the key `issuer` values
+/// that may sign for it. Computed once when the config is validated.
 #[derive(Debug, Clone)]
-pub enum IssuerSource {
-    /// Any OpenID provider: one exact `iss`, keys from discovery or a JWKS URL.
-    Oidc { issuer: String, keys: KeyLocation },
-    /// Microsoft Entra: one or more tenants (one = tenant mode, several =
-    /// multi-tenant with an allowlist), each accepted in the v1 and/or v2
-    /// issuer shape with its own key set.
-    Entra {
-        tenants: Vec<String>,
-        authority: Uri,
-        v1_issuer_host: String,
-        accept_v1: bool,
-        accept_v2: bool,
-    },
+pub struct IssuerAnchor {
+    pub iss: String,
+    /// Names the key source in logs and metrics: `name`, or
+    /// `name/tenant/v1|v2` for Entra.
+    pub label: String,
+    /// Entra tenant the `tid` claim must equal.
+    pub tenant: Option<String>,
+    /// Expected `ver` claim (Entra: "1.0" or "2.0").
+    pub version: Option<&'static str>,
+    pub keys: KeyLocation,
+    /// What a key's own `issuer` may say (after `{tenantid}` substitution).
+    pub key_issuers: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

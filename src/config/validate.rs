@@ -16,7 +16,7 @@ use super::file::{
 };
 use super::{
     AgentConfig, Assignments, Conditions, Config, ConfigError, ConfigErrors, IDENTITY_KINDS,
-    IdentityHeaders, IdentitySettings, IssuerConfig, IssuerSource, KeyFetchConfig, KeyLocation,
+    IdentityHeaders, IdentitySettings, IssuerAnchor, IssuerConfig, KeyFetchConfig, KeyLocation,
     Location, LoggingConfig, PolicyConfig, PolicyGrant, PolicyState, RouteConfig, RouteMatch,
     ServerConfig, TlsConfig, TokenCacheConfig, UpstreamConfig,
 };
@@ -342,9 +342,10 @@ fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<Iss
         errs.push(format!("{at}.clock_skew"), "must be at most 10m");
     }
     let source = source.filter(|_| errs.0.len() == before)?;
+    let anchors = anchors(errs, at, &f.name, source)?;
     Some(IssuerConfig {
         name: f.name,
-        source,
+        anchors,
         audiences: f.audiences,
         algorithms,
         clock_skew,
@@ -510,7 +511,7 @@ fn check_issuer_uniqueness(errs: &mut Errors, issuers: &[IssuerConfig]) {
                 format!("duplicate issuer name {:?}", issuer.name),
             );
         }
-        for iss in issuer.accepted_issuers() {
+        for iss in issuer.anchors.iter().map(|a| &a.iss) {
             if !seen.insert(iss.clone()) {
                 errs.push(
                     format!("issuers[{i}]"),
@@ -1074,40 +1075,94 @@ fn parse_utc_offset(text: &str) -> Option<i32> {
     (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
 }
 
-impl IssuerConfig {
-    /// Every exact `iss` value this entry accepts.
-    pub fn accepted_issuers(&self) -> Vec<String> {
-        match &self.source {
-            IssuerSource::Oidc { issuer, .. } => vec![issuer.clone()],
-            IssuerSource::Entra {
-                tenants,
-                authority,
-                v1_issuer_host,
+/// Where an issuer entry's tokens come from, as the file says it; expanded
+/// into [`IssuerAnchor`]s before anything else sees it.
+enum IssuerSource {
+    /// Any OpenID provider: one exact `iss`, keys from discovery or a JWKS URL.
+    Oidc { issuer: String, keys: KeyLocation },
+    /// Microsoft Entra: one or more tenants (one = tenant mode, several =
+    /// multi-tenant with an allowlist), each accepted in the v1 and/or v2
+    /// issuer shape with its own key set.
+    Entra {
+        tenants: Vec<String>,
+        authority: Uri,
+        v1_issuer_host: String,
+        accept_v1: bool,
+        accept_v2: bool,
+    },
+}
+
+/// Every exact `iss` an entry accepts, each with its key endpoint. Entra:
+/// `https://sts.windows.net/{tid}/` with keys from `/{tid}/discovery/keys`
+/// (a key may also name the v2 issuer), and
+/// `{authority}/{tid}/v2.0` with keys from `/{tid}/discovery/v2.0/keys`.
+fn anchors(
+    errs: &mut Errors,
+    at: &str,
+    name: &str,
+    source: IssuerSource,
+) -> Option<Vec<IssuerAnchor>> {
+    let (tenants, authority, v1_issuer_host, accept_v1, accept_v2) = match source {
+        IssuerSource::Oidc { issuer, keys } => {
+            return Some(vec![IssuerAnchor {
+                key_issuers: vec![issuer.clone()],
+                iss: issuer,
+                label: name.to_owned(),
+                tenant: None,
+                version: None,
+                keys,
+            }]);
+        }
+        IssuerSource::Entra {
+            tenants,
+            authority,
+            v1_issuer_host,
+            accept_v1,
+            accept_v2,
+        } => (tenants, authority, v1_issuer_host, accept_v1, accept_v2),
+    };
+    let base = authority.to_string().trim_end_matches('/').to_owned();
+    let mut out = Vec::new();
+    for tenant in tenants {
+        let v1 = format!("{v1_issuer_host}/{tenant}/");
+        let v2 = format!("{base}/{tenant}/v2.0");
+        let versions = [
+            (
                 accept_v1,
+                "v1",
+                "1.0",
+                &v1,
+                "discovery/keys",
+                vec![v1.clone(), v2.clone()],
+            ),
+            (
                 accept_v2,
-            } => tenants
-                .iter()
-                .flat_map(|t| {
-                    let v1 = accept_v1.then(|| entra_v1_issuer(v1_issuer_host, t));
-                    let v2 = accept_v2.then(|| entra_v2_issuer(authority, t));
-                    v1.into_iter().chain(v2)
-                })
-                .collect(),
+                "v2",
+                "2.0",
+                &v2,
+                "discovery/v2.0/keys",
+                vec![v2.clone()],
+            ),
+        ];
+        for (enabled, label, version, iss, keys_path, key_issuers) in versions {
+            if !enabled {
+                continue;
+            }
+            let jwks = errs.fetch_url(
+                &format!("{at}.authority"),
+                &format!("{base}/{tenant}/{keys_path}"),
+            )?;
+            out.push(IssuerAnchor {
+                iss: iss.clone(),
+                label: format!("{name}/{tenant}/{label}"),
+                tenant: Some(tenant.clone()),
+                version: Some(version),
+                keys: KeyLocation::Jwks(jwks),
+                key_issuers,
+            });
         }
     }
-}
-
-/// `https://sts.windows.net/{tid}/`, trailing slash included.
-pub fn entra_v1_issuer(v1_issuer_host: &str, tenant: &str) -> String {
-    format!("{v1_issuer_host}/{tenant}/")
-}
-
-/// `https://login.microsoftonline.com/{tid}/v2.0`.
-pub fn entra_v2_issuer(authority: &Uri, tenant: &str) -> String {
-    format!(
-        "{}/{tenant}/v2.0",
-        authority.to_string().trim_end_matches('/')
-    )
+    Some(out)
 }
 
 fn existing_file(errs: &mut Errors, path: &str, value: &str, base: &Path) -> std::path::PathBuf {
@@ -1203,7 +1258,7 @@ mod tests {
         assert_eq!(i.keys.max_staleness, secs(86_400));
         assert!(c.token_cache.enabled);
         assert_eq!(
-            i.accepted_issuers(),
+            i.anchors.iter().map(|a| a.iss.clone()).collect::<Vec<_>>(),
             vec![
                 "https://sts.windows.net/aaaabbbb-0000-cccc-1111-dddd2222eeee/".to_owned(),
                 "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0"

@@ -61,16 +61,13 @@ pub struct IssuerTrust {
 }
 
 impl IssuerTrust {
-    #[allow(clippy::too_many_arguments)] // reason: built once per issuer at config time
     pub fn new(
         name: Arc<str>,
-        iss: String,
-        tenant: Option<String>,
-        version: Option<&'static str>,
-        key_issuers: Vec<String>,
+        anchor: &crate::config::IssuerAnchor,
         keys: Arc<KeySource>,
         settings: &crate::config::IssuerConfig,
     ) -> Self {
+        let iss = anchor.iss.clone();
         let validations = settings
             .algorithms
             .iter()
@@ -89,9 +86,9 @@ impl IssuerTrust {
         Self {
             name,
             iss,
-            tenant,
-            version,
-            key_issuers,
+            tenant: anchor.tenant.clone(),
+            version: anchor.version,
+            key_issuers: anchor.key_issuers.clone(),
             keys,
             max_token_size: settings.max_token_size,
             clock_skew: settings.clock_skew.as_secs(),
