@@ -217,8 +217,8 @@ impl Explanation {
                 let _ = writeln!(
                     t,
                     "           scopes [{}], roles [{}]",
-                    c.scopes().join(" "),
-                    c.roles().join(" ")
+                    c.scopes_text(),
+                    c.roles_text()
                 );
             }
             None => {

@@ -258,9 +258,12 @@ impl KeySource {
 
     /// The current set, unless it is older than the staleness bound.
     fn fresh_set(&self) -> Option<Arc<KeySet>> {
-        self.current
-            .load_full()
-            .filter(|set| set.fetched_at.elapsed() <= self.settings.max_staleness)
+        self.current.load_full().filter(|set| self.is_fresh(set))
+    }
+
+    /// Whether `set` is within the staleness bound.
+    fn is_fresh(&self, set: &KeySet) -> bool {
+        set.fetched_at.elapsed() <= self.settings.max_staleness
     }
 
     /// Refreshes forever: at once, then about every `refresh_interval` (±10 %
@@ -297,7 +300,7 @@ impl KeySource {
             age: set.as_ref().map(|s| s.fetched_at.elapsed()),
             last_success: state.last_success,
             consecutive_failures: state.consecutive_failures,
-            is_usable: set.is_some_and(|s| s.fetched_at.elapsed() <= self.settings.max_staleness),
+            is_usable: set.is_some_and(|s| self.is_fresh(&s)),
         }
     }
 

@@ -284,12 +284,14 @@ fn set_identity_headers(headers: &mut HeaderMap, snapshot: &Snapshot, grant: &Gr
     set(&names.subject, claims.principal());
     set(&names.tenant, claims.tid());
     set(&names.client_app, claims.client_app());
-    if !claims.scopes().is_empty() {
-        set(&names.scopes, Some(&claims.scopes().join(" ")));
-    }
-    if !claims.roles().is_empty() {
-        set(&names.roles, Some(&claims.roles().join(" ")));
-    }
+    set(
+        &names.scopes,
+        Some(claims.scopes_text()).filter(|s| !s.is_empty()),
+    );
+    set(
+        &names.roles,
+        Some(claims.roles_text()).filter(|s| !s.is_empty()),
+    );
 }
 
 /// X-Forwarded-For/-Proto/-Host: set by us, replacing a client's values,

@@ -80,6 +80,10 @@ pub struct VerifiedClaims {
     client_authenticated: bool,
     scopes: Vec<String>,
     roles: Vec<String>,
+    /// `scopes` and `roles` space-separated, built once for the identity
+    /// headers (a cached token is forwarded many times).
+    scopes_text: String,
+    roles_text: String,
     groups: Groups,
     wids: Vec<String>,
     acr: Option<String>,
@@ -129,6 +133,8 @@ impl VerifiedClaims {
             client_app: raw.azp.or(raw.appid),
             // "0" = public client: the client id is not proven.
             client_authenticated: matches!(client_auth, Some("1" | "2")),
+            scopes_text: scopes.join(" "),
+            roles_text: raw.roles.join(" "),
             scopes,
             roles: raw.roles,
             groups: if overage {
@@ -194,6 +200,14 @@ impl VerifiedClaims {
     /// App roles (`roles`).
     pub fn roles(&self) -> &[String] {
         &self.roles
+    }
+    /// Scopes, space-separated (empty if none).
+    pub fn scopes_text(&self) -> &str {
+        &self.scopes_text
+    }
+    /// Roles, space-separated (empty if none).
+    pub fn roles_text(&self) -> &str {
+        &self.roles_text
     }
     pub fn groups(&self) -> &Groups {
         &self.groups
