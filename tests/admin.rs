@@ -10,14 +10,7 @@ use support::*;
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start(&config(
-        upstream.addr,
-        &oidc_issuer(&idp, ""),
-        DEFAULT_ROUTES,
-    ))
-    .await;
+    let (idp, _upstream, gw) = default_stack().await;
 
     assert_eq!(
         gw.admin_get("/healthz").await,
@@ -70,14 +63,7 @@ async fn health_readiness_and_metrics() {
 
 #[tokio::test]
 async fn the_admin_port_serves_only_admin_paths() {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start(&config(
-        upstream.addr,
-        &oidc_issuer(&idp, ""),
-        DEFAULT_ROUTES,
-    ))
-    .await;
+    let (_idp, _upstream, gw) = default_stack().await;
     assert_eq!(gw.admin_get("/x").await.0, StatusCode::NOT_FOUND);
     let post = Request::post(format!("http://{}/metrics", gw.admin))
         .body(Full::<Bytes>::default())

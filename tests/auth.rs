@@ -15,15 +15,6 @@ use portcullis::dev::SigningKey;
 use serde_json::json;
 use support::*;
 
-async fn gateway(idp: &TestIdp, upstream: &TestUpstream) -> TestGateway {
-    TestGateway::start(&config(
-        upstream.addr,
-        &oidc_issuer(idp, ""),
-        DEFAULT_ROUTES,
-    ))
-    .await
-}
-
 fn desc(text: &str) -> String {
     format!("Bearer realm=\"test\", error=\"invalid_token\", error_description=\"{text}\"")
 }
@@ -34,7 +25,7 @@ fn desc(text: &str) -> String {
 async fn rejection_matrix() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = gateway(&idp, &upstream).await;
+    let gw = default_gateway(&idp, &upstream).await;
     let now = jsonwebtoken::get_current_timestamp() as i64;
     let impostor = SigningKey::rsa("key-1").unwrap(); // same kid, other key
     let alg_none = {
@@ -288,7 +279,7 @@ fn tamper(token: &str) -> String {
 async fn request_faults_get_400_or_401_per_rfc6750() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = gateway(&idp, &upstream).await;
+    let gw = default_gateway(&idp, &upstream).await;
     let token = idp.token().sign();
 
     let resp = get(&gw.url("/v1/chat"), None).await;
@@ -340,7 +331,7 @@ async fn request_faults_get_400_or_401_per_rfc6750() {
 async fn graph_and_token_exchange_tokens_are_refused() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = gateway(&idp, &upstream).await;
+    let gw = default_gateway(&idp, &upstream).await;
     let graph = idp
         .token()
         .aud("00000003-0000-0000-c000-000000000000")
@@ -616,7 +607,7 @@ async fn es256_tokens_verify_against_ec_keys() {
 async fn verified_tokens_are_cached() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = gateway(&idp, &upstream).await;
+    let gw = default_gateway(&idp, &upstream).await;
     let token = idp.token().sign();
     for _ in 0..3 {
         assert_eq!(

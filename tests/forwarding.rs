@@ -21,21 +21,9 @@ use support::*;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-async fn setup() -> (TestIdp, TestUpstream, TestGateway) {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start(&config(
-        upstream.addr,
-        &oidc_issuer(&idp, ""),
-        DEFAULT_ROUTES,
-    ))
-    .await;
-    (idp, upstream, gw)
-}
-
 #[tokio::test]
 async fn sse_events_arrive_one_by_one_before_the_stream_ends() {
-    let (idp, upstream, gw) = setup().await;
+    let (idp, upstream, gw) = default_stack().await;
     let mut resp = get(&gw.url("/sse"), Some(&idp.token().sign())).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
@@ -58,7 +46,7 @@ async fn sse_events_arrive_one_by_one_before_the_stream_ends() {
 
 #[tokio::test]
 async fn websocket_is_authorized_at_the_handshake_then_tunnelled() {
-    let (idp, _upstream, gw) = setup().await;
+    let (idp, _upstream, gw) = default_stack().await;
     let mut req = format!("ws://{}/ws", gw.addr)
         .into_client_request()
         .unwrap();
@@ -95,7 +83,7 @@ async fn websocket_is_authorized_at_the_handshake_then_tunnelled() {
 
 #[tokio::test]
 async fn a_200_mb_upload_streams_with_flat_memory() {
-    let (idp, _upstream, gw) = setup().await;
+    let (idp, _upstream, gw) = default_stack().await;
     const CHUNK: usize = 1024 * 1024;
     const CHUNKS: usize = 200;
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
@@ -132,7 +120,7 @@ async fn a_200_mb_upload_streams_with_flat_memory() {
 
 #[tokio::test]
 async fn h2c_prior_knowledge_clients_are_served() {
-    let (idp, _upstream, gw) = setup().await;
+    let (idp, _upstream, gw) = default_stack().await;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
@@ -201,7 +189,7 @@ async fn tls_clients_negotiate_h2_or_http1_by_alpn() {
 
 #[tokio::test]
 async fn identity_headers_cannot_be_spoofed_and_the_token_stays_here() {
-    let (idp, _upstream, gw) = setup().await;
+    let (idp, _upstream, gw) = default_stack().await;
     let token = idp.token().sign();
     let req = Request::get(gw.url("/x?q=1"))
         .header("authorization", format!("Bearer {token}"))
@@ -265,7 +253,7 @@ async fn identity_headers_cannot_be_spoofed_and_the_token_stays_here() {
 
 #[tokio::test]
 async fn connection_header_cannot_strip_identity_headers_we_set() {
-    let (idp, _upstream, gw) = setup().await;
+    let (idp, _upstream, gw) = default_stack().await;
     let req = Request::get(gw.url("/x"))
         .header("authorization", format!("Bearer {}", idp.token().sign()))
         .header("connection", "x-portcullis-subject, x-forwarded-for")
@@ -349,7 +337,7 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
-    let (idp, upstream, gw) = setup().await;
+    let (idp, upstream, gw) = default_stack().await;
     let mut resp = get(&gw.url("/sse"), Some(&idp.token().sign())).await;
     let first = resp.body_mut().frame().await.unwrap().unwrap();
     assert!(first.is_data());

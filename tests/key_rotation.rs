@@ -10,20 +10,11 @@ use http::StatusCode;
 use portcullis::dev::{JwksMode, SigningKey};
 use support::*;
 
-async fn gateway(idp: &TestIdp, upstream: &TestUpstream, extra: &str) -> TestGateway {
-    TestGateway::start(&config(
-        upstream.addr,
-        &oidc_issuer(idp, extra),
-        DEFAULT_ROUTES,
-    ))
-    .await
-}
-
 #[tokio::test]
 async fn a_new_signing_key_is_accepted_after_one_refresh() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = gateway(&idp, &upstream, "").await;
+    let gw = default_gateway(&idp, &upstream).await;
     let old_token = idp.token().sign();
     assert_eq!(
         get(&gw.url("/x"), Some(&old_token)).await.status(),
@@ -55,7 +46,7 @@ async fn a_new_signing_key_is_accepted_after_one_refresh() {
 async fn a_storm_of_random_kids_causes_at_most_one_fetch_per_cooldown() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = gateway(&idp, &upstream, "").await;
+    let gw = default_gateway(&idp, &upstream).await;
     let before = idp.fetch_count();
     let mut tasks = tokio::task::JoinSet::new();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -133,7 +124,7 @@ async fn idp_down_at_start_means_not_ready_and_503() {
 async fn idp_down_later_keeps_the_last_good_keys() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = gateway(&idp, &upstream, "").await;
+    let gw = default_gateway(&idp, &upstream).await;
     idp.set_mode(JwksMode::Down);
     let before = idp.fetch_count();
     // An unknown kid forces a refresh, which fails.
@@ -167,7 +158,7 @@ async fn idp_down_later_keeps_the_last_good_keys() {
 async fn an_empty_jwks_never_replaces_a_good_one() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let gw = gateway(&idp, &upstream, "").await;
+    let gw = default_gateway(&idp, &upstream).await;
     idp.set_mode(JwksMode::Empty);
     let before = idp.fetch_count();
     let probe = idp

@@ -210,6 +210,24 @@ impl TestGateway {
     }
 }
 
+/// The gateway with the default OIDC issuer of `idp` and [`DEFAULT_ROUTES`].
+pub async fn default_gateway(idp: &TestIdp, upstream: &TestUpstream) -> TestGateway {
+    TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(idp, ""),
+        DEFAULT_ROUTES,
+    ))
+    .await
+}
+
+/// A test IdP, a test upstream and the default gateway in front of it.
+pub async fn default_stack() -> (TestIdp, TestUpstream, TestGateway) {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = default_gateway(&idp, &upstream).await;
+    (idp, upstream, gw)
+}
+
 /// Gateway config lines for the common case; `extra` adds issuers/routes.
 pub fn config(upstream: SocketAddr, issuers: &str, routes: &str) -> String {
     format!(
