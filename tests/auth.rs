@@ -45,6 +45,22 @@ async fn rejection_matrix() {
         )
         .unwrap()
     };
+    // Why (RFC 8725 §3.10): keys named or embedded by the token itself are
+    // never fetched or trusted; the attacker's own key and a kid we do not
+    // know must end in unknown_kid.
+    let attacker = SigningKey::rsa("attacker-kid").unwrap();
+    let via_jku = idp
+        .token()
+        .key(&attacker)
+        .header(|h| h.jku = Some(format!("{}/keys", idp.url())))
+        .sign();
+    let via_jwk = {
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(attacker.jwk().clone()).unwrap();
+        idp.token()
+            .key(&attacker)
+            .header(|h| h.jwk = Some(jwk))
+            .sign()
+    };
     let cases: Vec<(&str, String, u16, Option<String>)> = vec![
         ("valid", idp.token().sign(), 200, None),
         (
@@ -218,6 +234,18 @@ async fn rejection_matrix() {
                 "Bearer realm=\"test\", error=\"insufficient_scope\", scope=\"Models.Invoke\""
                     .into(),
             ),
+        ),
+        (
+            "jku header is never followed",
+            via_jku,
+            401,
+            Some(desc("The token signing key is unknown")),
+        ),
+        (
+            "embedded jwk is never trusted",
+            via_jwk,
+            401,
+            Some(desc("The token signing key is unknown")),
         ),
         (
             "app role accepted",
