@@ -142,7 +142,7 @@ async fn fixture(
         "oid": agent, "appid": agent, "idtyp": "app", "roles": ["Models.Invoke"],
         "xms_act_fct": "3 9 11", "xms_sub_fct": "9 3 11", "xms_par_app_azp": "b1e9c1a7-0000-4b00-8000-0000000000bb",
     }));
-    let claims = snapshot.verifier.verify(&token).await.0.unwrap();
+    let claims = snapshot.verifier.verify(&token).await.result.unwrap();
     Fixture { snapshot, claims }
 }
 

@@ -8,6 +8,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::audit::AuditStatus;
 use crate::metrics::Metrics;
 use crate::proxy::{Body, full};
 use crate::snapshot::Snapshot;
@@ -15,11 +16,20 @@ use crate::snapshot::Snapshot;
 pub struct Admin {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    audit: Option<Arc<AuditStatus>>,
 }
 
 impl Admin {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        Self { snapshot, metrics }
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        audit: Option<Arc<AuditStatus>>,
+    ) -> Self {
+        Self {
+            snapshot,
+            metrics,
+            audit,
+        }
     }
 
     pub fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
@@ -34,33 +44,45 @@ impl Admin {
         }
     }
 
+    /// Ready when every key source has usable keys and the audit trail
+    /// takes records (a failing sink with `on_failure = "allow"` is shown
+    /// but does not make the gateway unready).
     fn ready(&self) -> Response<Body> {
         let snapshot = self.snapshot.load();
-        let waiting: Vec<String> = snapshot
+        let waiting: Vec<&str> = snapshot
             .key_sources
             .iter()
             .filter(|k| !k.is_usable())
-            .map(|k| format!("\"{}\"", k.label()))
+            .map(|k| k.label())
             .collect();
-        if waiting.is_empty() {
-            json(StatusCode::OK, "{\"ready\":true}\n".to_owned())
+        let audit = match &self.audit {
+            None => "off",
+            Some(a) if a.is_healthy() => "ok",
+            Some(_) => "failing",
+        };
+        let refuses = self.audit.as_ref().is_some_and(|a| a.refuses_requests());
+        let ready = waiting.is_empty() && !refuses;
+        let body = serde_json::json!({
+            "ready": ready,
+            "config_version": &*snapshot.version,
+            "audit": audit,
+            "waiting_for_keys": waiting,
+        });
+        let status = if ready {
+            StatusCode::OK
         } else {
-            json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "{{\"ready\":false,\"waiting_for_keys\":[{}]}}\n",
-                    waiting.join(",")
-                ),
-            )
-        }
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(status, format!("{body}\n"))
     }
 
     fn metrics(&self) -> Response<Body> {
         let snapshot = self.snapshot.load();
         let keys: Vec<_> = snapshot.key_sources.iter().map(|k| k.status()).collect();
         let entries = snapshot.verifier.cache().map_or(0, |c| c.entry_count());
+        let queued = self.audit.as_ref().map_or(0, |a| a.queued());
         self.metrics
-            .observe_state(&keys, entries, snapshot.is_ready());
+            .observe_state(&keys, entries, snapshot.is_ready(), queued);
         let mut resp = Response::new(full(self.metrics.encode()));
         resp.headers_mut().insert(
             CONTENT_TYPE,

@@ -5,18 +5,25 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
+use crate::audit::{AuditStatus, WriterHandle};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Upstream};
 use crate::serve::{self, ServeSettings};
 use crate::snapshot::{KeyEnv, Snapshot};
+
+/// How long shutdown waits for the audit writer after the drain.
+const AUDIT_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// A started gateway: its bound addresses and the handles to stop it.
 pub struct Running {
@@ -24,8 +31,16 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     snapshot: Arc<ArcSwap<Snapshot>>,
     revocations: Arc<crate::revocation::Revocations>,
+    audit: Option<Arc<AuditStatus>>,
     shutdown: watch::Sender<bool>,
+    drain_timeout: Duration,
+    /// Listeners: they stop accepting on shutdown and end when drained.
+    listeners: JoinSet<()>,
+    tunnels: TaskTracker,
+    cut: CancellationToken,
+    /// Key refreshes and file watchers: they end on shutdown.
     tasks: Vec<JoinHandle<()>>,
+    writer: Option<WriterHandle>,
 }
 
 impl Running {
@@ -42,15 +57,41 @@ impl Running {
         self.revocations.subscribe()
     }
 
+    /// The audit trail's state; `None` when audit is off.
+    pub fn audit(&self) -> Option<&Arc<AuditStatus>> {
+        self.audit.as_ref()
+    }
+
     /// Stops accepting and starts draining; [`Running::join`] waits for it.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
     }
 
-    /// Waits for the listeners to drain and the background tasks to end.
-    pub async fn join(self) {
+    /// Waits for open requests and tunnels to finish, up to the drain
+    /// timeout, then cuts the rest (their records say `shutdown`), and
+    /// waits for the audit writer to write every record.
+    pub async fn join(mut self) {
+        self.tunnels.close();
+        let drained = async {
+            while self.listeners.join_next().await.is_some() {}
+            self.tunnels.wait().await;
+        };
+        if tokio::time::timeout(self.drain_timeout, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?self.drain_timeout, "drain timeout reached; cutting the remaining requests");
+        }
+        self.cut.cancel();
+        while self.listeners.join_next().await.is_some() {}
+        self.tunnels.wait().await;
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(writer) = self.writer
+            && !writer.finished(AUDIT_FLUSH_LIMIT).await
+        {
+            tracing::error!(limit = ?AUDIT_FLUSH_LIMIT, "audit writer did not finish; records may be missing");
         }
     }
 }
@@ -62,6 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::warn!(%warning, "configuration warning");
     }
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
+    metrics.set_config_version(&config.version);
     let env = KeyEnv {
         generation: Arc::new(AtomicU64::new(0)),
         observer: metrics.clone(),
@@ -86,11 +128,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(source.run(stop.clone())));
     }
 
+    let cut = CancellationToken::new();
+    let tunnels = TaskTracker::new();
+    let (auditor, writer) = if config.audit.is_enabled() {
+        let (auditor, writer) = crate::audit::start(&config.audit, metrics.clone(), cut.clone())?;
+        (Some(auditor), Some(writer))
+    } else {
+        (None, None)
+    };
+    let audit = auditor.as_ref().map(|a| a.status().clone());
     let settings = ServeSettings {
         client_header_timeout: config.server.client_header_timeout,
         idle_timeout: config.server.idle_timeout,
-        drain_timeout: config.server.drain_timeout,
         is_main: true,
+        metrics: Some(metrics.clone()),
     };
     let revocations = match &config.revocation_file {
         Some(path) => {
@@ -106,44 +157,57 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics.clone(),
         upstream,
         revocations.clone(),
+        auditor,
+        tunnels.clone(),
+        cut.clone(),
     ));
     let handler = move |req, conn| {
         let gateway = gateway.clone();
         async move { gateway.handle(req, conn).await }
     };
-    tasks.push(tokio::spawn(serve::serve(
+    let mut listeners = JoinSet::new();
+    listeners.spawn(serve::serve(
         listener,
         tls,
         handler,
         settings.clone(),
         stop.clone(),
-    )));
+        cut.clone(),
+    ));
 
-    let admin = Arc::new(Admin::new(snapshot.clone(), metrics));
+    let admin = Arc::new(Admin::new(snapshot.clone(), metrics, audit.clone()));
     let admin_handler = move |req, _conn| {
         let admin = admin.clone();
         async move { admin.handle(&req) }
     };
     let admin_settings = ServeSettings {
         is_main: false,
+        metrics: None,
         ..settings
     };
-    tasks.push(tokio::spawn(serve::serve(
+    listeners.spawn(serve::serve(
         admin_listener,
         None,
         admin_handler,
         admin_settings,
         stop,
-    )));
+        cut.clone(),
+    ));
 
-    tracing::info!(%addr, %admin_addr, tls = config.server.tls.is_some(), "portcullis listening");
+    tracing::info!(%addr, %admin_addr, tls = config.server.tls.is_some(), config_version = %config.version, audit = config.audit.is_enabled(), "portcullis listening");
     Ok(Running {
         revocations,
         addr,
         admin_addr,
         snapshot,
+        audit,
         shutdown,
+        drain_timeout: config.server.drain_timeout,
+        listeners,
+        tunnels,
+        cut,
         tasks,
+        writer,
     })
 }
 

@@ -117,7 +117,7 @@ pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explana
                     return Err(format!("cannot fetch keys for {}: {e}", source.label()));
                 }
             }
-            match snapshot.verifier.verify(&token).await.0 {
+            match snapshot.verifier.verify(&token).await.result {
                 Ok(claims) => claims,
                 Err(VerifyError::Invalid(reason)) => {
                     out.decision.verdict = Err(Rejection::InvalidToken(reason));

@@ -36,6 +36,13 @@ pub struct Metrics {
     key_failures: IntGaugeVec,
     ready: Gauge,
     policy_results: IntCounterVec,
+    connections: IntGaugeVec,
+    config_info: IntGaugeVec,
+    audit_records: IntCounter,
+    audit_queue_depth: IntGauge,
+    audit_dropped: IntCounterVec,
+    audit_sink_errors: IntCounterVec,
+    audit_sink_healthy: IntGauge,
 }
 
 /// How a request ended, for the metric labels.
@@ -47,7 +54,7 @@ pub enum DecisionLabel {
 }
 
 impl DecisionLabel {
-    fn label(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::Deny => "deny",
@@ -62,9 +69,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "gateway_requests_total",
-                "Requests by route, decision and reason.",
+                "Requests by route, decision, reason and identity kind.",
             ),
-            &["route", "decision", "reason"],
+            &["route", "decision", "reason", "kind"],
         )?;
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -97,38 +104,38 @@ impl Metrics {
         let key_refreshes = IntCounterVec::new(
             Opts::new(
                 "gateway_key_refreshes_total",
-                "Key set fetches by source and result.",
+                "Key set fetches by issuer (key source) and result.",
             ),
-            &["source", "result"],
+            &["issuer", "result"],
         )?;
         let key_refresh_suppressed = IntCounterVec::new(
             Opts::new(
                 "gateway_key_refresh_suppressed_total",
                 "Unknown-kid refreshes skipped because of the cooldown.",
             ),
-            &["source"],
+            &["issuer"],
         )?;
         let key_set_age = GaugeVec::new(
             Opts::new("gateway_key_set_age_seconds", "Age of the current key set."),
-            &["source"],
+            &["issuer"],
         )?;
         let key_count = IntGaugeVec::new(
             Opts::new("gateway_key_set_keys", "Keys in the current key set."),
-            &["source"],
+            &["issuer"],
         )?;
         let key_last_success = GaugeVec::new(
             Opts::new(
                 "gateway_key_refresh_last_success_timestamp_seconds",
                 "Time of the last successful key fetch.",
             ),
-            &["source"],
+            &["issuer"],
         )?;
         let key_failures = IntGaugeVec::new(
             Opts::new(
                 "gateway_key_refresh_consecutive_failures",
                 "Key fetches failed in a row.",
             ),
-            &["source"],
+            &["issuer"],
         )?;
         let ready = Gauge::new(
             "gateway_ready",
@@ -141,11 +148,58 @@ impl Metrics {
             ),
             &["policy", "result"],
         )?;
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "gateway_open_connections",
+                "Open client connections by protocol (http1, http2, websocket).",
+            ),
+            &["protocol"],
+        )?;
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "gateway_config_info",
+                "The active configuration: its version (digest of the file).",
+            ),
+            &["version"],
+        )?;
+        let audit_records = IntCounter::new(
+            "gateway_audit_records_total",
+            "Audit records written to the sink.",
+        )?;
+        let audit_queue_depth = IntGauge::new(
+            "gateway_audit_queue_depth",
+            "Audit records accepted and not yet written.",
+        )?;
+        let audit_dropped = IntCounterVec::new(
+            Opts::new(
+                "gateway_audit_records_dropped_total",
+                "Audit records not written, by reason (queue_full, sink_error).",
+            ),
+            &["reason"],
+        )?;
+        let audit_sink_errors = IntCounterVec::new(
+            Opts::new(
+                "gateway_audit_sink_errors_total",
+                "Failed writes to an audit sink.",
+            ),
+            &["sink"],
+        )?;
+        let audit_sink_healthy = IntGauge::new(
+            "gateway_audit_sink_healthy",
+            "1 while the last audit write succeeded (or audit is off).",
+        )?;
+        audit_sink_healthy.set(1);
         let build = IntGaugeVec::new(
             Opts::new("gateway_build_info", "Build information."),
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for protocol in ["http1", "http2", "websocket"] {
+            connections.with_label_values(&[protocol]);
+        }
+        for reason in ["queue_full", "sink_error"] {
+            audit_dropped.with_label_values(&[reason]);
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -161,6 +215,13 @@ impl Metrics {
             Box::new(key_failures.clone()),
             Box::new(ready.clone()),
             Box::new(policy_results.clone()),
+            Box::new(connections.clone()),
+            Box::new(config_info.clone()),
+            Box::new(audit_records.clone()),
+            Box::new(audit_queue_depth.clone()),
+            Box::new(audit_dropped.clone()),
+            Box::new(audit_sink_errors.clone()),
+            Box::new(audit_sink_healthy.clone()),
             Box::new(build),
         ] {
             registry.register(c)?;
@@ -182,16 +243,31 @@ impl Metrics {
             key_failures,
             ready,
             policy_results,
+            connections,
+            config_info,
+            audit_records,
+            audit_queue_depth,
+            audit_dropped,
+            audit_sink_errors,
+            audit_sink_healthy,
         })
     }
 
-    /// One finished request (response headers sent or refused).
-    pub fn request(&self, route: &str, decision: DecisionLabel, reason: &str, elapsed: Duration) {
+    /// One finished request (response headers sent or refused). `kind` is
+    /// the identity kind, or `none` without a verified token.
+    pub fn request(
+        &self,
+        route: &str,
+        decision: DecisionLabel,
+        reason: &str,
+        kind: &str,
+        elapsed: Duration,
+    ) {
         self.requests
-            .with_label_values(&[route, decision.label(), reason])
+            .with_label_values(&[route, decision.as_str(), reason, kind])
             .inc();
         self.request_duration
-            .with_label_values(&[route, decision.label()])
+            .with_label_values(&[route, decision.as_str()])
             .observe(elapsed.as_secs_f64());
     }
 
@@ -208,6 +284,35 @@ impl Metrics {
             .inc();
     }
 
+    /// An open connection of `protocol`; the gauge goes down when the
+    /// returned guard drops.
+    pub fn connection(&self, protocol: &'static str) -> OpenConnection {
+        let gauge = self.connections.with_label_values(&[protocol]);
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+
+    pub fn set_config_version(&self, version: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[version]).set(1);
+    }
+
+    pub fn audit_written(&self, n: u64) {
+        self.audit_records.inc_by(n);
+    }
+
+    pub fn audit_dropped(&self, reason: &str) {
+        self.audit_dropped.with_label_values(&[reason]).inc();
+    }
+
+    pub fn audit_sink_error(&self, sink: &str) {
+        self.audit_sink_errors.with_label_values(&[sink]).inc();
+    }
+
+    pub fn audit_sink_healthy(&self, healthy: bool) {
+        self.audit_sink_healthy.set(i64::from(healthy));
+    }
+
     pub fn in_flight(&self) -> &IntGauge {
         &self.in_flight
     }
@@ -221,7 +326,14 @@ impl Metrics {
     }
 
     /// Called at scrape time with point-in-time state.
-    pub fn observe_state(&self, keys: &[KeyStatus], cache_entries: u64, is_ready: bool) {
+    pub fn observe_state(
+        &self,
+        keys: &[KeyStatus],
+        cache_entries: u64,
+        is_ready: bool,
+        audit_queued: usize,
+    ) {
+        self.audit_queue_depth.set(audit_queued as i64);
         for k in keys {
             let l = [k.label.as_str()];
             self.key_count.with_label_values(&l).set(k.key_count as i64);
@@ -275,5 +387,14 @@ impl KeyObserver for Metrics {
         self.key_refresh_suppressed
             .with_label_values(&[source])
             .inc();
+    }
+}
+
+/// Keeps one connection counted in `gateway_open_connections`.
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -26,6 +26,9 @@ pub enum Rejection {
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
     KeysUnavailable,
+    /// The audit trail cannot record the request (its queue stayed full,
+    /// or its sink fails with `on_failure = "deny"`): 503 + Retry-After.
+    AuditUnavailable,
 }
 
 impl From<BearerError> for Rejection {
@@ -47,6 +50,7 @@ impl Rejection {
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
+            Self::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -61,7 +65,7 @@ impl Rejection {
                 ..
             }) => StatusCode::UNAUTHORIZED,
             Self::Denied(_) => StatusCode::FORBIDDEN,
-            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeysUnavailable | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -162,6 +166,7 @@ impl Challenges {
             ),
             Rejection::Denied(_) => (None, body::FORBIDDEN),
             Rejection::KeysUnavailable => (None, body::UNAVAILABLE),
+            Rejection::AuditUnavailable => (None, body::AUDIT_UNAVAILABLE),
         };
         let mut resp = Response::new(Bytes::from_static(body.as_bytes()));
         *resp.status_mut() = rejection.status();
@@ -172,8 +177,14 @@ impl Challenges {
         if let Some(c) = challenge {
             h.insert(WWW_AUTHENTICATE, c);
         }
-        if matches!(rejection, Rejection::KeysUnavailable) {
-            h.insert(RETRY_AFTER, HeaderValue::from_static("30"));
+        match rejection {
+            Rejection::KeysUnavailable => {
+                h.insert(RETRY_AFTER, HeaderValue::from_static("30"));
+            }
+            Rejection::AuditUnavailable => {
+                h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         resp
     }
@@ -192,6 +203,7 @@ mod body {
     pub const INSUFFICIENT_CLAIMS: &str = r#"{"error":{"code":"insufficient_claims","message":"Additional authentication is required."}}"#;
     pub const FORBIDDEN: &str = r#"{"error":{"code":"forbidden","message":"Access denied."}}"#;
     pub const UNAVAILABLE: &str = r#"{"error":{"code":"unavailable","message":"Token validation is temporarily unavailable."}}"#;
+    pub const AUDIT_UNAVAILABLE: &str = r#"{"error":{"code":"unavailable","message":"The gateway cannot record requests right now."}}"#;
 }
 
 #[cfg(test)]
@@ -228,6 +240,7 @@ mod tests {
             (Rejection::Denied(Denial::NoRoute), 403, None),
             (Rejection::BadPath, 400, None),
             (Rejection::KeysUnavailable, 503, None),
+            (Rejection::AuditUnavailable, 503, None),
         ];
         for (r, status, want) in cases {
             assert_eq!(r.status().as_u16(), *status, "{r:?}");

@@ -5,10 +5,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,7 +17,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{Metrics, OpenConnection};
 use crate::proxy::{Body, ClientConn};
 
 /// Connection-level settings.
@@ -25,19 +27,22 @@ use crate::proxy::{Body, ClientConn};
 pub struct ServeSettings {
     pub client_header_timeout: Duration,
     pub idle_timeout: Duration,
-    pub drain_timeout: Duration,
     /// HTTP/2 and upgrades on; the admin port turns them off.
     pub is_main: bool,
+    /// Counts open connections by protocol (the main listener).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
-/// Accepts connections until `shutdown` fires, then waits up to the drain
-/// timeout for open connections to finish their requests.
+/// Accepts connections until `shutdown` fires, then waits for open
+/// connections to finish their requests, or for `cut` (the drain timeout,
+/// kept by the caller) to end them.
 pub async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: H,
     settings: ServeSettings,
     mut shutdown: watch::Receiver<bool>,
+    cut: CancellationToken,
 ) where
     H: Fn(Request<Incoming>, ClientConn) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -63,10 +68,20 @@ pub async fn serve<H, F>(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let header_timeout = settings.client_header_timeout;
+        let cut = cut.clone();
+        let counted = settings.metrics.clone().map(|metrics| {
+            Arc::new(Counted {
+                metrics,
+                open: OnceLock::new(),
+            })
+        });
         tokio::spawn(async move {
             let is_tls = tls.is_some();
             let conn_info = ClientConn { peer, is_tls };
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
+                if let Some(c) = &counted {
+                    c.saw(req.version());
+                }
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler(req, conn_info).await) }
             });
@@ -74,7 +89,10 @@ pub async fn serve<H, F>(
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    tokio::select! {
+                        r = watcher.watch(conn.into_owned()) => r,
+                        () = cut.cancelled() => Ok(()),
+                    }
                 }
                 Some(acceptor) => {
                     // Why: the handshake is bounded like a request header, so a
@@ -90,7 +108,10 @@ pub async fn serve<H, F>(
                         };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    tokio::select! {
+                        r = watcher.watch(conn.into_owned()) => r,
+                        () = cut.cancelled() => Ok(()),
+                    }
                 }
             };
             if let Err(e) = result {
@@ -99,11 +120,25 @@ pub async fn serve<H, F>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
+    graceful.shutdown().await;
+}
+
+/// One connection's entry in `gateway_open_connections`, labelled by the
+/// protocol of its first request.
+struct Counted {
+    metrics: Arc<Metrics>,
+    open: OnceLock<OpenConnection>,
+}
+
+impl Counted {
+    fn saw(&self, version: Version) {
+        self.open.get_or_init(|| {
+            self.metrics.connection(if version == Version::HTTP_2 {
+                "http2"
+            } else {
+                "http1"
+            })
+        });
     }
 }
 

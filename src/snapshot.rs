@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub trusted_proxies: Vec<IpNet>,
     /// Every key source the verifier uses (for readiness and metrics).
     pub key_sources: Vec<Arc<KeySource>>,
+    /// The config's version (digest of its text), in records and metrics.
+    pub version: Arc<str>,
 }
 
 /// Shared by every key source: the key generation counter and the observer
@@ -85,6 +87,7 @@ impl Snapshot {
                 .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
             trusted_proxies: config.server.trusted_proxies.clone(),
             key_sources,
+            version: Arc::from(config.version.as_str()),
         })
     }
 

@@ -16,10 +16,13 @@ async fn health_readiness_and_metrics() {
         gw.admin_get("/healthz").await,
         (StatusCode::OK, "ok\n".to_owned())
     );
-    assert_eq!(
-        gw.admin_get("/readyz").await,
-        (StatusCode::OK, "{\"ready\":true}\n".to_owned())
-    );
+    let (status, body) = gw.admin_get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["audit"], "ok");
+    assert_eq!(ready["waiting_for_keys"], serde_json::json!([]));
+    assert_eq!(ready["config_version"].as_str().unwrap().len(), 12);
 
     assert_eq!(
         get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
@@ -41,22 +44,22 @@ async fn health_readiness_and_metrics() {
     );
     let metrics = text(resp).await;
     for line in [
-        "gateway_requests_total{decision=\"allow\",reason=\"allowed\",route=\"api\"} 1",
-        "gateway_requests_total{decision=\"deny\",reason=\"missing_token\",route=\"api\"} 1",
-        "gateway_requests_total{decision=\"deny\",reason=\"malformed\",route=\"api\"} 1",
+        "gateway_requests_total{decision=\"allow\",kind=\"user\",reason=\"allowed\",route=\"api\"} 1",
+        "gateway_requests_total{decision=\"deny\",kind=\"none\",reason=\"missing_token\",route=\"api\"} 1",
+        "gateway_requests_total{decision=\"deny\",kind=\"none\",reason=\"malformed\",route=\"api\"} 1",
         "gateway_request_duration_seconds_count{decision=\"allow\",route=\"api\"} 1",
         "gateway_upstream_duration_seconds_count{route=\"api\"} 1",
         "gateway_requests_in_flight 0",
-        "gateway_key_refreshes_total{result=\"updated\",source=\"idp\"} 1",
-        "gateway_key_set_keys{source=\"idp\"} 1",
-        "gateway_key_refresh_consecutive_failures{source=\"idp\"} 0",
+        "gateway_key_refreshes_total{issuer=\"idp\",result=\"updated\"} 1",
+        "gateway_key_set_keys{issuer=\"idp\"} 1",
+        "gateway_key_refresh_consecutive_failures{issuer=\"idp\"} 0",
         "gateway_ready 1",
         "gateway_build_info{version=\"",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
-    assert!(metrics.contains("gateway_key_set_age_seconds{source=\"idp\"}"));
-    assert!(metrics.contains("gateway_key_refresh_last_success_timestamp_seconds{source=\"idp\"}"));
+    assert!(metrics.contains("gateway_key_set_age_seconds{issuer=\"idp\"}"));
+    assert!(metrics.contains("gateway_key_refresh_last_success_timestamp_seconds{issuer=\"idp\"}"));
     // No label carries a subject, a path or a token.
     assert!(!metrics.contains("690222be") && !metrics.contains("/x\""));
 }

@@ -433,13 +433,13 @@ async fn entra_tenant_accepts_v1_and_v2_tokens() {
     let (_, metrics) = gw.admin_get("/metrics").await;
     assert!(
         metrics.contains(&format!(
-            "gateway_key_set_keys{{source=\"entra/{TENANT}/v1\"}} 1"
+            "gateway_key_set_keys{{issuer=\"entra/{TENANT}/v1\"}} 1"
         )),
         "{metrics}"
     );
     assert!(
         metrics.contains(&format!(
-            "gateway_key_set_keys{{source=\"entra/{TENANT}/v2\"}} 1"
+            "gateway_key_set_keys{{issuer=\"entra/{TENANT}/v2\"}} 1"
         )),
         "{metrics}"
     );

@@ -443,12 +443,13 @@ fn explain_errors_exit_2() {
 fn audit_verify_reports_intact_and_broken_chains() {
     let dir = temp_dir();
     let log = dir.join("audit.log");
-    let mut writer = portcullis::audit::ChainWriter::open(&log, 0, 0).unwrap();
+    let (mut file, mut chain) = portcullis::audit::AuditFile::open(&log, 0, 0).unwrap();
     for n in 0..3 {
         let record = serde_json::json!({"schema": "portcullis.audit/v1", "n": n});
-        writer.append(record.as_object().unwrap().clone()).unwrap();
+        let mut line = Vec::new();
+        chain.link(&serde_json::to_vec(&record).unwrap(), &mut line);
+        file.append(&line).unwrap();
     }
-    writer.flush().unwrap();
     let out = portcullis()
         .args(["audit", "verify"])
         .arg(&log)

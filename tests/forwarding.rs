@@ -329,7 +329,7 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
     let (_, metrics) = gw.admin_get("/metrics").await;
     assert!(
         metrics.contains(
-            "gateway_requests_total{decision=\"error\",reason=\"upstream_timeout\",route=\"api\"} 1"
+            "gateway_requests_total{decision=\"error\",kind=\"user\",reason=\"upstream_timeout\",route=\"api\"} 1"
         ),
         "{metrics}"
     );
@@ -337,11 +337,11 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
-    let (idp, upstream, gw) = default_stack().await;
+    let (idp, upstream, mut gw) = default_stack().await;
     let mut resp = get(&gw.url("/sse"), Some(&idp.token().sign())).await;
     let first = resp.body_mut().frame().await.unwrap().unwrap();
     assert!(first.is_data());
-    gw.running.shutdown();
+    gw.running().shutdown();
     // New connections are refused once the listener is closed...
     let refused = async {
         loop {
@@ -362,9 +362,13 @@ async fn shutdown_lets_in_flight_requests_finish() {
         .unwrap()
         .unwrap();
     assert!(rest.to_bytes().ends_with(b"data: [DONE]\n\n"));
-    tokio::time::timeout(Duration::from_secs(5), gw.running.join())
-        .await
-        .expect("drained");
+    let records = gw.stop().await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["path"] == "/sse" && r["end"] == "complete"),
+        "the drained stream's record is written before exit"
+    );
 }
 
 #[tokio::test]

@@ -78,7 +78,7 @@ async fn a_storm_of_random_kids_causes_at_most_one_fetch_per_cooldown() {
     );
     let (_, metrics) = gw.admin_get("/metrics").await;
     assert!(
-        metrics.contains("gateway_key_refresh_suppressed_total{source=\"idp\"}"),
+        metrics.contains("gateway_key_refresh_suppressed_total{issuer=\"idp\"}"),
         "{metrics}"
     );
     // Valid tokens are unaffected throughout.
@@ -110,7 +110,7 @@ async fn idp_down_at_start_means_not_ready_and_503() {
 
     // When the IdP comes back, the background retry loads the keys.
     idp.set_mode(JwksMode::Serving);
-    tokio::time::timeout(Duration::from_secs(10), gw.running.wait_ready())
+    tokio::time::timeout(Duration::from_secs(10), gw.running().wait_ready())
         .await
         .expect("keys loaded after recovery");
     assert_eq!(gw.admin_get("/readyz").await.0, StatusCode::OK);
@@ -139,11 +139,11 @@ async fn idp_down_later_keeps_the_last_good_keys() {
     assert_eq!(idp.fetch_count(), before, "down: nothing served");
     let (_, metrics) = gw.admin_get("/metrics").await;
     assert!(
-        metrics.contains("gateway_key_refreshes_total{result=\"error\",source=\"idp\"} 1"),
+        metrics.contains("gateway_key_refreshes_total{issuer=\"idp\",result=\"error\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("gateway_key_refresh_consecutive_failures{source=\"idp\"} 1"),
+        metrics.contains("gateway_key_refresh_consecutive_failures{issuer=\"idp\"} 1"),
         "{metrics}"
     );
     // Known keys keep working and the gateway stays ready.
@@ -176,7 +176,7 @@ async fn an_empty_jwks_never_replaces_a_good_one() {
     );
     let (_, metrics) = gw.admin_get("/metrics").await;
     assert!(
-        metrics.contains("gateway_key_set_keys{source=\"idp\"} 1"),
+        metrics.contains("gateway_key_set_keys{issuer=\"idp\"} 1"),
         "{metrics}"
     );
 }

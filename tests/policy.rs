@@ -119,7 +119,7 @@ async fn agents_are_governed_identities() {
     let (_, metrics) = gw.admin_get("/metrics").await;
     for reason in ["agent_not_allowed", "agent_expired", "agent_unregistered"] {
         let line = format!(
-            "gateway_requests_total{{decision=\"deny\",reason=\"{reason}\",route=\"chat\"}} 1"
+            "gateway_requests_total{{decision=\"deny\",kind=\"agent\",reason=\"{reason}\",route=\"chat\"}} 1"
         );
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
@@ -323,7 +323,7 @@ async fn revocation_applies_to_cached_tokens_on_the_next_request() {
         file.display()
     );
     let gw = TestGateway::start(&cfg).await;
-    let mut changes = gw.running.revocation_changes();
+    let mut changes = gw.running().revocation_changes();
     let token = idp.token().claim("uti", "revoke-me-123").sign();
     let other = idp.token().claim("uti", "keep-me-456").sign();
     for t in [&token, &token, &other] {

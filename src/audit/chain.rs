@@ -8,74 +8,120 @@
 //! first record on.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::digest::{SHA256, digest};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Hash of "nothing before": the `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Appends chained records to a file, rotating it by size.
-pub struct ChainWriter {
+/// The chain's state: the last `seq` and the hash of the last line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    seq: u64,
+    prev: String,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            prev: GENESIS.to_owned(),
+        }
+    }
+}
+
+impl Chain {
+    /// Turns an encoded JSON object into the next line of the chain: the
+    /// object with `seq` and `prev` appended, and a newline.
+    pub fn link(&mut self, object: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        // Why: the object ends with `}`; the chain fields go inside it.
+        let body = object.strip_suffix(b"}").unwrap_or(object);
+        out.extend_from_slice(body);
+        if body.len() > 1 {
+            out.push(b',');
+        }
+        self.seq += 1;
+        out.extend_from_slice(b"\"seq\":");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        out.extend_from_slice(b",\"prev\":\"");
+        out.extend_from_slice(self.prev.as_bytes());
+        out.extend_from_slice(b"\"}");
+        self.prev = hex(digest(&SHA256, &out[start..]).as_ref());
+        out.push(b'\n');
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// An append-only audit file, rotated by size: `audit.log` →
+/// `audit.log.1` → … → `audit.log.<keep>` (then dropped).
+pub struct AuditFile {
     path: PathBuf,
     file: File,
     size: u64,
     max_bytes: u64,
     keep: usize,
-    seq: u64,
-    prev: String,
 }
 
-impl ChainWriter {
-    /// Opens `path` for appending, continuing the chain of what it holds.
-    /// `max_bytes` = 0 disables rotation; `keep` rotated files are kept.
-    pub fn open(path: &Path, max_bytes: u64, keep: usize) -> io::Result<Self> {
-        let (seq, prev) = match File::open(path) {
-            Ok(f) => last_link(BufReader::new(f))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, GENESIS.to_owned()),
-            Err(e) => return Err(e),
-        };
+impl AuditFile {
+    /// Opens `path` for appending, and reads where its chain ends (the
+    /// last line's `seq` and hash) so that the chain continues.
+    pub fn open(path: &Path, max_bytes: u64, keep: usize) -> io::Result<(Self, Chain)> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let size = file.metadata()?.len();
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            size,
-            max_bytes,
-            keep,
-            seq,
-            prev,
-        })
+        let meta = file.metadata()?;
+        // Why: only a regular file has a chain to continue (not /dev/full,
+        // a FIFO or a terminal).
+        let chain = if meta.is_file() {
+            last_link(path, meta.len())?
+        } else {
+            Chain::default()
+        };
+        let size = if meta.is_file() { meta.len() } else { 0 };
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+                file,
+                size,
+                max_bytes,
+                keep,
+            },
+            chain,
+        ))
     }
 
-    /// Writes one record (an object) with `seq` and `prev` added, as one
-    /// line. Returns the record's hash. The caller flushes.
-    pub fn append(&mut self, mut record: Map<String, Value>) -> io::Result<String> {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends whole lines in one write. On failure the file is cut back
+    /// to where it was, so a retry never leaves half a record behind.
+    pub fn append(&mut self, lines: &[u8]) -> io::Result<()> {
         if self.max_bytes > 0 && self.size >= self.max_bytes {
             self.rotate()?;
         }
-        self.seq += 1;
-        record.insert("seq".into(), Value::from(self.seq));
-        record.insert("prev".into(), Value::String(self.prev.clone()));
-        let line = serde_json::to_string(&record).map_err(io::Error::other)?;
-        let hash = hex(digest(&SHA256, line.as_bytes()).as_ref());
-        self.file.write_all(line.as_bytes())?;
-        self.file.write_all(b"\n")?;
-        self.size += line.len() as u64 + 1;
-        self.prev.clone_from(&hash);
-        Ok(hash)
+        if let Err(e) = self.file.write_all(lines) {
+            if self.file.metadata().is_ok_and(|m| m.is_file()) {
+                let _ = self.file.set_len(self.size);
+            }
+            return Err(e);
+        }
+        self.size += lines.len() as u64;
+        Ok(())
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()?;
+    /// Forces written records to the disk.
+    pub fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
     }
 
-    /// `audit.log` → `audit.log.1` → … → `audit.log.<keep>` (dropped).
     fn rotate(&mut self) -> io::Result<()> {
-        self.flush()?;
+        self.sync()?;
         let rotated = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
         if self.keep == 0 {
             std::fs::remove_file(&self.path)?;
@@ -98,21 +144,35 @@ impl ChainWriter {
     }
 }
 
-/// The `seq` and hash of the last record in a file.
-fn last_link(reader: impl BufRead) -> io::Result<(u64, String)> {
-    let mut last = (0, GENESIS.to_owned());
-    for line in reader.lines() {
-        let line = line?;
-        if line.is_empty() {
-            continue;
-        }
-        let seq = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| v.get("seq").and_then(Value::as_u64))
-            .unwrap_or(last.0);
-        last = (seq, hex(digest(&SHA256, line.as_bytes()).as_ref()));
+/// Where the chain in a file ends: the last complete line's `seq` and
+/// hash. Reads only the file's tail.
+fn last_link(path: &Path, len: u64) -> io::Result<Chain> {
+    const TAIL: u64 = 1 << 20;
+    let mut file = File::open(path)?;
+    let from = len.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let text = match tail.iter().rposition(|b| *b == b'\n') {
+        // A torn last line (no newline) is not part of the chain.
+        Some(end) => &tail[..end],
+        None => return Ok(Chain::default()),
+    };
+    let last = text
+        .rsplit(|b| *b == b'\n')
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    if last.is_empty() || (from > 0 && last.len() == text.len()) {
+        return Ok(Chain::default());
     }
-    Ok(last)
+    let seq = serde_json::from_slice::<Value>(last)
+        .ok()
+        .and_then(|v| v.get("seq").and_then(Value::as_u64))
+        .unwrap_or(0);
+    Ok(Chain {
+        seq,
+        prev: hex(digest(&SHA256, last).as_ref()),
+    })
 }
 
 /// What a verification found.
@@ -202,7 +262,12 @@ pub fn verify(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -210,11 +275,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn record(n: u64) -> Map<String, Value> {
-        json!({"schema": "portcullis.audit/v1", "decision": "allow", "n": n})
-            .as_object()
+    fn record(n: u64) -> Vec<u8> {
+        serde_json::to_vec(&json!({"schema": "portcullis.audit/v1", "decision": "allow", "n": n}))
             .unwrap()
-            .clone()
+    }
+
+    /// Writes records `from..to` the way the audit writer does.
+    fn write(path: &Path, max_bytes: u64, keep: usize, records: std::ops::Range<u64>) {
+        let (mut file, mut chain) = AuditFile::open(path, max_bytes, keep).unwrap();
+        for n in records {
+            let mut line = Vec::new();
+            chain.link(&record(n), &mut line);
+            file.append(&line).unwrap();
+        }
+        file.sync().unwrap();
     }
 
     fn dir() -> PathBuf {
@@ -227,18 +301,9 @@ mod tests {
     fn a_written_chain_verifies_across_reopen_and_rotation() {
         let d = dir();
         let log = d.join("audit.log");
-        let mut w = ChainWriter::open(&log, 400, 5).unwrap();
-        for n in 0..5 {
-            w.append(record(n)).unwrap();
-        }
-        w.flush().unwrap();
-        drop(w);
+        write(&log, 400, 5, 0..5);
         // Reopening continues the chain.
-        let mut w = ChainWriter::open(&log, 400, 5).unwrap();
-        for n in 5..12 {
-            w.append(record(n)).unwrap();
-        }
-        w.flush().unwrap();
+        write(&log, 400, 5, 5..12);
         let mut files: Vec<PathBuf> = (1..=5)
             .rev()
             .map(|i| d.join(format!("audit.log.{i}")))
@@ -259,11 +324,7 @@ mod tests {
     fn removal_edits_and_reordering_are_found() {
         let d = dir();
         let log = d.join("audit.log");
-        let mut w = ChainWriter::open(&log, 0, 0).unwrap();
-        for n in 0..5 {
-            w.append(record(n)).unwrap();
-        }
-        w.flush().unwrap();
+        write(&log, 0, 0, 0..5);
         let lines: Vec<String> = std::fs::read_to_string(&log)
             .unwrap()
             .lines()

@@ -1,7 +1,11 @@
-//! Audit: one record per request, written off the request path, tamper
-//! evident. This module has the hash-chained writer and its verifier; the
-//! record schema and the queue come with the request-path wiring.
+//! Audit: one record per request, written off the request path by a
+//! dedicated writer, tamper evident. `record` is the schema, `chain` the
+//! hash chain and the rotating file, `writer` the queue and its thread.
 
 pub mod chain;
+pub mod record;
+mod writer;
 
-pub use chain::{ChainBreak, ChainWriter, GENESIS, Verified, verify};
+pub use chain::{AuditFile, Chain, ChainBreak, GENESIS, Verified, verify};
+pub use record::{End, Event, Record, RequestInfo, SCHEMA, UpstreamInfo};
+pub use writer::{AuditStatus, Auditor, Pending, Refused, WriterHandle, start};

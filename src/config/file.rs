@@ -30,6 +30,21 @@ pub struct FileConfig {
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
     pub revocation: Option<RevocationSourceFile>,
+    #[serde(default)]
+    pub audit: AuditFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    pub sink: Option<String>,
+    pub file: Option<String>,
+    pub max_file_bytes: Option<u64>,
+    pub keep_files: Option<usize>,
+    pub queue_capacity: Option<usize>,
+    pub overflow: Option<String>,
+    pub block_timeout: Option<String>,
+    pub on_failure: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

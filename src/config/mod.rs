@@ -37,6 +37,10 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// The revocation list, watched and applied on change.
     pub revocation_file: Option<PathBuf>,
+    pub audit: AuditConfig,
+    /// Digest of the file's text: names this generation in `/readyz`,
+    /// metrics and every audit record.
+    pub version: String,
     /// Problems that do not stop the gateway (orphaned agents); `check`
     /// prints them.
     pub warnings: Vec<ConfigError>,
@@ -149,6 +153,47 @@ pub enum PolicyGrant {
         /// Accepted `acr` values (v1 tokens; "1" = ISO/IEC 29115 level met).
         acr: Vec<String>,
     },
+}
+
+/// Where audit records go and what happens when they cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub stdout: bool,
+    pub file: Option<AuditFileConfig>,
+    /// Records waiting for the writer before new requests wait (or records
+    /// are dropped, with `overflow = "drop"`).
+    pub queue_capacity: usize,
+    pub overflow: AuditOverflow,
+    pub on_failure: AuditFailure,
+}
+
+impl AuditConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.stdout || self.file.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFileConfig {
+    pub path: PathBuf,
+    /// Rotate when the file reaches this size; 0 never rotates.
+    pub max_bytes: u64,
+    /// Rotated files kept (`audit.log.1` … `audit.log.N`).
+    pub keep: usize,
+}
+
+/// A full queue: wait for room (bounded, then 503), or drop and count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOverflow {
+    Block(Duration),
+    Drop,
+}
+
+/// A sink that cannot be written: refuse requests (503) or carry on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFailure {
+    Deny,
+    Allow,
 }
 
 #[derive(Debug, Clone)]
@@ -348,5 +393,13 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
             message: e.to_string().trim_end().to_owned(),
         }])
     })?;
-    validate::validate(file, base)
+    let mut config = validate::validate(file, base)?;
+    config.version = version(text);
+    Ok(config)
+}
+
+/// The first 12 hex digits of the SHA-256 of the config text.
+fn version(text: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
 }

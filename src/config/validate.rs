@@ -11,14 +11,15 @@ use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
 use super::file::{
-    AgentFile, FileConfig, IdentityFile, IdentityHeadersFile, IssuerFile, LocationFile,
+    AgentFile, AuditFile, FileConfig, IdentityFile, IdentityHeadersFile, IssuerFile, LocationFile,
     LoggingFile, PolicyFile, RouteFile, ServerFile, TokenCacheFile, UpstreamFile,
 };
 use super::{
-    AgentConfig, Assignments, Conditions, Config, ConfigError, ConfigErrors, IDENTITY_KINDS,
-    IdentityHeaders, IdentitySettings, IssuerAnchor, IssuerConfig, KeyFetchConfig, KeyLocation,
-    Location, LoggingConfig, PolicyConfig, PolicyGrant, PolicyState, RouteConfig, RouteMatch,
-    ServerConfig, TlsConfig, TokenCacheConfig, UpstreamConfig,
+    AgentConfig, Assignments, AuditConfig, AuditFailure, AuditFileConfig, AuditOverflow,
+    Conditions, Config, ConfigError, ConfigErrors, IDENTITY_KINDS, IdentityHeaders,
+    IdentitySettings, IssuerAnchor, IssuerConfig, KeyFetchConfig, KeyLocation, Location,
+    LoggingConfig, PolicyConfig, PolicyGrant, PolicyState, RouteConfig, RouteMatch, ServerConfig,
+    TlsConfig, TokenCacheConfig, UpstreamConfig,
 };
 
 /// The public Entra authority.
@@ -47,6 +48,25 @@ impl Errors {
                     path,
                     format!("invalid duration {text:?}: {e} (use e.g. \"30s\", \"5m\")"),
                 );
+                default
+            }
+        }
+    }
+
+    /// One of a fixed set of words, or the default when absent.
+    fn choice<T: Copy>(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(text) = value else { return default };
+        match options.iter().find(|(name, _)| *name == text) {
+            Some((_, v)) => *v,
+            None => {
+                let names: Vec<String> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
+                self.push(path, format!("{text:?} is not one of {}", names.join(", ")));
                 default
             }
         }
@@ -143,6 +163,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let revocation_file = file
         .revocation
         .map(|r| existing_file(&mut errs, "revocation.file", &r.file, base));
+    let audit = audit(&mut errs, file.audit, base);
     match (errs.0.is_empty(), upstream) {
         (true, Some(upstream)) => Ok(Config {
             server,
@@ -157,6 +178,8 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             agents,
             policies,
             revocation_file,
+            audit,
+            version: String::new(),
             warnings,
         }),
         _ => Err(ConfigErrors(errs.0)),
@@ -683,17 +706,12 @@ fn identity_headers(errs: &mut Errors, f: IdentityHeadersFile) -> IdentityHeader
 }
 
 fn logging(errs: &mut Errors, f: LoggingFile) -> LoggingConfig {
-    let json = match f.format.as_deref() {
-        None | Some("text") => false,
-        Some("json") => true,
-        Some(other) => {
-            errs.push(
-                "logging.format",
-                format!("{other:?} is not \"text\" or \"json\""),
-            );
-            false
-        }
-    };
+    let json = errs.choice(
+        "logging.format",
+        f.format.as_deref(),
+        &[("text", false), ("json", true)],
+        false,
+    );
     let level = f.level.unwrap_or_else(|| "info".to_owned());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
         errs.push(
@@ -705,28 +723,18 @@ fn logging(errs: &mut Errors, f: LoggingFile) -> LoggingConfig {
 }
 
 fn identity(errs: &mut Errors, f: IdentityFile) -> IdentitySettings {
-    let allow_unregistered_agents = match f.unregistered_agents.as_deref() {
-        None | Some("deny") => false,
-        Some("allow") => true,
-        Some(other) => {
-            errs.push(
-                "identity.unregistered_agents",
-                format!("{other:?} is not \"deny\" or \"allow\""),
-            );
-            false
-        }
-    };
-    let deny_on_groups_overage = match f.groups_overage.as_deref() {
-        None | Some("deny") => true,
-        Some("ignore") => false,
-        Some(other) => {
-            errs.push(
-                "identity.groups_overage",
-                format!("{other:?} is not \"deny\" or \"ignore\""),
-            );
-            true
-        }
-    };
+    let allow_unregistered_agents = errs.choice(
+        "identity.unregistered_agents",
+        f.unregistered_agents.as_deref(),
+        &[("deny", false), ("allow", true)],
+        false,
+    );
+    let deny_on_groups_overage = errs.choice(
+        "identity.groups_overage",
+        f.groups_overage.as_deref(),
+        &[("deny", true), ("ignore", false)],
+        true,
+    );
     IdentitySettings {
         allow_unregistered_agents,
         deny_on_groups_overage,
@@ -1163,6 +1171,102 @@ fn anchors(
         }
     }
     Some(out)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Sink {
+    Off,
+    Stdout,
+    File,
+    Both,
+}
+
+fn audit(errs: &mut Errors, f: AuditFile, base: &Path) -> AuditConfig {
+    let sink = errs.choice(
+        "audit.sink",
+        f.sink.as_deref(),
+        &[
+            ("stdout", Sink::Stdout),
+            ("file", Sink::File),
+            ("both", Sink::Both),
+            ("off", Sink::Off),
+        ],
+        Sink::Stdout,
+    );
+    let wants_file = matches!(sink, Sink::File | Sink::Both);
+    let file = match (wants_file, f.file) {
+        (true, Some(path)) => {
+            let path = base.join(path);
+            match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => errs.push(
+                    "audit.file",
+                    format!("directory {} does not exist", dir.display()),
+                ),
+                _ => {}
+            }
+            Some(AuditFileConfig {
+                path,
+                max_bytes: f.max_file_bytes.unwrap_or(100 * 1024 * 1024),
+                keep: f.keep_files.unwrap_or(10),
+            })
+        }
+        (true, None) => {
+            errs.push("audit.file", "required when sink is \"file\" or \"both\"");
+            None
+        }
+        (false, Some(_)) => {
+            errs.push(
+                "audit.file",
+                "set sink = \"file\" or \"both\" to write records to a file",
+            );
+            None
+        }
+        (false, None) => None,
+    };
+    if !wants_file && (f.max_file_bytes.is_some() || f.keep_files.is_some()) {
+        errs.push(
+            "audit",
+            "max_file_bytes and keep_files apply to a file sink only",
+        );
+    }
+    let queue_capacity = f.queue_capacity.unwrap_or(8192);
+    if !(1..=1_000_000).contains(&queue_capacity) {
+        errs.push("audit.queue_capacity", "must be between 1 and 1000000");
+    }
+    let block = errs.choice(
+        "audit.overflow",
+        f.overflow.as_deref(),
+        &[("block", true), ("drop", false)],
+        true,
+    );
+    let overflow = if block {
+        AuditOverflow::Block(errs.duration(
+            "audit.block_timeout",
+            f.block_timeout.as_deref(),
+            secs(1),
+        ))
+    } else {
+        if f.block_timeout.is_some() {
+            errs.push(
+                "audit.block_timeout",
+                "applies to overflow = \"block\" only",
+            );
+        }
+        AuditOverflow::Drop
+    };
+    let on_failure = errs.choice(
+        "audit.on_failure",
+        f.on_failure.as_deref(),
+        &[("deny", AuditFailure::Deny), ("allow", AuditFailure::Allow)],
+        AuditFailure::Deny,
+    );
+    AuditConfig {
+        stdout: matches!(sink, Sink::Stdout | Sink::Both),
+        file,
+        queue_capacity,
+        overflow,
+        on_failure,
+    }
 }
 
 fn existing_file(errs: &mut Errors, path: &str, value: &str, base: &Path) -> std::path::PathBuf {

@@ -10,13 +10,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::Body;
+use super::tunnel::Upgrade;
 use crate::config::UpstreamConfig;
 use crate::policy::Grant;
 use crate::snapshot::Snapshot;
@@ -104,16 +104,26 @@ pub struct ClientConn {
     pub is_tls: bool,
 }
 
+/// The upstream's answer to a forwarded request.
+pub struct Forwarded {
+    /// Streaming; the upstream's hop-by-hop headers removed.
+    pub response: Response<Body>,
+    /// Time to the upstream's response headers.
+    pub elapsed: Duration,
+    /// Set when the upstream switched protocols: the tunnel to run.
+    pub upgrade: Option<Upgrade>,
+}
+
 /// Forwards the request and returns the upstream's response, streaming.
 pub async fn forward(
     upstream: &Upstream,
     snapshot: &Snapshot,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     grant: &Grant,
     rewritten_path: Option<String>,
     conn: ClientConn,
     request_id: &HeaderValue,
-) -> Result<(Response<Body>, Duration), ForwardError> {
+) -> Result<Forwarded, ForwardError> {
     let is_upgrade = is_upgrade_request(&req);
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -173,7 +183,7 @@ pub async fn forward(
         parts.headers.insert(header::HOST, host);
     }
 
-    let outbound = Request::from_parts(parts, body.map_err(Into::into).boxed());
+    let outbound = Request::from_parts(parts, body);
     let started = Instant::now();
     let mut resp =
         match tokio::time::timeout(upstream.response_timeout, upstream.client.request(outbound))
@@ -186,39 +196,26 @@ pub async fn forward(
             Ok(Err(e)) => return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e))),
             Ok(Ok(resp)) => resp,
         };
-    let upstream_elapsed = started.elapsed();
+    let elapsed = started.elapsed();
 
+    let mut upgrade = None;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        if let Some(client) = client_upgrade {
+            upgrade = Some(Upgrade {
+                client,
+                upstream: hyper::upgrade::on(&mut resp),
+            });
         }
     } else {
         strip_hop_by_hop(resp.headers_mut());
     }
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
-    Ok((
-        resp.map(|b| b.map_err(Into::into).boxed()),
-        upstream_elapsed,
-    ))
-}
-
-/// Copies bytes both ways between the upgraded client and upstream
-/// connections until either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade did not complete");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "tunnel closed with an error");
-    }
+    Ok(Forwarded {
+        response: resp.map(|b| b.map_err(Into::into).boxed()),
+        elapsed,
+        upgrade,
+    })
 }
 
 fn is_upgrade_request<B>(req: &Request<B>) -> bool {

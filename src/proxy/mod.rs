@@ -1,31 +1,42 @@
 //! The gateway service: one request, one snapshot, one outcome, observed
-//! once. [`Gateway::handle`] is what `serve` calls for every request.
+//! once (metrics, audit record). [`Gateway::handle`] is what `serve` calls
+//! for every request.
 
+mod audited;
 mod forward;
 pub mod pipeline;
+mod tunnel;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::header::{CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICATE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use forward::{ClientConn, ForwardError, Upstream, strip_hop_by_hop};
 
+use crate::audit::{Auditor, Pending, Record, RequestInfo, UpstreamInfo};
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::rejection::Rejection;
 use crate::revocation::Revocations;
 use crate::snapshot::Snapshot;
 use crate::token::CacheUse;
+use pipeline::Decision;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body: a static rejection or a streamed upstream body.
 pub type Body = BoxBody<Bytes, BoxError>;
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A body from bytes in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -41,6 +52,21 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     upstream: Upstream,
     revocations: Arc<Revocations>,
+    /// `None` when audit is off.
+    auditor: Option<Auditor>,
+    /// Upgraded connections, tracked so that shutdown can wait for them.
+    tunnels: TaskTracker,
+    /// Cancelled when shutdown cuts what the drain did not finish.
+    cut: CancellationToken,
+}
+
+/// How one request went, before it is observed.
+struct Outcome {
+    response: Response<Body>,
+    label: DecisionLabel,
+    reason: &'static str,
+    upstream: Option<UpstreamInfo>,
+    upgrade: Option<tunnel::Upgrade>,
 }
 
 impl Gateway {
@@ -49,19 +75,24 @@ impl Gateway {
         metrics: Arc<Metrics>,
         upstream: Upstream,
         revocations: Arc<Revocations>,
+        auditor: Option<Auditor>,
+        tunnels: TaskTracker,
+        cut: CancellationToken,
     ) -> Self {
         Self {
             snapshot,
             metrics,
             upstream,
             revocations,
+            auditor,
+            tunnels,
+            cut,
         }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
         let request_id = request_id(&req);
-        let span =
-            tracing::debug_span!("request", request_id = ?request_id, method = %req.method());
+        let span = tracing::info_span!("request", request_id = ?request_id);
         self.handle_in_span(req, conn, request_id)
             .instrument(span)
             .await
@@ -81,84 +112,232 @@ impl Gateway {
         let _in_flight = InFlight::enter(self.metrics.in_flight());
 
         let (parts, body) = req.into_parts();
+        let client_ip = pipeline::client_ip(&parts, conn, &snapshot.trusted_proxies);
+        // Why: begun before anything can fail or be abandoned, so that
+        // every request that reached us leaves exactly one record.
+        let mut pending = self.auditor.as_ref().map(|a| {
+            a.begin(Record::new(
+                request_info(&parts, &request_id, client_ip),
+                snapshot.version.clone(),
+            ))
+        });
+        let mut decision = Decision::pending();
+        let outcome = match &self.auditor {
+            Some(a) if a.admit().await.is_err() => {
+                decision.verdict = Err(Rejection::AuditUnavailable);
+                self.reject(&snapshot, &decision, &request_id)
+            }
+            _ => {
+                self.decide_and_forward(
+                    &snapshot,
+                    parts,
+                    body,
+                    conn,
+                    client_ip,
+                    &request_id,
+                    &mut decision,
+                    pending.as_mut(),
+                )
+                .await
+            }
+        };
+        self.observe(&decision, &outcome, started);
+        let Outcome {
+            response,
+            label,
+            reason,
+            upstream,
+            upgrade,
+        } = outcome;
+        let Some(mut pending) = pending else {
+            if let Some(upgrade) = upgrade {
+                self.spawn_tunnel(upgrade, None);
+            }
+            return response;
+        };
+        if let Some(r) = pending.record() {
+            r.status = Some(response.status().as_u16());
+            r.challenge = response.headers().get(WWW_AUTHENTICATE).cloned();
+            r.stream = is_event_stream(&response);
+            r.label = label;
+            r.reason = reason;
+            r.upstream = upstream;
+            r.decision = Some(decision);
+        }
+        if let Some(upgrade) = upgrade {
+            let close = pending.fork(|r| r.event = crate::audit::Event::TunnelClose);
+            self.spawn_tunnel(upgrade, close);
+        }
+        response.map(|body| audited::Audited::new(body, pending).boxed())
+    }
+
+    /// The auth pipeline, then forwarding what it admits.
+    #[allow(clippy::too_many_arguments)] // reason: one call site; the request's pieces
+    async fn decide_and_forward(
+        &self,
+        snapshot: &Snapshot,
+        parts: Parts,
+        body: Incoming,
+        conn: ClientConn,
+        client_ip: std::net::IpAddr,
+        request_id: &HeaderValue,
+        decision: &mut Decision,
+        pending: Option<&mut Pending>,
+    ) -> Outcome {
         let revoked = self.revocations.current().clone();
         let circumstances = pipeline::Circumstances {
-            client_ip: pipeline::client_ip(&parts, conn, &snapshot.trusted_proxies),
+            client_ip,
             now: std::time::SystemTime::now(),
             revoked: &revoked,
         };
-        let (decision, admitted) = pipeline::admit(&snapshot, &parts, circumstances).await;
+        let (decided, admitted) = pipeline::admit(snapshot, &parts, circumstances).await;
+        *decision = decided;
+        let Some(admitted) = admitted else {
+            return self.reject(snapshot, decision, request_id);
+        };
+        // Only a path that normalization changed needs rebuilding.
+        let rewritten = match admitted.path {
+            std::borrow::Cow::Owned(p) => Some(p),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let grant = admitted.grant;
+        let body = match pending {
+            Some(p) => audited::Metered::new(body, p.count_bytes_in()).boxed(),
+            None => body.map_err(Into::into).boxed(),
+        };
+        let req = Request::from_parts(parts, body);
+        match forward::forward(
+            &self.upstream,
+            snapshot,
+            req,
+            &grant,
+            rewritten,
+            conn,
+            request_id,
+        )
+        .await
+        {
+            Ok(forwarded) => {
+                self.metrics
+                    .upstream_answered(grant.route().name(), forwarded.elapsed);
+                Outcome {
+                    upstream: Some(UpstreamInfo {
+                        status: Some(forwarded.response.status().as_u16()),
+                        duration: Some(forwarded.elapsed),
+                        error: None,
+                    }),
+                    response: forwarded.response,
+                    label: DecisionLabel::Allow,
+                    reason: decision.reason(),
+                    upgrade: forwarded.upgrade,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, route = grant.route().name(), "forwarding failed");
+                Outcome {
+                    response: forward::error_response(&e, request_id),
+                    label: DecisionLabel::Error,
+                    reason: e.reason(),
+                    upstream: Some(UpstreamInfo {
+                        status: None,
+                        duration: None,
+                        error: Some(e.to_string()),
+                    }),
+                    upgrade: None,
+                }
+            }
+        }
+    }
+
+    /// The answer to a request the pipeline (or the audit trail) refused.
+    fn reject(
+        &self,
+        snapshot: &Snapshot,
+        decision: &Decision,
+        request_id: &HeaderValue,
+    ) -> Outcome {
+        // A decision without a rejection cannot reach here; deny anyway.
+        let fallback = Rejection::Denied(crate::policy::Denial::NoRoute);
+        let rejection = decision.verdict.as_ref().err().unwrap_or(&fallback);
+        let mut response = snapshot
+            .challenges
+            .respond(rejection, decision.route.as_deref())
+            .map(full);
+        response
+            .headers_mut()
+            .insert(forward::X_REQUEST_ID.clone(), request_id.clone());
+        Outcome {
+            response,
+            label: if rejection.status().is_server_error() {
+                DecisionLabel::Error
+            } else {
+                DecisionLabel::Deny
+            },
+            reason: rejection.reason(),
+            upstream: None,
+            upgrade: None,
+        }
+    }
+
+    /// Metrics for one request, counted once.
+    fn observe(&self, decision: &Decision, outcome: &Outcome, started: Instant) {
         if let Some(cache) = decision.cache.filter(|c| *c != CacheUse::Off) {
             self.metrics.token_cache(cache == CacheUse::Hit);
         }
-        for outcome in &decision.policies {
-            self.metrics
-                .policy_result(&outcome.policy, outcome.result.as_str());
+        for o in &decision.policies {
+            self.metrics.policy_result(&o.policy, o.result.as_str());
         }
-        let route_label = decision.route.as_ref().map_or("unmatched", |r| r.name());
-        let (resp, label, reason) = match (admitted, &decision.verdict) {
-            (Some(admitted), _) => {
-                // Only a path that normalization changed needs rebuilding.
-                let rewritten = match admitted.path {
-                    std::borrow::Cow::Owned(p) => Some(p),
-                    std::borrow::Cow::Borrowed(_) => None,
-                };
-                let grant = admitted.grant;
-                let req = Request::from_parts(parts, body);
-                match forward::forward(
-                    &self.upstream,
-                    &snapshot,
-                    req,
-                    &grant,
-                    rewritten,
-                    conn,
-                    &request_id,
-                )
-                .await
-                {
-                    Ok((resp, upstream_elapsed)) => {
-                        self.metrics
-                            .upstream_answered(grant.route().name(), upstream_elapsed);
-                        (resp, DecisionLabel::Allow, decision.reason())
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, route = grant.route().name(), "forwarding failed");
-                        (
-                            forward::error_response(&e, &request_id),
-                            DecisionLabel::Error,
-                            e.reason(),
-                        )
-                    }
-                }
-            }
-            (None, Err(rejection)) => {
-                let mut resp = snapshot
-                    .challenges
-                    .respond(rejection, decision.route.as_deref())
-                    .map(full);
-                resp.headers_mut()
-                    .insert(forward::X_REQUEST_ID.clone(), request_id);
-                let label = if rejection.status().is_server_error() {
-                    DecisionLabel::Error
-                } else {
-                    DecisionLabel::Deny
-                };
-                (resp, label, decision.reason())
-            }
-            (None, Ok(())) => {
-                // Unreachable by construction: no admission means a rejection.
-                let rejection = Rejection::Denied(crate::policy::Denial::NoRoute);
-                (
-                    snapshot.challenges.respond(&rejection, None).map(full),
-                    DecisionLabel::Deny,
-                    rejection.reason(),
-                )
-            }
-        };
-        self.metrics
-            .request(route_label, label, reason, started.elapsed());
-        resp
+        let route = decision.route.as_ref().map_or("unmatched", |r| r.name());
+        let kind = decision
+            .identity
+            .as_ref()
+            .map_or("none", |c| c.kind().as_str());
+        self.metrics.request(
+            route,
+            outcome.label,
+            outcome.reason,
+            kind,
+            started.elapsed(),
+        );
     }
+
+    fn spawn_tunnel(&self, upgrade: tunnel::Upgrade, record: Option<Pending>) {
+        let open = self.metrics.connection("websocket");
+        self.tunnels
+            .spawn(tunnel::run(upgrade, record, self.cut.clone(), open));
+    }
+}
+
+/// What the audit record keeps of the request line and headers.
+fn request_info(
+    parts: &Parts,
+    request_id: &HeaderValue,
+    client_ip: std::net::IpAddr,
+) -> RequestInfo {
+    let host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    RequestInfo {
+        time: std::time::SystemTime::now(),
+        request_id: request_id.clone(),
+        traceparent: parts.headers.get(&TRACEPARENT).cloned(),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        host,
+        version: parts.version,
+        client_ip,
+        user_agent: parts.headers.get(USER_AGENT).cloned(),
+    }
+}
+
+fn is_event_stream<B>(response: &Response<B>) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// Counts one request in flight for as long as it lives.

@@ -19,7 +19,9 @@ use crate::policy::{
 };
 use crate::rejection::Rejection;
 use crate::snapshot::Snapshot;
-use crate::token::{CacheUse, TokenError, VerifiedClaims, VerifyError, extract_bearer};
+use crate::token::{
+    CacheUse, TokenDigest, TokenError, VerifiedClaims, VerifyError, extract_bearer,
+};
 
 /// A request that may be forwarded, with its normalized path.
 pub struct Admitted<'a> {
@@ -31,10 +33,15 @@ pub struct Admitted<'a> {
 /// stable reason, the route, the verified identity, the registered agent and
 /// every policy result. Metrics count it, `explain` prints it, and the audit
 /// record carries it.
+#[derive(Debug, Clone)]
 pub struct Decision {
     pub verdict: Result<(), Rejection>,
     pub route: Option<Arc<Route>>,
+    /// The matched route's parameters, e.g. `deployment`.
+    pub params: Vec<(String, String)>,
     pub cache: Option<CacheUse>,
+    /// SHA-256 of the token, for the audit record (never the token).
+    pub token_digest: Option<TokenDigest>,
     /// The verified identity, also when the request is then denied.
     pub identity: Option<Arc<VerifiedClaims>>,
     pub agent: Option<Arc<Agent>>,
@@ -47,7 +54,9 @@ impl Decision {
         Self {
             verdict: Ok(()),
             route: None,
+            params: Vec::new(),
             cache: None,
+            token_digest: None,
             identity: None,
             agent: None,
             policies: Vec::new(),
@@ -128,16 +137,24 @@ async fn admit_steps<'a>(
     let matched = snapshot
         .routes
         .find(&parts.method, request_host(parts), &path);
-    facts.route = matched.as_ref().map(|m| m.route.clone());
+    if let Some(m) = &matched {
+        facts.route = Some(m.route.clone());
+        facts.params = m
+            .params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    }
     if let Some(grant) = matched.as_ref().and_then(|m| policy::admit_public(m.route)) {
         return Ok(Admitted { grant, path });
     }
     // Why: the token is checked even when no route matches, so that callers
     // without a valid token cannot map which paths exist (401 before 403).
     let token = extract_bearer(&parts.headers, parts.uri.query())?;
-    let (verified, cache) = snapshot.verifier.verify(token).await;
-    facts.cache = Some(cache);
-    let claims = verified.map_err(|e| match e {
+    let verification = snapshot.verifier.verify(token).await;
+    facts.cache = Some(verification.cache);
+    facts.token_digest = verification.digest;
+    let claims = verification.result.map_err(|e| match e {
         VerifyError::Invalid(reason) => Rejection::InvalidToken(reason),
         VerifyError::KeysUnavailable => Rejection::KeysUnavailable,
     })?;

@@ -10,11 +10,11 @@ mod extract;
 mod identity;
 mod verify;
 
-pub use cache::TokenCache;
+pub use cache::{TokenCache, TokenDigest};
 pub use claims::{Groups, VerifiedClaims};
 pub use extract::{BearerError, extract_bearer};
 pub use identity::IdentityKind;
-pub use verify::{CacheUse, IssuerTrust, Verifier, VerifyError};
+pub use verify::{CacheUse, IssuerTrust, Verification, Verifier, VerifyError};
 
 /// Why a token was refused. The same word appears in the metric label, the
 /// audit record and the tests.

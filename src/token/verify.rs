@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::Deserialize;
 
 use super::TokenError;
-use super::cache::TokenCache;
+use super::cache::{TokenCache, TokenDigest};
 use super::claims::{RawClaims, VerifiedClaims};
 use crate::keys::{KeyLookup, KeySource};
 
@@ -39,6 +39,14 @@ pub enum CacheUse {
     Hit,
     Miss,
     Off,
+}
+
+/// The outcome of one [`Verifier::verify`].
+pub struct Verification {
+    pub result: Result<Arc<VerifiedClaims>, VerifyError>,
+    pub cache: CacheUse,
+    /// SHA-256 of the token (not computed for an oversize one).
+    pub digest: Option<TokenDigest>,
 }
 
 /// Everything needed to verify tokens bearing one exact `iss`.
@@ -150,33 +158,44 @@ impl Verifier {
     }
 
     /// Verifies `token` now. Cache hits skip the signature check but not the
-    /// expiry check. Also says how the cache was used, for metrics.
-    pub async fn verify(
-        &self,
-        token: &str,
-    ) -> (Result<Arc<VerifiedClaims>, VerifyError>, CacheUse) {
+    /// expiry check. Also says how the cache was used, for metrics, and the
+    /// token's digest, for the audit record.
+    pub async fn verify(&self, token: &str) -> Verification {
         // Why: refuse oversize input before spending anything on it.
         if token.len() > self.max_token_size {
-            return (Err(TokenError::Oversize.into()), CacheUse::Off);
+            return Verification {
+                result: Err(TokenError::Oversize.into()),
+                cache: CacheUse::Off,
+                digest: None,
+            };
         }
         let now = unix_now();
         let generation = self.key_generation.load(Ordering::Acquire);
-        let Some(cache) = &self.cache else {
-            return (
-                self.verify_uncached(token).await.map(|(c, _)| Arc::new(c)),
-                CacheUse::Off,
-            );
-        };
         let digest = TokenCache::digest(token);
+        let Some(cache) = &self.cache else {
+            return Verification {
+                result: self.verify_uncached(token).await.map(|(c, _)| Arc::new(c)),
+                cache: CacheUse::Off,
+                digest: Some(digest),
+            };
+        };
         if let Some(claims) = cache.get(&digest, generation, now) {
-            return (Ok(claims), CacheUse::Hit);
+            return Verification {
+                result: Ok(claims),
+                cache: CacheUse::Hit,
+                digest: Some(digest),
+            };
         }
         let result = self.verify_uncached(token).await.map(|(claims, skew)| {
             let claims = Arc::new(claims);
             cache.insert(digest, claims.clone(), generation, now, skew);
             claims
         });
-        (result, CacheUse::Miss)
+        Verification {
+            result,
+            cache: CacheUse::Miss,
+            digest: Some(digest),
+        }
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<(VerifiedClaims, u64), VerifyError> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // reason: each test binary uses a different part of this module
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: fixtures; a failure here is a test failure
 
+pub mod secrets;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -153,23 +154,40 @@ impl TokenBuilder {
         self
     }
     pub fn sign(&self) -> String {
-        self.key.sign_with(&self.header, &self.claims)
+        let token = self.key.sign_with(&self.header, &self.claims);
+        secrets::remember(&token);
+        token
     }
 }
 
-/// The real gateway, started in-process from config text.
+/// The real gateway, started in-process from config text. Unless the
+/// config says otherwise, it audits to `audit.jsonl` in its directory; on
+/// drop, that file and every log line so far are scanned for any token or
+/// Authorization value a test sent.
 pub struct TestGateway {
-    pub running: Running,
+    /// `None` once [`TestGateway::stop`] took it.
+    running: Option<Running>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     dir: PathBuf,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let audit = std::fs::read_to_string(self.audit_path()).unwrap_or_default();
+        secrets::assert_absent("audit records", &audit);
+        secrets::assert_logs_clean();
+    }
 }
 
 impl TestGateway {
     /// Starts the gateway and waits until every issuer's keys are loaded.
     pub async fn start(config: &str) -> Self {
         let gw = Self::start_unready(config).await;
-        tokio::time::timeout(Duration::from_secs(10), gw.running.wait_ready())
+        tokio::time::timeout(Duration::from_secs(10), gw.running().wait_ready())
             .await
             .expect("keys loaded");
         gw
@@ -177,14 +195,20 @@ impl TestGateway {
 
     /// Starts the gateway without waiting for keys.
     pub async fn start_unready(config: &str) -> Self {
+        secrets::capture_logs();
         let dir = temp_dir();
+        let text = if config.contains("[audit]") {
+            config.to_owned()
+        } else {
+            format!("{config}\n[audit]\nsink = \"file\"\nfile = \"audit.jsonl\"\n")
+        };
         let config =
-            portcullis::config::parse(config, &dir).unwrap_or_else(|e| panic!("config: {e}"));
+            portcullis::config::parse(&text, &dir).unwrap_or_else(|e| panic!("config: {e}"));
         let running = portcullis::app::start(config).await.unwrap();
         Self {
             addr: running.addr,
             admin: running.admin_addr,
-            running,
+            running: Some(running),
             dir,
         }
     }
@@ -195,6 +219,37 @@ impl TestGateway {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// Shuts down as SIGTERM does (drain, cut, flush the audit trail) and
+    /// returns every audit record.
+    pub async fn stop(&mut self) -> Vec<Value> {
+        let running = self.running.take().expect("running");
+        running.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), running.join())
+            .await
+            .expect("stopped in time");
+        read_records(&self.audit_path())
+    }
+
+    /// The default audit file (see [`TestGateway`]).
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.join("audit.jsonl")
+    }
+
+    /// Waits until at least `n` records are written, then returns every
+    /// record in the audit file.
+    pub async fn audit_records(&self, n: u64) -> Vec<Value> {
+        let mut written = self.running().audit().expect("audit is on").written();
+        tokio::time::timeout(Duration::from_secs(10), written.wait_for(|w| *w >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} audit records in time"))
+            .unwrap();
+        read_records(&self.audit_path())
     }
 
     /// `GET` on the admin port, body as text.
@@ -283,7 +338,19 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// Every record of a JSON Lines file.
+pub fn read_records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 pub async fn send(req: Request<Full<Bytes>>) -> Response<hyper::body::Incoming> {
+    for v in req.headers().get_all("authorization") {
+        secrets::remember(&String::from_utf8_lossy(v.as_bytes()));
+    }
     tokio::time::timeout(Duration::from_secs(20), client().request(req))
         .await
         .expect("response in time")

@@ -1,0 +1,463 @@
+//! The audit queue and its writer thread.
+//!
+//! Requests hand finished [`Record`]s to an unbounded channel and never
+//! block on I/O. The bound is applied where a request can still be told
+//! no: [`Auditor::admit`] waits (up to `block_timeout`) while the queue
+//! holds `queue_capacity` records, then refuses; with `overflow = "drop"` a
+//! record that finds the queue full is dropped and counted instead. Records
+//! of admitted requests are always queued, so the queue can exceed its
+//! capacity by at most the requests in flight.
+//!
+//! One OS thread encodes, chains and writes records in batches (one
+//! `write` per batch), syncs the file at most once a second, and exits when
+//! every sender is gone, after writing everything queued.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::chain::{AuditFile, Chain};
+use super::record::{End, Record};
+use crate::config::{AuditConfig, AuditFailure, AuditOverflow};
+use crate::metrics::Metrics;
+
+/// Records written per `write` at most.
+const BATCH: usize = 4096;
+/// Written records reach the disk within this time.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// A failing sink is retried this often.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The audit trail's state, shared with `/readyz` and metrics.
+pub struct AuditStatus {
+    queued: AtomicUsize,
+    capacity: usize,
+    overflow: AuditOverflow,
+    on_failure: AuditFailure,
+    healthy: AtomicBool,
+    room: Notify,
+    written: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditStatus {
+    /// Whether the last write to the sink succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// The sink is failing and `on_failure = "deny"`: requests get 503.
+    pub fn refuses_requests(&self) -> bool {
+        self.on_failure == AuditFailure::Deny && !self.is_healthy()
+    }
+
+    /// Records accepted and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Counts records written: tests await it instead of sleeping.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.subscribe()
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Release);
+        self.metrics.audit_sink_healthy(healthy);
+    }
+
+    fn dequeued(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.room.notify_waiters();
+    }
+}
+
+/// Hands records to the writer. Cloning shares the queue; the writer ends
+/// when the last clone is gone.
+#[derive(Clone)]
+pub struct Auditor(Arc<Shared>);
+
+struct Shared {
+    tx: mpsc::Sender<Box<Record>>,
+    status: Arc<AuditStatus>,
+    /// Cancelled when shutdown cuts what the drain did not finish.
+    cut: CancellationToken,
+}
+
+/// The audit trail cannot take this request's record: answer 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused;
+
+impl Auditor {
+    pub fn status(&self) -> &Arc<AuditStatus> {
+        &self.0.status
+    }
+
+    /// Waits until the queue has room for this request's record. Refuses
+    /// at once while a failing sink denies requests, or after the block
+    /// timeout.
+    pub async fn admit(&self) -> Result<(), Refused> {
+        let st = &*self.0.status;
+        if st.refuses_requests() {
+            return Err(Refused);
+        }
+        let AuditOverflow::Block(timeout) = st.overflow else {
+            return Ok(());
+        };
+        if st.queued() < st.capacity {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let room = st.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if st.refuses_requests() {
+                return Err(Refused);
+            }
+            if st.queued() < st.capacity {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(Refused);
+            }
+        }
+    }
+
+    /// Starts the record of one request; it is sent when the returned
+    /// guard finishes or is dropped.
+    pub fn begin(&self, record: Record) -> Pending {
+        Pending {
+            record: Some(Box::new(record)),
+            auditor: self.clone(),
+            started: Instant::now(),
+            bytes_in: None,
+        }
+    }
+
+    fn submit(&self, record: Box<Record>) {
+        let st = &*self.0.status;
+        if st.overflow == AuditOverflow::Drop && st.queued() >= st.capacity {
+            st.metrics.audit_dropped("queue_full");
+            return;
+        }
+        st.queued.fetch_add(1, Ordering::Relaxed);
+        if self.0.tx.send(record).is_err() {
+            st.queued.fetch_sub(1, Ordering::Relaxed);
+            st.metrics.audit_dropped("writer_gone");
+            tracing::error!("audit writer is gone; a record was lost");
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        self.0.cut.is_cancelled()
+    }
+}
+
+/// One request's record in the making. Exactly one record leaves it: on
+/// [`Pending::finish`], or when it is dropped (the client went away, or
+/// shutdown cut the request).
+pub struct Pending {
+    record: Option<Box<Record>>,
+    auditor: Auditor,
+    started: Instant,
+    bytes_in: Option<Arc<AtomicU64>>,
+}
+
+impl Pending {
+    /// The record, to fill in. `None` only after it was sent.
+    pub fn record(&mut self) -> Option<&mut Record> {
+        self.record.as_deref_mut()
+    }
+
+    /// A counter the request body adds its bytes to.
+    pub fn count_bytes_in(&mut self) -> Arc<AtomicU64> {
+        self.bytes_in
+            .get_or_insert_with(|| Arc::new(AtomicU64::new(0)))
+            .clone()
+    }
+
+    /// A second record for the same request (a tunnel's close), starting
+    /// now, with the first one's facts.
+    pub fn fork(&self, edit: impl FnOnce(&mut Record)) -> Option<Pending> {
+        let mut record = self.record.as_deref()?.clone();
+        edit(&mut record);
+        Some(self.auditor.begin(record))
+    }
+
+    pub fn finish(mut self, end: End) {
+        self.send(end);
+    }
+
+    /// How a record not finished explicitly ended.
+    pub fn dropped_end(&self) -> End {
+        if self.auditor.is_cut() {
+            End::Shutdown
+        } else {
+            End::ClientGone
+        }
+    }
+
+    fn send(&mut self, end: End) {
+        if let Some(mut record) = self.record.take() {
+            record.end = end;
+            record.duration = self.started.elapsed();
+            if let Some(n) = &self.bytes_in {
+                record.bytes_in = n.load(Ordering::Relaxed);
+            }
+            self.auditor.submit(record);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.record.is_some() {
+            let end = self.dropped_end();
+            self.send(end);
+        }
+    }
+}
+
+/// The writer thread, to wait for at shutdown.
+pub struct WriterHandle {
+    done: oneshot::Receiver<()>,
+}
+
+impl WriterHandle {
+    /// Waits until the writer has written every record and exited (every
+    /// [`Auditor`] must be gone). False if `limit` passed first.
+    pub async fn finished(self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.done).await.is_ok()
+    }
+}
+
+/// Opens the sinks and starts the writer thread. Fails if the audit file
+/// cannot be opened.
+pub fn start(
+    cfg: &AuditConfig,
+    metrics: Arc<Metrics>,
+    cut: CancellationToken,
+) -> std::io::Result<(Auditor, WriterHandle)> {
+    let (file, chain) = match &cfg.file {
+        Some(f) => {
+            let (file, chain) = AuditFile::open(&f.path, f.max_bytes, f.keep).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot open audit file {}: {e}", f.path.display()),
+                )
+            })?;
+            (Some(file), chain)
+        }
+        None => (None, Chain::default()),
+    };
+    let (tx, rx) = mpsc::channel();
+    let (written, _) = watch::channel(0);
+    let status = Arc::new(AuditStatus {
+        queued: AtomicUsize::new(0),
+        capacity: cfg.queue_capacity,
+        overflow: cfg.overflow,
+        on_failure: cfg.on_failure,
+        healthy: AtomicBool::new(true),
+        room: Notify::new(),
+        written,
+        metrics,
+    });
+    status.set_healthy(true);
+    let (done_tx, done) = oneshot::channel();
+    let writer = Writer {
+        rx,
+        status: status.clone(),
+        chain,
+        file,
+        stdout: cfg.stdout,
+        backlog: Vec::new(),
+        lines: Vec::new(),
+        dirty: false,
+        last_sync: Instant::now(),
+        retry_at: None,
+    };
+    std::thread::Builder::new()
+        .name("portcullis-audit".into())
+        .spawn(move || {
+            writer.run();
+            let _ = done_tx.send(());
+        })?;
+    Ok((
+        Auditor(Arc::new(Shared { tx, status, cut })),
+        WriterHandle { done },
+    ))
+}
+
+struct Writer {
+    rx: mpsc::Receiver<Box<Record>>,
+    status: Arc<AuditStatus>,
+    chain: Chain,
+    file: Option<AuditFile>,
+    stdout: bool,
+    /// Encoded records not yet written.
+    backlog: Vec<Vec<u8>>,
+    lines: Vec<u8>,
+    dirty: bool,
+    last_sync: Instant,
+    /// Set while the sink fails: when to try again.
+    retry_at: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let wait = match self.retry_at {
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                None => SYNC_INTERVAL,
+            };
+            match self.rx.recv_timeout(wait) {
+                Ok(record) => {
+                    self.take(&record);
+                    while self.backlog.len() < BATCH {
+                        match self.rx.try_recv() {
+                            Ok(record) => self.take(&record),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if !self.backlog.is_empty() && self.retry_at.is_none_or(|at| Instant::now() >= at) {
+                self.write();
+            }
+            if self.dirty && self.last_sync.elapsed() >= SYNC_INTERVAL {
+                self.sync();
+            }
+        }
+        self.finish();
+    }
+
+    fn take(&mut self, record: &Record) {
+        let mut out = Vec::with_capacity(1024);
+        match record.encode(&mut out) {
+            Ok(()) => self.backlog.push(out),
+            Err(e) => {
+                // Unreachable for our own types; counted, not hidden.
+                tracing::error!(error = %e, "audit record could not be encoded");
+                self.status.metrics.audit_dropped("encode_error");
+                self.status.dequeued(1);
+            }
+        }
+    }
+
+    /// Writes the backlog as one batch, to the file (the trail of record)
+    /// and/or stdout.
+    fn write(&mut self) {
+        let before = self.chain.clone();
+        self.lines.clear();
+        for object in &self.backlog {
+            self.chain.link(object, &mut self.lines);
+        }
+        let n = self.backlog.len();
+        let (primary, result) = match &mut self.file {
+            Some(file) => ("file", file.append(&self.lines)),
+            None => ("stdout", write_stdout(&self.lines)),
+        };
+        match result {
+            Ok(()) => {
+                if self.file.is_some()
+                    && self.stdout
+                    && let Err(e) = write_stdout(&self.lines)
+                {
+                    // Why: the file holds the records; stdout is a copy, and
+                    // retrying it would duplicate them in the file.
+                    self.status.metrics.audit_sink_error("stdout");
+                    tracing::debug!(error = %e, "audit copy to stdout failed");
+                }
+                self.backlog.clear();
+                self.dirty = true;
+                self.retry_at = None;
+                if !self.status.is_healthy() {
+                    tracing::info!(sink = primary, "audit sink recovered");
+                    self.status.set_healthy(true);
+                }
+                self.status.metrics.audit_written(n as u64);
+                self.status.written.send_modify(|w| *w += n as u64);
+                self.status.dequeued(n);
+            }
+            Err(e) => {
+                self.chain = before;
+                self.status.metrics.audit_sink_error(primary);
+                if self.status.is_healthy() {
+                    tracing::error!(sink = primary, error = %e, on_failure = ?self.status.on_failure, "audit sink failed");
+                    self.status.set_healthy(false);
+                }
+                match self.status.on_failure {
+                    AuditFailure::Allow => self.drop_backlog(0),
+                    AuditFailure::Deny => {
+                        // Kept for the retry, up to the queue's capacity.
+                        self.drop_backlog(self.status.capacity);
+                        self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops (and counts) the newest records beyond `keep`.
+    fn drop_backlog(&mut self, keep: usize) {
+        let excess = self.backlog.len().saturating_sub(keep);
+        if excess > 0 {
+            self.backlog.truncate(keep);
+            for _ in 0..excess {
+                self.status.metrics.audit_dropped("sink_error");
+            }
+            self.status.dequeued(excess);
+        }
+    }
+
+    fn sync(&mut self) {
+        if let Some(file) = &mut self.file
+            && let Err(e) = file.sync()
+        {
+            tracing::warn!(error = %e, "audit file sync failed");
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+    }
+
+    /// Every sender is gone: write what is left, retrying a failing sink a
+    /// few times; as a last resort put the records on stderr rather than
+    /// lose them.
+    fn finish(&mut self) {
+        for _ in 0..3 {
+            if self.backlog.is_empty() {
+                break;
+            }
+            self.retry_at = None;
+            self.write();
+            if !self.backlog.is_empty() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        if !self.backlog.is_empty() {
+            tracing::error!(
+                records = self.backlog.len(),
+                "audit sink failed at shutdown; writing the remaining records to stderr"
+            );
+            let mut stderr = std::io::stderr().lock();
+            for object in &self.backlog {
+                let _ = stderr.write_all(object);
+                let _ = stderr.write_all(b"\n");
+            }
+        }
+        self.sync();
+    }
+}
+
+fn write_stdout(lines: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(lines)?;
+    out.flush()
+}
