@@ -8,4 +8,4 @@ mod writer;
 
 pub use chain::{AuditFile, Chain, ChainBreak, GENESIS, Verified, verify};
 pub use record::{End, Event, Record, RequestInfo, SCHEMA, UpstreamInfo};
-pub use writer::{AuditStatus, Auditor, Pending, Refused, WriterHandle, start};
+pub use writer::{AuditStatus, Auditor, Pending, Progress, Refused, WriterHandle, start};

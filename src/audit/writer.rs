@@ -40,8 +40,16 @@ pub struct AuditStatus {
     on_failure: AuditFailure,
     healthy: AtomicBool,
     room: Notify,
-    written: watch::Sender<u64>,
+    progress: watch::Sender<Progress>,
     metrics: Arc<Metrics>,
+}
+
+/// What the writer has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub written: u64,
+    /// Failed writes to the sink (each retry counts).
+    pub failures: u64,
 }
 
 impl AuditStatus {
@@ -60,9 +68,9 @@ impl AuditStatus {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Counts records written: tests await it instead of sleeping.
-    pub fn written(&self) -> watch::Receiver<u64> {
-        self.written.subscribe()
+    /// The writer's progress: tests await it instead of sleeping.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
     }
 
     fn set_healthy(&self, healthy: bool) {
@@ -256,7 +264,7 @@ pub fn start(
         None => (None, Chain::default()),
     };
     let (tx, rx) = mpsc::channel();
-    let (written, _) = watch::channel(0);
+    let (progress, _) = watch::channel(Progress::default());
     let status = Arc::new(AuditStatus {
         queued: AtomicUsize::new(0),
         capacity: cfg.queue_capacity,
@@ -264,7 +272,7 @@ pub fn start(
         on_failure: cfg.on_failure,
         healthy: AtomicBool::new(true),
         room: Notify::new(),
-        written,
+        progress,
         metrics,
     });
     status.set_healthy(true);
@@ -383,7 +391,7 @@ impl Writer {
                     self.status.set_healthy(true);
                 }
                 self.status.metrics.audit_written(n as u64);
-                self.status.written.send_modify(|w| *w += n as u64);
+                self.status.progress.send_modify(|p| p.written += n as u64);
                 self.status.dequeued(n);
             }
             Err(e) => {
@@ -401,6 +409,7 @@ impl Writer {
                         self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
                     }
                 }
+                self.status.progress.send_modify(|p| p.failures += 1);
             }
         }
     }

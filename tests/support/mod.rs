@@ -244,11 +244,14 @@ impl TestGateway {
     /// Waits until at least `n` records are written, then returns every
     /// record in the audit file.
     pub async fn audit_records(&self, n: u64) -> Vec<Value> {
-        let mut written = self.running().audit().expect("audit is on").written();
-        tokio::time::timeout(Duration::from_secs(10), written.wait_for(|w| *w >= n))
-            .await
-            .unwrap_or_else(|_| panic!("{n} audit records in time"))
-            .unwrap();
+        let mut progress = self.running().audit().expect("audit is on").progress();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            progress.wait_for(|p| p.written >= n),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{n} audit records in time"))
+        .unwrap();
         read_records(&self.audit_path())
     }
 

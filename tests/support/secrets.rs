@@ -44,11 +44,14 @@ pub fn remember(value: &str) {
 
 /// Fails if `text` contains a remembered secret.
 pub fn assert_absent(what: &str, text: &str) {
-    for secret in secrets().lock().unwrap().iter() {
-        if let Some(at) = text.find(secret.as_str()) {
-            let line = text[..at].lines().count();
-            panic!("a token or Authorization value appears in the {what} (line {line})");
-        }
+    let found = secrets()
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|secret| text.find(secret.as_str()));
+    if let Some(at) = found {
+        let line = text[..at].lines().count();
+        panic!("a token or Authorization value appears in the {what} (line {line})");
     }
 }
 
