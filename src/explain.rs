@@ -137,7 +137,7 @@ pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explana
         circumstances,
         &mut decision,
     );
-    decision.verdict = verdict.map(|grant| decision.agent = grant.agent().cloned());
+    decision.verdict = verdict.map(|_| ());
     out.decision = decision;
     Ok(out)
 }

@@ -5,6 +5,7 @@ mod support;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use support::*;
 
@@ -72,4 +73,66 @@ async fn the_admin_port_serves_only_admin_paths() {
         .body(Full::<Bytes>::default())
         .unwrap();
     assert_eq!(send(post).await.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// A scrape with every family populated (requests, policies, open
+/// connections, the audit trail) passes `promtool check metrics`. CI sets
+/// PORTCULLIS_REQUIRE_PROMTOOL=1 so that a missing promtool fails the test.
+#[tokio::test]
+async fn a_scrape_passes_promtool_check_metrics() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let routes = format!(
+        "{DEFAULT_ROUTES}\n[[policies]]\nname = \"watch\"\nstate = \"report_only\"\ngrant = \"block\"\n"
+    );
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let token = idp.token().sign();
+    assert_eq!(
+        get(&gw.url("/x"), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&gw.url("/x"), None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(get(&gw.url("/health"), None).await.status(), StatusCode::OK);
+    // A stream held open: its connection is counted while the scrape runs.
+    let mut sse = get(&gw.url("/sse"), Some(&token)).await;
+    assert!(sse.body_mut().frame().await.unwrap().unwrap().is_data());
+    gw.audit_records(3).await;
+
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    for line in [
+        "gateway_open_connections{protocol=\"http1\"} 1",
+        "gateway_open_connections{protocol=\"websocket\"} 0",
+        "gateway_config_info{version=\"",
+        "gateway_audit_records_total 3",
+        "gateway_audit_queue_depth 0",
+        "gateway_audit_records_dropped_total{reason=\"queue_full\"} 0",
+        "gateway_audit_sink_healthy 1",
+        "gateway_policy_results_total{policy=\"watch\",result=\"reportOnlyFailure\"} 2",
+        "gateway_token_cache_requests_total{result=\"hit\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    drop(sse);
+
+    let scrape = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scrape.prom");
+    std::fs::write(&scrape, &metrics).unwrap();
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&scrape).unwrap())
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => assert!(
+            std::env::var_os("PORTCULLIS_REQUIRE_PROMTOOL").is_none(),
+            "promtool is required here: {e}"
+        ),
+    }
 }

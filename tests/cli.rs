@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use support::*;
 
 fn portcullis() -> Command {
@@ -176,23 +177,29 @@ fn every_subcommand_has_help() {
 }
 
 /// The real binary: start from a file, serve an allowed and a refused
-/// request, then drain and exit 0 on SIGTERM.
+/// request, then drain and exit 0 on SIGTERM. Logs are JSON lines, the
+/// per-request ones in a span that names the request id; the audit file it
+/// leaves verifies with `portcullis audit verify`.
 #[tokio::test]
 async fn run_serves_then_exits_cleanly_on_sigterm() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
     let dir = temp_dir();
     let path = dir.join("gateway.toml");
+    let audit = dir.join("audit.jsonl");
     std::fs::write(
         &path,
-        config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES),
+        format!(
+            "{}\n[logging]\nformat = \"json\"\n\n[audit]\nsink = \"file\"\nfile = \"audit.jsonl\"\n",
+            config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)
+        ),
     )
     .unwrap();
     let (mut child, mut rx) = spawn_lines(
         portcullis()
             .args(["run", "--config"])
             .arg(&path)
-            .env("PORTCULLIS_LOG", "info"),
+            .env("PORTCULLIS_LOG", "info,portcullis::proxy=debug"),
         true,
     );
     // Wait for two events the binary logs: the bound address (port 0 in the
@@ -205,17 +212,23 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
             .await
             .expect("startup log lines in time")
             .expect("the binary is running");
-        if let Some(rest) = line.split(" addr=").nth(1) {
-            addr = rest.split_whitespace().next().map(str::to_owned);
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if let Some(a) = v["fields"]["addr"].as_str() {
+            addr = Some(a.to_owned());
         }
-        keys_loaded |= line.contains("key set loaded");
+        keys_loaded |= v["fields"]["message"] == "key set loaded";
         logs.push(line);
     }
     let addr = addr.unwrap();
     let token = idp.token().sign();
     let url = format!("http://{addr}/x");
-    let status = get(&url, Some(&token)).await.status();
-    assert_eq!(status, StatusCode::OK);
+    let req = Request::get(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-request-id", "cli-request-1")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(req).await.status(), StatusCode::OK);
     assert_eq!(get(&url, None).await.status(), StatusCode::UNAUTHORIZED);
 
     let pid = child.0.id().to_string();
@@ -231,11 +244,41 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(exit.success(), "exit: {exit:?}");
-    // Nothing the binary logged may contain the token.
     while let Ok(line) = rx.try_recv() {
         logs.push(line);
     }
+    // Nothing the binary logged may contain the token.
     assert!(logs.iter().all(|l| !l.contains(&token)));
+    let in_span = logs.iter().any(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v["span"]["request_id"] == "cli-request-1" && v["fields"]["message"] == "request decided"
+    });
+    assert!(
+        in_span,
+        "a request's log lines carry its id:\n{}",
+        logs.join("\n")
+    );
+
+    // Both records were written before exit, and the chain verifies.
+    let records = read_records(&audit);
+    assert_eq!(records.len(), 2);
+    assert!(
+        std::fs::read_to_string(&audit)
+            .unwrap()
+            .find(&token)
+            .is_none()
+    );
+    let out = portcullis()
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok: 2 records intact"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// Kills the child if the test fails before it exits.

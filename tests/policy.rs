@@ -285,6 +285,55 @@ async fn report_only_policies_are_recorded_not_enforced() {
         ),
         "{metrics}"
     );
+    // The audit record carries every policy's result, report-only included.
+    let records = gw.audit_records(1).await;
+    assert_eq!(records[0]["decision"], "allow");
+    assert_eq!(
+        records[0]["policies"],
+        json!([{"name": "trial-block", "result": "reportOnlyFailure"}])
+    );
+}
+
+#[tokio::test]
+async fn agent_records_name_the_agent_its_owner_and_blueprint() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        &routes_and_agents(""),
+    ))
+    .await;
+    let allowed = "/openai/deployments/gpt-4o-mini/chat/completions";
+    let refused = "/openai/deployments/gpt-4o/chat/completions";
+    let token = agent_token(&idp, AGENT);
+    assert_eq!(
+        post(&gw, allowed, &token, &[]).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(&gw, refused, &token, &[]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let records = gw.audit_records(2).await;
+    for r in &records {
+        let who = &r["identity"];
+        assert_eq!(who["kind"], "agent");
+        assert_eq!(who["agent_id"], AGENT);
+        assert_eq!(who["blueprint"], BLUEPRINT);
+        assert_eq!(who["client_app"], AGENT);
+    }
+    let ok = records.iter().find(|r| r["status"] == 200).unwrap();
+    assert_eq!(ok["identity"]["agent_name"], "Research agent");
+    assert_eq!(ok["identity"]["agent_owner"], "ada@contoso.example");
+    assert_eq!(ok["token"]["roles_used"], json!(["Models.Invoke"]));
+    assert_eq!(ok["route_params"], json!({"deployment": "gpt-4o-mini"}));
+    let no = records.iter().find(|r| r["status"] == 403).unwrap();
+    assert_eq!(no["reason"], "agent_not_allowed");
+    assert_eq!(
+        no["identity"]["agent_name"], "Research agent",
+        "a refused agent is named too"
+    );
 }
 
 #[tokio::test]

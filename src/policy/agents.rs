@@ -69,6 +69,17 @@ impl AgentRegistry {
         self.by_id.is_empty()
     }
 
+    /// The registration of the agent that `claims` belong to, if any.
+    pub fn find(&self, claims: &VerifiedClaims) -> Option<&Arc<Agent>> {
+        let agent_id = claims.agent_id()?;
+        self.by_id
+            .get(agent_id)
+            .or_else(|| self.by_id.get(&agent_id.to_ascii_lowercase()))
+            // Why: an agent is single-tenant; the same id from another
+            // tenant is another agent.
+            .filter(|a| a.tenant.as_deref().is_none_or(|t| claims.tid() == Some(t)))
+    }
+
     /// Checks an agent's token against its registration. Users and apps pass
     /// untouched (`Ok(None)`); an unregistered agent passes only when the
     /// config allows it.
@@ -78,17 +89,10 @@ impl AgentRegistry {
         route: &Route,
         facts: &RequestFacts<'_>,
     ) -> Result<Option<Arc<Agent>>, Denial> {
-        let Some(agent_id) = claims.agent_id() else {
+        if claims.agent_id().is_none() {
             return Ok(None);
-        };
-        let found = self
-            .by_id
-            .get(agent_id)
-            .or_else(|| self.by_id.get(&agent_id.to_ascii_lowercase()))
-            // Why: an agent is single-tenant; the same id from another
-            // tenant is another agent.
-            .filter(|a| a.tenant.as_deref().is_none_or(|t| claims.tid() == Some(t)));
-        let Some(agent) = found else {
+        }
+        let Some(agent) = self.find(claims) else {
             return if self.allow_unregistered {
                 Ok(None)
             } else {

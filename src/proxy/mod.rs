@@ -92,7 +92,7 @@ impl Gateway {
 
     pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
         let request_id = request_id(&req);
-        let span = tracing::info_span!("request", request_id = ?request_id);
+        let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or("-"));
         self.handle_in_span(req, conn, request_id)
             .instrument(span)
             .await
@@ -142,6 +142,11 @@ impl Gateway {
             }
         };
         self.observe(&decision, &outcome, started);
+        tracing::debug!(
+            status = outcome.response.status().as_u16(),
+            reason = outcome.reason,
+            "request decided"
+        );
         let Outcome {
             response,
             label,

@@ -121,9 +121,6 @@ pub async fn admit<'a>(
     let mut decision = Decision::pending();
     let result = admit_steps(snapshot, parts, circumstances, &mut decision).await;
     let admitted = decision.settle(result);
-    if let Some(a) = &admitted {
-        decision.agent = a.grant.agent().cloned();
-    }
     (decision, admitted)
 }
 
@@ -181,6 +178,8 @@ pub fn decide(
     circumstances: Circumstances<'_>,
     facts: &mut Decision,
 ) -> Result<Grant, Rejection> {
+    // Why: a refused agent is named in the record as well as an admitted one.
+    facts.agent = snapshot.policies.agents.find(&claims).cloned();
     facts.identity = Some(claims.clone());
     // Why: checked after every verification and every cache hit, so a
     // revocation applies to the next request, cached tokens included.
