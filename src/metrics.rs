@@ -21,9 +21,12 @@ const DURATION_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     registry: Registry,
+    /// Every family's name, for the docs and the dashboards' drift test.
+    names: Vec<String>,
     requests: IntCounterVec,
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
+    upstream_responses: IntCounterVec,
     in_flight: IntGauge,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
@@ -88,6 +91,13 @@ impl Metrics {
             )
             .buckets(DURATION_BUCKETS.to_vec()),
             &["route"],
+        )?;
+        let upstream_responses = IntCounterVec::new(
+            Opts::new(
+                "gateway_upstream_responses_total",
+                "Forwarded requests by route and the upstream's status class (2xx, 5xx, ...; none: no answer, the gateway sent 502/504).",
+            ),
+            &["route", "status_class"],
         )?;
         let in_flight = IntGauge::new("gateway_requests_in_flight", "Requests being handled.")?;
         let cache = IntCounterVec::new(
@@ -194,6 +204,7 @@ impl Metrics {
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let mut names = Vec::new();
         for protocol in ["http1", "http2", "websocket"] {
             connections.with_label_values(&[protocol]);
         }
@@ -204,6 +215,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
+            Box::new(upstream_responses.clone()),
             Box::new(in_flight.clone()),
             Box::new(cache.clone()),
             Box::new(cache_entries.clone()),
@@ -224,15 +236,18 @@ impl Metrics {
             Box::new(audit_sink_healthy.clone()),
             Box::new(build),
         ] {
+            names.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(c)?;
         }
         Ok(Self {
             registry,
+            names,
             cache_hits: cache.with_label_values(&["hit"]),
             cache_misses: cache.with_label_values(&["miss"]),
             requests,
             request_duration,
             upstream_duration,
+            upstream_responses,
             in_flight,
             cache_entries,
             key_refreshes,
@@ -271,10 +286,27 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn upstream_answered(&self, route: &str, elapsed: Duration) {
+    pub fn upstream_answered(&self, route: &str, status: http::StatusCode, elapsed: Duration) {
         self.upstream_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+        let class = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.upstream_responses
+            .with_label_values(&[route, class])
+            .inc();
+    }
+
+    /// The upstream did not answer (connect error, timeout, protocol error).
+    pub fn upstream_failed(&self, route: &str) {
+        self.upstream_responses
+            .with_label_values(&[route, "none"])
+            .inc();
     }
 
     /// One policy's result on one request (`policy` is a configured name).
@@ -358,6 +390,11 @@ impl Metrics {
         self.ready.set(if is_ready { 1.0 } else { 0.0 });
     }
 
+    /// The name of every metric family.
+    pub fn family_names(&self) -> &[String] {
+        &self.names
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -396,5 +433,58 @@ pub struct OpenConnection(IntGauge);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `gateway_*` name in `text`, histogram suffixes folded into
+    /// their family.
+    fn referenced(text: &str, families: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (at, _) in text.match_indices("gateway_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| families.iter().any(|n| n == f))
+                })
+                .map_or(name.clone(), str::to_owned);
+            out.push(family);
+        }
+        out
+    }
+
+    #[test]
+    fn docs_dashboards_and_alerts_name_only_metrics_that_exist() {
+        let m = Metrics::new().unwrap();
+        let families = m.family_names();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        for file in [
+            "README.md",
+            "deploy/prometheus/alerts.yml",
+            "deploy/grafana/portcullis.json",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            for name in referenced(&text, families) {
+                assert!(
+                    families.contains(&name),
+                    "{file} names {name}, which the gateway does not export"
+                );
+            }
+        }
+        for name in families {
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README.md does not document {name}"
+            );
+        }
     }
 }

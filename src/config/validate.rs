@@ -1345,6 +1345,46 @@ mod tests {
     const UPSTREAM: &str = "[upstream]\nurl = \"http://127.0.0.1:8000\"\n";
 
     #[test]
+    fn audit_settings_are_checked_together() {
+        let audit = |body: &str| errors(&format!("{UPSTREAM}[audit]\n{body}"));
+        assert_eq!(
+            audit("sink = \"file\""),
+            ["audit.file: required when sink is \"file\" or \"both\""]
+        );
+        assert_eq!(
+            audit("file = \"/tmp/a.jsonl\""),
+            ["audit.file: set sink = \"file\" or \"both\" to write records to a file"]
+        );
+        assert_eq!(
+            audit("sink = \"file\"\nfile = \"/nonexistent-dir/a.jsonl\""),
+            ["audit.file: directory /nonexistent-dir does not exist"]
+        );
+        assert_eq!(
+            audit(
+                "sink = \"syslog\"\nqueue_capacity = 0\noverflow = \"drop\"\nblock_timeout = \"1s\"\nkeep_files = 3"
+            ),
+            [
+                "audit.sink: \"syslog\" is not one of \"stdout\", \"file\", \"both\", \"off\"",
+                "audit: max_file_bytes and keep_files apply to a file sink only",
+                "audit.queue_capacity: must be between 1 and 1000000",
+                "audit.block_timeout: applies to overflow = \"block\" only",
+            ]
+        );
+        let c = parse(&format!(
+            "{UPSTREAM}[audit]\nsink = \"both\"\nfile = \"a.jsonl\"\noverflow = \"drop\"\non_failure = \"allow\"\n"
+        ))
+        .unwrap();
+        assert!(c.audit.stdout && c.audit.is_enabled());
+        assert_eq!(c.audit.file.unwrap().path, Path::new("./a.jsonl"));
+        assert!(
+            !parse(&format!("{UPSTREAM}[audit]\nsink = \"off\"\n"))
+                .unwrap()
+                .audit
+                .is_enabled()
+        );
+    }
+
+    #[test]
     fn defaults_are_applied() {
         let text = format!(
             "{UPSTREAM}[[issuers]]\nname = \"e\"\nkind = \"entra\"\ntenants = [\"AAAABBBB-0000-CCCC-1111-DDDD2222EEEE\"]\naudiences = [\"api://x\"]\n"
@@ -1361,6 +1401,17 @@ mod tests {
         assert_eq!(i.keys.refresh_cooldown, secs(300));
         assert_eq!(i.keys.max_staleness, secs(86_400));
         assert!(c.token_cache.enabled);
+        assert_eq!(
+            c.audit,
+            AuditConfig {
+                stdout: true,
+                file: None,
+                queue_capacity: 8192,
+                overflow: AuditOverflow::Block(secs(1)),
+                on_failure: AuditFailure::Deny,
+            },
+            "audit to stdout, fail closed"
+        );
         assert_eq!(
             i.anchors.iter().map(|a| a.iss.clone()).collect::<Vec<_>>(),
             vec![

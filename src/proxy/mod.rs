@@ -223,8 +223,11 @@ impl Gateway {
         .await
         {
             Ok(forwarded) => {
-                self.metrics
-                    .upstream_answered(grant.route().name(), forwarded.elapsed);
+                self.metrics.upstream_answered(
+                    grant.route().name(),
+                    forwarded.response.status(),
+                    forwarded.elapsed,
+                );
                 Outcome {
                     upstream: Some(UpstreamInfo {
                         status: Some(forwarded.response.status().as_u16()),
@@ -239,6 +242,7 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::debug!(error = %e, route = grant.route().name(), "forwarding failed");
+                self.metrics.upstream_failed(grant.route().name());
                 Outcome {
                     response: forward::error_response(&e, request_id),
                     label: DecisionLabel::Error,
