@@ -19,20 +19,16 @@ use std::time::{Duration, UNIX_EPOCH};
 /// so time conditions do the same work on every run.
 const AT: u64 = 1_795_687_200;
 
+mod common;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use portcullis::dev::{DevIssuer, SigningKey};
-use portcullis::keys::{KeyFetchError, KeyObserver, RefreshChange};
 use portcullis::policy::{self, RequestFacts};
 use portcullis::snapshot::{KeyEnv, Snapshot};
 use portcullis::token::VerifiedClaims;
 use serde_json::json;
 
-struct Quiet;
-impl KeyObserver for Quiet {
-    fn refreshed(&self, _: &str, _: Result<RefreshChange, &KeyFetchError>) {}
-    fn refresh_suppressed(&self, _: &str) {}
-}
 
 const TENANT: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
 
@@ -129,7 +125,7 @@ async fn fixture(
     .unwrap_or_else(|e| panic!("{e}"));
     let env = KeyEnv {
         generation: Arc::new(AtomicU64::new(0)),
-        observer: Arc::new(Quiet),
+        observer: Arc::new(common::Quiet),
     };
     let snapshot = Snapshot::compile(&config, &env).unwrap_or_else(|e| panic!("{e}"));
     for s in &snapshot.key_sources {

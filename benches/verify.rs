@@ -6,46 +6,22 @@
 //! Run: `cargo bench --bench verify`. Besides criterion's timings it prints
 //! heap allocations per operation, counted by the allocator below.
 
-#![allow(unsafe_code)] // reason: a counting global allocator must implement GlobalAlloc
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: benchmark setup
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+
+mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use portcullis::dev::{DevIssuer, SigningKey};
-use portcullis::keys::{KeyFetchError, KeyObserver, RefreshChange};
 use portcullis::rejection::Rejection;
 use portcullis::snapshot::{KeyEnv, Snapshot};
 use portcullis::token::TokenError;
 use serde_json::json;
-
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-struct Quiet;
-impl KeyObserver for Quiet {
-    fn refreshed(&self, _: &str, _: Result<RefreshChange, &KeyFetchError>) {}
-    fn refresh_suppressed(&self, _: &str) {}
-}
 
 struct Fixture {
     _issuer: DevIssuer,
@@ -71,7 +47,7 @@ async fn fixture() -> Fixture {
     };
     let env = KeyEnv {
         generation: Arc::new(AtomicU64::new(0)),
-        observer: Arc::new(Quiet),
+        observer: Arc::new(common::Quiet),
     };
     let build = |cache| {
         let config = portcullis::config::parse(&text(cache), Path::new(".")).expect("config");
@@ -99,21 +75,6 @@ async fn fixture() -> Fixture {
         rsa,
         ec,
     }
-}
-
-fn allocations_per_op(
-    rt: &tokio::runtime::Runtime,
-    label: &str,
-    mut op: impl FnMut(&tokio::runtime::Runtime),
-) {
-    const N: u64 = 1000;
-    op(rt);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..N {
-        op(rt);
-    }
-    let per_op = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / N as f64;
-    println!("allocations/op {label}: {per_op:.1}");
 }
 
 fn bench(c: &mut Criterion) {
@@ -194,13 +155,9 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    allocations_per_op(&rt, "rs256_cache_hit", |rt| {
-        verify(&f.cached, &f.rs_token, rt)
-    });
-    allocations_per_op(&rt, "rs256_uncached", |rt| {
-        verify(&f.uncached, &f.rs_token, rt)
-    });
-    allocations_per_op(&rt, "rs256_bare_jsonwebtoken", |_| {
+    common::print_allocations("rs256_cache_hit", || verify(&f.cached, &f.rs_token, &rt));
+    common::print_allocations("rs256_uncached", || verify(&f.uncached, &f.rs_token, &rt));
+    common::print_allocations("rs256_bare_jsonwebtoken", || {
         assert!(
             jsonwebtoken::decode::<serde_json::Value>(&f.rs_token, &rsa_key, &rs_validation)
                 .is_ok()

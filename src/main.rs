@@ -50,6 +50,11 @@ enum Command {
         /// Address of the admin port (/healthz, /readyz, /metrics).
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
+        /// Start only the issuer and the echo upstream, and print them with
+        /// a day-long user token as one JSON line: for running your own
+        /// config (or a load test) against them.
+        #[arg(long)]
+        fixtures_only: bool,
     },
 }
 
@@ -70,8 +75,13 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
         Command::Dev {
+            fixtures_only: true,
+            ..
+        } => block_on(portcullis::dev::run_fixtures()),
+        Command::Dev {
             listen,
             admin_listen,
+            fixtures_only: false,
         } => block_on(portcullis::dev::run(listen, admin_listen)),
     }
 }

@@ -21,14 +21,15 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     seq: u64,
-    prev: String,
+    /// Hex SHA-256 of the last line.
+    prev: [u8; 64],
 }
 
 impl Default for Chain {
     fn default() -> Self {
         Self {
             seq: 0,
-            prev: GENESIS.to_owned(),
+            prev: [b'0'; 64],
         }
     }
 }
@@ -46,11 +47,11 @@ impl Chain {
         }
         self.seq += 1;
         out.extend_from_slice(b"\"seq\":");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
+        let _ = serde_json::to_writer(&mut *out, &self.seq);
         out.extend_from_slice(b",\"prev\":\"");
-        out.extend_from_slice(self.prev.as_bytes());
+        out.extend_from_slice(&self.prev);
         out.extend_from_slice(b"\"}");
-        self.prev = hex(digest(&SHA256, &out[start..]).as_ref());
+        self.prev = hex_array(digest(&SHA256, &out[start..]).as_ref());
         out.push(b'\n');
     }
 
@@ -171,7 +172,7 @@ fn last_link(path: &Path, len: u64) -> io::Result<Chain> {
         .unwrap_or(0);
     Ok(Chain {
         seq,
-        prev: hex(digest(&SHA256, last).as_ref()),
+        prev: hex_array(digest(&SHA256, last).as_ref()),
     })
 }
 
@@ -203,7 +204,7 @@ pub fn verify(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
         last_seq: None,
         starts_after: None,
     };
-    let mut prev: Option<String> = None;
+    let mut prev: Option<[u8; 64]> = None;
     for path in paths {
         let file = path.display().to_string();
         let broken = |line: usize, problem: String| ChainBreak {
@@ -241,7 +242,7 @@ pub fn verify(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
                             format!("record {} is missing (found seq {seq})", last + 1),
                         ));
                     }
-                    if claimed != expected {
+                    if claimed.as_bytes() != expected {
                         return Err(broken(
                             n,
                             format!(
@@ -253,7 +254,7 @@ pub fn verify(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
                 }
                 (Some(_), None) => {}
             }
-            prev = Some(hex(digest(&SHA256, line.as_bytes()).as_ref()));
+            prev = Some(hex_array(digest(&SHA256, line.as_bytes()).as_ref()));
             report.last_seq = Some(seq);
             report.records += 1;
         }
@@ -261,14 +262,17 @@ pub fn verify(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
     Ok(report)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+/// A SHA-256 digest in lower-case hex.
+fn hex_array(digest: &[u8]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in digest.iter().take(32).enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
     }
     out
 }
+
 
 #[cfg(test)]
 mod tests {

@@ -7,5 +7,5 @@ pub mod record;
 mod writer;
 
 pub use chain::{AuditFile, Chain, ChainBreak, GENESIS, Verified, verify};
-pub use record::{End, Event, Record, RequestInfo, SCHEMA, UpstreamInfo};
+pub use record::{End, Event, Field, Record, RequestInfo, SCHEMA, UpstreamInfo, trace_id};
 pub use writer::{AuditStatus, Auditor, Pending, Progress, Refused, WriterHandle, start};

@@ -10,9 +10,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderValue, Method, Uri, Version};
+use http::{HeaderValue, Method, Version};
+use std::io::Write as _;
+
 use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
 
 use crate::metrics::DecisionLabel;
 use crate::proxy::pipeline::Decision;
@@ -55,17 +56,55 @@ impl End {
 }
 
 /// What the request said, captured when it arrived.
+///
+/// The texts (request id, path, host, user agent, trace id) are copied into
+/// one owned buffer: a record lives until the writer takes it, and must not
+/// keep the connection's read buffer (which header values point into) from
+/// being reused for the next request.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
     pub time: SystemTime,
-    pub request_id: HeaderValue,
-    pub traceparent: Option<HeaderValue>,
     pub method: Method,
-    pub uri: Uri,
-    pub host: Option<HeaderValue>,
     pub version: Version,
     pub client_ip: IpAddr,
-    pub user_agent: Option<HeaderValue>,
+    text: String,
+    /// Where each [`Field`] is in `text`; `None` when absent.
+    spans: [Option<(u32, u32)>; 5],
+}
+
+/// The texts a [`RequestInfo`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    RequestId = 0,
+    Path = 1,
+    Host = 2,
+    UserAgent = 3,
+    TraceId = 4,
+}
+
+impl RequestInfo {
+    pub fn new(time: SystemTime, method: Method, version: Version, client_ip: IpAddr) -> Self {
+        Self {
+            time,
+            method,
+            version,
+            client_ip,
+            text: String::with_capacity(192),
+            spans: [None; 5],
+        }
+    }
+
+    /// Keeps `value` (header bytes; anything not UTF-8 is replaced).
+    pub fn set(&mut self, field: Field, value: &[u8]) {
+        let start = self.text.len();
+        self.text.push_str(&String::from_utf8_lossy(value));
+        self.spans[field as usize] = Some((start as u32, self.text.len() as u32));
+    }
+
+    pub fn get(&self, field: Field) -> Option<&str> {
+        let (start, end) = self.spans[field as usize]?;
+        self.text.get(start as usize..end as usize)
+    }
 }
 
 /// What the upstream did, when the request was forwarded.
@@ -121,63 +160,212 @@ impl Record {
     }
 
     /// Appends the record as one JSON object (no newline, no chain fields).
+    ///
+    /// Why a writer and not `#[derive(Serialize)]`: this runs once per
+    /// request; spelling the keys out as constant bytes and escaping only
+    /// the values halves the cost. Values still go through `serde_json`.
     pub fn encode(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        serde_json::to_writer(out, &View(self))
-    }
-}
-
-/// The serialized shape; field order is the schema's.
-struct View<'a>(&'a Record);
-
-impl Serialize for View<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = self.0;
+        let r = self;
         let req = &r.request;
         let decision = r.decision.as_ref();
         let claims = decision.and_then(|d| d.identity.as_deref());
         let route = decision.and_then(|d| d.route.as_deref());
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("schema", SCHEMA)?;
-        m.serialize_entry(
-            "event",
-            match r.event {
-                Event::Request => "request",
-                Event::TunnelClose => "tunnel_close",
-            },
-        )?;
-        m.serialize_entry("time", &Rfc3339(req.time))?;
-        m.serialize_entry("request_id", &Text(Some(&req.request_id)))?;
-        m.serialize_entry("trace_id", &req.traceparent.as_ref().and_then(trace_id))?;
-        m.serialize_entry("decision", r.label.as_str())?;
-        m.serialize_entry("reason", r.reason)?;
-        m.serialize_entry("policy", &decision.and_then(Decision::policy))?;
-        m.serialize_entry("status", &r.status)?;
-        m.serialize_entry(
-            "challenge",
-            &r.challenge.as_ref().map(|c| challenge_error(c.as_bytes())),
-        )?;
-        m.serialize_entry("method", req.method.as_str())?;
-        m.serialize_entry("host", &Text(req.host.as_ref()))?;
-        m.serialize_entry("path", req.uri.path())?;
-        m.serialize_entry("protocol", protocol(req.version))?;
-        m.serialize_entry("route", &route.map(|r| r.name()))?;
-        m.serialize_entry("route_params", &Params(decision))?;
-        m.serialize_entry("client_ip", &req.client_ip)?;
-        m.serialize_entry("user_agent", &Text(req.user_agent.as_ref()))?;
-        m.serialize_entry("identity", &claims.map(|c| Identity(c, decision)))?;
-        m.serialize_entry(
-            "token",
-            &decision.and_then(|d| d.token_digest.map(|digest| Token(d, digest))),
-        )?;
-        m.serialize_entry("policies", &Policies(decision))?;
-        m.serialize_entry("config_version", &*r.config_version)?;
-        m.serialize_entry("upstream", &r.upstream.as_ref().map(Upstream))?;
-        m.serialize_entry("stream", &r.stream)?;
-        m.serialize_entry("duration_ms", &millis(r.duration))?;
-        m.serialize_entry("bytes_in", &r.bytes_in)?;
-        m.serialize_entry("bytes_out", &r.bytes_out)?;
-        m.serialize_entry("end", r.end.as_str())?;
-        m.end()
+        let mut w = Json(out);
+        w.raw(b"{\"schema\":\"");
+        w.raw(SCHEMA.as_bytes());
+        w.raw(match r.event {
+            Event::Request => b"\",\"event\":\"request\",\"time\":\"",
+            Event::TunnelClose => b"\",\"event\":\"tunnel_close\",\"time\":\"",
+        });
+        rfc3339(w.0, req.time);
+        w.raw(b"\",\"request_id\":");
+        w.opt_str(req.get(Field::RequestId))?;
+        w.raw(b",\"trace_id\":");
+        w.opt_str(req.get(Field::TraceId))?;
+        w.raw(b",\"decision\":\"");
+        w.raw(r.label.as_str().as_bytes());
+        w.raw(b"\",\"reason\":\"");
+        w.raw(r.reason.as_bytes());
+        w.raw(b"\",\"policy\":");
+        w.opt_str(decision.and_then(Decision::policy))?;
+        w.raw(b",\"status\":");
+        w.opt_num(r.status)?;
+        w.raw(b",\"challenge\":");
+        w.opt_str(r.challenge.as_ref().map(|c| challenge_error(c.as_bytes())))?;
+        w.raw(b",\"method\":");
+        w.str(r.request.method.as_str())?;
+        w.raw(b",\"host\":");
+        w.opt_str(req.get(Field::Host))?;
+        w.raw(b",\"path\":");
+        w.opt_str(req.get(Field::Path))?;
+        w.raw(b",\"protocol\":\"");
+        w.raw(protocol(req.version).as_bytes());
+        w.raw(b"\",\"route\":");
+        w.opt_str(route.map(|r| r.name()))?;
+        w.raw(b",\"route_params\":{");
+        for (i, (k, v)) in decision.map_or(&[][..], |d| &d.params[..]).iter().enumerate() {
+            if i > 0 {
+                w.raw(b",");
+            }
+            w.str(k)?;
+            w.raw(b":");
+            w.str(v)?;
+        }
+        w.raw(b"},\"client_ip\":\"");
+        let _ = write!(w.0, "{}", req.client_ip);
+        w.raw(b"\",\"user_agent\":");
+        w.opt_str(req.get(Field::UserAgent))?;
+        w.raw(b",\"identity\":");
+        match claims {
+            None => w.raw(b"null"),
+            Some(c) => {
+                let agent = decision.and_then(|d| d.agent.as_deref());
+                w.raw(b"{\"kind\":\"");
+                w.raw(c.kind().as_str().as_bytes());
+                w.raw(b"\",\"tenant\":");
+                w.opt_str(c.tid())?;
+                w.raw(b",\"principal\":");
+                w.opt_str(c.principal())?;
+                w.raw(b",\"client_app\":");
+                w.opt_str(c.client_app())?;
+                w.raw(b",\"client_authenticated\":");
+                w.bool(c.is_client_authenticated());
+                w.raw(b",\"idtyp\":");
+                w.opt_str(c.idtyp())?;
+                w.raw(b",\"on_behalf_of\":");
+                w.bool(c.is_on_behalf_of());
+                w.raw(b",\"agent_id\":");
+                w.opt_str(c.agent_id())?;
+                w.raw(b",\"blueprint\":");
+                w.opt_str(c.blueprint())?;
+                w.raw(b",\"agent_name\":");
+                w.opt_str(agent.map(|a| a.name.as_str()))?;
+                w.raw(b",\"agent_owner\":");
+                w.opt_str(agent.and_then(|a| a.owner.as_deref()))?;
+                w.raw(b"}");
+            }
+        }
+        w.raw(b",\"token\":");
+        match decision.and_then(|d| d.token_digest.map(|digest| (d, digest))) {
+            None => w.raw(b"null"),
+            Some((d, digest)) => {
+                w.raw(b"{\"issuer\":");
+                w.opt_str(claims.map(|c| c.issuer_name()))?;
+                w.raw(b",\"iss\":");
+                w.opt_str(claims.map(|c| c.iss()))?;
+                w.raw(b",\"id\":");
+                w.opt_str(claims.and_then(|c| c.token_id()))?;
+                w.raw(b",\"digest\":\"sha256:");
+                hex(w.0, &digest[..8]);
+                w.raw(match d.cache {
+                    Some(CacheUse::Hit) => b"\",\"cache\":\"hit\",\"scopes_used\":",
+                    Some(CacheUse::Miss) => b"\",\"cache\":\"miss\",\"scopes_used\":",
+                    Some(CacheUse::Off) | None => b"\",\"cache\":\"off\",\"scopes_used\":",
+                });
+                let empty: &[String] = &[];
+                w.used(
+                    route.map_or(empty, |r| r.scopes()),
+                    claims.map_or(empty, |c| c.scopes()),
+                )?;
+                w.raw(b",\"roles_used\":");
+                w.used(
+                    route.map_or(empty, |r| r.roles()),
+                    claims.map_or(empty, |c| c.roles()),
+                )?;
+                w.raw(b",\"acrs\":");
+                let acrs = claims.map_or(empty, |c| c.acrs());
+                w.used(acrs, acrs)?;
+                w.raw(b"}");
+            }
+        }
+        w.raw(b",\"policies\":[");
+        for (i, o) in decision.map_or(&[][..], |d| &d.policies[..]).iter().enumerate() {
+            w.raw(if i > 0 { b",{\"name\":" } else { b"{\"name\":" });
+            w.str(&o.policy)?;
+            w.raw(b",\"result\":\"");
+            w.raw(o.result.as_str().as_bytes());
+            w.raw(b"\"}");
+        }
+        w.raw(b"],\"config_version\":");
+        w.str(&r.config_version)?;
+        w.raw(b",\"upstream\":");
+        match &r.upstream {
+            None => w.raw(b"null"),
+            Some(u) => {
+                w.raw(b"{\"status\":");
+                w.opt_num(u.status)?;
+                w.raw(b",\"duration_ms\":");
+                w.opt_num(u.duration.map(millis))?;
+                w.raw(b",\"error\":");
+                w.opt_str(u.error.as_deref())?;
+                w.raw(b"}");
+            }
+        }
+        w.raw(b",\"stream\":");
+        w.bool(r.stream);
+        w.raw(b",\"duration_ms\":");
+        w.num(millis(r.duration))?;
+        w.raw(b",\"bytes_in\":");
+        w.num(r.bytes_in)?;
+        w.raw(b",\"bytes_out\":");
+        w.num(r.bytes_out)?;
+        w.raw(b",\"end\":\"");
+        w.raw(r.end.as_str().as_bytes());
+        w.raw(b"\"}");
+        Ok(())
+    }
+}
+
+/// Appends JSON pieces: constant bytes as they are, values through
+/// `serde_json` (string escaping, number formatting).
+struct Json<'a>(&'a mut Vec<u8>);
+
+impl Json<'_> {
+    fn raw(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+    fn str(&mut self, s: &str) -> serde_json::Result<()> {
+        // Most values (ids, names, reasons) need no escaping: copy them.
+        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.0.reserve(s.len() + 2);
+            self.0.push(b'"');
+            self.0.extend_from_slice(s.as_bytes());
+            self.0.push(b'"');
+            return Ok(());
+        }
+        serde_json::to_writer(&mut *self.0, s)
+    }
+    fn opt_str(&mut self, s: Option<&str>) -> serde_json::Result<()> {
+        match s {
+            Some(s) => self.str(s),
+            None => {
+                self.raw(b"null");
+                Ok(())
+            }
+        }
+    }
+    fn num(&mut self, n: impl Serialize) -> serde_json::Result<()> {
+        serde_json::to_writer(&mut *self.0, &n)
+    }
+    fn opt_num(&mut self, n: Option<impl Serialize>) -> serde_json::Result<()> {
+        serde_json::to_writer(&mut *self.0, &n)
+    }
+    fn bool(&mut self, b: bool) {
+        self.raw(if b { b"true" } else { b"false" });
+    }
+    /// The entries of `granted` that `held` contains, as a JSON array.
+    fn used(&mut self, granted: &[String], held: &[String]) -> serde_json::Result<()> {
+        self.raw(b"[");
+        let mut first = true;
+        for g in granted.iter().filter(|g| held.contains(g)) {
+            if !first {
+                self.raw(b",");
+            }
+            first = false;
+            self.str(g)?;
+        }
+        self.raw(b"]");
+        Ok(())
     }
 }
 
@@ -197,37 +385,46 @@ fn millis(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-struct Rfc3339(SystemTime);
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match jiff::Timestamp::try_from(self.0) {
-            Ok(t) => s.collect_str(&format_args!("{t:.3}")),
-            Err(_) => s.serialize_none(),
+/// `2026-11-27T00:32:27.146Z`.
+fn rfc3339(out: &mut Vec<u8>, time: SystemTime) {
+    let Ok(ts) = jiff::Timestamp::try_from(time) else {
+        out.extend_from_slice(b"1970-01-01T00:00:00.000Z");
+        return;
+    };
+    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
+    let digits = |out: &mut Vec<u8>, n: i32, width: u32| {
+        for i in (0..width).rev() {
+            out.push(b'0' + (n.unsigned_abs() / 10u32.pow(i) % 10) as u8);
         }
-    }
+    };
+    digits(out, i32::from(dt.year()), 4);
+    out.push(b'-');
+    digits(out, i32::from(dt.month()), 2);
+    out.push(b'-');
+    digits(out, i32::from(dt.day()), 2);
+    out.push(b'T');
+    digits(out, i32::from(dt.hour()), 2);
+    out.push(b':');
+    digits(out, i32::from(dt.minute()), 2);
+    out.push(b':');
+    digits(out, i32::from(dt.second()), 2);
+    out.push(b'.');
+    digits(out, i32::from(dt.millisecond()), 3);
+    out.push(b'Z');
 }
 
-/// A header value as a string; bytes outside visible ASCII become `\u{fffd}`.
-struct Text<'a>(Option<&'a HeaderValue>);
-
-impl Serialize for Text<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            None => s.serialize_none(),
-            Some(v) => match v.to_str() {
-                Ok(text) => s.serialize_str(text),
-                Err(_) => s.serialize_str(&String::from_utf8_lossy(v.as_bytes())),
-            },
-        }
+fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
     }
 }
 
 /// The trace id of a W3C `traceparent` (`00-<trace>-<span>-<flags>`).
-fn trace_id(v: &HeaderValue) -> Option<&str> {
-    let text = v.to_str().ok()?;
-    let id = text.split('-').nth(1)?;
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+pub fn trace_id(traceparent: &[u8]) -> Option<&[u8]> {
+    let id = traceparent.split(|b| *b == b'-').nth(1)?;
+    (id.len() == 32 && id.iter().all(u8::is_ascii_hexdigit)).then_some(id)
 }
 
 /// The `error` of a challenge we built, or `"bearer"` for a bare challenge.
@@ -239,151 +436,15 @@ fn challenge_error(value: &[u8]) -> &str {
     }
 }
 
-struct Params<'a>(Option<&'a Decision>);
-
-impl Serialize for Params<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let params = self.0.map_or(&[][..], |d| &d.params[..]);
-        let mut m = s.serialize_map(Some(params.len()))?;
-        for (k, v) in params {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
-    }
-}
-
-struct Identity<'a>(&'a crate::token::VerifiedClaims, Option<&'a Decision>);
-
-impl Serialize for Identity<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (c, agent) = (self.0, self.1.and_then(|d| d.agent.as_deref()));
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("kind", c.kind().as_str())?;
-        m.serialize_entry("tenant", &c.tid())?;
-        m.serialize_entry("principal", &c.principal())?;
-        m.serialize_entry("client_app", &c.client_app())?;
-        m.serialize_entry("client_authenticated", &c.is_client_authenticated())?;
-        m.serialize_entry("idtyp", &c.idtyp())?;
-        m.serialize_entry("on_behalf_of", &c.is_on_behalf_of())?;
-        m.serialize_entry("agent_id", &c.agent_id())?;
-        m.serialize_entry("blueprint", &c.blueprint())?;
-        m.serialize_entry("agent_name", &agent.map(|a| a.name.as_str()))?;
-        m.serialize_entry("agent_owner", &agent.and_then(|a| a.owner.as_deref()))?;
-        m.end()
-    }
-}
-
-struct Token<'a>(&'a Decision, crate::token::TokenDigest);
-
-impl Serialize for Token<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (d, digest) = (self.0, &self.1);
-        let claims = d.identity.as_deref();
-        let route = d.route.as_deref();
-        let used = |granted: &[String], held: Option<&[String]>| -> Vec<String> {
-            let held = held.unwrap_or(&[]);
-            granted
-                .iter()
-                .filter(|g| held.contains(g))
-                .cloned()
-                .collect()
-        };
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("issuer", &claims.map(|c| c.issuer_name()))?;
-        m.serialize_entry("iss", &claims.map(|c| c.iss()))?;
-        m.serialize_entry("id", &claims.and_then(|c| c.token_id()))?;
-        m.serialize_entry("digest", &Digest(digest))?;
-        m.serialize_entry(
-            "cache",
-            match d.cache {
-                Some(CacheUse::Hit) => "hit",
-                Some(CacheUse::Miss) => "miss",
-                Some(CacheUse::Off) | None => "off",
-            },
-        )?;
-        m.serialize_entry(
-            "scopes_used",
-            &used(
-                route.map_or(&[][..], |r| r.scopes()),
-                claims.map(|c| c.scopes()),
-            ),
-        )?;
-        m.serialize_entry(
-            "roles_used",
-            &used(
-                route.map_or(&[][..], |r| r.roles()),
-                claims.map(|c| c.roles()),
-            ),
-        )?;
-        m.serialize_entry("acrs", &claims.map_or(&[][..], |c| c.acrs()))?;
-        m.end()
-    }
-}
-
-/// `sha256:` and the first 8 bytes of the token's SHA-256, in hex: enough
-/// to correlate records of one token, useless for replaying it.
-struct Digest<'a>(&'a crate::token::TokenDigest);
-
-impl Serialize for Digest<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use std::fmt::Write;
-        let mut text = String::with_capacity(23);
-        text.push_str("sha256:");
-        for b in &self.0[..8] {
-            let _ = write!(text, "{b:02x}");
-        }
-        s.serialize_str(&text)
-    }
-}
-
-struct Policies<'a>(Option<&'a Decision>);
-
-impl Serialize for Policies<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let outcomes = self.0.map_or(&[][..], |d| &d.policies[..]);
-        let mut seq = s.serialize_seq(Some(outcomes.len()))?;
-        for o in outcomes {
-            seq.serialize_element(&PolicyEntry(&o.policy, o.result.as_str()))?;
-        }
-        seq.end()
-    }
-}
-
-struct PolicyEntry<'a>(&'a str, &'a str);
-
-impl Serialize for PolicyEntry<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("name", self.0)?;
-        m.serialize_entry("result", self.1)?;
-        m.end()
-    }
-}
-
-struct Upstream<'a>(&'a UpstreamInfo);
-
-impl Serialize for Upstream<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let u = self.0;
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("status", &u.status)?;
-        m.serialize_entry("duration_ms", &u.duration.map(millis))?;
-        m.serialize_entry("error", &u.error)?;
-        m.end()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn trace_ids_and_challenges() {
-        let tp =
-            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-        assert_eq!(trace_id(&tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        assert_eq!(trace_id(&HeaderValue::from_static("garbage")), None);
+        let tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id(tp), Some(&b"4bf92f3577b34da6a3ce929d0e0e4736"[..]));
+        assert_eq!(trace_id(b"garbage"), None);
         assert_eq!(
             challenge_error(
                 b"Bearer realm=\"x\", error=\"invalid_token\", error_description=\"y\""
@@ -394,25 +455,56 @@ mod tests {
     }
 
     #[test]
+    fn hostile_texts_still_make_valid_json() {
+        let mut request = RequestInfo::new(
+            SystemTime::UNIX_EPOCH,
+            Method::from_bytes(b"PURGE").unwrap(),
+            Version::HTTP_2,
+            "::1".parse().unwrap(),
+        );
+        request.set(Field::Path, b"/a\"b\\c");
+        request.set(Field::UserAgent, b"x\"}\n{\"forged\":true\x01\xc3\xa9");
+        request.set(Field::Host, b"h\t");
+        let mut record = Record::new(request, Arc::from("v\""));
+        record.upstream = Some(UpstreamInfo {
+            status: None,
+            duration: None,
+            error: Some("connect \"refused\"\r\n".into()),
+        });
+        let mut out = Vec::new();
+        record.encode(&mut out).unwrap();
+        assert!(!out.contains(&b'\n'), "one line");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["user_agent"], "x\"}\n{\"forged\":true\u{1}\u{e9}");
+        assert_eq!(v["path"], "/a\"b\\c");
+        assert_eq!(v["method"], "PURGE");
+        assert_eq!(v["client_ip"], "::1");
+        assert_eq!(v["protocol"], "HTTP/2");
+        assert_eq!(v["upstream"]["error"], "connect \"refused\"\r\n");
+        assert!(v.get("forged").is_none());
+    }
+
+    #[test]
     fn a_bare_record_encodes_every_field() {
-        let request = RequestInfo {
-            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            request_id: HeaderValue::from_static("req-1"),
-            traceparent: None,
-            method: Method::POST,
-            uri: "/v1/chat?api-version=1".parse().unwrap(),
-            host: Some(HeaderValue::from_static("api.example")),
-            version: Version::HTTP_11,
-            client_ip: "192.0.2.7".parse().unwrap(),
-            user_agent: Some(HeaderValue::from_static("sdk/1.0")),
-        };
+        let mut request = RequestInfo::new(
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            Method::POST,
+            Version::HTTP_11,
+            "192.0.2.7".parse().unwrap(),
+        );
+        request.set(Field::RequestId, b"req-1");
+        request.set(Field::Path, b"/v1/chat");
+        request.set(Field::Host, b"api.example");
+        request.set(Field::UserAgent, b"sdk/1.0\xff");
         let record = Record::new(request, Arc::from("abc"));
         let mut out = Vec::new();
         record.encode(&mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["schema"], SCHEMA);
         assert_eq!(v["time"], "2023-11-14T22:13:20.123Z");
-        assert_eq!(v["path"], "/v1/chat", "no query string");
+        assert_eq!(v["path"], "/v1/chat");
+        assert_eq!(v["user_agent"], "sdk/1.0\u{fffd}", "not UTF-8: replaced");
+        assert!(v["trace_id"].is_null());
         assert_eq!(v["protocol"], "HTTP/1.1");
         assert_eq!(v["decision"], "error");
         assert_eq!(v["reason"], "client_closed");

@@ -84,6 +84,23 @@ pub fn dev_claims(issuer: &str, is_app: bool, lifetime_secs: i64) -> Value {
     claims
 }
 
+/// `portcullis dev --fixtures-only`: the issuer and the echo upstream
+/// alone, announced as one JSON line on stdout, until SIGTERM/SIGINT.
+pub async fn run_fixtures() -> anyhow::Result<()> {
+    let key = SigningKey::rsa("dev-key-1")?;
+    let issuer = DevIssuer::start(vec![key.clone()]).await?;
+    let upstream = EchoUpstream::start().await?;
+    let fixtures = json!({
+        "issuer": issuer.url(),
+        "audience": DEV_AUDIENCE,
+        "upstream": upstream.addr().to_string(),
+        "token": key.sign(&dev_claims(&issuer.url(), false, 86_400)),
+    });
+    println!("{fixtures}");
+    crate::app::wait_for_signal().await;
+    Ok(())
+}
+
 /// Runs dev mode until SIGTERM/SIGINT.
 pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let key = SigningKey::rsa("dev-key-1")?;

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 pub use forward::{ClientConn, ForwardError, Upstream, strip_hop_by_hop};
 
-use crate::audit::{Auditor, Pending, Record, RequestInfo, UpstreamInfo};
+use crate::audit::{Auditor, Field, Pending, Record, RequestInfo, UpstreamInfo};
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::rejection::Rejection;
 use crate::revocation::Revocations;
@@ -318,28 +318,34 @@ impl Gateway {
 }
 
 /// What the audit record keeps of the request line and headers.
-fn request_info(
-    parts: &Parts,
-    request_id: &HeaderValue,
-    client_ip: std::net::IpAddr,
-) -> RequestInfo {
-    let host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    RequestInfo {
-        time: std::time::SystemTime::now(),
-        request_id: request_id.clone(),
-        traceparent: parts.headers.get(&TRACEPARENT).cloned(),
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        host,
-        version: parts.version,
+fn request_info(parts: &Parts, request_id: &HeaderValue, client_ip: std::net::IpAddr) -> RequestInfo {
+    let mut info = RequestInfo::new(
+        std::time::SystemTime::now(),
+        parts.method.clone(),
+        parts.version,
         client_ip,
-        user_agent: parts.headers.get(USER_AGENT).cloned(),
+    );
+    info.set(Field::RequestId, request_id.as_bytes());
+    info.set(Field::Path, parts.uri.path().as_bytes());
+    match parts.headers.get(http::header::HOST) {
+        Some(host) => info.set(Field::Host, host.as_bytes()),
+        None => {
+            if let Some(a) = parts.uri.authority() {
+                info.set(Field::Host, a.as_str().as_bytes());
+            }
+        }
     }
+    if let Some(ua) = parts.headers.get(USER_AGENT) {
+        info.set(Field::UserAgent, ua.as_bytes());
+    }
+    if let Some(id) = parts
+        .headers
+        .get(&TRACEPARENT)
+        .and_then(|tp| crate::audit::trace_id(tp.as_bytes()))
+    {
+        info.set(Field::TraceId, id);
+    }
+    info
 }
 
 fn is_event_stream<B>(response: &Response<B>) -> bool {
