@@ -29,7 +29,6 @@ use portcullis::snapshot::{KeyEnv, Snapshot};
 use portcullis::token::VerifiedClaims;
 use serde_json::json;
 
-
 const TENANT: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
 
 fn agent_id(i: usize) -> String {

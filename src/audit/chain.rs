@@ -273,7 +273,6 @@ fn hex_array(digest: &[u8]) -> [u8; 64] {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

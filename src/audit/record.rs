@@ -203,7 +203,11 @@ impl Record {
         w.raw(b"\",\"route\":");
         w.opt_str(route.map(|r| r.name()))?;
         w.raw(b",\"route_params\":{");
-        for (i, (k, v)) in decision.map_or(&[][..], |d| &d.params[..]).iter().enumerate() {
+        for (i, (k, v)) in decision
+            .map_or(&[][..], |d| &d.params[..])
+            .iter()
+            .enumerate()
+        {
             if i > 0 {
                 w.raw(b",");
             }
@@ -279,7 +283,11 @@ impl Record {
             }
         }
         w.raw(b",\"policies\":[");
-        for (i, o) in decision.map_or(&[][..], |d| &d.policies[..]).iter().enumerate() {
+        for (i, o) in decision
+            .map_or(&[][..], |d| &d.policies[..])
+            .iter()
+            .enumerate()
+        {
             w.raw(if i > 0 { b",{\"name\":" } else { b"{\"name\":" });
             w.str(&o.policy)?;
             w.raw(b",\"result\":\"");

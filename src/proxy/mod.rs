@@ -318,7 +318,11 @@ impl Gateway {
 }
 
 /// What the audit record keeps of the request line and headers.
-fn request_info(parts: &Parts, request_id: &HeaderValue, client_ip: std::net::IpAddr) -> RequestInfo {
+fn request_info(
+    parts: &Parts,
+    request_id: &HeaderValue,
+    client_ip: std::net::IpAddr,
+) -> RequestInfo {
     let mut info = RequestInfo::new(
         std::time::SystemTime::now(),
         parts.method.clone(),
