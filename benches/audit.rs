@@ -13,7 +13,6 @@ mod common;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -57,7 +56,6 @@ grant = "block"
     );
     let config = portcullis::config::parse(&text, Path::new(".")).unwrap();
     let env = KeyEnv {
-        generation: Arc::new(AtomicU64::new(0)),
         observer: Arc::new(common::Quiet),
     };
     let snapshot = Snapshot::compile(&config, &env).unwrap();

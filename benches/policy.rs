@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Requests are evaluated at a fixed time (Thursday 2026-11-26 10:00 UTC),
@@ -123,7 +122,6 @@ async fn fixture(
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let env = KeyEnv {
-        generation: Arc::new(AtomicU64::new(0)),
         observer: Arc::new(common::Quiet),
     };
     let snapshot = Snapshot::compile(&config, &env).unwrap_or_else(|e| panic!("{e}"));

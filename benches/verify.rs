@@ -11,7 +11,6 @@
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 mod common;
 
@@ -46,7 +45,6 @@ async fn fixture() -> Fixture {
         )
     };
     let env = KeyEnv {
-        generation: Arc::new(AtomicU64::new(0)),
         observer: Arc::new(common::Quiet),
     };
     let build = |cache| {

@@ -10,13 +10,15 @@ use hyper::body::Incoming;
 
 use crate::audit::AuditStatus;
 use crate::metrics::Metrics;
-use crate::proxy::{Body, full};
+use crate::proxy::{Body, ClientConn, full};
+use crate::reload::{Outcome, ReloadHandle};
 use crate::snapshot::Snapshot;
 
 pub struct Admin {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     audit: Option<Arc<AuditStatus>>,
+    reload: Option<ReloadHandle>,
 }
 
 impl Admin {
@@ -24,15 +26,20 @@ impl Admin {
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
         audit: Option<Arc<AuditStatus>>,
+        reload: Option<ReloadHandle>,
     ) -> Self {
         Self {
             snapshot,
             metrics,
             audit,
+            reload,
         }
     }
 
-    pub fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
+        if req.uri().path() == "/reload" {
+            return self.reload(&req, conn).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         }
@@ -42,6 +49,34 @@ impl Admin {
             "/metrics" => self.metrics(),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    /// `POST /reload`: reloads the config file now and answers with the
+    /// outcome (200 applied/unchanged, 422 with every error). Loopback only.
+    async fn reload(&self, req: &Request<Incoming>, conn: ClientConn) -> Response<Body> {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        // Why: whoever can reload can make the gateway re-read its file at
+        // will; only processes on this host may.
+        if !conn.peer.ip().is_loopback() {
+            return text(
+                StatusCode::FORBIDDEN,
+                "reload is allowed from loopback only\n",
+            );
+        }
+        let Some(handle) = &self.reload else {
+            return text(
+                StatusCode::CONFLICT,
+                "this gateway was not started from a config file\n",
+            );
+        };
+        let outcome = handle.reload().await;
+        let status = match outcome {
+            Outcome::Failed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::OK,
+        };
+        json(status, format!("{}\n", outcome.to_json()))
     }
 
     /// Ready when every key source has usable keys and the audit trail

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +17,8 @@ use crate::admin::Admin;
 use crate::audit::{AuditStatus, WriterHandle};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::{Gateway, Upstream};
+use crate::proxy::Gateway;
+use crate::reload::ReloadHandle;
 use crate::serve::{self, ServeSettings};
 use crate::snapshot::{KeyEnv, Snapshot};
 
@@ -40,7 +40,11 @@ pub struct Running {
     cut: CancellationToken,
     /// Key refreshes and file watchers: they end on shutdown.
     tasks: Vec<JoinHandle<()>>,
+    /// Refresh loops of key sources added by reloads.
+    key_loops: TaskTracker,
     writer: Option<WriterHandle>,
+    reload: Option<ReloadHandle>,
+    reloads: watch::Sender<u64>,
 }
 
 impl Running {
@@ -55,6 +59,21 @@ impl Running {
     /// Counts revocation file changes applied: tests await it, never sleep.
     pub fn revocation_changes(&self) -> watch::Receiver<u64> {
         self.revocations.subscribe()
+    }
+
+    /// Reloads the config file (`None` when started from text).
+    pub fn reload_handle(&self) -> Option<&ReloadHandle> {
+        self.reload.as_ref()
+    }
+
+    /// Counts finished reloads, whatever their outcome: tests await it.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// The running snapshot's config version.
+    pub fn config_version(&self) -> String {
+        self.snapshot.load().version.to_string()
     }
 
     /// The audit trail's state; `None` when audit is off.
@@ -88,6 +107,8 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+        self.key_loops.close();
+        self.key_loops.wait().await;
         if let Some(writer) = self.writer
             && !writer.finished(AUDIT_FLUSH_LIMIT).await
         {
@@ -105,12 +126,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
     metrics.set_config_version(&config.version);
     let env = KeyEnv {
-        generation: Arc::new(AtomicU64::new(0)),
         observer: metrics.clone(),
     };
     let snapshot = Snapshot::compile(&config, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-    let upstream = Upstream::new(&config.upstream).context("upstream TLS configuration")?;
     let tls = match &config.server.tls {
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
             &t.cert, &t.key,
@@ -155,7 +174,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gateway = Arc::new(Gateway::new(
         snapshot.clone(),
         metrics.clone(),
-        upstream,
         revocations.clone(),
         auditor,
         tunnels.clone(),
@@ -175,10 +193,40 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cut.clone(),
     ));
 
-    let admin = Arc::new(Admin::new(snapshot.clone(), metrics, audit.clone()));
-    let admin_handler = move |req, _conn| {
+    let key_loops = TaskTracker::new();
+    let reloads = watch::Sender::new(0);
+    let reload = match &config.source {
+        Some(path) => {
+            let reloader = crate::reload::Reloader {
+                path: path.clone(),
+                snapshot: snapshot.clone(),
+                env: env.clone(),
+                metrics: metrics.clone(),
+                startup: config.clone(),
+                key_loops: key_loops.clone(),
+                stop: stop.clone(),
+                done: reloads.clone(),
+            };
+            let (handle, task) = reloader.start();
+            tasks.push(task);
+            tasks.push(tokio::spawn(watch_config(
+                path.clone(),
+                handle.clone(),
+                stop.clone(),
+            )));
+            Some(handle)
+        }
+        None => None,
+    };
+    let admin = Arc::new(Admin::new(
+        snapshot.clone(),
+        metrics,
+        audit.clone(),
+        reload.clone(),
+    ));
+    let admin_handler = move |req, conn| {
         let admin = admin.clone();
-        async move { admin.handle(&req) }
+        async move { admin.handle(req, conn).await }
     };
     let admin_settings = ServeSettings {
         is_main: false,
@@ -207,13 +255,50 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tunnels,
         cut,
         tasks,
+        key_loops,
         writer,
+        reload,
+        reloads,
     })
 }
 
-/// Runs until SIGTERM or SIGINT, then drains and returns.
+/// Reloads when the config file changes (also when it is replaced).
+async fn watch_config(
+    path: std::path::PathBuf,
+    reload: ReloadHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut watch = crate::watch::FileWatch::new(std::slice::from_ref(&path), "config file");
+    loop {
+        tokio::select! {
+            changed = watch.changed() => match changed {
+                Some(()) => reload.trigger(),
+                None => return,
+            },
+            () = serve::stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, then drains and returns. SIGHUP reloads
+/// the config file.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let running = start(config).await?;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Some(handle), Ok(mut hup)) = (
+            running.reload_handle().cloned(),
+            signal(SignalKind::hangup()),
+        ) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    handle.trigger();
+                }
+            });
+        }
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown();

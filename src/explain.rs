@@ -50,7 +50,6 @@ pub struct Explanation {
 pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explanation, String> {
     let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
     let env = KeyEnv {
-        generation: Default::default(),
         observer: Arc::new(metrics),
     };
     let snapshot = Snapshot::compile(config, &env).map_err(|e| e.to_string())?;

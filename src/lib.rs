@@ -11,6 +11,7 @@
 //! - [`policy`]: routes, identities' rules, the agent registry, conditional
 //!   access, the revocation list; pure functions over plain data.
 //! - [`revocation`]: keeps the revocation list current from its watched file.
+//! - [`reload`]: hot reload of the config file: validate, compile, swap.
 //! - [`explain`]: `portcullis explain`, the pipeline's decision for one request.
 //! - [`rejection`]: the only author of 400/401/403/503 auth answers (RFC 6750).
 //! - [`proxy`]: the request pipeline and forwarding to the upstream.
@@ -34,9 +35,11 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod rejection;
+pub mod reload;
 pub mod revocation;
 pub mod serve;
 pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod watch;

@@ -22,7 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway from a config file until SIGTERM/SIGINT.
+    /// Run the gateway from a config file until SIGTERM/SIGINT (drain, then
+    /// exit). The file is reloaded when it changes, on SIGHUP, and on
+    /// `POST /reload` to the admin port.
     Run {
         /// Path of the TOML config file.
         #[arg(short, long, value_name = "FILE")]
@@ -93,7 +95,6 @@ fn check(path: &std::path::Path) -> ExitCode {
     };
     // Compiling the snapshot finds route conflicts; it fetches nothing.
     let env = portcullis::snapshot::KeyEnv {
-        generation: Default::default(),
         observer: match portcullis::metrics::Metrics::new() {
             Ok(m) => std::sync::Arc::new(m),
             Err(e) => {

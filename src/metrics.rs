@@ -41,6 +41,7 @@ pub struct Metrics {
     policy_results: IntCounterVec,
     connections: IntGaugeVec,
     config_info: IntGaugeVec,
+    config_reloads: IntCounterVec,
     audit_records: IntCounter,
     audit_queue_depth: IntGauge,
     audit_dropped: IntCounterVec,
@@ -172,6 +173,16 @@ impl Metrics {
             ),
             &["version"],
         )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "gateway_config_reloads_total",
+                "Config reloads by result (applied, unchanged, failed).",
+            ),
+            &["result"],
+        )?;
+        for result in ["applied", "unchanged", "failed"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let audit_records = IntCounter::new(
             "gateway_audit_records_total",
             "Audit records written to the sink.",
@@ -229,6 +240,7 @@ impl Metrics {
             Box::new(policy_results.clone()),
             Box::new(connections.clone()),
             Box::new(config_info.clone()),
+            Box::new(config_reloads.clone()),
             Box::new(audit_records.clone()),
             Box::new(audit_queue_depth.clone()),
             Box::new(audit_dropped.clone()),
@@ -260,6 +272,7 @@ impl Metrics {
             policy_results,
             connections,
             config_info,
+            config_reloads,
             audit_records,
             audit_queue_depth,
             audit_dropped,
@@ -327,6 +340,10 @@ impl Metrics {
     pub fn set_config_version(&self, version: &str) {
         self.config_info.reset();
         self.config_info.with_label_values(&[version]).set(1);
+    }
+
+    pub fn config_reload(&self, result: &str) {
+        self.config_reloads.with_label_values(&[result]).inc();
     }
 
     pub fn audit_written(&self, n: u64) {

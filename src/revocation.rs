@@ -3,12 +3,11 @@
 //! symlink swaps), and swaps in each valid new version. A broken file keeps
 //! the previous list and says why in the log.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::ConfigErrors;
 use crate::policy::RevocationList;
@@ -50,35 +49,15 @@ pub fn start(
         current: ArcSwap::from_pointee(initial),
         applied: watch::Sender::new(0),
     });
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let dir = path
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
-    })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-    let watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the revocation file; changes need a restart");
-            None
-        }
-    };
+    let mut watch = crate::watch::FileWatch::new(std::slice::from_ref(&path), "revocation file");
     let shared = revocations.clone();
     let task = tokio::spawn(async move {
-        // The watcher lives as long as the task.
-        let _watcher = watcher;
         let mut last = std::fs::read(&path).ok();
         loop {
             tokio::select! {
-                event = rx.recv() => if event.is_none() { return },
+                event = watch.changed() => if event.is_none() { return },
                 () = crate::serve::stopped(&mut shutdown) => return,
             }
-            // Drain the burst an editor or a ConfigMap swap produces.
-            while rx.try_recv().is_ok() {}
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };

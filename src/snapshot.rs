@@ -5,16 +5,17 @@
 //! `portcullis check` runs exactly this.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
 use crate::config::{
     Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, KeyLocation,
+    TokenCacheConfig, UpstreamConfig,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::policy::{Policies, RouteTable};
+use crate::proxy::Upstream;
 use crate::rejection::Challenges;
 use crate::token::{IssuerTrust, TokenCache, Verifier};
 
@@ -33,13 +34,24 @@ pub struct Snapshot {
     pub key_sources: Vec<Arc<KeySource>>,
     /// The config's version (digest of its text), in records and metrics.
     pub version: Arc<str>,
+    /// The pooled client for the upstream.
+    pub upstream: Upstream,
+    /// What each issuer entry compiled to: the next reload keeps what did
+    /// not change (trusts, key sources with their keys, cache entries).
+    issuers: Vec<CompiledIssuer>,
+    upstream_config: UpstreamConfig,
+    token_cache_config: TokenCacheConfig,
 }
 
-/// Shared by every key source: the key generation counter and the observer
-/// of fetches.
+struct CompiledIssuer {
+    config: IssuerConfig,
+    trusts: Vec<Arc<IssuerTrust>>,
+    sources: Vec<Arc<KeySource>>,
+}
+
+/// Shared by every key source: the observer of fetches.
 #[derive(Clone)]
 pub struct KeyEnv {
-    pub generation: Arc<AtomicU64>,
     pub observer: Arc<dyn KeyObserver>,
 }
 
@@ -47,47 +59,88 @@ impl Snapshot {
     /// Compiles a validated config. Fails only on what validation cannot see
     /// alone: route conflicts, unreadable CA files.
     pub fn compile(config: &Config, env: &KeyEnv) -> Result<Self, ConfigErrors> {
+        Self::compile_after(config, env, None)
+    }
+
+    /// Compiles a config that replaces `previous` (a reload): issuer entries
+    /// that did not change keep their trusts and key sources (keys, refresh
+    /// loop, verified-token cache entries), and an unchanged token cache and
+    /// upstream client are kept.
+    pub fn compile_after(
+        config: &Config,
+        env: &KeyEnv,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let routes = RouteTable::compile(&config.routes)
             .map_err(|e| errors.extend(e))
             .ok();
-        let mut trusts = Vec::new();
-        let mut key_sources = Vec::new();
+        let mut issuers = Vec::new();
         for (i, issuer) in config.issuers.iter().enumerate() {
-            match compile_issuer(issuer, env) {
-                Ok((t, k)) => {
-                    trusts.extend(t);
-                    key_sources.extend(k);
-                }
+            let kept = previous
+                .and_then(|p| p.issuers.iter().find(|c| c.config == *issuer))
+                .map(|c| CompiledIssuer {
+                    config: c.config.clone(),
+                    trusts: c.trusts.clone(),
+                    sources: c.sources.clone(),
+                });
+            match kept.map_or_else(|| compile_issuer(issuer, env), Ok) {
+                Ok(compiled) => issuers.push(compiled),
                 Err(message) => errors.push(ConfigError {
                     path: format!("issuers[{i}].ca_file"),
                     message,
                 }),
             }
         }
-        let (Some(routes), true) = (routes, errors.is_empty()) else {
+        let upstream = match previous.filter(|p| p.upstream_config == config.upstream) {
+            Some(p) => Some(p.upstream.clone()),
+            None => Upstream::new(&config.upstream)
+                .map_err(|e| {
+                    errors.push(ConfigError {
+                        path: "upstream.ca_file".into(),
+                        message: e.to_string(),
+                    })
+                })
+                .ok(),
+        };
+        let (Some(routes), Some(upstream), true) = (routes, upstream, errors.is_empty()) else {
             return Err(ConfigErrors(errors));
         };
-        let cache = config
-            .token_cache
-            .enabled
-            .then(|| TokenCache::new(config.token_cache.capacity, config.token_cache.ttl));
-        let upstream = &config.upstream.url;
+        let cache = match previous.filter(|p| p.token_cache_config == config.token_cache) {
+            Some(p) => p.verifier.cache().cloned(),
+            None => config
+                .token_cache
+                .enabled
+                .then(|| TokenCache::new(config.token_cache.capacity, config.token_cache.ttl)),
+        };
+        let trusts = issuers
+            .iter()
+            .flat_map(|c| c.trusts.iter().cloned())
+            .collect();
+        let key_sources = issuers
+            .iter()
+            .flat_map(|c| c.sources.iter().cloned())
+            .collect();
+        let url = &config.upstream.url;
         let policies = Policies::compile(config);
         Ok(Self {
-            verifier: Verifier::new(trusts, cache, env.generation.clone()),
+            verifier: Verifier::new(trusts, cache),
             challenges: Challenges::new(&config.server.realm, routes.routes(), &policies.policies),
             routes,
             policies,
             identity_headers: config.identity_headers.clone(),
-            upstream_scheme: upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
-            upstream_authority: upstream
+            upstream_scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
+            upstream_authority: url
                 .authority()
                 .cloned()
                 .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
             trusted_proxies: config.server.trusted_proxies.clone(),
             key_sources,
             version: Arc::from(config.version.as_str()),
+            upstream,
+            issuers,
+            upstream_config: config.upstream.clone(),
+            token_cache_config: config.token_cache.clone(),
         })
     }
 
@@ -97,11 +150,9 @@ impl Snapshot {
     }
 }
 
-type Compiled = (Vec<Arc<IssuerTrust>>, Vec<Arc<KeySource>>);
-
 /// Expands one issuer entry into exact-`iss` trusts, each with its key
 /// source: one for OIDC; for Entra, per tenant, one per token version.
-fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<Compiled, String> {
+fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<CompiledIssuer, String> {
     let fetcher = Fetcher::new(issuer.keys.ca_file.as_deref()).map_err(|e| e.to_string())?;
     let name: Arc<str> = Arc::from(issuer.name.as_str());
     let source = |label: String, endpoint: KeyEndpoint| {
@@ -110,7 +161,6 @@ fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<Compiled, Strin
             endpoint,
             issuer.keys.clone(),
             fetcher.clone(),
-            env.generation.clone(),
             env.observer.clone(),
         ))
     };
@@ -133,5 +183,9 @@ fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<Compiled, Strin
         )));
         sources.push(keys);
     }
-    Ok((trusts, sources))
+    Ok(CompiledIssuer {
+        config: issuer.clone(),
+        trusts,
+        sources,
+    })
 }

@@ -231,7 +231,40 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
     assert_eq!(send(req).await.status(), StatusCode::OK);
     assert_eq!(get(&url, None).await.status(), StatusCode::UNAUTHORIZED);
 
+    // SIGHUP reloads the file: the route now wants a scope the token lacks.
     let pid = child.0.id().to_string();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "scopes = [\"Models.Invoke\"]",
+            "scopes = [\"Models.Admin\"]",
+        ),
+    )
+    .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("reload logged in time")
+            .expect("the binary is running");
+        let done = line.contains("configuration reloaded");
+        logs.push(line);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        get(&url, Some(&token)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -259,9 +292,10 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
         logs.join("\n")
     );
 
-    // Both records were written before exit, and the chain verifies.
+    // Every record was written before exit, and the chain verifies.
     let records = read_records(&audit);
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 3);
+    assert_ne!(records[0]["config_version"], records[2]["config_version"]);
     assert!(
         std::fs::read_to_string(&audit)
             .unwrap()
@@ -275,7 +309,7 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("ok: 2 records intact"),
+        String::from_utf8_lossy(&out.stdout).contains("ok: 3 records intact"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

@@ -41,6 +41,9 @@ pub struct Config {
     /// Digest of the file's text: names this generation in `/readyz`,
     /// metrics and every audit record.
     pub version: String,
+    /// The file it was loaded from (`None` when parsed from text): what a
+    /// reload reads again.
+    pub source: Option<PathBuf>,
     /// Problems that do not stop the gateway (orphaned agents); `check`
     /// prints them.
     pub warnings: Vec<ConfigError>,
@@ -196,7 +199,7 @@ pub enum AuditFailure {
     Allow,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -214,13 +217,13 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// Scheme and authority only; the request's path and query are appended.
     pub url: Uri,
@@ -236,7 +239,7 @@ pub struct UpstreamConfig {
 
 /// One `[[issuers]]` entry: where its keys come from and how its tokens are
 /// validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerConfig {
     pub name: String,
     /// Every exact `iss` this entry accepts, with where its keys are: one
@@ -252,7 +255,7 @@ pub struct IssuerConfig {
 
 /// One exact `iss` value, its key endpoint and the key `issuer` values
 /// that may sign for it. Computed once when the config is validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerAnchor {
     pub iss: String,
     /// Names the key source in logs and metrics: `name`, or
@@ -267,13 +270,13 @@ pub struct IssuerAnchor {
     pub key_issuers: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyLocation {
     Discovery(Uri),
     Jwks(Uri),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyFetchConfig {
     pub refresh_interval: Duration,
     /// Minimum time between on-demand refreshes caused by an unknown `kid`.
@@ -313,7 +316,7 @@ pub enum RouteMatch {
     Prefix(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenCacheConfig {
     pub enabled: bool,
     pub capacity: u64,
@@ -331,7 +334,7 @@ pub struct IdentityHeaders {
     pub roles: HeaderName,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggingConfig {
     pub level: String,
     pub json: bool,
@@ -382,7 +385,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }])
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse(&text, base)
+    let mut config = parse(&text, base)?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
 }
 
 /// Validates config text; `base` resolves relative file paths.
@@ -399,7 +404,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// The first 12 hex digits of the SHA-256 of the config text.
-fn version(text: &str) -> String {
+pub fn version(text: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
     d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
 }

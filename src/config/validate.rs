@@ -180,6 +180,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             revocation_file,
             audit,
             version: String::new(),
+            source: None,
             warnings,
         }),
         _ => Err(ConfigErrors(errs.0)),

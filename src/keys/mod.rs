@@ -31,7 +31,7 @@ const NEGATIVE_CACHE_LIMIT: usize = 4096;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// Where a source's keys come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyEndpoint {
     /// A discovery document that must name `issuer`; its `jwks_uri` is used.
     Discovery {
@@ -96,11 +96,13 @@ pub struct KeySource {
     fetch_lock: tokio::sync::Mutex<()>,
     /// Tiny critical sections only (never held across `.await`).
     state: Mutex<RefreshState>,
-    /// Shared by every source; bumped whenever any set's keys change, so
-    /// verified-token caches can tell their entries are from another era.
-    generation: Arc<AtomicU64>,
+    /// Bumped whenever this source's keys change, so verified-token cache
+    /// entries made with an older set are ignored.
+    generation: AtomicU64,
     observer: Arc<dyn KeyObserver>,
     loaded: watch::Sender<bool>,
+    /// Cancelled when a reload drops this source: its refresh loop ends.
+    retired: tokio_util::sync::CancellationToken,
 }
 
 impl KeySource {
@@ -109,7 +111,6 @@ impl KeySource {
         endpoint: KeyEndpoint,
         settings: KeyFetchConfig,
         fetcher: Fetcher,
-        generation: Arc<AtomicU64>,
         observer: Arc<dyn KeyObserver>,
     ) -> Self {
         Self {
@@ -117,17 +118,34 @@ impl KeySource {
             endpoint,
             settings,
             fetcher,
+            generation: AtomicU64::new(0),
             current: ArcSwapOption::empty(),
             fetch_lock: tokio::sync::Mutex::new(()),
             state: Mutex::new(RefreshState::default()),
-            generation,
             observer,
             loaded: watch::Sender::new(false),
+            retired: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Whether this source fetches `endpoint` with `settings` under `label`:
+    /// then a reload keeps it, with its keys and its refresh loop.
+    pub fn is_same(&self, label: &str, endpoint: &KeyEndpoint, settings: &KeyFetchConfig) -> bool {
+        self.label == label && self.endpoint == *endpoint && self.settings == *settings
+    }
+
+    /// Ends the refresh loop of a source no config uses any more.
+    pub fn retire(&self) {
+        self.retired.cancel();
     }
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Changes with every change of this source's keys.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Whether a usable (present and fresh) key set is loaded.
@@ -287,6 +305,7 @@ impl KeySource {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
+                () = self.retired.cancelled() => return,
             }
         }
     }
@@ -345,7 +364,6 @@ mod tests {
             KeyEndpoint::Jwks(Uri::from_static("http://127.0.0.1:1/keys")),
             settings,
             Fetcher::new(None).unwrap(),
-            Arc::new(AtomicU64::new(0)),
             Arc::new(Quiet),
         )
     }

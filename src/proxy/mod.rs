@@ -50,7 +50,6 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
-    upstream: Upstream,
     revocations: Arc<Revocations>,
     /// `None` when audit is off.
     auditor: Option<Auditor>,
@@ -73,7 +72,6 @@ impl Gateway {
     pub fn new(
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
-        upstream: Upstream,
         revocations: Arc<Revocations>,
         auditor: Option<Auditor>,
         tunnels: TaskTracker,
@@ -82,7 +80,6 @@ impl Gateway {
         Self {
             snapshot,
             metrics,
-            upstream,
             revocations,
             auditor,
             tunnels,
@@ -212,7 +209,7 @@ impl Gateway {
         };
         let req = Request::from_parts(parts, body);
         match forward::forward(
-            &self.upstream,
+            &snapshot.upstream,
             snapshot,
             req,
             &grant,

@@ -1,9 +1,10 @@
 //! The verified-token cache: SHA-256 of the token → verified claims.
 //!
 //! Keyed by a digest, never the token. An entry lives for min(token `exp`,
-//! configured TTL); `exp` is re-checked on every hit; entries made under an
-//! older key generation are ignored, so a key set change invalidates the
-//! whole cache at once.
+//! configured TTL); `exp` is re-checked on every hit. An entry names the
+//! issuer trust that accepted it and that trust's key generation: a key set
+//! change invalidates that issuer's entries, and a reload that changes (or
+//! drops) an issuer invalidates its entries and no others.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,10 @@ struct Entry {
     lifetime: Duration,
     /// The accepting issuer's clock skew, applied to `exp` on a hit.
     skew: u64,
+    /// Which [`IssuerTrust`](super::IssuerTrust) accepted the token: an
+    /// entry counts only while that same trust is in force (a reload that
+    /// changes the issuer's settings retires it).
+    trust: u64,
 }
 
 struct EntryLifetime;
@@ -56,14 +61,15 @@ impl TokenCache {
         out
     }
 
-    /// The cached claims, if present, made under `generation`, and not past
+    /// The cached claims, the id of the trust that accepted them and the
+    /// key generation they were verified under, if present and not past
     /// `exp` + the issuer's skew at `now` (seconds since the epoch).
-    pub fn get(&self, key: &TokenDigest, generation: u64, now: u64) -> Option<Arc<VerifiedClaims>> {
+    pub fn get(&self, key: &TokenDigest, now: u64) -> Option<(Arc<VerifiedClaims>, u64, u64)> {
         let entry = self.entries.get(key)?;
-        if entry.generation != generation || now > entry.claims.exp().saturating_add(entry.skew) {
+        if now > entry.claims.exp().saturating_add(entry.skew) {
             return None;
         }
-        Some(entry.claims)
+        Some((entry.claims, entry.trust, entry.generation))
     }
 
     pub fn insert(
@@ -73,6 +79,7 @@ impl TokenCache {
         generation: u64,
         now: u64,
         skew: u64,
+        trust: u64,
     ) {
         let remaining = Duration::from_secs(claims.exp().saturating_sub(now));
         let lifetime = remaining.min(self.ttl);
@@ -86,6 +93,7 @@ impl TokenCache {
                 generation,
                 lifetime,
                 skew,
+                trust,
             },
         );
     }
@@ -113,28 +121,29 @@ mod tests {
     fn hits_recheck_expiry_with_the_issuer_skew() {
         let cache = TokenCache::new(10, Duration::from_secs(300));
         let key = TokenCache::digest("token");
-        cache.insert(key, claims(1_000), 7, 900, 60);
-        assert!(cache.get(&key, 7, 950).is_some());
-        assert!(cache.get(&key, 7, 1_060).is_some(), "within skew");
+        cache.insert(key, claims(1_000), 7, 900, 60, 1);
+        assert!(cache.get(&key, 950).is_some());
+        assert!(cache.get(&key, 1_060).is_some(), "within skew");
         assert!(
-            cache.get(&key, 7, 1_061).is_none(),
+            cache.get(&key, 1_061).is_none(),
             "expired even though cached"
         );
     }
 
     #[test]
-    fn a_new_key_generation_invalidates_entries() {
+    fn entries_carry_their_trust_and_key_generation() {
         let cache = TokenCache::new(10, Duration::from_secs(300));
         let key = TokenCache::digest("token");
-        cache.insert(key, claims(2_000), 7, 900, 0);
-        assert!(cache.get(&key, 8, 950).is_none());
+        cache.insert(key, claims(2_000), 7, 900, 0, 3);
+        let (_, trust, generation) = cache.get(&key, 950).unwrap();
+        assert_eq!((trust, generation), (3, 7));
     }
 
     #[test]
     fn already_expired_tokens_are_not_cached() {
         let cache = TokenCache::new(10, Duration::from_secs(300));
         let key = TokenCache::digest("token");
-        cache.insert(key, claims(900), 1, 900, 60);
+        cache.insert(key, claims(900), 1, 900, 60, 1);
         assert_eq!(cache.entry_count(), 0);
     }
 

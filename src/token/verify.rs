@@ -49,8 +49,14 @@ pub struct Verification {
     pub digest: Option<TokenDigest>,
 }
 
+/// Numbers every [`IssuerTrust`] ever made, so cache entries can name theirs.
+static NEXT_TRUST_ID: AtomicU64 = AtomicU64::new(1);
+
 /// Everything needed to verify tokens bearing one exact `iss`.
 pub struct IssuerTrust {
+    /// Unique per instance: a reload that keeps an issuer keeps its trust
+    /// (and the cache entries it accepted); one that changes it makes a new one.
+    id: u64,
     pub name: Arc<str>,
     pub iss: String,
     /// Entra tenant the `tid` claim must equal.
@@ -92,6 +98,7 @@ impl IssuerTrust {
             })
             .collect();
         Self {
+            id: NEXT_TRUST_ID.fetch_add(1, Ordering::Relaxed),
             name,
             iss,
             tenant: anchor.tenant.clone(),
@@ -119,7 +126,6 @@ pub struct Verifier {
     /// The largest per-issuer limit: checked before any parsing.
     max_token_size: usize,
     cache: Option<TokenCache>,
-    key_generation: Arc<AtomicU64>,
 }
 
 #[derive(Deserialize)]
@@ -133,18 +139,13 @@ struct AlgPeek {
 }
 
 impl Verifier {
-    pub fn new(
-        trusts: Vec<Arc<IssuerTrust>>,
-        cache: Option<TokenCache>,
-        key_generation: Arc<AtomicU64>,
-    ) -> Self {
+    pub fn new(trusts: Vec<Arc<IssuerTrust>>, cache: Option<TokenCache>) -> Self {
         let max_token_size = trusts.iter().map(|t| t.max_token_size).max().unwrap_or(0);
         let trusts = trusts.into_iter().map(|t| (t.iss.clone(), t)).collect();
         Self {
             trusts,
             max_token_size,
             cache,
-            key_generation,
         }
     }
 
@@ -170,27 +171,44 @@ impl Verifier {
             };
         }
         let now = unix_now();
-        let generation = self.key_generation.load(Ordering::Acquire);
         let digest = TokenCache::digest(token);
         let Some(cache) = &self.cache else {
             return Verification {
-                result: self.verify_uncached(token).await.map(|(c, _)| Arc::new(c)),
+                result: self.verify_uncached(token).await.map(|(c, ..)| Arc::new(c)),
                 cache: CacheUse::Off,
                 digest: Some(digest),
             };
         };
-        if let Some(claims) = cache.get(&digest, generation, now) {
+        // Why: an entry counts only while the trust that accepted it is in
+        // force (a reload may change or drop the issuer) with the key set it
+        // was verified under.
+        if let Some((claims, trust, generation)) = cache.get(&digest, now)
+            && self
+                .trusts
+                .get(claims.iss())
+                .is_some_and(|t| t.id == trust && t.keys.generation() == generation)
+        {
             return Verification {
                 result: Ok(claims),
                 cache: CacheUse::Hit,
                 digest: Some(digest),
             };
         }
-        let result = self.verify_uncached(token).await.map(|(claims, skew)| {
-            let claims = Arc::new(claims);
-            cache.insert(digest, claims.clone(), generation, now, skew);
-            claims
-        });
+        let result = self
+            .verify_uncached(token)
+            .await
+            .map(|(claims, trust, generation)| {
+                let claims = Arc::new(claims);
+                cache.insert(
+                    digest,
+                    claims.clone(),
+                    generation,
+                    now,
+                    trust.clock_skew,
+                    trust.id,
+                );
+                claims
+            });
         Verification {
             result,
             cache: CacheUse::Miss,
@@ -198,7 +216,10 @@ impl Verifier {
         }
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<(VerifiedClaims, u64), VerifyError> {
+    async fn verify_uncached(
+        &self,
+        token: &str,
+    ) -> Result<(VerifiedClaims, &IssuerTrust, u64), VerifyError> {
         let header = decode_header(token)?;
         let peek: IssPeek = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(|_| TokenError::Malformed)?;
@@ -218,6 +239,8 @@ impl Verifier {
             .as_deref()
             .filter(|k| !k.is_empty())
             .ok_or(TokenError::MissingKid)?;
+        // Read before the key: a set replaced meanwhile leaves the entry stale.
+        let generation = trust.keys.generation();
         let key = match trust.keys.key(kid).await {
             KeyLookup::Found(key) => key,
             KeyLookup::Unknown => return Err(TokenError::UnknownKid.into()),
@@ -241,7 +264,8 @@ impl Verifier {
         check_claims(trust, &raw)?;
         Ok((
             VerifiedClaims::from_raw(trust.name.clone(), raw),
-            trust.clock_skew,
+            trust,
+            generation,
         ))
     }
 }

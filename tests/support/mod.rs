@@ -197,13 +197,46 @@ impl TestGateway {
     pub async fn start_unready(config: &str) -> Self {
         secrets::capture_logs();
         let dir = temp_dir();
-        let text = if config.contains("[audit]") {
-            config.to_owned()
-        } else {
-            format!("{config}\n[audit]\nsink = \"file\"\nfile = \"audit.jsonl\"\n")
-        };
-        let config =
-            portcullis::config::parse(&text, &dir).unwrap_or_else(|e| panic!("config: {e}"));
+        let config = portcullis::config::parse(&with_audit(config), &dir)
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        Self::run(config, dir).await
+    }
+
+    /// Starts the gateway from `gateway.toml` in a fresh directory (so that
+    /// it can reload), and waits for its keys.
+    pub async fn start_file(config: &str) -> Self {
+        secrets::capture_logs();
+        let dir = temp_dir();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, with_audit(config)).unwrap();
+        let config = portcullis::config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
+        let gw = Self::run(config, dir).await;
+        tokio::time::timeout(Duration::from_secs(10), gw.running().wait_ready())
+            .await
+            .expect("keys loaded");
+        gw
+    }
+
+    /// Replaces `gateway.toml` the way editors do (write, then rename).
+    pub fn rewrite(&self, config: &str) {
+        let tmp = self.dir.join(".gateway.toml.tmp");
+        std::fs::write(&tmp, with_audit(config)).unwrap();
+        std::fs::rename(&tmp, self.dir.join("gateway.toml")).unwrap();
+    }
+
+    /// `POST /reload` on the admin port: status and JSON answer.
+    pub async fn post_reload(&self) -> (StatusCode, Value) {
+        let resp = send(
+            Request::post(format!("http://{}/reload", self.admin))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        let status = resp.status();
+        (status, serde_json::from_str(&text(resp).await).unwrap())
+    }
+
+    async fn run(config: portcullis::config::Config, dir: PathBuf) -> Self {
         let running = portcullis::app::start(config).await.unwrap();
         Self {
             addr: running.addr,
@@ -265,6 +298,16 @@ impl TestGateway {
         .await;
         let status = resp.status();
         (status, text(resp).await)
+    }
+}
+
+/// `config` with the default audit section (a file in the gateway's
+/// directory) unless it has its own.
+fn with_audit(config: &str) -> String {
+    if config.contains("[audit]") {
+        config.to_owned()
+    } else {
+        format!("{config}\n[audit]\nsink = \"file\"\nfile = \"audit.jsonl\"\n")
     }
 }
 

@@ -1,0 +1,279 @@
+//! Hot reload through the real gateway: a change applies to the next
+//! request, a broken or startup-only change applies nothing, the watcher
+//! follows a ConfigMap-style symlink swap, and a new issuer's keys are
+//! fetched before the swap.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: integration tests; a panic is a failure
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use support::*;
+
+fn routes(scope: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+name = "api"
+prefix = "/"
+scopes = ["{scope}"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_policy_change_applies_to_the_next_request_on_the_same_connection() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let issuer = oidc_issuer(&idp, "");
+    let gw =
+        TestGateway::start_file(&config(upstream.addr, &issuer, &routes("Models.Invoke"))).await;
+    let before = gw.running().config_version();
+
+    // One keep-alive connection for both requests.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let token = idp.token().sign();
+    let request = || {
+        Request::get("/x")
+            .header("host", "gateway")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let first = sender.send_request(request()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    first.into_body().collect().await.unwrap();
+
+    gw.rewrite(&config(upstream.addr, &issuer, &routes("Models.Admin")));
+    let (status, answer) = gw.post_reload().await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["result"], "applied");
+    assert_ne!(answer["version"], before.as_str());
+
+    let second = sender.send_request(request()).await.unwrap();
+    assert_eq!(
+        second.status(),
+        StatusCode::FORBIDDEN,
+        "the new rule, on the same connection"
+    );
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(metrics.contains("gateway_config_reloads_total{result=\"applied\"} 1"));
+    assert!(metrics.contains(&format!(
+        "gateway_config_info{{version=\"{}\"}} 1",
+        answer["version"].as_str().unwrap()
+    )));
+    let records = gw.audit_records(2).await;
+    assert_eq!(records[0]["config_version"], before.as_str());
+    assert_eq!(records[1]["config_version"], answer["version"]);
+}
+
+#[tokio::test]
+async fn a_broken_config_changes_nothing_and_says_why() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let good = config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        &routes("Models.Invoke"),
+    );
+    let gw = TestGateway::start_file(&good).await;
+    let version = gw.running().config_version();
+    let token = idp.token().sign();
+
+    let broken = [
+        ("syntax", format!("{good}\n[[routes]\n"), "expected"),
+        (
+            "unknown key",
+            good.replace("realm = \"test\"", "realm = \"test\"\nrelam = \"typo\""),
+            "unknown field `relam`",
+        ),
+        (
+            "no audiences",
+            good.replace(&format!("audiences = [\"{AUDIENCE}\"]"), "audiences = []"),
+            "issuers[0].audiences: must not be empty",
+        ),
+    ];
+    for (what, text, expected) in &broken {
+        gw.rewrite(text);
+        let (status, answer) = gw.post_reload().await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {answer}");
+        assert_eq!(answer["result"], "failed");
+        let errors = answer["errors"].to_string();
+        assert!(errors.contains(expected), "{what}: {errors}");
+        assert_eq!(gw.running().config_version(), version, "{what}");
+        assert_eq!(
+            get(&gw.url("/x"), Some(&token)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(metrics.contains("gateway_config_reloads_total{result=\"failed\"} 3"));
+
+    // Back to the running text: nothing to do.
+    gw.rewrite(&good);
+    let (status, answer) = gw.post_reload().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["result"], "unchanged");
+}
+
+#[tokio::test]
+async fn startup_only_changes_are_refused_by_name() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let good = config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        &routes("Models.Invoke"),
+    );
+    let gw = TestGateway::start_file(&good).await;
+    gw.rewrite(
+        &good
+            .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"")
+            .replace("drain_timeout = \"5s\"", "drain_timeout = \"6s\""),
+    );
+    let (status, answer) = gw.post_reload().await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = answer["errors"].to_string();
+    assert!(
+        errors.contains("server.listen: cannot change without a restart"),
+        "{errors}"
+    );
+    assert!(errors.contains("server.drain_timeout"), "{errors}");
+}
+
+#[tokio::test]
+async fn a_new_issuer_is_ready_when_the_reload_answers() {
+    let idp = TestIdp::start().await;
+    let second = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let one = oidc_issuer(&idp, "");
+    let gw = TestGateway::start_file(&config(upstream.addr, &one, &routes("Models.Invoke"))).await;
+    let token = idp.token().sign();
+    assert_eq!(
+        get(&gw.url("/x"), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    let other = second.token().sign();
+    assert_eq!(
+        get(&gw.url("/x"), Some(&other)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let two = format!(
+        "{one}{}",
+        oidc_issuer(&second, "").replace("name = \"idp\"", "name = \"second\"")
+    );
+    gw.rewrite(&config(upstream.addr, &two, &routes("Models.Invoke")));
+    let (status, answer) = gw.post_reload().await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(second.fetch_count(), 1, "fetched once, before the swap");
+    assert_eq!(
+        get(&gw.url("/x"), Some(&other)).await.status(),
+        StatusCode::OK
+    );
+    // The unchanged issuer kept its keys and its verified-token cache.
+    assert_eq!(idp.fetch_count(), 1);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("gateway_token_cache_requests_total{result=\"hit\"} 1"),
+        "{metrics}"
+    );
+
+    // An issuer whose settings change starts with an empty cache for it.
+    let stricter = two.replacen(
+        &format!("audiences = [\"{AUDIENCE}\"]"),
+        "audiences = [\"api://other\"]",
+        1,
+    );
+    gw.rewrite(&config(upstream.addr, &stricter, &routes("Models.Invoke")));
+    assert_eq!(gw.post_reload().await.1["result"], "applied");
+    assert_eq!(
+        get(&gw.url("/x"), Some(&token)).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a cached token is checked against the new audience"
+    );
+}
+
+/// A Kubernetes ConfigMap volume: `gateway.toml` → `..data/gateway.toml`,
+/// `..data` → `..<timestamp>`; an update swaps `..data` atomically.
+#[tokio::test]
+async fn the_watcher_follows_a_configmap_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let issuer = oidc_issuer(&idp, "");
+    let dir = temp_dir();
+    let with_audit = |routes: &str| {
+        format!(
+            "{}\n[audit]\nsink = \"file\"\nfile = \"{}\"\n",
+            config(upstream.addr, &issuer, routes),
+            dir.join("audit.jsonl").display()
+        )
+    };
+    std::fs::create_dir(dir.join("..2026_11_27_a")).unwrap();
+    std::fs::write(
+        dir.join("..2026_11_27_a/gateway.toml"),
+        with_audit(&routes("Models.Invoke")),
+    )
+    .unwrap();
+    symlink("..2026_11_27_a", dir.join("..data")).unwrap();
+    symlink("..data/gateway.toml", dir.join("gateway.toml")).unwrap();
+    let config = portcullis::config::load(&dir.join("gateway.toml")).unwrap();
+    let running = portcullis::app::start(config).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running.wait_ready())
+        .await
+        .unwrap();
+    let url = format!("http://{}/x", running.addr);
+    let token = idp.token().sign();
+    assert_eq!(get(&url, Some(&token)).await.status(), StatusCode::OK);
+
+    let mut reloads = running.reloads();
+    std::fs::create_dir(dir.join("..2026_11_27_b")).unwrap();
+    std::fs::write(
+        dir.join("..2026_11_27_b/gateway.toml"),
+        with_audit(&routes("Models.Admin")),
+    )
+    .unwrap();
+    symlink("..2026_11_27_b", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
+        .await
+        .expect("the watcher reloaded")
+        .unwrap();
+    assert_eq!(
+        get(&url, Some(&token)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn reload_is_refused_off_loopback_and_without_a_file() {
+    let (_idp, _upstream, gw) = default_stack().await;
+    // Started from text: nothing to reload.
+    let resp = send(
+        Request::post(format!("http://{}/reload", gw.admin))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let get = send(
+        Request::get(format!("http://{}/reload", gw.admin))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
