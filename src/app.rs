@@ -130,9 +130,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let snapshot = Snapshot::compile(&config, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-    let tls = match &config.server.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-            &t.cert, &t.key,
+    let server_cert = match &config.server.tls {
+        Some(t) => Some(crate::tls::ServerCert::load(&t.cert, &t.key)?),
+        None => None,
+    };
+    let tls = match &server_cert {
+        Some(cert) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            cert.clone(),
         )?)),
         None => None,
     };
@@ -206,11 +210,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 key_loops: key_loops.clone(),
                 stop: stop.clone(),
                 done: reloads.clone(),
+                server_cert: server_cert.clone(),
             };
             let (handle, task) = reloader.start();
             tasks.push(task);
+            let mut watched = vec![path.clone()];
+            if let Some(t) = &config.server.tls {
+                watched.extend([t.cert.clone(), t.key.clone()]);
+            }
             tasks.push(tokio::spawn(watch_config(
-                path.clone(),
+                watched,
                 handle.clone(),
                 stop.clone(),
             )));
@@ -262,13 +271,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Reloads when the config file changes (also when it is replaced).
+/// Reloads when the config file or the TLS files change (also when they
+/// are replaced).
 async fn watch_config(
-    path: std::path::PathBuf,
+    files: Vec<std::path::PathBuf>,
     reload: ReloadHandle,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut watch = crate::watch::FileWatch::new(std::slice::from_ref(&path), "config file");
+    let mut watch = crate::watch::FileWatch::new(&files, "config and TLS files");
     loop {
         tokio::select! {
             changed = watch.changed() => match changed {

@@ -100,6 +100,9 @@ pub struct Reloader {
     pub stop: watch::Receiver<bool>,
     /// Counts finished reloads (any outcome): tests await it.
     pub done: watch::Sender<u64>,
+    /// Re-read on every reload: a rotated certificate is served to the
+    /// next handshake.
+    pub server_cert: Option<Arc<crate::tls::ServerCert>>,
 }
 
 impl Reloader {
@@ -130,7 +133,24 @@ impl Reloader {
 
     /// One reload, start to finish.
     pub async fn reload(&self) -> Outcome {
-        let outcome = self.try_reload().await;
+        let mut outcome = self.try_reload().await;
+        if let (Some(cert), false) = (&self.server_cert, matches!(outcome, Outcome::Failed { .. }))
+        {
+            match cert.reload() {
+                Ok(true) => {
+                    tracing::info!("TLS certificate reloaded");
+                    if let Outcome::Unchanged { version } = outcome {
+                        outcome = Outcome::Applied { version };
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    outcome = Outcome::Failed {
+                        errors: vec![format!("server.tls: {e}")],
+                    };
+                }
+            }
+        }
         self.metrics.config_reload(outcome.label());
         match &outcome {
             Outcome::Applied { version } => {
@@ -237,8 +257,10 @@ pub fn startup_only_changes(running: &Config, next: &Config) -> Vec<ConfigError>
     );
     check(
         "server.tls",
-        a.tls.is_some() == b.tls.is_some(),
-        if a.tls.is_some() { "on" } else { "off" }.into(),
+        a.tls == b.tls,
+        a.tls.as_ref().map_or("off".into(), |t| {
+            format!("cert {}, key {}", t.cert.display(), t.key.display())
+        }),
     );
     check(
         "server.client_header_timeout",

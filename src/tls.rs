@@ -2,10 +2,13 @@
 //! (ALPN `h2`, `http/1.1`) and the client side for key fetches and the
 //! upstream (web PKI roots plus an optional CA file).
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -41,14 +44,78 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// A server config for the main listener, offering HTTP/2 and HTTP/1.1.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// The server's certificate and key, replaceable while serving: each new
+/// handshake takes the current pair; open connections keep theirs.
+#[derive(Debug)]
+pub struct ServerCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+    /// The files' bytes behind `current`, to tell a real change.
+    loaded: Mutex<PemFiles>,
+}
+
+impl ServerCert {
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        let (certified, bytes) = read_pair(cert, key)?;
+        Ok(Arc::new(Self {
+            cert_path: cert.to_path_buf(),
+            key_path: key.to_path_buf(),
+            current: ArcSwap::from_pointee(certified),
+            loaded: Mutex::new(bytes),
+        }))
+    }
+
+    /// Reads the files again; swaps in a new valid pair. `Ok(false)` when
+    /// the files did not change. A bad pair keeps the current one.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| file_error(p, e));
+        let bytes = (read(&self.cert_path)?, read(&self.key_path)?);
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if *loaded == bytes {
+            return Ok(false);
+        }
+        let (certified, bytes) = read_pair(&self.cert_path, &self.key_path)?;
+        self.current.store(Arc::new(certified));
+        *loaded = bytes;
+        Ok(true)
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The certificate file's and the key file's bytes.
+type PemFiles = (Vec<u8>, Vec<u8>);
+
+/// A certificate chain and its private key, checked to belong together.
+fn read_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, PemFiles), TlsError> {
+    let bytes = (
+        std::fs::read(cert).map_err(|e| file_error(cert, e))?,
+        std::fs::read(key).map_err(|e| file_error(key, e))?,
+    );
     let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
+    let private = PrivateKeyDer::from_pem_slice(&bytes.1).map_err(|e| file_error(key, e))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| file_error(key, e))?;
+    let certified = CertifiedKey::new(certs, signing);
+    certified
+        .keys_match()
+        .map_err(|e| file_error(key, format!("does not match the certificate: {e}")))?;
+    Ok((certified, bytes))
+}
+
+/// A server config for the main listener, offering HTTP/2 and HTTP/1.1.
+pub fn server_config(cert: Arc<ServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -395,9 +395,12 @@ async fn upstream_over_tls_with_a_private_ca() {
         cert.signing_key.serialize_pem(),
     )
     .unwrap();
-    let tls =
-        portcullis::tls::server_config(&dir.join("upstream-ca.pem"), &dir.join("upstream-key.pem"))
-            .unwrap();
+    let cert_files = portcullis::tls::ServerCert::load(
+        &dir.join("upstream-ca.pem"),
+        &dir.join("upstream-key.pem"),
+    )
+    .unwrap();
+    let tls = portcullis::tls::server_config(cert_files).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
