@@ -179,6 +179,59 @@ fn bench(c: &mut Criterion) {
         b.iter(|| decide(black_box(&large)))
     });
     g.finish();
+    reload(c, &rt, &issuer);
+}
+
+/// A whole reload of the large config (read, parse, validate, compile,
+/// swap), alternating between two versions so that each one applies.
+fn reload(c: &mut Criterion, rt: &tokio::runtime::Runtime, issuer: &DevIssuer) {
+    let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    let base = config_text(&issuer.url(), 10_000, 1_000, 200);
+    let texts = [
+        base.clone(),
+        base.replace("name = \"agent 7\"", "name = \"agent seven\""),
+    ];
+    std::fs::write(&path, &texts[0]).unwrap();
+    let config = portcullis::config::load(&path).unwrap();
+    let env = KeyEnv {
+        observer: Arc::new(common::Quiet),
+    };
+    let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(
+        Snapshot::compile(&config, &env).unwrap(),
+    ));
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let reloader = portcullis::reload::Reloader {
+        path: path.clone(),
+        snapshot,
+        env,
+        metrics: Arc::new(portcullis::metrics::Metrics::new().unwrap()),
+        startup: config,
+        key_loops: tokio_util::task::TaskTracker::new(),
+        stop,
+        done: tokio::sync::watch::Sender::new(0),
+        server_cert: None,
+    };
+    let mut n = 0;
+    let mut g = c.benchmark_group("reload");
+    g.sample_size(10);
+    g.bench_function("10k_agents_1k_routes_200_policies", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                std::fs::write(&path, &texts[n % 2]).unwrap();
+                let started = std::time::Instant::now();
+                let outcome = rt.block_on(reloader.reload());
+                total += started.elapsed();
+                assert_eq!(outcome.label(), "applied");
+            }
+            total
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, bench);

@@ -155,7 +155,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let logging = logging(&mut errs, file.logging);
     let identity = identity(&mut errs, file.identity);
     let locations = locations(&mut errs, file.locations);
-    let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    let route_names: HashSet<&str> = routes.iter().map(|r| r.name.as_str()).collect();
     let mut warnings = Vec::new();
     let agents = agents(&mut errs, &mut warnings, file.agents, &route_names);
     let location_names: Vec<&str> = locations.iter().map(|l| l.name.as_str()).collect();
@@ -786,7 +786,7 @@ fn agents(
     errs: &mut Errors,
     warnings: &mut Vec<ConfigError>,
     files: Vec<AgentFile>,
-    routes: &[&str],
+    routes: &HashSet<&str>,
 ) -> Vec<AgentConfig> {
     let mut ids = HashSet::new();
     files
@@ -850,7 +850,7 @@ fn agents(
 fn policies(
     errs: &mut Errors,
     files: Vec<PolicyFile>,
-    routes: &[&str],
+    routes: &HashSet<&str>,
     locations: &[&str],
 ) -> Vec<PolicyConfig> {
     let mut names = HashSet::new();
@@ -1017,7 +1017,7 @@ fn check_kinds(errs: &mut Errors, at: &str, kinds: &[String]) {
     }
 }
 
-fn check_route_names(errs: &mut Errors, at: &str, names: &[String], routes: &[&str]) {
+fn check_route_names(errs: &mut Errors, at: &str, names: &[String], routes: &HashSet<&str>) {
     for (i, n) in names.iter().enumerate() {
         if !routes.contains(&n.as_str()) {
             errs.push(format!("{at}[{i}]"), format!("no route named {n:?}"));
