@@ -224,6 +224,18 @@ impl TestGateway {
         std::fs::rename(&tmp, self.dir.join("gateway.toml")).unwrap();
     }
 
+    /// The value of one series in a scrape of `/metrics`, e.g.
+    /// `gateway_config_reloads_total{result="failed"}`.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let (_, metrics) = self.admin_get("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    }
+
     /// `POST /reload` on the admin port: status and JSON answer.
     pub async fn post_reload(&self) -> (StatusCode, Value) {
         let resp = send(
