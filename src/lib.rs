@@ -11,7 +11,10 @@
 //! - [`policy`]: routes, identities' rules, the agent registry, conditional
 //!   access, the revocation list; pure functions over plain data.
 //! - [`revocation`]: keeps the revocation list current from its watched file.
-//! - [`reload`]: hot reload of the config file: validate, compile, swap.
+//! - [`reload`]: hot reload of the config file: validate, compile, swap;
+//!   [`watch`]: the directory watch behind it and the revocation list.
+//! - [`audit`]: one record per request, its queue and writer thread, the
+//!   hash chain and `portcullis audit verify`.
 //! - [`explain`]: `portcullis explain`, the pipeline's decision for one request.
 //! - [`rejection`]: the only author of 400/401/403/503 auth answers (RFC 6750).
 //! - [`proxy`]: the request pipeline and forwarding to the upstream.
