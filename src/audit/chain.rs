@@ -262,13 +262,17 @@ pub fn verify(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
     Ok(report)
 }
 
+/// One byte as two lower-case hex digits.
+pub(super) fn hex_pair(b: u8) -> [u8; 2] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
+}
+
 /// A SHA-256 digest in lower-case hex.
 fn hex_array(digest: &[u8]) -> [u8; 64] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
-    for (i, b) in digest.iter().take(32).enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+        pair.copy_from_slice(&hex_pair(*b));
     }
     out
 }

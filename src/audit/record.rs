@@ -422,10 +422,8 @@ fn rfc3339(out: &mut Vec<u8>, time: SystemTime) {
 }
 
 fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0xf)]);
+        out.extend_from_slice(&super::chain::hex_pair(*b));
     }
 }
 

@@ -114,7 +114,6 @@ impl RequestFacts<'_> {
 pub struct Grant {
     route: Arc<Route>,
     claims: Option<Arc<VerifiedClaims>>,
-    agent: Option<Arc<Agent>>,
 }
 
 impl Grant {
@@ -124,10 +123,6 @@ impl Grant {
     /// The verified identity; `None` on a public route.
     pub fn claims(&self) -> Option<&Arc<VerifiedClaims>> {
         self.claims.as_ref()
-    }
-    /// The registered agent, when the caller is one.
-    pub fn agent(&self) -> Option<&Arc<Agent>> {
-        self.agent.as_ref()
     }
 }
 
@@ -158,7 +153,6 @@ pub fn admit_public(route: &Arc<Route>) -> Option<Grant> {
     route.is_public().then(|| Grant {
         route: route.clone(),
         claims: None,
-        agent: None,
     })
 }
 
@@ -173,15 +167,15 @@ pub fn authorize(
     if let Err(d) = check_route(route, &claims) {
         return (Err(d), Vec::new());
     }
-    let agent = match rules.agents.check(&claims, route, facts) {
-        Ok(agent) => agent,
-        Err(d) => return (Err(d), Vec::new()),
-    };
+    // The registered agent itself is recorded by the pipeline (also when
+    // refused); here only its verdict counts.
+    if let Err(d) = rules.agents.check(&claims, route, facts) {
+        return (Err(d), Vec::new());
+    }
     let (verdict, outcomes) = rules.policies.evaluate(route.name(), &claims, facts);
     let result = verdict.map(|()| Grant {
         route: route.clone(),
         claims: Some(claims),
-        agent,
     });
     (result, outcomes)
 }
