@@ -58,8 +58,9 @@ impl Admin {
             return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         }
         // Why: whoever can reload can make the gateway re-read its file at
-        // will; only processes on this host may.
-        if !conn.peer.ip().is_loopback() {
+        // will; only processes on this host may (an IPv4 peer on a dual-stack
+        // socket shows as `::ffff:127.0.0.1`).
+        if !conn.peer.ip().to_canonical().is_loopback() {
             return text(
                 StatusCode::FORBIDDEN,
                 "reload is allowed from loopback only\n",

@@ -206,11 +206,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 snapshot: snapshot.clone(),
                 env: env.clone(),
                 metrics: metrics.clone(),
-                startup: config.clone(),
+                fixed: crate::reload::Fixed::of(&config),
                 key_loops: key_loops.clone(),
                 stop: stop.clone(),
                 done: reloads.clone(),
                 server_cert: server_cert.clone(),
+                audit: audit.clone(),
+                background: crate::reload::Background::start().context("reload thread")?,
             };
             let (handle, task) = reloader.start();
             tasks.push(task);

@@ -6,6 +6,7 @@
 //! task; triggers that arrive while a reload runs are answered by the next
 //! one, so a burst costs at most two reloads.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError};
+use crate::audit::AuditStatus;
+use crate::config::{AuditFileConfig, AuditPolicy, Config, ConfigError, LoggingConfig, TlsConfig};
 use crate::metrics::Metrics;
 use crate::snapshot::{KeyEnv, Snapshot};
 
@@ -92,9 +94,8 @@ pub struct Reloader {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub env: KeyEnv,
     pub metrics: Arc<Metrics>,
-    /// The config the process started with: fields only a restart changes
-    /// are compared against it.
-    pub startup: Config,
+    /// What the process started with that only a restart changes.
+    pub fixed: Fixed,
     /// Refresh loops of key sources that reloads add.
     pub key_loops: TaskTracker,
     pub stop: watch::Receiver<bool>,
@@ -103,16 +104,70 @@ pub struct Reloader {
     /// Re-read on every reload: a rotated certificate is served to the
     /// next handshake.
     pub server_cert: Option<Arc<crate::tls::ServerCert>>,
+    /// The running audit trail: its queue and failure policy change live.
+    pub audit: Option<Arc<AuditStatus>>,
+    /// Where the heavy lifting runs.
+    pub background: Background,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One OS thread at the lowest CPU priority for a reload's heavy lifting:
+/// parsing and compiling the file, and freeing the generation it replaced.
+/// On a busy core the requests come first; on an idle one the reload takes
+/// what is left. The thread ends with the last handle.
+#[derive(Clone)]
+pub struct Background {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Background {
+    pub fn start() -> std::io::Result<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("portcullis-reload".into())
+            .spawn(move || {
+                // Why: a reload of a 10,000-agent file is 200 ms of CPU; at
+                // the default priority it would take half of a core that is
+                // serving requests.
+                if let Err(e) = thread_priority::set_current_thread_priority(
+                    thread_priority::ThreadPriority::Min,
+                ) {
+                    tracing::debug!(error = ?e, "reload thread keeps the default priority");
+                }
+                for job in rx {
+                    job();
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the thread; `None` if the thread is gone.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Frees `garbage` on the thread (or here, with the refused job, if
+    /// the thread is gone).
+    fn free<T: Send + 'static>(&self, garbage: T) {
+        let _ = self.jobs.send(Box::new(move || drop(garbage)));
+    }
 }
 
 impl Reloader {
     /// Starts the reload task; it ends on shutdown.
     pub fn start(self) -> (ReloadHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (ReloadHandle { tx }, tokio::spawn(self.run(rx)))
+        (ReloadHandle { tx }, tokio::spawn(Arc::new(self).run(rx)))
     }
 
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Waiter>) {
+    async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Waiter>) {
         let mut stop = self.stop.clone();
         loop {
             let first = tokio::select! {
@@ -132,7 +187,7 @@ impl Reloader {
     }
 
     /// One reload, start to finish.
-    pub async fn reload(&self) -> Outcome {
+    pub async fn reload(self: &Arc<Self>) -> Outcome {
         let mut outcome = self.try_reload().await;
         if let (Some(cert), false) = (&self.server_cert, matches!(outcome, Outcome::Failed { .. }))
         {
@@ -171,30 +226,23 @@ impl Reloader {
         outcome
     }
 
-    async fn try_reload(&self) -> Outcome {
+    async fn try_reload(self: &Arc<Self>) -> Outcome {
         let failed = |errors: Vec<String>| Outcome::Failed { errors };
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) => return failed(vec![format!("cannot read {}: {e}", self.path.display())]),
-        };
         let previous = self.snapshot.load_full();
-        let version = crate::config::version(&text);
-        if *previous.version == *version {
-            return Outcome::Unchanged { version };
-        }
-        let base = self.path.parent().unwrap_or(Path::new("."));
-        let config = match crate::config::parse(&text, base) {
-            Ok(c) => c,
-            Err(e) => return failed(e.0.iter().map(ToString::to_string).collect()),
+        // Why: parsing and compiling a large config takes a core for a
+        // while; on a runtime worker it would stall the requests queued there.
+        let this = self.clone();
+        let prev = previous.clone();
+        let built = match self.background.run(move || this.build(&prev)).await {
+            Some(Ok(built)) => built,
+            Some(Err(outcome)) => return outcome,
+            None => return failed(vec!["the reload thread is gone".into()]),
         };
-        let fixed = startup_only_changes(&self.startup, &config);
-        if !fixed.is_empty() {
-            return failed(fixed.iter().map(ToString::to_string).collect());
-        }
-        let next = match Snapshot::compile_after(&config, &self.env, Some(&previous)) {
-            Ok(s) => s,
-            Err(e) => return failed(e.0.iter().map(ToString::to_string).collect()),
-        };
+        let Built {
+            snapshot: next,
+            config,
+            audit,
+        } = built;
         let is_new = |s: &Arc<crate::keys::KeySource>| {
             !previous.key_sources.iter().any(|p| Arc::ptr_eq(p, s))
         };
@@ -223,7 +271,11 @@ impl Reloader {
             .filter(|s| is_new(s))
             .cloned()
             .collect();
+        let version = next.version.to_string();
         let next = Arc::new(next);
+        if let Some(status) = &self.audit {
+            status.set_policy(audit);
+        }
         self.snapshot.store(next.clone());
         for old in &previous.key_sources {
             if !next.key_sources.iter().any(|s| Arc::ptr_eq(s, old)) {
@@ -233,67 +285,155 @@ impl Reloader {
         for source in added {
             self.key_loops.spawn(source.run(self.stop.clone()));
         }
+        // Why: freeing a large generation (10,000 agents are some 100,000
+        // allocations) takes tens of milliseconds; the new one already
+        // serves, so that is not the reload's time. Requests still on the
+        // old snapshot free it when they finish.
+        drop(next);
+        self.background.free((previous, config));
         Outcome::Applied { version }
+    }
+
+    /// Reads, parses, validates and compiles the file: everything a reload
+    /// does off the runtime. `Err` is the outcome to report (failed or
+    /// unchanged).
+    fn build(&self, previous: &Snapshot) -> Result<Built, Outcome> {
+        let failed = |errors: Vec<String>| Outcome::Failed { errors };
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| failed(vec![format!("cannot read {}: {e}", self.path.display())]))?;
+        let version = crate::config::version(&text);
+        if *previous.version == *version {
+            return Err(Outcome::Unchanged { version });
+        }
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let config = crate::config::parse(&text, base)
+            .map_err(|e| failed(e.0.iter().map(ToString::to_string).collect()))?;
+        let fixed = self.fixed.changes(&Fixed::of(&config));
+        if !fixed.is_empty() {
+            return Err(failed(fixed.iter().map(ToString::to_string).collect()));
+        }
+        let snapshot = Snapshot::compile_after(&config, &self.env, Some(previous))
+            .map_err(|e| failed(e.0.iter().map(ToString::to_string).collect()))?;
+        Ok(Built {
+            snapshot,
+            audit: config.audit.policy,
+            config,
+        })
     }
 }
 
-/// Fields a running process cannot change: each difference, by path.
-pub fn startup_only_changes(running: &Config, next: &Config) -> Vec<ConfigError> {
-    let mut out = Vec::new();
-    let mut check = |path: &str, same: bool, running: String| {
-        if !same {
-            out.push(ConfigError {
-                path: path.into(),
-                message: format!("cannot change without a restart (running: {running})"),
-            });
+/// A compiled config, ready to swap in.
+struct Built {
+    snapshot: Snapshot,
+    audit: AuditPolicy,
+    /// Kept only to be freed off the reload's time.
+    config: Config,
+}
+
+/// What only a restart changes: listeners, timeouts of the listeners,
+/// logging, the audit sinks, the revocation file's path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fixed {
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    tls: Option<TlsConfig>,
+    client_header_timeout: Duration,
+    idle_timeout: Duration,
+    drain_timeout: Duration,
+    logging: LoggingConfig,
+    audit_stdout: bool,
+    audit_file: Option<AuditFileConfig>,
+    revocation_file: Option<PathBuf>,
+}
+
+impl Fixed {
+    pub fn of(config: &Config) -> Self {
+        let server = &config.server;
+        Self {
+            listen: server.listen,
+            admin_listen: server.admin_listen,
+            tls: server.tls.clone(),
+            client_header_timeout: server.client_header_timeout,
+            idle_timeout: server.idle_timeout,
+            drain_timeout: server.drain_timeout,
+            logging: config.logging.clone(),
+            audit_stdout: config.audit.stdout,
+            audit_file: config.audit.file.clone(),
+            revocation_file: config.revocation_file.clone(),
         }
-    };
-    let (a, b) = (&running.server, &next.server);
-    check("server.listen", a.listen == b.listen, a.listen.to_string());
-    check(
-        "server.admin_listen",
-        a.admin_listen == b.admin_listen,
-        a.admin_listen.to_string(),
-    );
-    check(
-        "server.tls",
-        a.tls == b.tls,
-        a.tls.as_ref().map_or("off".into(), |t| {
-            format!("cert {}, key {}", t.cert.display(), t.key.display())
-        }),
-    );
-    check(
-        "server.client_header_timeout",
-        a.client_header_timeout == b.client_header_timeout,
-        format!("{:?}", a.client_header_timeout),
-    );
-    check(
-        "server.idle_timeout",
-        a.idle_timeout == b.idle_timeout,
-        format!("{:?}", a.idle_timeout),
-    );
-    check(
-        "server.drain_timeout",
-        a.drain_timeout == b.drain_timeout,
-        format!("{:?}", a.drain_timeout),
-    );
-    check(
-        "logging",
-        running.logging == next.logging,
-        format!("level {:?}", running.logging.level),
-    );
-    check(
-        "audit",
-        running.audit == next.audit,
-        "see the file it started with".into(),
-    );
-    check(
-        "revocation.file",
-        running.revocation_file == next.revocation_file,
-        running
-            .revocation_file
-            .as_ref()
-            .map_or("none".into(), |p| p.display().to_string()),
-    );
-    out
+    }
+
+    /// Each field `next` changes, by its path in the file.
+    pub fn changes(&self, next: &Self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut check = |path: &str, same: bool, running: String| {
+            if !same {
+                out.push(ConfigError {
+                    path: path.into(),
+                    message: format!("cannot change without a restart (running: {running})"),
+                });
+            }
+        };
+        check(
+            "server.listen",
+            self.listen == next.listen,
+            self.listen.to_string(),
+        );
+        check(
+            "server.admin_listen",
+            self.admin_listen == next.admin_listen,
+            self.admin_listen.to_string(),
+        );
+        check(
+            "server.tls",
+            self.tls == next.tls,
+            self.tls.as_ref().map_or("off".into(), |t| {
+                format!("cert {}, key {}", t.cert.display(), t.key.display())
+            }),
+        );
+        check(
+            "server.client_header_timeout",
+            self.client_header_timeout == next.client_header_timeout,
+            format!("{:?}", self.client_header_timeout),
+        );
+        check(
+            "server.idle_timeout",
+            self.idle_timeout == next.idle_timeout,
+            format!("{:?}", self.idle_timeout),
+        );
+        check(
+            "server.drain_timeout",
+            self.drain_timeout == next.drain_timeout,
+            format!("{:?}", self.drain_timeout),
+        );
+        check(
+            "logging",
+            self.logging == next.logging,
+            format!("level {:?}", self.logging.level),
+        );
+        let sink = |stdout: bool, file: &Option<AuditFileConfig>| match (stdout, file) {
+            (false, None) => "off".to_owned(),
+            (true, None) => "stdout".to_owned(),
+            (stdout, Some(f)) => format!(
+                "{}{}, max_file_bytes {}, keep_files {}",
+                if stdout { "stdout and " } else { "" },
+                f.path.display(),
+                f.max_bytes,
+                f.keep
+            ),
+        };
+        check(
+            "audit.sink",
+            self.audit_stdout == next.audit_stdout && self.audit_file == next.audit_file,
+            sink(self.audit_stdout, &self.audit_file),
+        );
+        check(
+            "revocation.file",
+            self.revocation_file == next.revocation_file,
+            self.revocation_file
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string()),
+        );
+        out
+    }
 }

@@ -268,8 +268,48 @@ async fn the_watcher_follows_a_configmap_symlink_swap() {
     );
 }
 
+/// This machine's address on its default route: a peer that is not
+/// loopback. (A UDP `connect` sends nothing.)
+fn outward_address() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.connect("192.0.2.1:9").expect("a default route");
+    let ip = socket.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback(), "need a non-loopback address, got {ip}");
+    ip
+}
+
 #[tokio::test]
-async fn reload_is_refused_off_loopback_and_without_a_file() {
+async fn reload_is_refused_to_a_peer_off_loopback() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let cfg = config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        &routes("Models.Invoke"),
+    )
+    .replace(
+        "admin_listen = \"127.0.0.1:0\"",
+        "admin_listen = \"0.0.0.0:0\"",
+    );
+    let gw = TestGateway::start_file(&cfg).await;
+    let admin = std::net::SocketAddr::new(outward_address(), gw.admin.port());
+    let resp = send(
+        Request::post(format!("http://{admin}/reload"))
+            .header("x-forwarded-for", "127.0.0.1")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(text(resp).await, "reload is allowed from loopback only\n");
+    // The same request from loopback is served.
+    let (status, answer) = gw.post_reload().await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["result"], "unchanged");
+}
+
+#[tokio::test]
+async fn reload_without_a_file_is_a_conflict() {
     let (_idp, _upstream, gw) = default_stack().await;
     // Started from text: nothing to reload.
     let resp = send(
@@ -459,4 +499,49 @@ async fn a_rotated_certificate_is_served_to_new_clients() {
     );
     let resp = tls_client(&new.cert).request(request()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_audit_failure_policy_reloads_live_and_the_sink_needs_a_restart() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let base = config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        &routes("Models.Invoke"),
+    );
+    // A real ENOSPC sink, failing closed.
+    let deny = format!("{base}\n[audit]\nsink = \"file\"\nfile = \"/dev/full\"\n");
+    let gw = TestGateway::start_file(&deny).await;
+    let token = idp.token().sign();
+    assert_eq!(
+        get(&gw.url("/x"), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    let mut progress = gw.running().audit().unwrap().progress();
+    progress.wait_for(|p| p.failures >= 1).await.unwrap();
+    assert_eq!(
+        get(&gw.url("/x"), Some(&token)).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    gw.rewrite(&format!("{deny}on_failure = \"allow\"\n"));
+    let (status, answer) = gw.post_reload().await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        get(&gw.url("/x"), Some(&token)).await.status(),
+        StatusCode::OK,
+        "availability first, from the next request on"
+    );
+
+    gw.rewrite(&format!(
+        "{base}\n[audit]\nsink = \"file\"\nfile = \"/dev/null\"\non_failure = \"allow\"\n"
+    ));
+    let (status, answer) = gw.post_reload().await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = answer["errors"].to_string();
+    assert!(
+        errors.contains("audit.sink: cannot change without a restart (running: /dev/full"),
+        "{errors}"
+    );
 }

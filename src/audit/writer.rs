@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::chain::{AuditFile, Chain};
 use super::record::{End, Record};
-use crate::config::{AuditConfig, AuditFailure, AuditOverflow};
+use crate::config::{AuditConfig, AuditFailure, AuditOverflow, AuditPolicy};
 use crate::metrics::Metrics;
 
 /// Records written per `write` at most.
@@ -37,9 +38,8 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// The audit trail's state, shared with `/readyz` and metrics.
 pub struct AuditStatus {
     queued: AtomicUsize,
-    capacity: usize,
-    overflow: AuditOverflow,
-    on_failure: AuditFailure,
+    /// Changed by reloads; each check loads it once.
+    policy: ArcSwap<AuditPolicy>,
     healthy: AtomicBool,
     room: Notify,
     progress: watch::Sender<Progress>,
@@ -62,7 +62,23 @@ impl AuditStatus {
 
     /// The sink is failing and `on_failure = "deny"`: requests get 503.
     pub fn refuses_requests(&self) -> bool {
-        self.on_failure == AuditFailure::Deny && !self.is_healthy()
+        Self::refuses(&self.policy(), self.is_healthy())
+    }
+
+    fn refuses(policy: &AuditPolicy, healthy: bool) -> bool {
+        policy.on_failure == AuditFailure::Deny && !healthy
+    }
+
+    /// The queue bound, overflow and failure policy in force.
+    pub fn policy(&self) -> AuditPolicy {
+        **self.policy.load()
+    }
+
+    /// Applies a reloaded policy. Waiting requests see a larger queue at
+    /// once; records already queued stay.
+    pub fn set_policy(&self, policy: AuditPolicy) {
+        self.policy.store(Arc::new(policy));
+        self.room.notify_waiters();
     }
 
     /// Records accepted and not yet written.
@@ -112,13 +128,14 @@ impl Auditor {
     /// timeout.
     pub async fn admit(&self) -> Result<(), Refused> {
         let st = &*self.0.status;
-        if st.refuses_requests() {
+        let policy = st.policy();
+        if AuditStatus::refuses(&policy, st.is_healthy()) {
             return Err(Refused);
         }
-        let AuditOverflow::Block(timeout) = st.overflow else {
+        let AuditOverflow::Block(timeout) = policy.overflow else {
             return Ok(());
         };
-        if st.queued() < st.capacity {
+        if st.queued() < policy.queue_capacity {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + timeout;
@@ -126,10 +143,11 @@ impl Auditor {
             let room = st.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            if st.refuses_requests() {
+            let policy = st.policy();
+            if AuditStatus::refuses(&policy, st.is_healthy()) {
                 return Err(Refused);
             }
-            if st.queued() < st.capacity {
+            if st.queued() < policy.queue_capacity {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
@@ -151,7 +169,8 @@ impl Auditor {
 
     fn submit(&self, record: Box<Record>) {
         let st = &*self.0.status;
-        if st.overflow == AuditOverflow::Drop && st.queued() >= st.capacity {
+        let policy = st.policy();
+        if policy.overflow == AuditOverflow::Drop && st.queued() >= policy.queue_capacity {
             st.metrics.audit_dropped("queue_full");
             return;
         }
@@ -269,9 +288,7 @@ pub fn start(
     let (progress, _) = watch::channel(Progress::default());
     let status = Arc::new(AuditStatus {
         queued: AtomicUsize::new(0),
-        capacity: cfg.queue_capacity,
-        overflow: cfg.overflow,
-        on_failure: cfg.on_failure,
+        policy: ArcSwap::from_pointee(cfg.policy),
         healthy: AtomicBool::new(true),
         room: Notify::new(),
         progress,
@@ -404,15 +421,16 @@ impl Writer {
             Err(e) => {
                 self.chain = before;
                 self.status.metrics.audit_sink_error(primary);
+                let policy = self.status.policy();
                 if self.status.is_healthy() {
-                    tracing::error!(sink = primary, error = %e, on_failure = ?self.status.on_failure, "audit sink failed");
+                    tracing::error!(sink = primary, error = %e, on_failure = ?policy.on_failure, "audit sink failed");
                     self.status.set_healthy(false);
                 }
-                match self.status.on_failure {
+                match policy.on_failure {
                     AuditFailure::Allow => self.drop_backlog(0),
                     AuditFailure::Deny => {
                         // Kept for the retry, up to the queue's capacity.
-                        self.drop_backlog(self.status.capacity);
+                        self.drop_backlog(policy.queue_capacity);
                         self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
                     }
                 }

@@ -13,6 +13,7 @@ pub use validate::is_guid;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, Method, Uri};
@@ -33,7 +34,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub identity: IdentitySettings,
     pub locations: Vec<Location>,
-    pub agents: Vec<AgentConfig>,
+    /// Shared with the snapshot's registry as they are.
+    pub agents: Vec<Arc<AgentConfig>>,
     pub policies: Vec<PolicyConfig>,
     /// The revocation list, watched and applied on change.
     pub revocation_file: Option<PathBuf>,
@@ -163,6 +165,13 @@ pub enum PolicyGrant {
 pub struct AuditConfig {
     pub stdout: bool,
     pub file: Option<AuditFileConfig>,
+    /// What a reload changes live (the sinks need a restart).
+    pub policy: AuditPolicy,
+}
+
+/// How the audit trail treats a full queue or a failing sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditPolicy {
     /// Records waiting for the writer before new requests wait (or records
     /// are dropped, with `overflow = "drop"`).
     pub queue_capacity: usize,

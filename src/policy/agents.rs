@@ -4,29 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
-
-use http::Method;
 
 use super::{Denial, RequestFacts, Route};
 use crate::config::AgentConfig;
 use crate::token::VerifiedClaims;
 
-/// One registered agent, as the audit record will name it.
-#[derive(Debug)]
-pub struct Agent {
-    pub id: String,
-    pub name: String,
-    pub owner: Option<String>,
-    pub sponsor: Option<String>,
-    tenant: Option<String>,
-    expires: Option<SystemTime>,
-    enabled: bool,
-    routes: Option<Vec<String>>,
-    methods: Option<Vec<Method>>,
-    params: Vec<(String, Vec<String>)>,
-    permissions: Vec<String>,
-}
+/// One registered agent, as the audit record will name it: its entry in
+/// the config, shared.
+pub type Agent = AgentConfig;
 
 /// Agents by id: an O(1) lookup whatever the registry's size.
 pub struct AgentRegistry {
@@ -35,26 +20,8 @@ pub struct AgentRegistry {
 }
 
 impl AgentRegistry {
-    pub fn compile(agents: &[AgentConfig], allow_unregistered: bool) -> Self {
-        let by_id = agents
-            .iter()
-            .map(|a| {
-                let agent = Agent {
-                    id: a.id.clone(),
-                    name: a.name.clone(),
-                    owner: a.owner.clone(),
-                    sponsor: a.sponsor.clone(),
-                    tenant: a.tenant.clone(),
-                    expires: a.expires,
-                    enabled: a.enabled,
-                    routes: a.routes.clone(),
-                    methods: a.methods.clone(),
-                    params: a.params.clone(),
-                    permissions: a.permissions.clone(),
-                };
-                (a.id.clone(), Arc::new(agent))
-            })
-            .collect();
+    pub fn compile(agents: &[Arc<AgentConfig>], allow_unregistered: bool) -> Self {
+        let by_id = agents.iter().map(|a| (a.id.clone(), a.clone())).collect();
         Self {
             by_id,
             allow_unregistered,
