@@ -110,7 +110,16 @@ pub struct Reloader {
     pub background: Background,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for the reload thread.
+enum Job {
+    Run(Box<dyn FnOnce() + Send>),
+    /// A replaced generation, freed once no request holds it any more.
+    Retire(Arc<Snapshot>),
+}
+
+/// How often the reload thread looks whether requests still hold a
+/// replaced generation.
+const RETIRE_POLL: Duration = Duration::from_millis(100);
 
 /// One OS thread at the lowest CPU priority for a reload's heavy lifting:
 /// parsing and compiling the file, and freeing the generation it replaced.
@@ -127,28 +136,57 @@ impl Background {
         std::thread::Builder::new()
             .name("portcullis-reload".into())
             .spawn(move || {
-                // Why: a reload of a 10,000-agent file is 200 ms of CPU; at
+                // Why: a reload of a 10,000-agent file is 200 ms of CPU. At
                 // the default priority it would take half of a core that is
-                // serving requests.
-                if let Err(e) = thread_priority::set_current_thread_priority(
-                    thread_priority::ThreadPriority::Min,
+                // serving requests; even at nice 19 a request waking up
+                // waits out its time slice. SCHED_IDLE yields at once.
+                use thread_priority::{
+                    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+                };
+                if let Err(e) = thread_priority::set_thread_priority_and_policy(
+                    thread_priority::thread_native_id(),
+                    ThreadPriority::Min,
+                    ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
                 ) {
                     tracing::debug!(error = ?e, "reload thread keeps the default priority");
                 }
-                for job in rx {
-                    job();
-                }
+                Self::serve(&rx);
             })?;
         Ok(Self { jobs })
+    }
+
+    fn serve(rx: &std::sync::mpsc::Receiver<Job>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut retiring: Vec<Arc<Snapshot>> = Vec::new();
+        loop {
+            let job = if retiring.is_empty() {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(RETIRE_POLL)
+            };
+            match job {
+                Ok(Job::Run(f)) => f(),
+                Ok(Job::Retire(snapshot)) => retiring.push(snapshot),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // Why: the last holder frees a generation (some 100,000
+            // allocations for 10,000 agents, tens of milliseconds). Left to
+            // the last request that used it, that would stall a runtime
+            // worker; here the generation is dropped once this thread holds
+            // the only reference (a replaced snapshot cannot be loaded
+            // again, so the count only falls).
+            retiring.retain(|s| Arc::strong_count(s) > 1);
+        }
     }
 
     /// Runs `f` on the thread; `None` if the thread is gone.
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Box::new(move || {
+            .send(Job::Run(Box::new(move || {
                 let _ = tx.send(f());
-            }))
+            })))
             .ok()?;
         rx.await.ok()
     }
@@ -156,7 +194,13 @@ impl Background {
     /// Frees `garbage` on the thread (or here, with the refused job, if
     /// the thread is gone).
     fn free<T: Send + 'static>(&self, garbage: T) {
-        let _ = self.jobs.send(Box::new(move || drop(garbage)));
+        let _ = self.jobs.send(Job::Run(Box::new(move || drop(garbage))));
+    }
+
+    /// Frees a replaced generation on the thread once requests are done
+    /// with it.
+    fn retire(&self, snapshot: Arc<Snapshot>) {
+        let _ = self.jobs.send(Job::Retire(snapshot));
     }
 }
 
@@ -285,12 +329,12 @@ impl Reloader {
         for source in added {
             self.key_loops.spawn(source.run(self.stop.clone()));
         }
-        // Why: freeing a large generation (10,000 agents are some 100,000
-        // allocations) takes tens of milliseconds; the new one already
-        // serves, so that is not the reload's time. Requests still on the
-        // old snapshot free it when they finish.
+        // Why: freeing a large generation takes tens of milliseconds; the
+        // new one already serves, so that is not the reload's time, and
+        // not a request's either.
         drop(next);
-        self.background.free((previous, config));
+        self.background.free(config);
+        self.background.retire(previous);
         Outcome::Applied { version }
     }
 

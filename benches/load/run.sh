@@ -4,6 +4,7 @@
 #   bash benches/load/run.sh                 # every scenario, 3 rounds of 10 s
 #   ROUNDS=5 DURATION=20s bash benches/load/run.sh
 #   SCENARIOS="audit-off audit-file" bash benches/load/run.sh
+#   ROUNDS=9 DURATION=8s SCENARIOS="steady reload-storm" bash benches/load/run.sh
 #
 # Starts `portcullis dev --fixtures-only` (the embedded issuer serving JWKS,
 # an echo upstream, a day-long user token), then for each scenario a gateway
@@ -16,6 +17,13 @@
 #   audit-off    [audit] sink = "off"
 #   audit-file   [audit] sink = "file" (hash-chained, default block policy)
 #   audit-stdout [audit] sink = "stdout", into a file (the container case)
+#
+# Reload scenarios (SCENARIOS="steady reload-storm"): a large config (10,000
+# agents, 1,000 routes, audit to a file) under a fixed request rate (RATE
+# requests/s from `oha --latency-correction`, an open-loop client, so that
+# latency is not the load generator's own queueing); `reload-storm`
+# alternates the file between two versions and asks `POST /reload` back to
+# back for the whole run. Compare p99.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,12 +32,20 @@ CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"audit-off audit-file audit-stdout"}
 PORT=${PORT:-18080}
+RATE=${RATE:-2000}
 
 if ! command -v wrk >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
+case " $SCENARIOS " in
+  *" steady "* | *" reload-storm "*)
+    # A fixed request rate needs an open-loop client; oha is built from
+    # crates.io (about 10 minutes on two cores, once).
+    command -v oha >/dev/null 2>&1 || cargo install --locked oha
+    ;;
+esac
 
 cargo build --release --locked --bin portcullis
 BIN=$PWD/target/release/portcullis
@@ -87,8 +103,74 @@ TOML
     audit-off) printf '\n[audit]\nsink = "off"\n' ;;
     audit-file) printf '\n[audit]\nsink = "file"\nfile = "%s/audit.jsonl"\n' "$WORK" ;;
     audit-stdout) printf '\n[audit]\nsink = "stdout"\n' ;;
+    steady | reload-storm)
+      printf '\n[audit]\nsink = "file"\nfile = "%s/audit.jsonl"\n' "$WORK"
+      large "${2:-0}"
+      ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
+}
+
+large() { # version -> 1,000 routes and 10,000 agents; versions differ in one agent's name
+  python3 - "$1" <<'PY'
+import sys
+v = sys.argv[1]
+out = []
+for r in range(1000):
+    out.append(f'[[routes]]\nname = "r{r}"\npath = "/svc{r}/deployments/{{deployment}}/chat/completions"\nmethods = ["POST"]\nroles = ["Models.Invoke"]\n')
+for a in range(10000):
+    name = f"agent {a}" + (f" v{v}" if a == 7 else "")
+    out.append(f'[[agents]]\nid = "{a:08x}-0000-4000-8000-000000000000"\nname = "{name}"\nowner = "owner-{a}"\nroutes = ["r{a % 1000}", "r0"]\nparams = {{ deployment = ["d0", "d{a}"] }}\n')
+print("\n".join(out))
+PY
+}
+
+storm() { # config file -> reloads back to back, alternating versions, until killed
+  # One Python process: hard links swapped in by rename (no copying) and one
+  # keep-alive connection for POST /reload, so that the driver itself takes
+  # next to no CPU from the load generator's core.
+  config reload-storm 0 >"$WORK/version0.toml"
+  config reload-storm 1 >"$WORK/version1.toml"
+  exec nice -n 19 python3 - "$1" "$WORK" "$((PORT + 1))" 2>"$WORK/storm.log" <<'PY'
+import http.client, os, sys
+path, work, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+admin = http.client.HTTPConnection("127.0.0.1", port)
+n = 0
+while True:
+    n += 1
+    tmp = path + ".tmp"
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    os.link(f"{work}/version{n % 2}.toml", tmp)
+    os.replace(tmp, path)
+    admin.request("POST", "/reload")
+    admin.getresponse().read()
+PY
+}
+
+reloads() { # config reloads applied so far (0 before the gateway answers)
+  curl -s "http://127.0.0.1:$((PORT + 1))/metrics" 2>/dev/null |
+    awk '/^gateway_config_reloads_total\{result="applied"\}/ {print $2; found=1} END {if (!found) print 0}'
+}
+
+to_wrk() { # oha's JSON summary -> the lines of wrk's that the parser reads
+  python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+ms = lambda p: d["latencyPercentiles"][p] * 1000
+codes = d["statusCodeDistribution"]
+total = sum(codes.values())
+ok = sum(n for c, n in codes.items() if c.startswith("2"))
+print("     50%%    %.3fms\n     99%%    %.3fms" % (ms("p50"), ms("p99")))
+print(f"  {total} requests in")
+print("Requests/sec: %.1f" % d["summary"]["requestsPerSec"])
+if total > ok:
+    print(f"Non-2xx or 3xx responses: {total - ok}")
+# The requests still in flight when the run ends are not errors.
+errors = {e: n for e, n in d["errorDistribution"].items() if e != "aborted due to deadline"}
+if errors:
+    print("Socket errors: " + json.dumps(errors))
+'
 }
 
 ready() {
@@ -106,17 +188,34 @@ PY
 
 run_round() { # scenario round
   local scenario=$1 round=$2
-  rm -f "$WORK"/audit.jsonl* "$WORK/stdout.jsonl"
+  # The storm leaves the config as a hard link to one of its versions.
+  rm -f "$WORK"/audit.jsonl* "$WORK/stdout.jsonl" "$WORK"/*.toml
   config "$scenario" >"$WORK/$scenario.toml"
   "${GW[@]}" "$BIN" run --config "$WORK/$scenario.toml" >"$WORK/stdout.jsonl" 2>"$WORK/$scenario.log" &
   local pid=$!
   PIDS+=($pid)
   ready || { echo "gateway did not become ready:"; cat "$WORK/$scenario.log"; exit 1; }
-  local cpu0 cpu1
+  local cpu0 cpu1 stormer="" reloads0
+  reloads0=$(reloads)
+  if [ "$scenario" = reload-storm ]; then
+    storm "$WORK/$scenario.toml" &
+    stormer=$!
+    [ ${#LOAD[@]} -eq 0 ] || taskset -pc 1 "$stormer" >/dev/null
+  fi
   cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  "${LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
-    -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/openai/models" >"$WORK/$scenario.$round.wrk"
+  case "$scenario" in
+    steady | reload-storm)
+      "${LOAD[@]}" oha -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction --no-tui --output-format json \
+        -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/openai/models" | to_wrk >"$WORK/$scenario.$round.wrk"
+      ;;
+    *)
+      "${LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
+        -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/openai/models" >"$WORK/$scenario.$round.wrk"
+      ;;
+  esac
   cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  local reloaded=$(($(reloads) - reloads0))
+  [ -z "$stormer" ] || { kill "$stormer"; wait "$stormer" 2>/dev/null || true; cat "$WORK/storm.log" >&2; }
   local rss
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   kill -TERM "$pid"
@@ -124,7 +223,7 @@ run_round() { # scenario round
   local records=0
   if compgen -G "$WORK/audit.jsonl*" >/dev/null; then records=$(cat "$WORK"/audit.jsonl* | wc -l); fi
   [ "$scenario" = audit-stdout ] && records=$(wc -l <"$WORK/stdout.jsonl")
-  python3 - "$WORK/$scenario.$round.wrk" "$rss" "$records" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" >"$WORK/$scenario.$round.json" <<'PY'
+  python3 - "$WORK/$scenario.$round.wrk" "$rss" "$records" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$reloaded" >"$WORK/$scenario.$round.json" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()
 def latency(p):
@@ -143,12 +242,13 @@ print(json.dumps({
     # The gateway's CPU time (user + system) per request: steadier than
     # requests/s on a machine whose speed drifts.
     "cpu_us_per_request": round(int(sys.argv[4]) / int(sys.argv[5]) * 1e6 / total, 1),
+    "reloads": int(sys.argv[6]),
 }))
 PY
 }
 
 echo "portcullis load benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $PINNING"
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds per scenario, alternating"
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION (reload scenarios: oha -c$CONNECTIONS -q$RATE), $ROUNDS rounds per scenario, alternating"
 for round in $(seq "$ROUNDS"); do
   for scenario in $SCENARIOS; do
     run_round "$scenario" "$round"
@@ -156,8 +256,8 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-python3 - "$WORK" "$ROUNDS" $SCENARIOS <<'PY'
-import json, statistics, sys
+RATE=$RATE python3 - "$WORK" "$ROUNDS" $SCENARIOS <<'PY'
+import json, os, statistics, sys
 work, rounds, scenarios = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 rows = {}
 for s in scenarios:
@@ -167,17 +267,27 @@ for s in scenarios:
             sys.exit(f"{s}: {r['non_2xx']} non-2xx responses, socket errors {r['socket_errors']!r}: not a valid run")
         if s.startswith("audit-") and s != "audit-off" and r["audit_records"] < r["requests"]:
             sys.exit(f"{s}: {r['audit_records']} audit records for {r['requests']} requests")
-    median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-    cpu = sorted(r["cpu_us_per_request"] for r in runs)[len(runs) // 2]
-    rows[s] = median | {"rps_all": [round(r["rps"]) for r in runs], "cpu_med": cpu}
+    # Each figure is its own median over the rounds (a round that is slow
+    # in one figure need not be in another).
+    med = lambda k: statistics.median(r[k] for r in runs)
+    rows[s] = {k: med(k) for k in ("rps", "p50_ms", "p99_ms", "peak_rss_kib")} | {
+        "rps_all": [round(r["rps"]) for r in runs],
+        "p99_all": [round(r["p99_ms"], 2) for r in runs],
+        "cpu_med": med("cpu_us_per_request"),
+    }
 print()
-print(f"| Scenario | Requests/s (median of {rounds}) | All rounds | p50 | p99 | Gateway CPU/request (median) | Peak RSS |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+print(f"Medians of {rounds} rounds:")
+print("| Scenario | Requests/s | All rounds | p50 | p99 | p99, all rounds | Gateway CPU/request | Peak RSS |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for s, r in rows.items():
-    print(f"| {s} | {r['rps']:.0f} | {r['rps_all']} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['cpu_med']:.1f} µs | {r['peak_rss_kib'] / 1024:.1f} MiB |")
+    print(f"| {s} | {r['rps']:.0f} | {r['rps_all']} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['p99_all']} | {r['cpu_med']:.1f} µs | {r['peak_rss_kib'] / 1024:.1f} MiB |")
 for s in ("audit-file", "audit-stdout"):
     if "audit-off" in rows and s in rows:
         ratio = rows[s]["rps"] / rows["audit-off"]["rps"]
         cpu = rows[s]["cpu_med"] / rows["audit-off"]["cpu_med"]
         print(f"{s} / audit-off: throughput {ratio:.3f} (cost {100 * (1 - ratio):.1f}%), CPU per request {cpu:.3f}; target: cost <= 5%")
+if "steady" in rows and "reload-storm" in rows:
+    ratio = rows["reload-storm"]["p99_ms"] / rows["steady"]["p99_ms"]
+    reloads = [json.load(open(f"{work}/reload-storm.{r}.json"))["reloads"] for r in range(1, rounds + 1)]
+    print(f"reload-storm / steady at {os.environ['RATE']} requests/s: p99 {ratio:.2f}x ({reloads} reloads applied per round); target: <= 1.5x")
 PY
