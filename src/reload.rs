@@ -477,3 +477,52 @@ impl Fixed {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests; a panic is a failure
+    use super::*;
+
+    fn snapshot() -> Arc<Snapshot> {
+        let config = crate::config::parse(
+            "[upstream]\nurl = \"http://127.0.0.1:8000\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let env = KeyEnv {
+            observer: Arc::new(Metrics::new().unwrap()),
+        };
+        Arc::new(Snapshot::compile(&config, &env).unwrap())
+    }
+
+    /// Waits until the reload thread has handled everything sent so far,
+    /// the retire pass after it included (it runs before the next job).
+    fn settle(background: &Background) {
+        for _ in 0..2 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            background
+                .jobs
+                .send(Job::Run(Box::new(move || tx.send(()).unwrap())))
+                .unwrap();
+            rx.recv().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_replaced_generation_is_freed_by_the_reload_thread_after_its_last_request() {
+        let background = Background::start().unwrap();
+        let in_flight = snapshot();
+        let generation = Arc::downgrade(&in_flight);
+        background.retire(in_flight.clone());
+        settle(&background);
+        assert_eq!(
+            generation.strong_count(),
+            2,
+            "kept while a request holds it: the request's and the thread's"
+        );
+        // The request ends; the thread holds the last reference.
+        drop(in_flight);
+        settle(&background);
+        assert_eq!(generation.strong_count(), 0, "freed by the reload thread");
+    }
+}
