@@ -431,21 +431,21 @@ impl Fixed {
                 format!("cert {}, key {}", t.cert.display(), t.key.display())
             }),
         );
-        check(
-            "server.client_header_timeout",
-            self.client_header_timeout == next.client_header_timeout,
-            format!("{:?}", self.client_header_timeout),
-        );
-        check(
-            "server.idle_timeout",
-            self.idle_timeout == next.idle_timeout,
-            format!("{:?}", self.idle_timeout),
-        );
-        check(
-            "server.drain_timeout",
-            self.drain_timeout == next.drain_timeout,
-            format!("{:?}", self.drain_timeout),
-        );
+        for (path, running, wanted) in [
+            (
+                "server.client_header_timeout",
+                self.client_header_timeout,
+                next.client_header_timeout,
+            ),
+            ("server.idle_timeout", self.idle_timeout, next.idle_timeout),
+            (
+                "server.drain_timeout",
+                self.drain_timeout,
+                next.drain_timeout,
+            ),
+        ] {
+            check(path, running == wanted, format!("{running:?}"));
+        }
         check(
             "logging",
             self.logging == next.logging,

@@ -357,23 +357,17 @@ async fn rotated_files_verify_as_one_chain_across_restarts() {
     assert!(broken.problem.contains("is missing"), "{broken}");
 }
 
-/// A gateway auditing to `/dev/full`, which fails every write with ENOSPC
-/// (a full disk, for real), after its first request: admitted while the
-/// sink looked healthy, its record could not be written.
+/// A gateway auditing to `/dev/full` after its first request (see
+/// [`fail_the_audit_sink`]).
 async fn full_disk(audit: &str) -> (TestIdp, TestUpstream, TestGateway, String) {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
     let cfg = format!(
-        "{}\n[audit]\nsink = \"file\"\nfile = \"/dev/full\"\n{audit}",
+        "{}\n{FULL_DISK_AUDIT}{audit}",
         config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)
     );
     let gw = TestGateway::start(&cfg).await;
     let token = idp.token().sign();
-    assert_eq!(
-        get(&gw.url("/x"), Some(&token)).await.status(),
-        StatusCode::OK
-    );
-    let mut progress = gw.running().audit().unwrap().progress();
-    progress.wait_for(|p| p.failures >= 1).await.unwrap();
+    fail_the_audit_sink(&gw, &token).await;
     (idp, upstream, gw, token)
 }
 

@@ -511,15 +511,10 @@ async fn the_audit_failure_policy_reloads_live_and_the_sink_needs_a_restart() {
         &routes("Models.Invoke"),
     );
     // A real ENOSPC sink, failing closed.
-    let deny = format!("{base}\n[audit]\nsink = \"file\"\nfile = \"/dev/full\"\n");
+    let deny = format!("{base}\n{FULL_DISK_AUDIT}");
     let gw = TestGateway::start_file(&deny).await;
     let token = idp.token().sign();
-    assert_eq!(
-        get(&gw.url("/x"), Some(&token)).await.status(),
-        StatusCode::OK
-    );
-    let mut progress = gw.running().audit().unwrap().progress();
-    progress.wait_for(|p| p.failures >= 1).await.unwrap();
+    fail_the_audit_sink(&gw, &token).await;
     assert_eq!(
         get(&gw.url("/x"), Some(&token)).await.status(),
         StatusCode::SERVICE_UNAVAILABLE

@@ -323,6 +323,21 @@ fn with_audit(config: &str) -> String {
     }
 }
 
+/// An audit sink that fails every write with ENOSPC: a full disk, for real.
+pub const FULL_DISK_AUDIT: &str = "[audit]\nsink = \"file\"\nfile = \"/dev/full\"\n";
+
+/// Sends a first request to a gateway auditing to [`FULL_DISK_AUDIT`] and
+/// waits for its record to fail: admitted while the sink looked healthy,
+/// it leaves the sink known to be failing.
+pub async fn fail_the_audit_sink(gw: &TestGateway, token: &str) {
+    assert_eq!(
+        get(&gw.url("/x"), Some(token)).await.status(),
+        StatusCode::OK
+    );
+    let mut progress = gw.running().audit().unwrap().progress();
+    progress.wait_for(|p| p.failures >= 1).await.unwrap();
+}
+
 /// The gateway with the default OIDC issuer of `idp` and [`DEFAULT_ROUTES`].
 pub async fn default_gateway(idp: &TestIdp, upstream: &TestUpstream) -> TestGateway {
     TestGateway::start(&config(
