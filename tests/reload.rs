@@ -25,6 +25,19 @@ scopes = ["{scope}"]
     )
 }
 
+/// An issuer, an upstream, and the text of a config that trusts the one and
+/// forwards to the other on a route asking for `Models.Invoke`.
+async fn stack() -> (TestIdp, TestUpstream, String) {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let text = config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        &routes("Models.Invoke"),
+    );
+    (idp, upstream, text)
+}
+
 #[tokio::test]
 async fn a_policy_change_applies_to_the_next_request_on_the_same_connection() {
     let idp = TestIdp::start().await;
@@ -82,13 +95,7 @@ async fn a_policy_change_applies_to_the_next_request_on_the_same_connection() {
 
 #[tokio::test]
 async fn a_broken_config_changes_nothing_and_says_why() {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let good = config(
-        upstream.addr,
-        &oidc_issuer(&idp, ""),
-        &routes("Models.Invoke"),
-    );
+    let (idp, _upstream, good) = stack().await;
     let gw = TestGateway::start_file(&good).await;
     let version = gw.running().config_version();
     let token = idp.token().sign();
@@ -136,13 +143,7 @@ async fn a_broken_config_changes_nothing_and_says_why() {
 
 #[tokio::test]
 async fn startup_only_changes_are_refused_by_name() {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let good = config(
-        upstream.addr,
-        &oidc_issuer(&idp, ""),
-        &routes("Models.Invoke"),
-    );
+    let (_idp, _upstream, good) = stack().await;
     let gw = TestGateway::start_file(&good).await;
     gw.rewrite(
         &good
@@ -503,13 +504,7 @@ async fn a_rotated_certificate_is_served_to_new_clients() {
 
 #[tokio::test]
 async fn the_audit_failure_policy_reloads_live_and_the_sink_needs_a_restart() {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let base = config(
-        upstream.addr,
-        &oidc_issuer(&idp, ""),
-        &routes("Models.Invoke"),
-    );
+    let (idp, _upstream, base) = stack().await;
     // A real ENOSPC sink, failing closed.
     let deny = format!("{base}\n{FULL_DISK_AUDIT}");
     let gw = TestGateway::start_file(&deny).await;
