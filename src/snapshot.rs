@@ -43,6 +43,7 @@ pub struct Snapshot {
     token_cache_config: TokenCacheConfig,
 }
 
+#[derive(Clone)]
 struct CompiledIssuer {
     config: IssuerConfig,
     trusts: Vec<Arc<IssuerTrust>>,
@@ -79,11 +80,7 @@ impl Snapshot {
         for (i, issuer) in config.issuers.iter().enumerate() {
             let kept = previous
                 .and_then(|p| p.issuers.iter().find(|c| c.config == *issuer))
-                .map(|c| CompiledIssuer {
-                    config: c.config.clone(),
-                    trusts: c.trusts.clone(),
-                    sources: c.sources.clone(),
-                });
+                .cloned();
             match kept.map_or_else(|| compile_issuer(issuer, env), Ok) {
                 Ok(compiled) => issuers.push(compiled),
                 Err(message) => errors.push(ConfigError {

@@ -34,8 +34,13 @@ fn file_error(path: &Path, message: impl ToString) -> TlsError {
 
 /// Reads every certificate in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
+    let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    parse_certs(&pem, path)
+}
+
+/// Every certificate in PEM text read from `path`.
+fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error(path, e))?;
     if certs.is_empty() {
@@ -57,7 +62,8 @@ pub struct ServerCert {
 
 impl ServerCert {
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
-        let (certified, bytes) = read_pair(cert, key)?;
+        let bytes = read_files(cert, key)?;
+        let certified = certified_key(&bytes, cert, key)?;
         Ok(Arc::new(Self {
             cert_path: cert.to_path_buf(),
             key_path: key.to_path_buf(),
@@ -69,13 +75,12 @@ impl ServerCert {
     /// Reads the files again; swaps in a new valid pair. `Ok(false)` when
     /// the files did not change. A bad pair keeps the current one.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let read = |p: &Path| std::fs::read(p).map_err(|e| file_error(p, e));
-        let bytes = (read(&self.cert_path)?, read(&self.key_path)?);
+        let bytes = read_files(&self.cert_path, &self.key_path)?;
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if *loaded == bytes {
             return Ok(false);
         }
-        let (certified, bytes) = read_pair(&self.cert_path, &self.key_path)?;
+        let certified = certified_key(&bytes, &self.cert_path, &self.key_path)?;
         self.current.store(Arc::new(certified));
         *loaded = bytes;
         Ok(true)
@@ -91,14 +96,16 @@ impl ResolvesServerCert for ServerCert {
 /// The certificate file's and the key file's bytes.
 type PemFiles = (Vec<u8>, Vec<u8>);
 
-/// A certificate chain and its private key, checked to belong together.
-fn read_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, PemFiles), TlsError> {
-    let bytes = (
-        std::fs::read(cert).map_err(|e| file_error(cert, e))?,
-        std::fs::read(key).map_err(|e| file_error(key, e))?,
-    );
-    let certs = load_certs(cert)?;
-    let private = PrivateKeyDer::from_pem_slice(&bytes.1).map_err(|e| file_error(key, e))?;
+fn read_files(cert: &Path, key: &Path) -> Result<PemFiles, TlsError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| file_error(p, e));
+    Ok((read(cert)?, read(key)?))
+}
+
+/// A certificate chain and its private key (the files' bytes), checked to
+/// belong together.
+fn certified_key(pem: &PemFiles, cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let certs = parse_certs(&pem.0, cert)?;
+    let private = PrivateKeyDer::from_pem_slice(&pem.1).map_err(|e| file_error(key, e))?;
     let signing = provider()
         .key_provider
         .load_private_key(private)
@@ -107,7 +114,7 @@ fn read_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, PemFiles), TlsErr
     certified
         .keys_match()
         .map_err(|e| file_error(key, format!("does not match the certificate: {e}")))?;
-    Ok((certified, bytes))
+    Ok(certified)
 }
 
 /// A server config for the main listener, offering HTTP/2 and HTTP/1.1.

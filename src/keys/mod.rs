@@ -31,7 +31,7 @@ const NEGATIVE_CACHE_LIMIT: usize = 4096;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// Where a source's keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum KeyEndpoint {
     /// A discovery document that must name `issuer`; its `jwks_uri` is used.
     Discovery {
@@ -126,12 +126,6 @@ impl KeySource {
             loaded: watch::Sender::new(false),
             retired: tokio_util::sync::CancellationToken::new(),
         }
-    }
-
-    /// Whether this source fetches `endpoint` with `settings` under `label`:
-    /// then a reload keeps it, with its keys and its refresh loop.
-    pub fn is_same(&self, label: &str, endpoint: &KeyEndpoint, settings: &KeyFetchConfig) -> bool {
-        self.label == label && self.endpoint == *endpoint && self.settings == *settings
     }
 
     /// Ends the refresh loop of a source no config uses any more.
