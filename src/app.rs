@@ -280,7 +280,11 @@ async fn watch_config(
     reload: ReloadHandle,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut watch = crate::watch::FileWatch::new(&files, "config and TLS files");
+    let mut watch = crate::watch::FileWatch::new(
+        &files,
+        "config and TLS files",
+        "SIGHUP, POST /reload or a restart",
+    );
     loop {
         tokio::select! {
             changed = watch.changed() => match changed {

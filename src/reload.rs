@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditStatus;
-use crate::config::{AuditFileConfig, AuditPolicy, Config, ConfigError, LoggingConfig, TlsConfig};
+use crate::config::{AuditFileConfig, Config, ConfigError, LoggingConfig, TlsConfig};
 use crate::metrics::Metrics;
 use crate::snapshot::{KeyEnv, Snapshot};
 
@@ -281,7 +281,6 @@ impl Reloader {
         let Built {
             snapshot: next,
             config,
-            audit,
         } = built;
         let is_new = |s: &Arc<crate::keys::KeySource>| {
             !previous.key_sources.iter().any(|p| Arc::ptr_eq(p, s))
@@ -314,7 +313,7 @@ impl Reloader {
         let version = next.version.to_string();
         let next = Arc::new(next);
         if let Some(status) = &self.audit {
-            status.set_policy(audit);
+            status.set_policy(config.audit.policy);
         }
         self.snapshot.store(next.clone());
         for old in &previous.key_sources {
@@ -354,19 +353,15 @@ impl Reloader {
         }
         let snapshot = Snapshot::compile_after(&config, &self.env, Some(previous))
             .map_err(|e| failed(e.0.iter().map(ToString::to_string).collect()))?;
-        Ok(Built {
-            snapshot,
-            audit: config.audit.policy,
-            config,
-        })
+        Ok(Built { snapshot, config })
     }
 }
 
 /// A compiled config, ready to swap in.
 struct Built {
     snapshot: Snapshot,
-    audit: AuditPolicy,
-    /// Kept only to be freed off the reload's time.
+    /// What it was compiled from: the audit policy is applied from it, and
+    /// the rest is freed off the reload's time.
     config: Config,
 }
 

@@ -49,7 +49,8 @@ pub fn start(
         current: ArcSwap::from_pointee(initial),
         applied: watch::Sender::new(0),
     });
-    let mut watch = crate::watch::FileWatch::new(std::slice::from_ref(&path), "revocation file");
+    let mut watch =
+        crate::watch::FileWatch::new(std::slice::from_ref(&path), "revocation file", "a restart");
     let shared = revocations.clone();
     let task = tokio::spawn(async move {
         let mut last = std::fs::read(&path).ok();

@@ -21,8 +21,9 @@ pub struct FileWatch {
 }
 
 impl FileWatch {
-    /// Watches `files`. If the OS refuses, logs why and never fires.
-    pub fn new(files: &[PathBuf], what: &str) -> Self {
+    /// Watches `files`. If the OS refuses, logs why (`what` the files are,
+    /// and what picks up their changes `otherwise`) and never fires.
+    pub fn new(files: &[PathBuf], what: &str, otherwise: &str) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let names: Vec<OsString> = files
             .iter()
@@ -48,6 +49,7 @@ impl FileWatch {
                     .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
             })
             .collect();
+        dirs.sort();
         dirs.dedup();
         let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
             for dir in &dirs {
@@ -58,7 +60,7 @@ impl FileWatch {
         let watcher = match watcher {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the {what}; changes need SIGHUP or a restart");
+                tracing::warn!(error = %e, "cannot watch the {what}; changes need {otherwise}");
                 None
             }
         };
