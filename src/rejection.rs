@@ -256,4 +256,91 @@ mod tests {
             assert!(v.to_str().unwrap().contains(e.description()));
         }
     }
+
+    mod properties {
+        use std::path::Path;
+        use std::sync::Arc;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::snapshot::{KeyEnv, Snapshot};
+
+        /// Checks `value` against RFC 7235 §4.1: `Bearer` then
+        /// comma-separated `token=quoted-string` parameters; returns them.
+        fn parse_challenge(value: &str) -> Option<Vec<(String, String)>> {
+            let rest = value.strip_prefix("Bearer")?;
+            if rest.is_empty() {
+                return Some(Vec::new());
+            }
+            let mut rest = rest.strip_prefix(' ')?;
+            let mut params = Vec::new();
+            loop {
+                let (name, after) = rest.split_once("=\"")?;
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return None;
+                }
+                let (quoted, after) = after.split_once('"')?;
+                if quoted.contains('\\') {
+                    return None;
+                }
+                params.push((name.to_owned(), quoted.to_owned()));
+                if after.is_empty() {
+                    return Some(params);
+                }
+                rest = after.strip_prefix(", ")?;
+            }
+        }
+
+        fn quoted(s: &str) -> String {
+            toml::Value::String(s.to_owned()).to_string()
+        }
+
+        proptest! {
+            /// Whatever realm and scope the config accepts, every challenge
+            /// built from them is a valid header value and a well-formed
+            /// challenge that carries them unchanged.
+            #[test]
+            fn every_challenge_of_an_accepted_config_is_well_formed(
+                // Mostly printable ASCII (most of it accepted), some of
+                // anything (refused at load, or it would show here).
+                realm in prop_oneof![3 => "[ -~]{0,12}", 1 => "\\PC{0,6}"],
+                scope in prop_oneof![3 => "[!-~]{1,12}", 1 => "\\PC{1,6}"],
+            ) {
+                let text = format!(
+                    "[server]\nrealm = {}\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+                     [[issuers]]\nname = \"idp\"\nkind = \"oidc\"\n\
+                     issuer = \"https://idp.example\"\naudiences = [\"api://x\"]\n\
+                     [[routes]]\nname = \"r\"\nprefix = \"/\"\nscopes = [{}]\n",
+                    quoted(&realm),
+                    quoted(&scope)
+                );
+                let Ok(config) = crate::config::parse(&text, Path::new(".")) else {
+                    return Ok(());
+                };
+                let env = KeyEnv { observer: Arc::new(crate::metrics::Metrics::new().unwrap()) };
+                let snapshot = Snapshot::compile(&config, &env).unwrap();
+                let route = snapshot.routes.routes()[0].clone();
+                let mut rejections = vec![
+                    Rejection::MissingToken,
+                    Rejection::InvalidRequest,
+                    Rejection::Denied(Denial::InsufficientScope),
+                ];
+                rejections.extend(TokenError::ALL.iter().map(|e| Rejection::InvalidToken(*e)));
+                for r in &rejections {
+                    let resp = snapshot.challenges.respond(r, Some(&route));
+                    let value = resp.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+                    let params = parse_challenge(value);
+                    prop_assert!(params.is_some(), "{:?}: malformed challenge {:?}", r, value);
+                    let params = params.unwrap();
+                    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+                    prop_assert_eq!(get("realm"), Some(realm.as_str()));
+                    if matches!(r, Rejection::Denied(_)) {
+                        prop_assert_eq!(get("scope"), Some(scope.as_str()));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -5,6 +5,7 @@
 #   ROUNDS=5 DURATION=20s bash benches/load/run.sh
 #   SCENARIOS="audit-off audit-file" bash benches/load/run.sh
 #   ROUNDS=9 DURATION=8s SCENARIOS="steady reload-storm" bash benches/load/run.sh
+#   BIN=/tmp/portcullis-baseline bash benches/load/run.sh   # another build
 #
 # Starts `portcullis dev --fixtures-only` (the embedded issuer serving JWKS,
 # an echo upstream, a day-long user token), then for each scenario a gateway
@@ -47,8 +48,11 @@ case " $SCENARIOS " in
     ;;
 esac
 
-cargo build --release --locked --bin portcullis
-BIN=$PWD/target/release/portcullis
+# BIN=path/to/portcullis compares another build (a baseline) on the same run.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked --bin portcullis
+  BIN=$PWD/target/release/portcullis
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -62,13 +62,16 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// Decodes `%XX` of unreserved characters; keeps other escapes, uppercased.
+/// Works on bytes: everything else is copied as it is, so characters
+/// outside ASCII survive whole.
 fn decode_unreserved(seg: &str) -> Result<String, PathError> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = seg.as_bytes();
-    let mut out = String::with_capacity(seg.len());
+    let mut out = Vec::with_capacity(seg.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'%' {
-            out.push(bytes[i] as char);
+            out.push(bytes[i]);
             i += 1;
             continue;
         }
@@ -80,17 +83,13 @@ fn decode_unreserved(seg: &str) -> Result<String, PathError> {
         };
         match value {
             b'/' | b'\\' | 0 => return Err(PathError::Ambiguous),
-            v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
-                out.push(v as char)
-            }
-            v => {
-                out.push('%');
-                out.push_str(&format!("{v:02X}"));
-            }
+            v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => out.push(v),
+            v => out.extend_from_slice(&[b'%', HEX[usize::from(v >> 4)], HEX[usize::from(v & 15)]]),
         }
         i += 3;
     }
-    Ok(out)
+    // Only whole characters were copied and only ASCII was added.
+    String::from_utf8(out).map_err(|_| PathError::Ambiguous)
 }
 
 #[cfg(test)]
@@ -118,6 +117,11 @@ mod tests {
             ("/..", Err(PathError::EscapesRoot)),
             ("/a/../../etc", Err(PathError::EscapesRoot)),
             ("/a%2Fb", Err(PathError::Ambiguous)),
+            // Found by the `path` fuzz target: characters outside ASCII
+            // were rebuilt byte by byte as Latin-1, so a second pass
+            // changed the path again.
+            ("/open\u{45f}ai/x/%2e", Ok("/open\u{45f}ai/x/")),
+            ("/caf\u{e9}%20/..", Ok("/")),
             ("/a%2fb", Err(PathError::Ambiguous)),
             ("/a%5Cb", Err(PathError::Ambiguous)),
             ("/a\\b", Err(PathError::Ambiguous)),
@@ -142,6 +146,59 @@ mod tests {
         for p in ["/a/../b//c/./d/", "/%7Euser/x", "/x/%41%42", "/a/b/../../c"] {
             let once = normalize(p).unwrap().into_owned();
             assert_eq!(normalize(&once).unwrap(), once, "{p}");
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Paths built from the pieces that matter: separators, dot
+        /// segments (plain and encoded), escapes, letters, and characters
+        /// outside ASCII.
+        fn paths() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("/".to_owned()),
+                Just(".".to_owned()),
+                Just("..".to_owned()),
+                Just("%2e".to_owned()),
+                Just("%2E%2e".to_owned()),
+                Just("%41".to_owned()),
+                Just("%3f".to_owned()),
+                Just("%".to_owned()),
+                "[a-z]{1,3}",
+                "\\PC",
+            ];
+            prop::collection::vec(piece, 0..12).prop_map(|v| format!("/{}", v.concat()))
+        }
+
+        proptest! {
+            #[test]
+            fn normalizing_twice_changes_nothing(path in paths()) {
+                if let Ok(once) = normalize(&path) {
+                    let twice = normalize(&once);
+                    prop_assert_eq!(twice.as_deref(), Ok(&*once));
+                }
+            }
+
+            #[test]
+            fn a_normalized_path_never_climbs_above_the_root(path in paths()) {
+                if let Ok(p) = normalize(&path) {
+                    prop_assert!(p.starts_with('/'));
+                    prop_assert!(!p.split('/').any(|s| s == ".." || s == "."), "{:?} -> {:?}", path, p);
+                    // Every `..` it resolved had a segment to remove.
+                    let depth = path[1..].split('/').try_fold(0i64, |d, s| {
+                        let s = s.replace("%2e", ".").replace("%2E", ".");
+                        match s.as_str() {
+                            ".." if d == 0 => None,
+                            ".." => Some(d - 1),
+                            "" | "." => Some(d),
+                            _ => Some(d + 1),
+                        }
+                    });
+                    prop_assert!(depth.is_some(), "{:?} climbs above the root yet gave {:?}", path, p);
+                }
+            }
         }
     }
 }
