@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each (default 600), one after another,
-# from the checked-in seeds. A crash stops the run and leaves its input in
+# from the checked-in seeds (fuzz/seeds/, and config/ for the config target). A crash stops the run and leaves its input in
 # fuzz/artifacts/TARGET/.
 #
 #   bash fuzz/run.sh            # 10 minutes per target
@@ -13,6 +13,8 @@ TARGETS=("$@")
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t"
   cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true
+  # The example configs are the config target's seeds.
+  [ "$t" != config ] || cp -n ../config/*.toml corpus/config/
   echo "== $t: ${SECONDS_EACH:-600} s"
   cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
     -max_total_time="${SECONDS_EACH:-600}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 |
