@@ -163,6 +163,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let settings = ServeSettings {
         client_header_timeout: config.server.client_header_timeout,
         idle_timeout: config.server.idle_timeout,
+        limits: config.limits,
         is_main: true,
         metrics: Some(metrics.clone()),
     };

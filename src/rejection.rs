@@ -1,5 +1,5 @@
-//! Rejections → responses. The only writer of 400/401/403/503 for auth
-//! (RFC 6750 §3, §3.1). Challenge values are built once per snapshot with
+//! Rejections → responses. The only writer of the gateway's own refusals:
+//! 400/401/403/503 for auth (RFC 6750 §3, §3.1), 413/414 for limits. Challenge values are built once per snapshot with
 //! the realm baked in and cloned per rejection (a refcount bump). Nothing
 //! from the request, the token or a library message reaches a header or body.
 
@@ -22,6 +22,10 @@ pub enum Rejection {
     InvalidRequest,
     /// The request path is ambiguous or climbs above the root (400).
     BadPath,
+    /// The path and query are longer than `limits.max_uri_bytes` (414).
+    UriTooLong,
+    /// The body is larger than the route's `max_body_bytes` (413).
+    BodyTooLarge,
     InvalidToken(TokenError),
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
@@ -47,6 +51,8 @@ impl Rejection {
             Self::MissingToken => "missing_token",
             Self::InvalidRequest => "invalid_request",
             Self::BadPath => "bad_path",
+            Self::UriTooLong => "uri_too_long",
+            Self::BodyTooLarge => "body_too_large",
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -58,6 +64,8 @@ impl Rejection {
         match self {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest | Self::BadPath => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,
             // Why (Entra claims challenge): the step-up answer must be a 401.
             Self::Denied(Denial::PolicyUnmet {
@@ -148,6 +156,8 @@ impl Challenges {
                 (Some(self.invalid_request.clone()), body::INVALID_REQUEST)
             }
             Rejection::BadPath => (None, body::BAD_PATH),
+            Rejection::UriTooLong => (None, body::URI_TOO_LONG),
+            Rejection::BodyTooLarge => (None, body::BODY_TOO_LARGE),
             Rejection::InvalidToken(e) => (Some(self.invalid_token(*e)), body::INVALID_TOKEN),
             Rejection::Denied(Denial::IssuerNotAccepted) => (
                 Some(self.invalid_token(TokenError::IssuerNotAccepted)),
@@ -191,12 +201,15 @@ impl Challenges {
 }
 
 /// Static bodies in the error envelope OpenAI SDKs understand.
-mod body {
+pub(crate) mod body {
     pub const MISSING_TOKEN: &str =
         r#"{"error":{"code":"unauthorized","message":"A bearer token is required."}}"#;
     pub const INVALID_REQUEST: &str = r#"{"error":{"code":"invalid_request","message":"Send one bearer token in the Authorization header."}}"#;
     pub const BAD_PATH: &str =
         r#"{"error":{"code":"invalid_request","message":"The request path is not allowed."}}"#;
+    pub const URI_TOO_LONG: &str =
+        r#"{"error":{"code":"uri_too_long","message":"The request path and query are too long."}}"#;
+    pub const BODY_TOO_LARGE: &str = r#"{"error":{"code":"body_too_large","message":"The request body is larger than this route accepts."}}"#;
     pub const INVALID_TOKEN: &str =
         r#"{"error":{"code":"invalid_token","message":"The access token is not valid."}}"#;
     pub const INSUFFICIENT_SCOPE: &str = r#"{"error":{"code":"insufficient_scope","message":"The access token lacks the required scope."}}"#;
@@ -239,6 +252,8 @@ mod tests {
             ),
             (Rejection::Denied(Denial::NoRoute), 403, None),
             (Rejection::BadPath, 400, None),
+            (Rejection::UriTooLong, 414, None),
+            (Rejection::BodyTooLarge, 413, None),
             (Rejection::KeysUnavailable, 503, None),
             (Rejection::AuditUnavailable, 503, None),
         ];

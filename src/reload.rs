@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditStatus;
-use crate::config::{AuditFileConfig, Config, ConfigError, LoggingConfig, TlsConfig};
+use crate::config::{AuditFileConfig, Config, ConfigError, Limits, LoggingConfig, TlsConfig};
 use crate::metrics::Metrics;
 use crate::snapshot::{KeyEnv, Snapshot};
 
@@ -379,6 +379,9 @@ pub struct Fixed {
     audit_stdout: bool,
     audit_file: Option<AuditFileConfig>,
     revocation_file: Option<PathBuf>,
+    /// The connection-level limits (all but `max_uri_bytes`, which
+    /// changes live).
+    limits: Limits,
 }
 
 impl Fixed {
@@ -395,6 +398,10 @@ impl Fixed {
             audit_stdout: config.audit.stdout,
             audit_file: config.audit.file.clone(),
             revocation_file: config.revocation_file.clone(),
+            limits: Limits {
+                max_uri_bytes: 0,
+                ..config.limits
+            },
         }
     }
 
@@ -462,6 +469,27 @@ impl Fixed {
             self.audit_stdout == next.audit_stdout && self.audit_file == next.audit_file,
             sink(self.audit_stdout, &self.audit_file),
         );
+        let (a, b) = (&self.limits, &next.limits);
+        for (path, running, wanted) in [
+            (
+                "limits.max_header_bytes",
+                a.max_header_bytes,
+                b.max_header_bytes,
+            ),
+            ("limits.max_headers", a.max_headers, b.max_headers),
+            (
+                "limits.max_connections",
+                a.max_connections,
+                b.max_connections,
+            ),
+            (
+                "limits.max_concurrent_streams",
+                a.max_concurrent_streams as usize,
+                b.max_concurrent_streams as usize,
+            ),
+        ] {
+            check(path, running == wanted, running.to_string());
+        }
         check(
             "revocation.file",
             self.revocation_file == next.revocation_file,

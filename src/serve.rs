@@ -15,18 +15,27 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Limits;
 use crate::metrics::{Metrics, OpenConnection};
 use crate::proxy::{Body, ClientConn};
+
+/// HTTP/2 streams the client opened and reset before we accepted them,
+/// queued at once, beyond which the connection is closed with GOAWAY.
+const PENDING_RESETS: usize = 20;
+/// Streams we reset for the client's protocol errors, over a connection's
+/// life, beyond which it is closed with GOAWAY.
+const ERROR_RESETS: usize = 1024;
 
 /// Connection-level settings.
 #[derive(Clone)]
 pub struct ServeSettings {
     pub client_header_timeout: Duration,
     pub idle_timeout: Duration,
+    pub limits: Limits,
     /// HTTP/2 and upgrades on; the admin port turns them off.
     pub is_main: bool,
     /// Counts open connections by protocol (the main listener).
@@ -49,7 +58,17 @@ pub async fn serve<H, F>(
 {
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&settings));
+    // Why: past the limit, new connections wait in the kernel's backlog
+    // rather than each taking a task, buffers and a descriptor here.
+    let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = stopped(&mut shutdown) => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -76,6 +95,7 @@ pub async fn serve<H, F>(
             })
         });
         tokio::spawn(async move {
+            let _slot = slot;
             let is_tls = tls.is_some();
             let conn_info = ClientConn { peer, is_tls };
             let service = service_fn(move |req: Request<Incoming>| {
@@ -144,17 +164,27 @@ impl Counted {
 
 fn builder(settings: &ServeSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let limits = &settings.limits;
+    // Over the header limits, hyper answers 431 (and 414 past its own URI
+    // ceiling) and closes the connection; the request never reaches us.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.client_header_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(settings.idle_timeout / 2)
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): a client that opens streams and
+        // cancels them faster than we finish them gets GOAWAY.
+        .max_pending_accept_reset_streams(PENDING_RESETS)
+        .max_local_error_reset_streams(ERROR_RESETS);
     if !settings.is_main {
         builder = builder.http1_only();
     }

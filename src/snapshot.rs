@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub upstream_scheme: Scheme,
     pub upstream_authority: Authority,
     pub trusted_proxies: Vec<IpNet>,
+    /// `limits.max_uri_bytes`: the one limit that changes live.
+    pub max_uri_bytes: usize,
     /// Every key source the verifier uses (for readiness and metrics).
     pub key_sources: Vec<Arc<KeySource>>,
     /// The config's version (digest of its text), in records and metrics.
@@ -132,6 +134,7 @@ impl Snapshot {
                 .cloned()
                 .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
             trusted_proxies: config.server.trusted_proxies.clone(),
+            max_uri_bytes: config.limits.max_uri_bytes,
             key_sources,
             version: Arc::from(config.version.as_str()),
             upstream,

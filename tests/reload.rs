@@ -161,6 +161,36 @@ async fn startup_only_changes_are_refused_by_name() {
 }
 
 #[tokio::test]
+async fn the_uri_limit_reloads_live_and_the_connection_limits_need_a_restart() {
+    let (idp, _upstream, good) = stack().await;
+    let gw = TestGateway::start_file(&format!("{good}\n[limits]\nmax_uri_bytes = 4096\n")).await;
+    let token = idp.token().sign();
+    let long = format!("/x/{}", "a".repeat(2000));
+    assert_eq!(
+        get(&gw.url(&long), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    gw.rewrite(&format!("{good}\n[limits]\nmax_uri_bytes = 1024\n"));
+    let (status, answer) = gw.post_reload().await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        get(&gw.url(&long), Some(&token)).await.status(),
+        StatusCode::URI_TOO_LONG
+    );
+    gw.rewrite(&format!(
+        "{good}\n[limits]\nmax_uri_bytes = 1024\nmax_connections = 10\nmax_header_bytes = 16384\n"
+    ));
+    let (status, answer) = gw.post_reload().await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = answer["errors"].to_string();
+    assert!(
+        errors.contains("limits.max_connections: cannot change without a restart (running: 4096)"),
+        "{errors}"
+    );
+    assert!(errors.contains("limits.max_header_bytes"), "{errors}");
+}
+
+#[tokio::test]
 async fn a_new_issuer_is_ready_when_the_reload_answers() {
     let idp = TestIdp::start().await;
     let second = TestIdp::start().await;

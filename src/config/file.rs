@@ -32,6 +32,18 @@ pub struct FileConfig {
     pub revocation: Option<RevocationSourceFile>,
     #[serde(default)]
     pub audit: AuditFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +246,7 @@ pub struct RouteFile {
     pub require: Option<String>,
     #[serde(default)]
     pub allow_without_permissions: bool,
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -40,6 +40,7 @@ pub struct Config {
     /// The revocation list, watched and applied on change.
     pub revocation_file: Option<PathBuf>,
     pub audit: AuditConfig,
+    pub limits: Limits,
     /// Digest of the file's text: names this generation in `/readyz`,
     /// metrics and every audit record.
     pub version: String,
@@ -226,6 +227,36 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
 }
 
+/// `[limits]`: what one client may send and hold open. Beyond a limit the
+/// request gets its status (431, 414, 413) and never reaches the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The request line and headers together (HTTP/2: the decoded header
+    /// list); 431 beyond it.
+    pub max_header_bytes: usize,
+    /// Header fields in one HTTP/1.1 request; 431 beyond it.
+    pub max_headers: usize,
+    /// The path and query; 414 beyond it. Changes live.
+    pub max_uri_bytes: usize,
+    /// Open client connections; further ones wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
+    /// Concurrent streams on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            max_connections: 4096,
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub cert: PathBuf,
@@ -315,6 +346,9 @@ pub struct RouteConfig {
     pub require_all: bool,
     /// Accept a token with neither `scp` nor `roles`.
     pub allow_without_permissions: bool,
+    /// The request body's size limit; 413 beyond it. `None`: no limit
+    /// (streams and uploads of any size).
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

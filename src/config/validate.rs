@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -12,13 +13,13 @@ use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
 use super::file::{
-    AgentFile, AuditFile, FileConfig, IdentityFile, IdentityHeadersFile, IssuerFile, LocationFile,
-    LoggingFile, PolicyFile, RouteFile, ServerFile, TokenCacheFile, UpstreamFile,
+    AgentFile, AuditFile, FileConfig, IdentityFile, IdentityHeadersFile, IssuerFile, LimitsFile,
+    LocationFile, LoggingFile, PolicyFile, RouteFile, ServerFile, TokenCacheFile, UpstreamFile,
 };
 use super::{
     AgentConfig, Assignments, AuditConfig, AuditFailure, AuditFileConfig, AuditOverflow,
     AuditPolicy, Conditions, Config, ConfigError, ConfigErrors, IDENTITY_KINDS, IdentityHeaders,
-    IdentitySettings, IssuerAnchor, IssuerConfig, KeyFetchConfig, KeyLocation, Location,
+    IdentitySettings, IssuerAnchor, IssuerConfig, KeyFetchConfig, KeyLocation, Limits, Location,
     LoggingConfig, PolicyConfig, PolicyGrant, PolicyState, RouteConfig, RouteMatch, ServerConfig,
     TlsConfig, TokenCacheConfig, UpstreamConfig,
 };
@@ -165,6 +166,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
         .revocation
         .map(|r| existing_file(&mut errs, "revocation.file", &r.file, base));
     let audit = audit(&mut errs, file.audit, base);
+    let limits = limits(&mut errs, file.limits);
     match (errs.0.is_empty(), upstream) {
         (true, Some(upstream)) => Ok(Config {
             server,
@@ -180,6 +182,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             policies,
             revocation_file,
             audit,
+            limits,
             version: String::new(),
             source: None,
             warnings,
@@ -643,6 +646,12 @@ fn route(
             "a public route verifies no token to forward",
         );
     }
+    if f.max_body_bytes == Some(0) {
+        errs.push(
+            format!("{at}.max_body_bytes"),
+            "must be at least 1 (omit it for no limit)",
+        );
+    }
     let matcher = matcher.filter(|_| errs.0.len() == before)?;
     Some(RouteConfig {
         name: f.name,
@@ -657,7 +666,59 @@ fn route(
         kinds: f.kinds,
         require_all,
         allow_without_permissions: f.allow_without_permissions,
+        max_body_bytes: f.max_body_bytes,
     })
+}
+
+fn limits(errs: &mut Errors, f: LimitsFile) -> Limits {
+    let d = Limits::default();
+    let mut within = |path: &str,
+                      value: Option<usize>,
+                      default: usize,
+                      range: RangeInclusive<usize>,
+                      why: &str| {
+        let v = value.unwrap_or(default);
+        if !range.contains(&v) {
+            errs.push(
+                format!("limits.{path}"),
+                format!("{v} is outside {}..={}{why}", range.start(), range.end()),
+            );
+        }
+        v
+    };
+    Limits {
+        // Why 8 KiB: hyper's read buffer cannot be smaller.
+        max_header_bytes: within(
+            "max_header_bytes",
+            f.max_header_bytes,
+            d.max_header_bytes,
+            8192..=1 << 20,
+            " (bytes)",
+        ),
+        max_headers: within("max_headers", f.max_headers, d.max_headers, 8..=1000, ""),
+        // Why 65,534: HTTP/1.1 parsing refuses longer URIs with 414 itself.
+        max_uri_bytes: within(
+            "max_uri_bytes",
+            f.max_uri_bytes,
+            d.max_uri_bytes,
+            256..=65_534,
+            " (bytes)",
+        ),
+        max_connections: within(
+            "max_connections",
+            f.max_connections,
+            d.max_connections,
+            1..=1_000_000,
+            "",
+        ),
+        max_concurrent_streams: within(
+            "max_concurrent_streams",
+            f.max_concurrent_streams.map(|n| n as usize),
+            d.max_concurrent_streams as usize,
+            1..=10_000,
+            "",
+        ) as u32,
+    }
 }
 
 fn token_cache(errs: &mut Errors, f: TokenCacheFile) -> TokenCacheConfig {
@@ -1359,6 +1420,29 @@ mod tests {
     }
 
     const UPSTREAM: &str = "[upstream]\nurl = \"http://127.0.0.1:8000\"\n";
+
+    #[test]
+    fn limits_have_safe_defaults_and_refuse_values_out_of_range() {
+        assert_eq!(parse(UPSTREAM).unwrap().limits, Limits::default());
+        assert_eq!(
+            errors(&format!(
+                "{UPSTREAM}[limits]\nmax_header_bytes = 1024\nmax_headers = 0\nmax_uri_bytes = 100000\nmax_connections = 0\nmax_concurrent_streams = 0\n"
+            )),
+            [
+                "limits.max_header_bytes: 1024 is outside 8192..=1048576 (bytes)",
+                "limits.max_headers: 0 is outside 8..=1000",
+                "limits.max_uri_bytes: 100000 is outside 256..=65534 (bytes)",
+                "limits.max_connections: 0 is outside 1..=1000000",
+                "limits.max_concurrent_streams: 0 is outside 1..=10000",
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{UPSTREAM}[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\nmax_body_bytes = 0\n"
+            )),
+            ["routes[0].max_body_bytes: must be at least 1 (omit it for no limit)"]
+        );
+    }
 
     #[test]
     fn audit_settings_are_checked_together() {

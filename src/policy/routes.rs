@@ -44,6 +44,7 @@ pub struct Route {
     allow_without_permissions: bool,
     /// `scope="…"` for the insufficient-scope challenge, built once.
     required_scope: String,
+    max_body_bytes: Option<u64>,
 }
 
 impl Route {
@@ -61,6 +62,7 @@ impl Route {
             issuers: cfg.issuers.clone(),
             public: cfg.public,
             forward_authorization: cfg.forward_authorization,
+            max_body_bytes: cfg.max_body_bytes,
             host: cfg.host.clone(),
             kinds: cfg.kinds.as_deref().map_or(ALL_KINDS, kind_mask),
             require_all: cfg.require_all,
@@ -89,6 +91,10 @@ impl Route {
     }
     pub fn forwards_authorization(&self) -> bool {
         self.forward_authorization
+    }
+    /// The request body's size limit, if the route sets one.
+    pub fn max_body_bytes(&self) -> Option<u64> {
+        self.max_body_bytes
     }
     /// The space-separated scopes (or roles) named in an insufficient-scope
     /// challenge; validated at load to be quoted-string safe.
@@ -233,6 +239,7 @@ mod tests {
             kinds: None,
             require_all: false,
             allow_without_permissions: false,
+            max_body_bytes: None,
         }
     }
 

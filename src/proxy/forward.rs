@@ -10,6 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
+use http_body_util::LengthLimitError;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -37,6 +38,10 @@ pub enum ForwardError {
     Protocol(String),
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
+    /// The client's body passed the route's `max_body_bytes` while it was
+    /// being sent.
+    #[error("request body larger than the route's max_body_bytes")]
+    BodyTooLarge,
 }
 
 impl ForwardError {
@@ -44,6 +49,7 @@ impl ForwardError {
         match self {
             Self::Connect(_) | Self::Protocol(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -52,6 +58,7 @@ impl ForwardError {
             Self::Connect(_) => "upstream_unreachable",
             Self::Protocol(_) => "upstream_protocol_error",
             Self::Timeout(_) => "upstream_timeout",
+            Self::BodyTooLarge => "body_too_large",
         }
     }
 }
@@ -193,6 +200,9 @@ pub async fn forward(
             Ok(Err(e)) if e.is_connect() => {
                 return Err(ForwardError::Connect(crate::telemetry::error_chain(&e)));
             }
+            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
+                return Err(ForwardError::BodyTooLarge);
+            }
             Ok(Err(e)) => return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e))),
             Ok(Ok(resp)) => resp,
         };
@@ -216,6 +226,18 @@ pub async fn forward(
         elapsed,
         upgrade,
     })
+}
+
+/// Whether `T` is anywhere in `e`'s chain of sources.
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn is_upgrade_request<B>(req: &Request<B>) -> bool {
@@ -327,12 +349,14 @@ fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
     proxies.iter().any(|net| net.contains(&ip))
 }
 
-/// A static JSON error for 502/504: no internal detail.
+/// A static JSON error for 502/504 (and 413 for a body cut at the limit):
+/// no internal detail.
 pub fn error_response(e: &ForwardError, request_id: &HeaderValue) -> Response<Body> {
     let body = match e {
         ForwardError::Timeout(_) => {
             r#"{"error":{"code":"upstream_timeout","message":"The upstream did not answer in time."}}"#
         }
+        ForwardError::BodyTooLarge => crate::rejection::body::BODY_TOO_LARGE,
         _ => r#"{"error":{"code":"bad_gateway","message":"The upstream could not be reached."}}"#,
     };
     let mut resp = Response::new(super::full(Bytes::from_static(body.as_bytes())));

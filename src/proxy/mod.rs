@@ -16,7 +16,7 @@ use http::header::{CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -203,9 +203,20 @@ impl Gateway {
             std::borrow::Cow::Borrowed(_) => None,
         };
         let grant = admitted.grant;
+        let limit = grant.route().max_body_bytes();
+        if limit.is_some_and(|max| declared_length(&parts).is_some_and(|n| n > max)) {
+            decision.verdict = Err(Rejection::BodyTooLarge);
+            return self.reject(snapshot, decision, request_id);
+        }
         let body = match pending {
             Some(p) => audited::Metered::new(body, p.count_bytes_in()).boxed(),
             None => body.map_err(Into::into).boxed(),
+        };
+        // A body without a length (chunked, HTTP/2) is cut at the limit:
+        // the upstream sees an aborted request, the client a 413.
+        let body = match limit {
+            Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
+            None => body,
         };
         let req = Request::from_parts(parts, body);
         match forward::forward(
@@ -239,10 +250,17 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::debug!(error = %e, route = grant.route().name(), "forwarding failed");
-                self.metrics.upstream_failed(grant.route().name());
+                let refused = matches!(e, forward::ForwardError::BodyTooLarge);
+                if !refused {
+                    self.metrics.upstream_failed(grant.route().name());
+                }
                 Outcome {
                     response: forward::error_response(&e, request_id),
-                    label: DecisionLabel::Error,
+                    label: if refused {
+                        DecisionLabel::Deny
+                    } else {
+                        DecisionLabel::Error
+                    },
                     reason: e.reason(),
                     upstream: Some(UpstreamInfo {
                         status: None,
@@ -347,6 +365,18 @@ fn request_info(
         info.set(Field::TraceId, id);
     }
     info
+}
+
+/// The request's `Content-Length`, when it has a valid one (hyper has
+/// refused the request already if it is malformed or repeated).
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn is_event_stream<B>(response: &Response<B>) -> bool {

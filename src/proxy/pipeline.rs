@@ -130,6 +130,10 @@ async fn admit_steps<'a>(
     circumstances: Circumstances<'_>,
     facts: &mut Decision,
 ) -> Result<Admitted<'a>, Rejection> {
+    let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > snapshot.max_uri_bytes {
+        return Err(Rejection::UriTooLong);
+    }
     let path = path::normalize(parts.uri.path()).map_err(|_| Rejection::BadPath)?;
     let matched = snapshot
         .routes

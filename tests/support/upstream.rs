@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +28,16 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct TestUpstream {
     pub addr: SocketAddr,
     sse_gate: Arc<Notify>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     task: JoinHandle<()>,
+}
+
+/// A request as the upstream parsed it: the smuggling tests count these.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
 }
 
 impl TestUpstream {
@@ -37,15 +46,23 @@ impl TestUpstream {
         let addr = listener.local_addr().unwrap();
         let sse_gate = Arc::new(Notify::new());
         let gate = sse_gate.clone();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let gate = gate.clone();
+                let log = log.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| {
+                    let service = service_fn(move |req: Request<Incoming>| {
                         let gate = gate.clone();
+                        log.lock().unwrap().push(Seen {
+                            method: req.method().to_string(),
+                            path: req.uri().to_string(),
+                            headers: req.headers().clone(),
+                        });
                         async move { Ok::<_, Infallible>(route(req, gate).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -57,8 +74,14 @@ impl TestUpstream {
         Self {
             addr,
             sse_gate,
+            seen,
             task,
         }
+    }
+
+    /// Every request the upstream has parsed so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
     }
 
     /// Lets the `/sse` stream send its next event.

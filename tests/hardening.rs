@@ -1,0 +1,536 @@
+//! Hostile clients: the limits on what one client may send or hold, and
+//! request smuggling. Raw bytes over real sockets; the assertions are on
+//! what the client is answered and what the upstream parsed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The default stack with `[limits]` lines and routes of the test's own.
+async fn stack_with(limits: &str, routes: &str) -> (TestIdp, TestUpstream, TestGateway, String) {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let cfg = format!(
+        "{}\n[limits]\n{limits}\n",
+        config(upstream.addr, &oidc_issuer(&idp, ""), routes)
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let token = idp.token().scp("Models.Invoke").sign();
+    (idp, upstream, gw, token)
+}
+
+/// One parsed response: status, head (lower-cased) and body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// Complete responses in `buf` (each with a `content-length`).
+fn answers(buf: &[u8]) -> Vec<Answer> {
+    let text = String::from_utf8_lossy(buf);
+    let mut rest: &str = &text;
+    let mut out = Vec::new();
+    while let Some(end) = rest.find("\r\n\r\n") {
+        let head = rest[..end].to_ascii_lowercase();
+        let status = head
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap_or(0));
+        let body_start = end + 4;
+        if rest.len() < body_start + len {
+            break;
+        }
+        out.push(Answer {
+            status,
+            head,
+            body: rest[body_start..body_start + len].to_owned(),
+        });
+        rest = &rest[body_start + len..];
+    }
+    out
+}
+
+/// Writes `bytes` on a new connection and reads until `want` complete
+/// responses arrived or the gateway closed the connection.
+async fn raw(addr: SocketAddr, bytes: &[u8], want: usize) -> (Vec<Answer>, bool) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let read = async {
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if answers(&buf).len() >= want {
+                return false;
+            }
+        }
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer in time");
+    (answers(&buf), closed)
+}
+
+// ---- limits --------------------------------------------------------------
+
+#[tokio::test]
+async fn a_header_block_over_the_limit_gets_431_and_never_reaches_the_upstream() {
+    let (_idp, upstream, gw, token) = stack_with("max_header_bytes = 8192", DEFAULT_ROUTES).await;
+    let filler = "a".repeat(9000);
+    let req = format!(
+        "GET /v1/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Filler: {filler}\r\n\r\n"
+    );
+    let (got, closed) = raw(gw.addr, req.as_bytes(), 1).await;
+    assert_eq!(got[0].status, 431, "{got:?}");
+    assert!(closed || got.len() == 1);
+    assert!(upstream.seen().is_empty());
+    // Under the limit, the same request passes.
+    let req = format!("GET /v1/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let (got, _) = raw(gw.addr, req.as_bytes(), 1).await;
+    assert_eq!(got[0].status, 200);
+}
+
+#[tokio::test]
+async fn too_many_headers_get_431() {
+    let (_idp, upstream, gw, token) = stack_with("max_headers = 16", DEFAULT_ROUTES).await;
+    let mut req = format!("GET /v1/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n");
+    for i in 0..20 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let (got, _) = raw(gw.addr, req.as_bytes(), 1).await;
+    assert_eq!(got[0].status, 431, "{got:?}");
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_uri_over_the_limit_gets_414_with_an_audit_record() {
+    let (_idp, upstream, mut gw, token) = stack_with("max_uri_bytes = 1024", DEFAULT_ROUTES).await;
+    let long = format!("/v1/{}", "p".repeat(1100));
+    let resp = get(&gw.url(&long), Some(&token)).await;
+    assert_eq!(resp.status(), StatusCode::URI_TOO_LONG);
+    assert!(text(resp).await.contains("uri_too_long"));
+    // The query counts too.
+    let resp = get(
+        &gw.url(&format!("/v1/x?q={}", "q".repeat(1100))),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::URI_TOO_LONG);
+    let resp = get(&gw.url("/v1/short"), Some(&token)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(upstream.seen().len(), 1);
+    let records = gw.stop().await;
+    let reasons: Vec<_> = records
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["uri_too_long", "uri_too_long", "allowed"]);
+    assert_eq!(records[0]["status"], 414);
+}
+
+const UPLOAD_ROUTES: &str = r#"
+[[routes]]
+name = "upload"
+prefix = "/upload"
+scopes = ["Models.Invoke"]
+max_body_bytes = 1000
+
+[[routes]]
+name = "api"
+prefix = "/"
+scopes = ["Models.Invoke"]
+"#;
+
+#[tokio::test]
+async fn a_declared_body_over_the_route_limit_gets_413_before_the_upstream_is_asked() {
+    let (_idp, upstream, mut gw, token) = stack_with("", UPLOAD_ROUTES).await;
+    let post = |path: &str, size: usize| {
+        Request::post(gw.url(path))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::from(vec![b'x'; size])))
+            .unwrap()
+    };
+    let resp = send(post("/upload/a", 1001)).await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(text(resp).await.contains("body_too_large"));
+    assert!(upstream.seen().is_empty());
+    // At the limit, and on a route without one, bodies pass.
+    assert_eq!(send(post("/upload/a", 1000)).await.status(), StatusCode::OK);
+    assert_eq!(send(post("/other", 5000)).await.status(), StatusCode::OK);
+    let records = gw.stop().await;
+    assert_eq!(records[0]["reason"], "body_too_large");
+    assert_eq!(records[0]["decision"], "deny");
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_cut_at_the_route_limit_with_413() {
+    let (_idp, _upstream, mut gw, token) = stack_with("", UPLOAD_ROUTES).await;
+    // No content-length: the body arrives in chunks and passes the limit
+    // only on the way.
+    let chunks = (0..8)
+        .map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'x'; 300]))));
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    let req = Request::post(gw.url("/upload/stream"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .unwrap();
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http()
+        .request(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("body_too_large"));
+    let records = gw.stop().await;
+    assert_eq!(records[0]["reason"], "body_too_large");
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let (_idp, _upstream, gw, token) = stack_with("max_connections = 2", DEFAULT_ROUTES).await;
+    let req = format!("GET /v1/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    // Two keep-alive connections hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(tcp);
+    }
+    // A third connects (the kernel's backlog) but is not served...
+    let third = tokio::spawn({
+        let addr = gw.addr;
+        let req = req.clone();
+        async move { raw(addr, req.as_bytes(), 1).await }
+    });
+    let early = tokio::time::timeout(Duration::from_millis(300), async {
+        while !third.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "a third connection was served past the limit"
+    );
+    // ...until a slot frees.
+    drop(held.pop());
+    let (got, _) = third.await.unwrap();
+    assert_eq!(got[0].status, 200);
+}
+
+// ---- smuggling and desync ------------------------------------------------
+
+/// A request line and headers with the test token, then `rest`.
+fn request(token: &str, head: &str, rest: &str) -> Vec<u8> {
+    format!("{head}\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{rest}").into_bytes()
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_read_as_chunked_and_the_connection_closed() {
+    let (_idp, upstream, gw, token) = stack_with("", DEFAULT_ROUTES).await;
+    // RFC 9112 §6.3: Transfer-Encoding wins, and the connection must close
+    // after the answer, so that the bytes after the chunked body (a second
+    // request hidden in what `Content-Length` claims) are never read.
+    let req = request(
+        &token,
+        "POST /v1/a HTTP/1.1",
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let (got, closed) = raw(gw.addr, &req, 2).await;
+    assert!(closed, "the connection must close after an ambiguous body");
+    assert_eq!(
+        got.len(),
+        1,
+        "the trailing request must not be answered: {got:?}"
+    );
+    assert!(got[0].head.contains("connection: close"));
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, "/v1/a");
+    assert!(seen[0].headers.get("content-length").is_none(), "{seen:?}");
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused() {
+    let (_idp, upstream, gw, token) = stack_with("", DEFAULT_ROUTES).await;
+    let cases = [
+        // Two lengths that disagree.
+        "Content-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
+        "Content-Length: 3, 30\r\n\r\nabc",
+        "Content-Length: +3\r\n\r\nabc",
+        "Content-Length: 0x3\r\n\r\nabc",
+        // Transfer codings a front end and a back end may read differently.
+        "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding:\tchunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
+        // A header name with a space, and a header folded onto two lines.
+        "X Forwarded-For: 10.0.0.1\r\n\r\n",
+        "X-Folded: a\r\n b\r\n\r\n",
+    ];
+    for rest in cases {
+        let req = request(&token, "POST /v1/a HTTP/1.1", rest);
+        let (got, closed) = raw(gw.addr, &req, 1).await;
+        assert!(
+            got.first().is_some_and(|a| a.status == 400) || (got.is_empty() && closed),
+            "{rest:?} was not refused: {got:?}"
+        );
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}
+
+#[tokio::test]
+async fn bare_line_feeds_reach_the_upstream_as_one_well_formed_request() {
+    let (_idp, upstream, gw, token) = stack_with("", DEFAULT_ROUTES).await;
+    let req = format!("GET /v1/lf HTTP/1.1\nHost: x\nAuthorization: Bearer {token}\nX-A: 1\n\n");
+    let (got, _) = raw(gw.addr, req.as_bytes(), 1).await;
+    // Accepted or refused, but never read as more than one request.
+    if got[0].status == 200 {
+        let seen = upstream.seen();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].path, "/v1/lf");
+        assert_eq!(seen[0].headers["x-a"], "1");
+    } else {
+        assert_eq!(got[0].status, 400);
+        assert!(upstream.seen().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_pipelined_request_is_forwarded_as_its_own_request_with_its_own_decision() {
+    let (_idp, upstream, gw, token) = stack_with("", DEFAULT_ROUTES).await;
+    // The first request's body is exactly its length; what follows is a
+    // second request without a token, which must be decided on its own.
+    let mut req = request(
+        &token,
+        "POST /v1/a HTTP/1.1",
+        "Content-Length: 4\r\n\r\nbody",
+    );
+    req.extend_from_slice(b"GET /v1/second HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (got, _) = raw(gw.addr, &req, 2).await;
+    assert_eq!(got[0].status, 200);
+    assert_eq!(got[1].status, 401, "{got:?}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, "/v1/a");
+}
+
+#[tokio::test]
+async fn connection_cannot_strip_the_identity_headers_the_gateway_sets() {
+    let (_idp, upstream, gw, token) = stack_with("", DEFAULT_ROUTES).await;
+    // A client lists our identity header (and its own forged copy) as
+    // hop-by-hop, hoping the gateway drops what it set or keeps the forgery.
+    let req = request(
+        &token,
+        "GET /v1/a HTTP/1.1",
+        "Connection: keep-alive, x-portcullis-scopes, x-portcullis-tenant\r\nX-Portcullis-Scopes: Admin.All\r\n\r\n",
+    );
+    let (got, _) = raw(gw.addr, &req, 1).await;
+    assert_eq!(got[0].status, 200, "{got:?}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    assert_eq!(h.get_all("x-portcullis-scopes").iter().count(), 1);
+    assert_eq!(h["x-portcullis-scopes"], "Models.Invoke");
+    assert_eq!(h["x-portcullis-tenant"], TENANT);
+    assert!(
+        h.get("connection")
+            .is_none_or(|v| !v.to_str().unwrap().contains("portcullis"))
+    );
+    assert!(!got[0].body.contains("Admin.All"));
+}
+
+// ---- HTTP/2 ----------------------------------------------------------------
+
+/// HPACK integer with an `n`-bit prefix (RFC 7541 §5.1).
+fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut value: usize) {
+    let max = (1usize << n) - 1;
+    if value < max {
+        out.push(first | value as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.push((value % 128 + 128) as u8);
+        value /= 128;
+    }
+    out.push(value as u8);
+}
+
+/// A header block of literal fields without indexing (RFC 7541 §6.2.2),
+/// so that any header, legal or not, goes on the wire as written.
+fn hpack(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        out.push(0);
+        hpack_int(&mut out, 0, 7, name.len());
+        out.extend_from_slice(name.as_bytes());
+        hpack_int(&mut out, 0, 7, value.len());
+        out.extend_from_slice(value.as_bytes());
+    }
+    out
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const GOAWAY: u8 = 7;
+
+/// Sends one HTTP/2 request (prior knowledge) with exactly `headers`, and
+/// returns the frame types the gateway sent for stream 1 or the connection.
+async fn h2_raw(addr: SocketAddr, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    // END_STREAM | END_HEADERS
+    out.extend(frame(HEADERS, 0x5, 1, &hpack(headers)));
+    tcp.write_all(&out).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            while buf.len() >= 9 {
+                let len =
+                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let (kind, stream) = (
+                    buf[3],
+                    u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff,
+                );
+                if stream == 1 || kind == GOAWAY {
+                    seen.push(kind);
+                    if matches!(kind, HEADERS | RST_STREAM | GOAWAY) {
+                        return;
+                    }
+                }
+                buf.drain(..9 + len);
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer in time");
+    seen
+}
+
+#[tokio::test]
+async fn http2_requests_with_connection_specific_headers_are_reset() {
+    let (_idp, upstream, gw, token) = stack_with("", DEFAULT_ROUTES).await;
+    let bearer = format!("Bearer {token}");
+    let base = [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/v1/h2"),
+        (":authority", "x"),
+        ("authorization", bearer.as_str()),
+    ];
+    // The well-formed request is answered...
+    assert_eq!(h2_raw(gw.addr, &base).await.last(), Some(&HEADERS));
+    assert_eq!(upstream.seen().len(), 1);
+    // ...and each connection-specific header (RFC 9113 §8.2.2) makes the
+    // request malformed: reset, never forwarded.
+    for extra in [
+        ("connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("keep-alive", "timeout=5"),
+        ("upgrade", "websocket"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "gzip"),
+    ] {
+        let mut headers = base.to_vec();
+        headers.push(extra);
+        let frames = h2_raw(gw.addr, &headers).await;
+        assert!(
+            matches!(frames.last(), Some(&RST_STREAM | &GOAWAY)),
+            "{extra:?} was answered: frames {frames:?}"
+        );
+    }
+    assert_eq!(upstream.seen().len(), 1, "{:?}", upstream.seen());
+}
+
+#[tokio::test]
+async fn an_http2_rapid_reset_flood_is_cut_off_and_the_gateway_keeps_serving() {
+    let (_idp, upstream, gw, token) = stack_with("", DEFAULT_ROUTES).await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    const FLOOD: usize = 2000;
+    let mut sent = 0;
+    for _ in 0..FLOOD {
+        let req = Request::get(format!("http://{}/v1/flood", gw.addr))
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        let Ok(ready) = client.ready().await else {
+            break;
+        };
+        client = ready;
+        let Ok((_resp, mut stream)) = client.send_request(req, true) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    // The gateway ended the connection (GOAWAY with ENHANCE_YOUR_CALM,
+    // then close; the client may see either first) rather than take the
+    // flood, and no cancelled stream reached the upstream.
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the gateway closed the flooding connection")
+        .unwrap();
+    assert!(
+        ended.is_err(),
+        "the connection survived {sent} reset streams"
+    );
+    assert!(
+        upstream.seen().len() < 100,
+        "{} of {sent} reset streams reached the upstream",
+        upstream.seen().len()
+    );
+    // Everyone else is served as before.
+    assert_eq!(
+        get(&gw.url("/v1/after"), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+}
