@@ -96,6 +96,16 @@ impl Admin {
             Some(a) if a.is_healthy() => "ok",
             Some(_) => "failing",
         };
+        // Why: an operator whose pod is not ready needs the cause (a
+        // redirect, a weak key, a timeout), not only the issuer's name.
+        let key_errors: serde_json::Map<String, serde_json::Value> = snapshot
+            .key_sources
+            .iter()
+            .filter_map(|k| {
+                let error = k.status().last_error?;
+                Some((k.label().to_owned(), error.into()))
+            })
+            .collect();
         let refuses = self.audit.as_ref().is_some_and(|a| a.refuses_requests());
         let ready = waiting.is_empty() && !refuses;
         let body = serde_json::json!({
@@ -103,6 +113,7 @@ impl Admin {
             "config_version": &*snapshot.version,
             "audit": audit,
             "waiting_for_keys": waiting,
+            "key_errors": key_errors,
         });
         let status = if ready {
             StatusCode::OK

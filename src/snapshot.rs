@@ -153,7 +153,8 @@ impl Snapshot {
 /// Expands one issuer entry into exact-`iss` trusts, each with its key
 /// source: one for OIDC; for Entra, per tenant, one per token version.
 fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<CompiledIssuer, String> {
-    let fetcher = Fetcher::new(issuer.keys.ca_file.as_deref()).map_err(|e| e.to_string())?;
+    let fetcher = Fetcher::new(issuer.keys.ca_file.as_deref(), issuer.keys.fetch_timeout)
+        .map_err(|e| e.to_string())?;
     let name: Arc<str> = Arc::from(issuer.name.as_str());
     let source = |label: String, endpoint: KeyEndpoint| {
         Arc::new(KeySource::new(

@@ -305,6 +305,32 @@ async fn a_route_can_opt_in_to_forward_the_authorization_header() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_dies_mid_response_cuts_the_client_off_and_leaks_nothing() {
+    let (idp, _upstream, gw) = default_stack().await;
+    let resp = get(&gw.url("/dies"), Some(&idp.token().sign())).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The client must not take the 10 bytes for the whole answer.
+    let body = resp.into_body().collect().await;
+    assert!(
+        body.is_err(),
+        "a cut response reached the client as complete"
+    );
+    let records = gw.audit_records(1).await;
+    assert_eq!(records[0]["end"], "upstream_error", "{}", records[0]);
+    // Nothing is left behind: no request in flight, and the client's
+    // connection is closed, not kept open with a half-sent response.
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("gateway_requests_in_flight 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("gateway_open_connections{protocol=\"http1\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn upstream_unreachable_is_502_and_slow_is_504() {
     let idp = TestIdp::start().await;
     let closed = {

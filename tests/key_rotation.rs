@@ -184,7 +184,7 @@ async fn an_empty_jwks_never_replaces_a_good_one() {
 #[tokio::test]
 async fn discovery_that_names_another_issuer_is_refused() {
     let idp = TestIdp::start().await;
-    let fetcher = portcullis::keys::Fetcher::new(None).unwrap();
+    let fetcher = portcullis::keys::Fetcher::new(None, Duration::from_secs(10)).unwrap();
     let url: http::Uri = format!("{}/.well-known/openid-configuration", idp.url())
         .parse()
         .unwrap();

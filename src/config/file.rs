@@ -221,6 +221,7 @@ pub struct IssuerFile {
     // keys
     pub refresh_interval: Option<String>,
     pub refresh_cooldown: Option<String>,
+    pub fetch_timeout: Option<String>,
     pub max_key_staleness: Option<String>,
     pub ca_file: Option<String>,
 }

@@ -323,6 +323,8 @@ pub struct KeyFetchConfig {
     pub refresh_cooldown: Duration,
     /// Keys older than this are dropped and requests get 503.
     pub max_staleness: Duration,
+    /// One discovery or JWKS request, from sending it to its last byte.
+    pub fetch_timeout: Duration,
     pub ca_file: Option<PathBuf>,
 }
 

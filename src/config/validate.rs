@@ -344,6 +344,11 @@ fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<Iss
             f.max_key_staleness.as_deref(),
             secs(86_400),
         ),
+        fetch_timeout: errs.duration(
+            &format!("{at}.fetch_timeout"),
+            f.fetch_timeout.as_deref(),
+            secs(10),
+        ),
         ca_file: f
             .ca_file
             .as_ref()
@@ -353,6 +358,12 @@ fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<Iss
         errs.push(
             format!("{at}.refresh_interval"),
             "refresh_interval and refresh_cooldown must be at least 1s",
+        );
+    }
+    if !(Duration::from_millis(100)..=secs(60)).contains(&keys.fetch_timeout) {
+        errs.push(
+            format!("{at}.fetch_timeout"),
+            "must be between 100ms and 60s",
         );
     }
     if keys.max_staleness <= keys.refresh_interval {

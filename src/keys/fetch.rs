@@ -17,7 +17,6 @@ use super::jwks::JwksError;
 
 /// Largest discovery or JWKS document we read (Entra's is ~10 KiB).
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFetchError {
@@ -27,8 +26,8 @@ pub enum KeyFetchError {
     Status(StatusCode),
     #[error("document larger than {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge,
-    #[error("timed out after {FETCH_TIMEOUT:?}")]
-    Timeout,
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
     #[error("discovery document: {0}")]
     Discovery(String),
     #[error(transparent)]
@@ -39,6 +38,7 @@ pub enum KeyFetchError {
 #[derive(Clone)]
 pub struct Fetcher {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -48,8 +48,9 @@ struct DiscoveryDoc {
 }
 
 impl Fetcher {
-    /// A fetcher trusting the web PKI roots plus the certificates in `ca_file`.
-    pub fn new(ca_file: Option<&Path>) -> Result<Self, crate::tls::TlsError> {
+    /// A fetcher trusting the web PKI roots plus the certificates in
+    /// `ca_file`, giving each document `timeout` from request to last byte.
+    pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Self, crate::tls::TlsError> {
         let tls = crate::tls::client_config(ca_file)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -59,11 +60,12 @@ impl Fetcher {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Self { client })
+        Ok(Self { client, timeout })
     }
 
     /// GETs `uri` and returns its body, refusing redirects, non-2xx answers,
-    /// bodies over [`MAX_DOCUMENT_BYTES`] and anything slower than 10 s.
+    /// bodies over [`MAX_DOCUMENT_BYTES`] and anything slower than the
+    /// fetcher's timeout.
     pub async fn get(&self, uri: &Uri) -> Result<Bytes, KeyFetchError> {
         let work = async {
             let req = Request::get(uri.clone())
@@ -95,9 +97,9 @@ impl Fetcher {
                 })?;
             Ok(body.to_bytes())
         };
-        tokio::time::timeout(FETCH_TIMEOUT, work)
+        tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| KeyFetchError::Timeout)?
+            .map_err(|_| KeyFetchError::Timeout(self.timeout))?
     }
 
     /// Reads an OpenID discovery document and returns its `jwks_uri`, after

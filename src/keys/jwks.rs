@@ -79,8 +79,9 @@ impl KeySet {
 pub enum JwksError {
     #[error("JWKS is not valid JSON: {0}")]
     Json(String),
-    #[error("JWKS has no usable signing key")]
-    NoUsableKeys,
+    /// Why each key was skipped, or that there were none.
+    #[error("JWKS has no usable signing key ({0})")]
+    NoUsableKeys(String),
     #[error("JWKS has two keys with kid {0:?}")]
     DuplicateKid(String),
 }
@@ -151,7 +152,12 @@ pub fn parse(body: &[u8], fetched_at: Instant) -> Result<(KeySet, Vec<String>), 
         }
     }
     if keys.is_empty() {
-        return Err(JwksError::NoUsableKeys);
+        let why = if skipped.is_empty() {
+            "the set is empty".to_owned()
+        } else {
+            format!("skipped: {}", skipped.join("; "))
+        };
+        return Err(JwksError::NoUsableKeys(why));
     }
     material.sort();
     let digest =
@@ -261,12 +267,14 @@ mod tests {
     fn empty_or_unusable_sets_are_errors() {
         assert_eq!(
             parse(&doc(vec![]), Instant::now()).err(),
-            Some(JwksError::NoUsableKeys)
+            Some(JwksError::NoUsableKeys("the set is empty".into()))
         );
         let enc = serde_json::json!({"kty":"RSA","use":"enc","kid":"e","n":"AQAB","e":"AQAB"});
         assert_eq!(
             parse(&doc(vec![enc]), Instant::now()).err(),
-            Some(JwksError::NoUsableKeys)
+            Some(JwksError::NoUsableKeys(
+                "skipped: kid \"e\": use is not \"sig\"".into()
+            ))
         );
         assert!(matches!(
             parse(b"not json", Instant::now()),

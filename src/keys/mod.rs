@@ -74,6 +74,8 @@ pub struct KeyStatus {
     pub age: Option<Duration>,
     pub last_success: Option<SystemTime>,
     pub consecutive_failures: u32,
+    /// Why the last refresh failed, until one succeeds.
+    pub last_error: Option<String>,
     pub is_usable: bool,
 }
 
@@ -83,6 +85,7 @@ struct RefreshState {
     negative: HashSet<String>,
     consecutive_failures: u32,
     last_success: Option<SystemTime>,
+    last_error: Option<String>,
 }
 
 /// The keys of one endpoint, refreshed in the background and on demand.
@@ -227,6 +230,7 @@ impl KeySource {
                 let failures = {
                     let mut state = self.lock_state();
                     state.consecutive_failures += 1;
+                    state.last_error = Some(e.to_string());
                     state.consecutive_failures
                 };
                 tracing::warn!(source = %self.label, error = %e, failures, "key refresh failed; keeping the last good key set");
@@ -259,6 +263,7 @@ impl KeySource {
             state.negative.clear();
             state.consecutive_failures = 0;
             state.last_success = Some(SystemTime::now());
+            state.last_error = None;
         }
         if change == RefreshChange::Replaced {
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -313,6 +318,7 @@ impl KeySource {
             age: set.as_ref().map(|s| s.fetched_at.elapsed()),
             last_success: state.last_success,
             consecutive_failures: state.consecutive_failures,
+            last_error: state.last_error.clone(),
             is_usable: set.is_some_and(|s| self.is_fresh(&s)),
         }
     }
@@ -351,13 +357,14 @@ mod tests {
             refresh_interval: Duration::from_secs(60),
             refresh_cooldown: Duration::from_secs(300),
             max_staleness,
+            fetch_timeout: Duration::from_secs(10),
             ca_file: None,
         };
         KeySource::new(
             "test".into(),
             KeyEndpoint::Jwks(Uri::from_static("http://127.0.0.1:1/keys")),
             settings,
-            Fetcher::new(None).unwrap(),
+            Fetcher::new(None, Duration::from_secs(10)).unwrap(),
             Arc::new(Quiet),
         )
     }

@@ -101,6 +101,7 @@ async fn route(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
         "/sse" => sse(gate),
         "/ws" => websocket(req),
         "/upload" => upload(req).await,
+        "/dies" => dies(),
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             full(StatusCode::OK, "late")
@@ -112,6 +113,30 @@ async fn route(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
 fn full(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
     *resp.status_mut() = status;
+    resp
+}
+
+/// Promises 1,000 bytes, sends 10 (flushed: the body then waits a
+/// moment) and ends: hyper drops the connection, as an upstream that
+/// crashes mid-response would.
+fn dies() -> Response<Body> {
+    let chunks = futures_util::stream::unfold(0u8, |n| async move {
+        match n {
+            0 => Some((
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"0123456789"))),
+                1,
+            )),
+            _ => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                None
+            }
+        }
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+    resp.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from_static("1000"),
+    );
     resp
 }
 
