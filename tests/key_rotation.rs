@@ -146,12 +146,60 @@ async fn idp_down_later_keeps_the_last_good_keys() {
         metrics.contains("gateway_key_refresh_consecutive_failures{issuer=\"idp\"} 1"),
         "{metrics}"
     );
-    // Known keys keep working and the gateway stays ready.
+    // Known keys keep working and the gateway stays ready, saying why the
+    // refresh fails.
     assert_eq!(
         get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
         StatusCode::OK
     );
-    assert_eq!(gw.admin_get("/readyz").await.0, StatusCode::OK);
+    let (status, ready) = gw.admin_get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        ready.contains(r#""key_errors":{"idp":"HTTP status 503 Service Unavailable"}"#),
+        "{ready}"
+    );
+}
+
+/// Polls `/readyz` until `want` is in it (the background refresh runs on
+/// its own clock).
+async fn readyz_until(gw: &TestGateway, want: &str) -> StatusCode {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = gw.admin_get("/readyz").await;
+        if body.contains(want) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {want}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_flapping_idp_never_interrupts_requests() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, "refresh_interval = \"1s\""),
+        DEFAULT_ROUTES,
+    ))
+    .await;
+    let token = idp.token().sign();
+    for _ in 0..2 {
+        idp.set_mode(JwksMode::Down);
+        let status = readyz_until(&gw, r#""key_errors":{"idp":"HTTP status 503"#).await;
+        assert_eq!(status, StatusCode::OK, "the last good keys keep it ready");
+        assert_eq!(
+            get(&gw.url("/x"), Some(&token)).await.status(),
+            StatusCode::OK
+        );
+        idp.set_mode(JwksMode::Serving);
+        readyz_until(&gw, r#""key_errors":{}"#).await;
+        assert_eq!(
+            get(&gw.url("/x"), Some(&token)).await.status(),
+            StatusCode::OK
+        );
+    }
 }
 
 #[tokio::test]
