@@ -57,6 +57,15 @@ enum Command {
         /// config (or a load test) against them.
         #[arg(long)]
         fixtures_only: bool,
+        /// With --fixtures-only: also N distinct user tokens (each with its
+        /// own `uti`), as a "tokens" array in the JSON line.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            requires = "fixtures_only"
+        )]
+        tokens: usize,
     },
 }
 
@@ -78,12 +87,14 @@ fn main() -> ExitCode {
         } => audit_verify(&files),
         Command::Dev {
             fixtures_only: true,
+            tokens,
             ..
-        } => block_on(portcullis::dev::run_fixtures()),
+        } => block_on(portcullis::dev::run_fixtures(tokens)),
         Command::Dev {
             listen,
             admin_listen,
             fixtures_only: false,
+            ..
         } => block_on(portcullis::dev::run(listen, admin_listen)),
     }
 }

@@ -19,6 +19,16 @@
 #   audit-file   [audit] sink = "file" (hash-chained, default block policy)
 #   audit-stdout [audit] sink = "stdout", into a file (the container case)
 #
+# Proxy scenarios (SCENARIOS="direct public cached distinct nginx"; audit
+# off in all):
+#   direct       wrk straight to the upstream, no proxy
+#   public       the gateway on a public route: no token checked (the floor)
+#   cached       the gateway validating a cached token
+#   distinct     the gateway with the token cache off and 1,000 distinct
+#                tokens in turn: one RS256 verification per request
+#   nginx        nginx (if installed) as a plain reverse proxy, one worker,
+#                keep-alive to the upstream, pinned like the gateway
+#
 # Reload scenarios (SCENARIOS="steady reload-storm"): a large config (10,000
 # agents, 1,000 routes, audit to a file) under a fixed request rate (RATE
 # requests/s from `oha --latency-correction`, an open-loop client, so that
@@ -71,14 +81,28 @@ else
   PINNING="not pinned ($(nproc) core(s))"
 fi
 
-"${LOAD[@]}" "$BIN" dev --fixtures-only >"$WORK/fixtures.json" 2>/dev/null &
+TOKENS=0
+case " $SCENARIOS " in *" distinct "*) TOKENS=1000 ;; esac
+"${LOAD[@]}" "$BIN" dev --fixtures-only --tokens "$TOKENS" >"$WORK/fixtures.json" 2>/dev/null &
 PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/fixtures.json" ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ -s "$WORK/fixtures.json" ] && break; sleep 0.1; done
 field() { python3 -c "import json,sys; print(json.load(open('$WORK/fixtures.json'))['$1'])"; }
 ISSUER=$(field issuer)
 UPSTREAM=$(field upstream)
 AUDIENCE=$(field audience)
 TOKEN=$(field token)
+if [ "$TOKENS" -gt 0 ]; then
+  python3 -c "import json; print('\n'.join(json.load(open('$WORK/fixtures.json'))['tokens']))" >"$WORK/tokens.txt"
+  cat >"$WORK/tokens.lua" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS_FILE")) do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+fi
 
 config() { # scenario -> config text
   cat <<TOML
@@ -104,7 +128,9 @@ scopes = ["Models.Read"]
 level = "warn"
 TOML
   case "$1" in
-    audit-off) printf '\n[audit]\nsink = "off"\n' ;;
+    audit-off | cached) printf '\n[audit]\nsink = "off"\n' ;;
+    public) printf '\n[audit]\nsink = "off"\n[[routes]]\nname = "open"\nprefix = "/open"\npublic = true\n' ;;
+    distinct) printf '\n[audit]\nsink = "off"\n[token_cache]\nenabled = false\n' ;;
     audit-file) printf '\n[audit]\nsink = "file"\nfile = "%s/audit.jsonl"\n' "$WORK" ;;
     audit-stdout) printf '\n[audit]\nsink = "stdout"\n' ;;
     steady | reload-storm)
@@ -152,8 +178,30 @@ while True:
 PY
 }
 
+nginx_config() { # a plain reverse proxy to the same upstream
+  cat <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream echo { server $UPSTREAM; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PORT;
+    location / {
+      proxy_pass http://echo;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+}
+
 reloads() { # config reloads applied so far (0 before the gateway answers)
-  curl -s "http://127.0.0.1:$((PORT + 1))/metrics" 2>/dev/null |
+  { curl -s "http://127.0.0.1:$((PORT + 1))/metrics" 2>/dev/null || true; } |
     awk '/^gateway_config_reloads_total\{result="applied"\}/ {print $2; found=1} END {if (!found) print 0}'
 }
 
@@ -194,11 +242,31 @@ run_round() { # scenario round
   local scenario=$1 round=$2
   # The storm leaves the config as a hard link to one of its versions.
   rm -f "$WORK"/audit.jsonl* "$WORK/stdout.jsonl" "$WORK"/*.toml
-  config "$scenario" >"$WORK/$scenario.toml"
-  "${GW[@]}" "$BIN" run --config "$WORK/$scenario.toml" >"$WORK/stdout.jsonl" 2>"$WORK/$scenario.log" &
-  local pid=$!
-  PIDS+=($pid)
-  ready || { echo "gateway did not become ready:"; cat "$WORK/$scenario.log"; exit 1; }
+  local pid nginx_pid target="http://127.0.0.1:$PORT" path=/openai/models script=()
+  case "$scenario" in
+    direct)
+      # The upstream itself (its process, on the load generator's core).
+      target="http://$UPSTREAM"
+      pid=$(pgrep -f -- "--fixtures-only" | head -1)
+      ;;
+    nginx)
+      nginx_config >"$WORK/nginx.conf"
+      "${GW[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK" &
+      nginx_pid=$!
+      PIDS+=($nginx_pid)
+      for _ in $(seq 100); do curl -s -o /dev/null "$target/" && break; sleep 0.05; done
+      pid=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+      ;;
+    *)
+      config "$scenario" >"$WORK/$scenario.toml"
+      "${GW[@]}" "$BIN" run --config "$WORK/$scenario.toml" >"$WORK/stdout.jsonl" 2>"$WORK/$scenario.log" &
+      pid=$!
+      PIDS+=($pid)
+      ready || { echo "gateway did not become ready:"; cat "$WORK/$scenario.log"; exit 1; }
+      ;;
+  esac
+  [ "$scenario" != public ] || path=/open/models
+  [ "$scenario" != distinct ] || script=(-s "$WORK/tokens.lua")
   local cpu0 cpu1 stormer="" reloads0
   reloads0=$(reloads)
   if [ "$scenario" = reload-storm ]; then
@@ -213,8 +281,8 @@ run_round() { # scenario round
         -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/openai/models" | to_wrk >"$WORK/$scenario.$round.wrk"
       ;;
     *)
-      "${LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency \
-        -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/openai/models" >"$WORK/$scenario.$round.wrk"
+      TOKENS_FILE="$WORK/tokens.txt" "${LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${script[@]}" \
+        -H "Authorization: Bearer $TOKEN" "$target$path" >"$WORK/$scenario.$round.wrk"
       ;;
   esac
   cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
@@ -222,8 +290,17 @@ run_round() { # scenario round
   [ -z "$stormer" ] || { kill "$stormer"; wait "$stormer" 2>/dev/null || true; cat "$WORK/storm.log" >&2; }
   local rss
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-  kill -TERM "$pid"
-  wait "$pid" || true
+  case "$scenario" in
+    direct) ;;
+    nginx)
+      kill -QUIT "$(cat "$WORK/nginx.pid")"
+      wait "$nginx_pid" || true
+      ;;
+    *)
+      kill -TERM "$pid"
+      wait "$pid" || true
+      ;;
+  esac
   local records=0
   if compgen -G "$WORK/audit.jsonl*" >/dev/null; then records=$(cat "$WORK"/audit.jsonl* | wc -l); fi
   [ "$scenario" = audit-stdout ] && records=$(wc -l <"$WORK/stdout.jsonl")
@@ -260,7 +337,16 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-RATE=$RATE python3 - "$WORK" "$ROUNDS" $SCENARIOS <<'PY'
+VERIFY_BOUND=""
+case " $SCENARIOS " in
+  *" distinct "*)
+    # The bound for cache misses: one RS256 (2048-bit) verification per
+    # request on the gateway's core, as OpenSSL measures it.
+    VERIFY_BOUND=$("${GW[@]}" openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $NF}')
+    ;;
+esac
+
+VERIFY_BOUND=$VERIFY_BOUND RATE=$RATE python3 - "$WORK" "$ROUNDS" $SCENARIOS <<'PY'
 import json, os, statistics, sys
 work, rounds, scenarios = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 rows = {}
@@ -290,6 +376,17 @@ for s in ("audit-file", "audit-stdout"):
         ratio = rows[s]["rps"] / rows["audit-off"]["rps"]
         cpu = rows[s]["cpu_med"] / rows["audit-off"]["cpu_med"]
         print(f"{s} / audit-off: throughput {ratio:.3f} (cost {100 * (1 - ratio):.1f}%), CPU per request {cpu:.3f}; target: cost <= 5%")
+def ratio(a, b, target, what):
+    if a in rows and b in rows:
+        r = rows[a]["rps"] / rows[b]["rps"]
+        print(f"{a} / {b}: throughput {r:.3f}; target: {what} {target}")
+ratio("cached", "public", ">= 0.95", "validation keeps of the no-auth floor")
+ratio("cached", "nginx", ">= 1.0", "validation against nginx as a plain proxy")
+ratio("public", "direct", "(information)", "the proxy hop")
+if "distinct" in rows and os.environ.get("VERIFY_BOUND"):
+    bound = float(os.environ["VERIFY_BOUND"])
+    r = rows["distinct"]["rps"] / bound
+    print(f"distinct / one RS256 verification per request ({bound:.0f}/s on one core, openssl speed): {r:.3f}; target: >= 0.80")
 if "steady" in rows and "reload-storm" in rows:
     ratio = rows["reload-storm"]["p99_ms"] / rows["steady"]["p99_ms"]
     reloads = [json.load(open(f"{work}/reload-storm.{r}.json"))["reloads"] for r in range(1, rounds + 1)]

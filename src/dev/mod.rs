@@ -85,16 +85,20 @@ pub fn dev_claims(issuer: &str, is_app: bool, lifetime_secs: i64) -> Value {
 }
 
 /// `portcullis dev --fixtures-only`: the issuer and the echo upstream
-/// alone, announced as one JSON line on stdout, until SIGTERM/SIGINT.
-pub async fn run_fixtures() -> anyhow::Result<()> {
+/// alone, announced as one JSON line on stdout (with `tokens` distinct
+/// day-long user tokens, for load tests of cache misses), until
+/// SIGTERM/SIGINT.
+pub async fn run_fixtures(tokens: usize) -> anyhow::Result<()> {
     let key = SigningKey::rsa("dev-key-1")?;
     let issuer = DevIssuer::start(vec![key.clone()]).await?;
     let upstream = EchoUpstream::start().await?;
+    let user = || key.sign(&dev_claims(&issuer.url(), false, 86_400));
     let fixtures = json!({
         "issuer": issuer.url(),
         "audience": DEV_AUDIENCE,
         "upstream": upstream.addr().to_string(),
-        "token": key.sign(&dev_claims(&issuer.url(), false, 86_400)),
+        "token": user(),
+        "tokens": (0..tokens).map(|_| user()).collect::<Vec<_>>(),
     });
     println!("{fixtures}");
     crate::app::wait_for_signal().await;
