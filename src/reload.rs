@@ -366,8 +366,9 @@ struct Built {
 }
 
 /// What only a restart changes: listeners, timeouts of the listeners,
-/// logging, the audit sinks, the revocation file's path.
-#[derive(Debug, Clone, PartialEq)]
+/// logging, the audit sinks, the revocation file's path, the
+/// connection-level limits.
+#[derive(Debug)]
 pub struct Fixed {
     listen: SocketAddr,
     admin_listen: SocketAddr,
@@ -379,8 +380,7 @@ pub struct Fixed {
     audit_stdout: bool,
     audit_file: Option<AuditFileConfig>,
     revocation_file: Option<PathBuf>,
-    /// The connection-level limits (all but `max_uri_bytes`, which
-    /// changes live).
+    /// `max_uri_bytes` changes live and is not compared.
     limits: Limits,
 }
 
@@ -398,61 +398,12 @@ impl Fixed {
             audit_stdout: config.audit.stdout,
             audit_file: config.audit.file.clone(),
             revocation_file: config.revocation_file.clone(),
-            limits: Limits {
-                max_uri_bytes: 0,
-                ..config.limits
-            },
+            limits: config.limits,
         }
     }
 
     /// Each field `next` changes, by its path in the file.
     pub fn changes(&self, next: &Self) -> Vec<ConfigError> {
-        let mut out = Vec::new();
-        let mut check = |path: &str, same: bool, running: String| {
-            if !same {
-                out.push(ConfigError {
-                    path: path.into(),
-                    message: format!("cannot change without a restart (running: {running})"),
-                });
-            }
-        };
-        check(
-            "server.listen",
-            self.listen == next.listen,
-            self.listen.to_string(),
-        );
-        check(
-            "server.admin_listen",
-            self.admin_listen == next.admin_listen,
-            self.admin_listen.to_string(),
-        );
-        check(
-            "server.tls",
-            self.tls == next.tls,
-            self.tls.as_ref().map_or("off".into(), |t| {
-                format!("cert {}, key {}", t.cert.display(), t.key.display())
-            }),
-        );
-        for (path, running, wanted) in [
-            (
-                "server.client_header_timeout",
-                self.client_header_timeout,
-                next.client_header_timeout,
-            ),
-            ("server.idle_timeout", self.idle_timeout, next.idle_timeout),
-            (
-                "server.drain_timeout",
-                self.drain_timeout,
-                next.drain_timeout,
-            ),
-        ] {
-            check(path, running == wanted, format!("{running:?}"));
-        }
-        check(
-            "logging",
-            self.logging == next.logging,
-            format!("level {:?}", self.logging.level),
-        );
         let sink = |stdout: bool, file: &Option<AuditFileConfig>| match (stdout, file) {
             (false, None) => "off".to_owned(),
             (true, None) => "stdout".to_owned(),
@@ -464,40 +415,87 @@ impl Fixed {
                 f.keep
             ),
         };
-        check(
-            "audit.sink",
-            self.audit_stdout == next.audit_stdout && self.audit_file == next.audit_file,
-            sink(self.audit_stdout, &self.audit_file),
-        );
         let (a, b) = (&self.limits, &next.limits);
-        for (path, running, wanted) in [
+        // (path, unchanged, the running value as the error shows it)
+        let fields = [
+            (
+                "server.listen",
+                self.listen == next.listen,
+                self.listen.to_string(),
+            ),
+            (
+                "server.admin_listen",
+                self.admin_listen == next.admin_listen,
+                self.admin_listen.to_string(),
+            ),
+            (
+                "server.tls",
+                self.tls == next.tls,
+                self.tls.as_ref().map_or("off".into(), |t| {
+                    format!("cert {}, key {}", t.cert.display(), t.key.display())
+                }),
+            ),
+            (
+                "server.client_header_timeout",
+                self.client_header_timeout == next.client_header_timeout,
+                format!("{:?}", self.client_header_timeout),
+            ),
+            (
+                "server.idle_timeout",
+                self.idle_timeout == next.idle_timeout,
+                format!("{:?}", self.idle_timeout),
+            ),
+            (
+                "server.drain_timeout",
+                self.drain_timeout == next.drain_timeout,
+                format!("{:?}", self.drain_timeout),
+            ),
+            (
+                "logging",
+                self.logging == next.logging,
+                format!("level {:?}", self.logging.level),
+            ),
+            (
+                "audit.sink",
+                self.audit_stdout == next.audit_stdout && self.audit_file == next.audit_file,
+                sink(self.audit_stdout, &self.audit_file),
+            ),
             (
                 "limits.max_header_bytes",
-                a.max_header_bytes,
-                b.max_header_bytes,
+                a.max_header_bytes == b.max_header_bytes,
+                a.max_header_bytes.to_string(),
             ),
-            ("limits.max_headers", a.max_headers, b.max_headers),
+            (
+                "limits.max_headers",
+                a.max_headers == b.max_headers,
+                a.max_headers.to_string(),
+            ),
             (
                 "limits.max_connections",
-                a.max_connections,
-                b.max_connections,
+                a.max_connections == b.max_connections,
+                a.max_connections.to_string(),
             ),
             (
                 "limits.max_concurrent_streams",
-                a.max_concurrent_streams as usize,
-                b.max_concurrent_streams as usize,
+                a.max_concurrent_streams == b.max_concurrent_streams,
+                a.max_concurrent_streams.to_string(),
             ),
-        ] {
-            check(path, running == wanted, running.to_string());
-        }
-        check(
-            "revocation.file",
-            self.revocation_file == next.revocation_file,
-            self.revocation_file
-                .as_ref()
-                .map_or("none".into(), |p| p.display().to_string()),
-        );
-        out
+            (
+                "revocation.file",
+                self.revocation_file == next.revocation_file,
+                self.revocation_file
+                    .as_ref()
+                    .map_or("none".into(), |p| p.display().to_string()),
+            ),
+        ];
+        fields
+            .into_iter()
+            .filter(|(_, unchanged, _)| !unchanged)
+            .map(|(path, _, running)| ConfigError {
+                path: path.into(),
+                message: format!("cannot change without a restart (running: {running})"),
+            })
+            .collect()
     }
 }
 

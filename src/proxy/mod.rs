@@ -250,17 +250,15 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::debug!(error = %e, route = grant.route().name(), "forwarding failed");
-                let refused = matches!(e, forward::ForwardError::BodyTooLarge);
-                if !refused {
+                // As for rejections: a 4xx is the client's (a body over
+                // the limit), a 5xx the upstream's.
+                let label = label_for(e.status());
+                if label == DecisionLabel::Error {
                     self.metrics.upstream_failed(grant.route().name());
                 }
                 Outcome {
                     response: forward::error_response(&e, request_id),
-                    label: if refused {
-                        DecisionLabel::Deny
-                    } else {
-                        DecisionLabel::Error
-                    },
+                    label,
                     reason: e.reason(),
                     upstream: Some(UpstreamInfo {
                         status: None,
@@ -292,11 +290,7 @@ impl Gateway {
             .insert(forward::X_REQUEST_ID.clone(), request_id.clone());
         Outcome {
             response,
-            label: if rejection.status().is_server_error() {
-                DecisionLabel::Error
-            } else {
-                DecisionLabel::Deny
-            },
+            label: label_for(rejection.status()),
             reason: rejection.reason(),
             upstream: None,
             upgrade: None,
@@ -365,6 +359,16 @@ fn request_info(
         info.set(Field::TraceId, id);
     }
     info
+}
+
+/// How a refusal or failure is counted: the gateway's or the upstream's
+/// fault (5xx) is an error, the client's (4xx) a deny.
+fn label_for(status: http::StatusCode) -> DecisionLabel {
+    if status.is_server_error() {
+        DecisionLabel::Error
+    } else {
+        DecisionLabel::Deny
+    }
 }
 
 /// The request's `Content-Length`, when it has a valid one (hyper has

@@ -269,16 +269,21 @@ impl Verifier {
     }
 }
 
+/// Segment `index` of a compact JWS, base64url-decoded (unverified).
+fn segment(token: &str, index: usize) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let encoded = token.split('.').nth(index)?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()
+}
+
 /// The unverified payload's `iss`, to pick the trust. Why not the
 /// library's decoder: JSON must be UTF-8 (RFC 8259 §8.1), and serde checks
 /// that only in the fields it keeps; a payload with invalid bytes in any
 /// claim is malformed, whoever signed it.
 fn peek_claims(token: &str) -> Result<IssPeek, TokenError> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| TokenError::Malformed)?;
+    let bytes = segment(token, 1).ok_or(TokenError::Malformed)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| TokenError::Malformed)?;
     serde_json::from_str(text).map_err(|_| TokenError::Malformed)
 }
@@ -287,12 +292,7 @@ fn decode_header(token: &str) -> Result<Header, TokenError> {
     jsonwebtoken::decode_header(token).map_err(|_| {
         // Why: an `alg` we do not model (`none`, `HS*` variants, junk) makes
         // the header unparsable; report it as the algorithm it is.
-        let alg_named = token
-            .split('.')
-            .next()
-            .and_then(|h| {
-                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).ok()
-            })
+        let alg_named = segment(token, 0)
             .and_then(|json| serde_json::from_slice::<AlgPeek>(&json).ok())
             .is_some_and(|peek| !peek.alg.is_empty());
         if alg_named {
@@ -375,4 +375,31 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn token(payload: &[u8]) -> String {
+        format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+    }
+
+    #[test]
+    fn a_payload_with_invalid_utf8_in_a_claim_we_do_not_read_is_malformed() {
+        // serde skips the bytes of a claim it does not keep without
+        // checking them; the peek checks the whole payload.
+        let bad = b"{\"iss\":\"https://idp\",\"name\":\"\xff\xfe\"}";
+        assert!(matches!(
+            peek_claims(&token(bad)),
+            Err(TokenError::Malformed)
+        ));
+        let good = br#"{"iss":"https://idp","name":"Ada"}"#;
+        assert_eq!(
+            peek_claims(&token(good)).map(|p| p.iss),
+            Ok("https://idp".into())
+        );
+    }
 }
