@@ -248,6 +248,13 @@ impl TestGateway {
         (status, serde_json::from_str(&text(resp).await).unwrap())
     }
 
+    /// `POST /reload`, expected to be refused (422): its errors, as text.
+    pub async fn refused_reload(&self) -> String {
+        let (status, answer) = self.post_reload().await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        answer["errors"].to_string()
+    }
+
     async fn run(config: portcullis::config::Config, dir: PathBuf) -> Self {
         let running = portcullis::app::start(config).await.unwrap();
         Self {
