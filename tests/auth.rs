@@ -105,6 +105,20 @@ async fn rejection_matrix() {
             Some(desc("The token audience is not accepted")),
         ),
         (
+            "audience array with ours",
+            idp.token()
+                .claim("aud", json!(["api://a", AUDIENCE]))
+                .sign(),
+            200,
+            None,
+        ),
+        (
+            "numeric audience",
+            idp.token().claim("aud", 42).sign(),
+            401,
+            Some(desc("The token audience is not accepted")),
+        ),
+        (
             "missing audience",
             idp.token().without("aud").sign(),
             401,
@@ -595,26 +609,37 @@ roles = ["Admin"]
 }
 
 #[tokio::test]
-async fn es256_tokens_verify_against_ec_keys() {
+async fn es256_and_ps256_tokens_verify_when_configured() {
     let idp = TestIdp::start().await;
     let ec = SigningKey::ec_p256("ec-1").unwrap();
     idp.set_keys(vec![idp.key.clone(), ec.clone()]);
     let upstream = TestUpstream::start().await;
     let gw = TestGateway::start(&config(
         upstream.addr,
-        &oidc_issuer(&idp, "algorithms = [\"RS256\", \"ES256\"]"),
+        &oidc_issuer(&idp, "algorithms = [\"RS256\", \"ES256\", \"PS256\"]"),
         DEFAULT_ROUTES,
     ))
     .await;
+    let ps256 = idp.token().header(|h| h.alg = Algorithm::PS256).sign();
+    for token in [idp.token().key(&ec).sign(), idp.token().sign(), ps256] {
+        assert_eq!(
+            get(&gw.url("/x"), Some(&token)).await.status(),
+            StatusCode::OK
+        );
+    }
+    // A PKCS#1 v1.5 signature relabelled PS256 does not verify as PSS.
+    let relabelled = {
+        let rs256 = idp.token().sign();
+        let (_, rest) = rs256.split_once('.').unwrap();
+        let mut header = idp.key.header();
+        header.alg = Algorithm::PS256;
+        let header = serde_json::to_vec(&header).unwrap();
+        format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header))
+    };
+    let resp = get(&gw.url("/x"), Some(&relabelled)).await;
     assert_eq!(
-        get(&gw.url("/x"), Some(&idp.token().key(&ec).sign()))
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
-        StatusCode::OK
+        challenge(resp.headers()),
+        Some(desc("The token signature is invalid"))
     );
 
     // ES256 is not allowed unless configured: the default is RS256 only.

@@ -4,48 +4,50 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 /// RSA keys shorter than this are refused (NIST SP 800-131A; Entra uses 2048).
 pub const MIN_RSA_BITS: usize = 2048;
+/// And longer than this: aws-lc verifies up to 8192 bits, and a huge modulus
+/// would make every verification expensive.
+pub const MAX_RSA_BITS: usize = 8192;
 
-/// A verification key with what it may verify.
+const RSA_ALGORITHMS: [(Algorithm, &sig::RsaParameters); 6] = [
+    (Algorithm::RS256, &sig::RSA_PKCS1_2048_8192_SHA256),
+    (Algorithm::RS384, &sig::RSA_PKCS1_2048_8192_SHA384),
+    (Algorithm::RS512, &sig::RSA_PKCS1_2048_8192_SHA512),
+    (Algorithm::PS256, &sig::RSA_PSS_2048_8192_SHA256),
+    (Algorithm::PS384, &sig::RSA_PSS_2048_8192_SHA384),
+    (Algorithm::PS512, &sig::RSA_PSS_2048_8192_SHA512),
+];
+
+/// A verification key, parsed once per fetch for every algorithm it may
+/// verify. Why not jsonwebtoken's `DecodingKey`: its aws-lc backend rebuilds
+/// the RSA key (and its Montgomery context) from `n` and `e` on every
+/// verification, which more than doubles the cost of a cache miss.
 pub struct VerifyKey {
-    pub decoding: DecodingKey,
-    pub kind: KeyKind,
-    /// The key's own `alg`, when the JWKS names one.
-    pub alg: Option<Algorithm>,
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
     /// Entra's per-key `issuer` (v2 endpoints), possibly a `{tenantid}` template.
     pub issuer: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    Rsa,
-    EcP256,
-    EcP384,
-}
-
 impl VerifyKey {
-    /// Whether this key can verify a signature made with `alg`.
+    /// Whether this key can verify a signature made with `alg`: its type
+    /// fits, and the key's own `alg`, when the JWKS names one, is `alg`.
     pub fn accepts(&self, alg: Algorithm) -> bool {
-        let family_ok = match self.kind {
-            KeyKind::Rsa => matches!(
-                alg,
-                Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512
-            ),
-            KeyKind::EcP256 => alg == Algorithm::ES256,
-            KeyKind::EcP384 => alg == Algorithm::ES384,
-        };
-        family_ok && self.alg.is_none_or(|a| a == alg)
+        self.parsed.iter().any(|(a, _)| *a == alg)
+    }
+
+    /// Whether `signature` is this key's `alg` signature over `message`.
+    pub fn verifies(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
     }
 }
 
@@ -175,56 +177,76 @@ pub fn parse(body: &[u8], fetched_at: Instant) -> Result<(KeySet, Vec<String>), 
 }
 
 fn build_key(jwk: &JwkDoc) -> Result<VerifyKey, String> {
-    let alg = match jwk.alg.as_deref() {
+    let pinned = match jwk.alg.as_deref() {
         None => None,
         Some(name) => Some(
             name.parse::<Algorithm>()
                 .map_err(|_| format!("unsupported alg {name:?}"))?,
         ),
     };
-    let (decoding, kind) = match jwk.kty.as_str() {
+    let fits = |alg: Algorithm| pinned.is_none_or(|p| p == alg);
+    let decode = |name: &str, value: &Option<String>| -> Result<Vec<u8>, String> {
+        let value = value
+            .as_deref()
+            .ok_or(format!("{} key without {name}", jwk.kty))?;
+        URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|_| format!("{name} is not base64url"))
+    };
+    let parsed = match jwk.kty.as_str() {
         "RSA" => {
-            let (Some(n), Some(e)) = (&jwk.n, &jwk.e) else {
-                return Err("RSA key without n or e".into());
-            };
-            let modulus = URL_SAFE_NO_PAD
-                .decode(n)
-                .map_err(|_| "n is not base64url")?;
-            let bits = modulus.iter().skip_while(|b| **b == 0).count() * 8;
+            let n = decode("n", &jwk.n)?;
+            let e = decode("e", &jwk.e)?;
+            let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
             if bits < MIN_RSA_BITS {
                 return Err(format!("RSA key of {bits} bits is below {MIN_RSA_BITS}"));
             }
-            let key =
-                DecodingKey::from_rsa_components(n, e).map_err(|e| format!("bad RSA key: {e}"))?;
-            (key, KeyKind::Rsa)
+            if bits > MAX_RSA_BITS {
+                return Err(format!("RSA key of {bits} bits is above {MAX_RSA_BITS}"));
+            }
+            let components = RsaPublicKeyComponents { n: &n, e: &e };
+            RSA_ALGORITHMS
+                .iter()
+                .filter(|(alg, _)| fits(*alg))
+                .map(|(alg, params)| {
+                    components
+                        .to_parsed_public_key(params)
+                        .map(|key| (*alg, key))
+                        .map_err(|e| format!("bad RSA key: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?
         }
         "EC" => {
-            let (Some(x), Some(y)) = (&jwk.x, &jwk.y) else {
-                return Err("EC key without x or y".into());
-            };
-            let kind = match jwk.crv.as_deref() {
-                Some("P-256") => KeyKind::EcP256,
-                Some("P-384") => KeyKind::EcP384,
-                other => return Err(format!("unsupported curve {other:?}")),
-            };
+            let (alg, params, size): (_, &'static sig::EcdsaVerificationAlgorithm, _) =
+                match jwk.crv.as_deref() {
+                    Some("P-256") => (Algorithm::ES256, &sig::ECDSA_P256_SHA256_FIXED, 32),
+                    Some("P-384") => (Algorithm::ES384, &sig::ECDSA_P384_SHA384_FIXED, 48),
+                    other => return Err(format!("unsupported curve {other:?}")),
+                };
+            let (x, y) = (decode("x", &jwk.x)?, decode("y", &jwk.y)?);
+            if x.len() != size || y.len() != size {
+                return Err(format!("EC coordinates are not {size} bytes"));
+            }
+            // SEC 1 §2.3.3: an uncompressed point is 0x04 || x || y.
+            let point = [&[4u8][..], &x, &y].concat();
             let key =
-                DecodingKey::from_ec_components(x, y).map_err(|e| format!("bad EC key: {e}"))?;
-            (key, kind)
+                ParsedPublicKey::new(params, point).map_err(|e| format!("bad EC key: {e}"))?;
+            if fits(alg) {
+                vec![(alg, key)]
+            } else {
+                Vec::new()
+            }
         }
         other => return Err(format!("unsupported key type {other:?}")),
     };
-    let key = VerifyKey {
-        decoding,
-        kind,
-        alg,
-        issuer: jwk.issuer.clone(),
-    };
-    if let Some(a) = alg
-        && !key.accepts(a)
-    {
-        return Err(format!("alg {a:?} does not fit key type {}", jwk.kty));
+    if parsed.is_empty() {
+        let alg = pinned.map_or(String::new(), |a| format!("{a:?}"));
+        return Err(format!("alg {alg} does not fit key type {}", jwk.kty));
     }
-    Ok(key)
+    Ok(VerifyKey {
+        parsed,
+        issuer: jwk.issuer.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -261,6 +283,28 @@ mod tests {
         .unwrap();
         assert!(set.get("weak").is_none());
         assert_eq!(skipped.len(), 1);
+    }
+
+    #[test]
+    fn oversized_rsa_keys_and_short_ec_points_are_skipped() {
+        // A huge modulus would make every verification expensive.
+        let ec = serde_json::json!({
+            "kty": "EC", "kid": "ec", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 31]), "y": URL_SAFE_NO_PAD.encode([1u8; 32]),
+        });
+        let (set, skipped) = parse(
+            &doc(vec![rsa_jwk("huge", 16384), ec, rsa_jwk("ok", 2048)]),
+            Instant::now(),
+        )
+        .unwrap();
+        assert_eq!(set.kids().collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(
+            skipped,
+            [
+                "kid \"huge\": RSA key of 16384 bits is above 8192",
+                "kid \"ec\": EC coordinates are not 32 bytes"
+            ]
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use http::Uri;
 use tokio::sync::watch;
 
 pub use fetch::{Fetcher, KeyFetchError, MAX_DOCUMENT_BYTES};
-pub use jwks::{KeyKind, KeySet, VerifyKey};
+pub use jwks::{KeySet, VerifyKey};
 
 use crate::config::KeyFetchConfig;
 

@@ -15,9 +15,10 @@ use super::identity::{ClassifyInput, IdentityKind, classify};
 #[derive(Deserialize)]
 pub(super) struct RawClaims {
     pub iss: String,
-    /// Optional here so that jsonwebtoken reports it missing by name;
-    /// validation requires it, so a verified token always has it.
+    /// Optional here so that a missing `exp` has its own reason; validation
+    /// requires it, so a verified token always has it.
     pub exp: Option<u64>,
+    pub aud: Option<Audience>,
     pub nbf: Option<u64>,
     pub iat: Option<u64>,
     pub auth_time: Option<u64>,
@@ -52,6 +53,16 @@ pub(super) struct RawClaims {
     /// Groups overage: `{"groups": "src1"}` instead of a `groups` claim.
     pub _claim_names: Option<BTreeMap<String, IgnoredAny>>,
     pub cnf: Option<IgnoredAny>,
+}
+
+/// `aud`: one string or an array of them (RFC 7519 §4.1.3). Anything else
+/// names no audience, so it matches none (rather than failing the parse).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum Audience {
+    One(String),
+    Many(Vec<String>),
+    Other(IgnoredAny),
 }
 
 /// Group membership as the token states it.

@@ -4,19 +4,27 @@
 //! from that trust and the key, never from the token header: the allowed
 //! algorithms, the audiences, the key itself. `jku`, `x5u`, `jwk` and `x5c`
 //! headers are never read.
+//!
+//! jsonwebtoken parses the header; the signature is checked by aws-lc-rs
+//! against a key parsed once per JWKS fetch ([`crate::keys::VerifyKey`]), and
+//! the payload is decoded once, here, into the claims we use and checked
+//! (RFC 7519 §4.1: `exp`, `nbf`, `iss`, `aud`). Why not `jsonwebtoken::decode`:
+//! it can verify only through a key it rebuilds on every call, and decodes the
+//! payload three times.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Header, Validation};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Header};
 use serde::Deserialize;
 
 use super::TokenError;
 use super::cache::{TokenCache, TokenDigest};
-use super::claims::{RawClaims, VerifiedClaims};
+use super::claims::{Audience, RawClaims, VerifiedClaims};
 use crate::keys::{KeyLookup, KeySource};
 
 /// Why verification did not produce claims.
@@ -70,8 +78,8 @@ pub struct IssuerTrust {
     pub max_token_size: usize,
     pub clock_skew: u64,
     accepted_typ: Vec<String>,
-    /// One prebuilt validation per allowed algorithm.
-    validations: Vec<(Algorithm, Validation)>,
+    algorithms: Vec<Algorithm>,
+    audiences: Vec<String>,
 }
 
 impl IssuerTrust {
@@ -81,26 +89,10 @@ impl IssuerTrust {
         keys: Arc<KeySource>,
         settings: &crate::config::IssuerConfig,
     ) -> Self {
-        let iss = anchor.iss.clone();
-        let validations = settings
-            .algorithms
-            .iter()
-            .map(|alg| {
-                let mut v = Validation::new(*alg);
-                v.leeway = settings.clock_skew.as_secs();
-                v.validate_exp = true;
-                // Why: jsonwebtoken leaves nbf unchecked by default.
-                v.validate_nbf = true;
-                v.set_required_spec_claims(&["exp", "iss", "aud"]);
-                v.set_audience(&settings.audiences);
-                v.set_issuer(&[iss.as_str()]);
-                (*alg, v)
-            })
-            .collect();
         Self {
             id: NEXT_TRUST_ID.fetch_add(1, Ordering::Relaxed),
             name,
-            iss,
+            iss: anchor.iss.clone(),
             tenant: anchor.tenant.clone(),
             version: anchor.version,
             key_issuers: anchor.key_issuers.clone(),
@@ -108,15 +100,9 @@ impl IssuerTrust {
             max_token_size: settings.max_token_size,
             clock_skew: settings.clock_skew.as_secs(),
             accepted_typ: settings.accepted_typ.clone(),
-            validations,
+            algorithms: settings.algorithms.clone(),
+            audiences: settings.audiences.clone(),
         }
-    }
-
-    fn validation(&self, alg: Algorithm) -> Option<&Validation> {
-        self.validations
-            .iter()
-            .find(|(a, _)| *a == alg)
-            .map(|(_, v)| v)
     }
 }
 
@@ -126,11 +112,6 @@ pub struct Verifier {
     /// The largest per-issuer limit: checked before any parsing.
     max_token_size: usize,
     cache: Option<TokenCache>,
-}
-
-#[derive(Deserialize)]
-struct IssPeek {
-    iss: String,
 }
 
 #[derive(Deserialize)]
@@ -174,7 +155,10 @@ impl Verifier {
         let digest = TokenCache::digest(token);
         let Some(cache) = &self.cache else {
             return Verification {
-                result: self.verify_uncached(token).await.map(|(c, ..)| Arc::new(c)),
+                result: self
+                    .verify_uncached(token, now)
+                    .await
+                    .map(|(c, ..)| Arc::new(c)),
                 cache: CacheUse::Off,
                 digest: Some(digest),
             };
@@ -195,7 +179,7 @@ impl Verifier {
             };
         }
         let result = self
-            .verify_uncached(token)
+            .verify_uncached(token, now)
             .await
             .map(|(claims, trust, generation)| {
                 let claims = Arc::new(claims);
@@ -219,20 +203,16 @@ impl Verifier {
     async fn verify_uncached(
         &self,
         token: &str,
+        now: u64,
     ) -> Result<(VerifiedClaims, &IssuerTrust, u64), VerifyError> {
-        let header = decode_header(token)?;
-        let peek = peek_claims(token)?;
-        let trust = self
-            .trusts
-            .get(&peek.iss)
-            .ok_or(TokenError::UnknownIssuer)?;
+        let parts = Parts::split(token)?;
+        let header = decode_header(token, parts.header)?;
+        let raw = decode_payload(parts.payload)?;
+        let trust = self.trusts.get(&raw.iss).ok_or(TokenError::UnknownIssuer)?;
         if token.len() > trust.max_token_size {
             return Err(TokenError::Oversize.into());
         }
         check_header(trust, &header)?;
-        let validation = trust
-            .validation(header.alg)
-            .ok_or(TokenError::AlgorithmNotAllowed)?;
         let kid = header
             .kid
             .as_deref()
@@ -257,10 +237,13 @@ impl Verifier {
                 return Err(TokenError::KeyIssuerMismatch.into());
             }
         }
-        let data = jsonwebtoken::decode::<RawClaims>(token, &key.decoding, validation)
-            .map_err(map_jwt_error)?;
-        let raw = data.claims;
-        check_claims(trust, &raw)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(parts.signature)
+            .map_err(|_| TokenError::Malformed)?;
+        if !key.verifies(header.alg, parts.signed.as_bytes(), &signature) {
+            return Err(TokenError::BadSignature.into());
+        }
+        check_claims(trust, &raw, now)?;
         Ok((
             VerifiedClaims::from_raw(trust.name.clone(), raw),
             trust,
@@ -269,30 +252,57 @@ impl Verifier {
     }
 }
 
-/// Segment `index` of a compact JWS, base64url-decoded (unverified).
-fn segment(token: &str, index: usize) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let encoded = token.split('.').nth(index)?;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(encoded)
-        .ok()
+/// The three parts of a compact JWS (RFC 7515 §7.1), still encoded.
+struct Parts<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    /// `header.payload`: what the signature covers.
+    signed: &'a str,
 }
 
-/// The unverified payload's `iss`, to pick the trust. Why not the
-/// library's decoder: JSON must be UTF-8 (RFC 8259 §8.1), and serde checks
-/// that only in the fields it keeps; a payload with invalid bytes in any
-/// claim is malformed, whoever signed it.
-fn peek_claims(token: &str) -> Result<IssPeek, TokenError> {
-    let bytes = segment(token, 1).ok_or(TokenError::Malformed)?;
+impl<'a> Parts<'a> {
+    fn split(token: &'a str) -> Result<Self, TokenError> {
+        let (signed, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+        let (header, payload) = signed.split_once('.').ok_or(TokenError::Malformed)?;
+        if payload.contains('.') {
+            return Err(TokenError::Malformed);
+        }
+        Ok(Self {
+            header,
+            payload,
+            signature,
+            signed,
+        })
+    }
+}
+
+/// The payload, decoded once. Why the UTF-8 check: JSON must be UTF-8
+/// (RFC 8259 §8.1), and serde checks that only in the fields it keeps; a
+/// payload with invalid bytes in any claim is malformed, whoever signed it.
+/// A payload that is JSON but not claims we can read (`exp` as a string, a
+/// claim named twice) is `invalid_claims`.
+fn decode_payload(payload: &str) -> Result<RawClaims, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| TokenError::Malformed)?;
-    serde_json::from_str(text).map_err(|_| TokenError::Malformed)
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            TokenError::InvalidClaims
+        } else {
+            TokenError::Malformed
+        }
+    })
 }
 
-fn decode_header(token: &str) -> Result<Header, TokenError> {
+fn decode_header(token: &str, encoded: &str) -> Result<Header, TokenError> {
     jsonwebtoken::decode_header(token).map_err(|_| {
         // Why: an `alg` we do not model (`none`, `HS*` variants, junk) makes
         // the header unparsable; report it as the algorithm it is.
-        let alg_named = segment(token, 0)
+        let alg_named = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .ok()
             .and_then(|json| serde_json::from_slice::<AlgPeek>(&json).ok())
             .is_some_and(|peek| !peek.alg.is_empty());
         if alg_named {
@@ -304,6 +314,9 @@ fn decode_header(token: &str) -> Result<Header, TokenError> {
 }
 
 fn check_header(trust: &IssuerTrust, header: &Header) -> Result<(), TokenError> {
+    if !trust.algorithms.contains(&header.alg) {
+        return Err(TokenError::AlgorithmNotAllowed);
+    }
     if header.crit.is_some() {
         // Why (RFC 7515 §4.1.11): we understand no extension, and the
         // library does not check `crit`; a critical one must be refused.
@@ -322,8 +335,24 @@ fn check_header(trust: &IssuerTrust, header: &Header) -> Result<(), TokenError> 
     }
 }
 
-fn check_claims(trust: &IssuerTrust, raw: &RawClaims) -> Result<(), TokenError> {
+/// The registered claims (RFC 7519 §4.1) with the trust's clock skew, then
+/// the Entra ones. `iss` needs no check: it chose the trust.
+fn check_claims(trust: &IssuerTrust, raw: &RawClaims, now: u64) -> Result<(), TokenError> {
     let exp = raw.exp.ok_or(TokenError::MissingExp)?;
+    if exp < now.saturating_sub(trust.clock_skew) {
+        return Err(TokenError::Expired);
+    }
+    if raw.nbf.is_some_and(|nbf| nbf > now + trust.clock_skew) {
+        return Err(TokenError::NotYetValid);
+    }
+    let audience_ok = match &raw.aud {
+        Some(Audience::One(aud)) => trust.audiences.contains(aud),
+        Some(Audience::Many(auds)) => auds.iter().any(|a| trust.audiences.contains(a)),
+        Some(Audience::Other(_)) | None => false,
+    };
+    if !audience_ok {
+        return Err(TokenError::WrongAudience);
+    }
     if raw.nbf.is_some_and(|nbf| nbf > exp) {
         return Err(TokenError::InvalidClaims);
     }
@@ -346,31 +375,6 @@ fn check_claims(trust: &IssuerTrust, raw: &RawClaims) -> Result<(), TokenError> 
     Ok(())
 }
 
-/// The one place `jsonwebtoken` errors become reasons. Its kind is
-/// non-exhaustive: anything unknown is a generic invalid token.
-fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
-    match e.kind() {
-        ErrorKind::InvalidSignature => TokenError::BadSignature,
-        ErrorKind::ExpiredSignature => TokenError::Expired,
-        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-        ErrorKind::InvalidAudience => TokenError::WrongAudience,
-        ErrorKind::InvalidIssuer => TokenError::UnknownIssuer,
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::MissingAlgorithm => TokenError::AlgorithmNotAllowed,
-        ErrorKind::MissingRequiredClaim(c) if c == "exp" => TokenError::MissingExp,
-        ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::WrongAudience,
-        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
-            TokenError::InvalidClaims
-        }
-        ErrorKind::Json(_) => TokenError::InvalidClaims,
-        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
-            TokenError::Malformed
-        }
-        _ => TokenError::Malformed,
-    }
-}
-
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -380,26 +384,36 @@ pub(crate) fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-    fn token(payload: &[u8]) -> String {
-        format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+    fn payload(json: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(json)
     }
 
     #[test]
     fn a_payload_with_invalid_utf8_in_a_claim_we_do_not_read_is_malformed() {
         // serde skips the bytes of a claim it does not keep without
-        // checking them; the peek checks the whole payload.
+        // checking them; the payload is checked whole.
         let bad = b"{\"iss\":\"https://idp\",\"name\":\"\xff\xfe\"}";
         assert!(matches!(
-            peek_claims(&token(bad)),
+            decode_payload(&payload(bad)),
             Err(TokenError::Malformed)
         ));
         let good = br#"{"iss":"https://idp","name":"Ada"}"#;
         assert_eq!(
-            peek_claims(&token(good)).map(|p| p.iss),
+            decode_payload(&payload(good)).map(|c| c.iss),
             Ok("https://idp".into())
+        );
+    }
+
+    #[test]
+    fn a_jws_has_exactly_three_parts() {
+        for token in ["", "a", "a.b", "a.b.c.d", "a..b.c"] {
+            assert!(Parts::split(token).is_err(), "{token:?}");
+        }
+        let parts = Parts::split("h.p.s").unwrap();
+        assert_eq!(
+            (parts.header, parts.payload, parts.signature, parts.signed),
+            ("h", "p", "s", "h.p")
         );
     }
 }
