@@ -254,7 +254,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cut.clone(),
     ));
 
-    tracing::info!(%addr, %admin_addr, tls = config.server.tls.is_some(), config_version = %config.version, audit = config.audit.is_enabled(), "portcullis listening");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(%addr, %admin_addr, tls = config.server.tls.is_some(), config_version = %config.version, audit = config.audit.is_enabled(), workers, "portcullis listening");
     Ok(Running {
         revocations,
         addr,

@@ -66,7 +66,18 @@ enum Command {
             requires = "fixtures_only"
         )]
         tokens: usize,
+        /// How the N tokens are signed: rs256 (the dev key, what Entra
+        /// uses) or es256 (a P-256 key the issuer also publishes; minting is
+        /// 30 times faster, for loads of 100,000 tokens).
+        #[arg(long, value_enum, default_value = "rs256", requires = "fixtures_only")]
+        token_alg: TokenAlg,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TokenAlg {
+    Rs256,
+    Es256,
 }
 
 fn main() -> ExitCode {
@@ -79,7 +90,8 @@ fn main() -> ExitCode {
                 Err(errors) => return config_errors(&config, &errors),
             };
             portcullis::telemetry::init(&config.logging);
-            block_on(portcullis::app::run(config))
+            let workers = config.server.worker_threads;
+            block_on_with(workers, portcullis::app::run(config))
         }
         Command::Explain(args) => explain(args),
         Command::Audit {
@@ -88,8 +100,12 @@ fn main() -> ExitCode {
         Command::Dev {
             fixtures_only: true,
             tokens,
+            token_alg,
             ..
-        } => block_on(portcullis::dev::run_fixtures(tokens)),
+        } => block_on(portcullis::dev::run_fixtures(
+            tokens,
+            matches!(token_alg, TokenAlg::Es256),
+        )),
         Command::Dev {
             listen,
             admin_listen,
@@ -286,10 +302,20 @@ fn config_errors(path: &std::path::Path, errors: &portcullis::config::ConfigErro
 }
 
 fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    block_on_with(None, work)
+}
+
+/// Runs `work` on a multi-thread runtime with `workers` threads (default:
+/// one per CPU the process may use).
+fn block_on_with(
+    workers: Option<usize>,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

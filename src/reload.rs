@@ -373,6 +373,7 @@ pub struct Fixed {
     listen: SocketAddr,
     admin_listen: SocketAddr,
     tls: Option<TlsConfig>,
+    worker_threads: Option<usize>,
     client_header_timeout: Duration,
     idle_timeout: Duration,
     drain_timeout: Duration,
@@ -391,6 +392,7 @@ impl Fixed {
             listen: server.listen,
             admin_listen: server.admin_listen,
             tls: server.tls.clone(),
+            worker_threads: server.worker_threads,
             client_header_timeout: server.client_header_timeout,
             idle_timeout: server.idle_timeout,
             drain_timeout: server.drain_timeout,
@@ -434,6 +436,12 @@ impl Fixed {
                 self.tls.as_ref().map_or("off".into(), |t| {
                     format!("cert {}, key {}", t.cert.display(), t.key.display())
                 }),
+            ),
+            (
+                "server.worker_threads",
+                self.worker_threads == next.worker_threads,
+                self.worker_threads
+                    .map_or("one per CPU".into(), |n| n.to_string()),
             ),
             (
                 "server.client_header_timeout",

@@ -192,6 +192,7 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
         format!(
             "{}\n[logging]\nformat = \"json\"\n\n[audit]\nsink = \"file\"\nfile = \"audit.jsonl\"\n",
             config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES)
+                .replace("[server]\n", "[server]\nworker_threads = 3\n")
         ),
     )
     .unwrap();
@@ -203,7 +204,7 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
         true,
     );
     // Wait for two events the binary logs: the bound address (port 0 in the
-    // config) and the first key set loaded.
+    // config) with the runtime's workers, and the first key set loaded.
     let mut addr = None;
     let mut keys_loaded = false;
     let mut logs = Vec::new();
@@ -216,6 +217,7 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         if let Some(a) = v["fields"]["addr"].as_str() {
             addr = Some(a.to_owned());
+            assert_eq!(v["fields"]["workers"], 3, "{line}");
         }
         keys_loaded |= v["fields"]["message"] == "key set loaded";
         logs.push(line);
@@ -592,7 +594,8 @@ async fn dev_mode_prints_commands_that_allow_and_deny() {
             break;
         }
     }
-    // Each command: curl -i [-X METHOD] URL [-H "Authorization: Bearer T"]
+    // Each command: curl -i|-N [-X METHOD] URL [-H "Accept: …"]
+    // [-H "Authorization: Bearer T"]
     let mut statuses = Vec::new();
     for cmd in &commands {
         let words: Vec<&str> = cmd.split_whitespace().collect();
@@ -600,19 +603,55 @@ async fn dev_mode_prints_commands_that_allow_and_deny() {
             .iter()
             .position(|w| *w == "-X")
             .map_or("GET", |i| words[i + 1]);
-        let url = words.iter().find(|w| w.starts_with("http://")).unwrap();
+        let url = words
+            .iter()
+            .map(|w| w.trim_matches('\''))
+            .find(|w| w.starts_with("http://"))
+            .unwrap();
         let token = cmd.split("Bearer ").nth(1).map(|t| t.trim_end_matches('"'));
-        let mut req = http::Request::builder().method(method).uri(*url);
+        let mut req = http::Request::builder().method(method).uri(url);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
+        let streams = cmd.contains("Accept: text/event-stream");
+        if streams {
+            req = req.header("accept", "text/event-stream");
+        }
+        let sent = std::time::Instant::now();
         let resp = send(
             req.body(http_body_util::Full::<bytes::Bytes>::default())
                 .unwrap(),
         )
         .await;
         statuses.push(resp.status().as_u16());
+        if streams {
+            // Three events 200 ms apart, then [DONE]; the first reaches the
+            // client before the upstream has even sent the second.
+            let mut body = resp.into_body();
+            let mut text = String::new();
+            let mut first = None;
+            while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    first.get_or_insert(sent.elapsed());
+                    text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+            assert_eq!(events.len(), 4, "{text}");
+            assert_eq!(events[3], "data: [DONE]");
+            let first = first.unwrap();
+            assert!(
+                first < Duration::from_millis(150),
+                "first event after {first:?}"
+            );
+            assert!(sent.elapsed() >= Duration::from_millis(400));
+        }
     }
-    // As printed: user allowed, app allowed, expired refused, no token refused, public allowed.
-    assert_eq!(statuses, vec![200, 200, 401, 401, 200], "{commands:#?}");
+    // As printed: user allowed, app allowed, a stream, expired refused, no
+    // token refused, public allowed.
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200, 401, 401, 200],
+        "{commands:#?}"
+    );
 }

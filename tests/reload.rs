@@ -148,7 +148,8 @@ async fn startup_only_changes_are_refused_by_name() {
     gw.rewrite(
         &good
             .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"")
-            .replace("drain_timeout = \"5s\"", "drain_timeout = \"6s\""),
+            .replace("drain_timeout = \"5s\"", "drain_timeout = \"6s\"")
+            .replace("[server]\n", "[server]\nworker_threads = 2\n"),
     );
     let errors = gw.refused_reload().await;
     assert!(
@@ -156,6 +157,12 @@ async fn startup_only_changes_are_refused_by_name() {
         "{errors}"
     );
     assert!(errors.contains("server.drain_timeout"), "{errors}");
+    assert!(
+        errors.contains(
+            "server.worker_threads: cannot change without a restart (running: one per CPU)"
+        ),
+        "{errors}"
+    );
 }
 
 #[tokio::test]

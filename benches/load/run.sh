@@ -6,6 +6,7 @@
 #   SCENARIOS="audit-off audit-file" bash benches/load/run.sh
 #   ROUNDS=9 DURATION=8s SCENARIOS="steady reload-storm" bash benches/load/run.sh
 #   BIN=/tmp/portcullis-baseline bash benches/load/run.sh   # another build
+#   PROFILE=/tmp/prof bash benches/load/run.sh   # perf record each round
 #
 # Starts `portcullis dev --fixtures-only` (the embedded issuer serving JWKS,
 # an echo upstream, a day-long user token), then for each scenario a gateway
@@ -274,6 +275,13 @@ run_round() { # scenario round
     stormer=$!
     [ ${#LOAD[@]} -eq 0 ] || taskset -pc 1 "$stormer" >/dev/null
   fi
+  local perf=""
+  if [ -n "${PROFILE:-}" ]; then
+    # Call graphs of the process under test, from its own core's samples.
+    mkdir -p "$PROFILE"
+    perf record -q -F 999 --call-graph dwarf,16384 -p "$pid" -o "$PROFILE/$scenario.$round.data" 2>/dev/null &
+    perf=$!
+  fi
   cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   case "$scenario" in
     steady | reload-storm)
@@ -286,6 +294,7 @@ run_round() { # scenario round
       ;;
   esac
   cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  [ -z "$perf" ] || { kill -INT "$perf"; wait "$perf" || true; }
   local reloaded=$(($(reloads) - reloads0))
   [ -z "$stormer" ] || { kill "$stormer"; wait "$stormer" 2>/dev/null || true; cat "$WORK/storm.log" >&2; }
   local rss

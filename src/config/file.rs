@@ -177,6 +177,7 @@ pub struct ServerFile {
     pub idle_timeout: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -225,6 +225,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Peers whose `X-Forwarded-For` is appended to rather than replaced.
     pub trusted_proxies: Vec<IpNet>,
+    /// Runtime worker threads; `None`: one per CPU the process may use
+    /// (its affinity and cgroup CPU quota).
+    pub worker_threads: Option<usize>,
 }
 
 /// `[limits]`: what one client may send and hold open. Beyond a limit the

@@ -30,6 +30,8 @@ pub const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
 pub const ENTRA_V1_ISSUER_HOST: &str = "https://sts.windows.net";
 /// Microsoft.IdentityModel accepts tokens up to this size; nothing larger is sane.
 const MAX_TOKEN_SIZE_LIMIT: usize = 256_000;
+/// More workers than this is a typo, not a sidecar.
+const MAX_WORKER_THREADS: usize = 256;
 
 struct Errors(Vec<ConfigError>);
 
@@ -237,6 +239,16 @@ fn server(errs: &mut Errors, f: ServerFile, base: &Path) -> ServerConfig {
         ),
         idle_timeout: errs.duration("server.idle_timeout", f.idle_timeout.as_deref(), secs(300)),
         trusted_proxies,
+        worker_threads: f.worker_threads.filter(|n| {
+            let ok = (1..=MAX_WORKER_THREADS).contains(n);
+            if !ok {
+                errs.push(
+                    "server.worker_threads",
+                    format!("{n} is outside 1..={MAX_WORKER_THREADS}"),
+                );
+            }
+            ok
+        }),
     }
 }
 
@@ -1452,6 +1464,17 @@ mod tests {
                 "{UPSTREAM}[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\nmax_body_bytes = 0\n"
             )),
             ["routes[0].max_body_bytes: must be at least 1 (omit it for no limit)"]
+        );
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cpus_and_refuse_zero() {
+        assert_eq!(parse(UPSTREAM).unwrap().server.worker_threads, None);
+        let server = |n: &str| format!("[server]\nworker_threads = {n}\n{UPSTREAM}");
+        assert_eq!(parse(&server("2")).unwrap().server.worker_threads, Some(2));
+        assert_eq!(
+            errors(&server("0")),
+            ["server.worker_threads: 0 is outside 1..=256"]
         );
     }
 

@@ -86,19 +86,21 @@ pub fn dev_claims(issuer: &str, is_app: bool, lifetime_secs: i64) -> Value {
 
 /// `portcullis dev --fixtures-only`: the issuer and the echo upstream
 /// alone, announced as one JSON line on stdout (with `tokens` distinct
-/// day-long user tokens, for load tests of cache misses), until
-/// SIGTERM/SIGINT.
-pub async fn run_fixtures(tokens: usize) -> anyhow::Result<()> {
+/// day-long user tokens, for load tests of cache misses, signed with the RSA
+/// key or, `es256`, the P-256 one), until SIGTERM/SIGINT.
+pub async fn run_fixtures(tokens: usize, es256: bool) -> anyhow::Result<()> {
     let key = SigningKey::rsa("dev-key-1")?;
-    let issuer = DevIssuer::start(vec![key.clone()]).await?;
+    let ec = SigningKey::ec_p256("dev-key-2")?;
+    let issuer = DevIssuer::start(vec![key.clone(), ec.clone()]).await?;
     let upstream = EchoUpstream::start().await?;
-    let user = || key.sign(&dev_claims(&issuer.url(), false, 86_400));
+    let claims = || dev_claims(&issuer.url(), false, 86_400);
+    let many = if es256 { &ec } else { &key };
     let fixtures = json!({
         "issuer": issuer.url(),
         "audience": DEV_AUDIENCE,
         "upstream": upstream.addr().to_string(),
-        "token": user(),
-        "tokens": (0..tokens).map(|_| user()).collect::<Vec<_>>(),
+        "token": key.sign(&claims()),
+        "tokens": (0..tokens).map(|_| many.sign(&claims())).collect::<Vec<_>>(),
     });
     println!("{fixtures}");
     crate::app::wait_for_signal().await;
@@ -132,6 +134,9 @@ Allowed: a user token with scope Models.Invoke calling a chat deployment
 
 Allowed: an app-only token with role Models.Invoke
   curl -i http://{gw}/openai/models -H "Authorization: Bearer {app}"
+
+Streaming: the upstream's server-sent events pass through as they are sent
+  curl -N -X POST 'http://{gw}/openai/deployments/gpt-4o/chat/completions?events=3&interval_ms=200' -H "Accept: text/event-stream" -H "Authorization: Bearer {user}"
 
 Refused (401 invalid_token, expired):
   curl -i http://{gw}/openai/models -H "Authorization: Bearer {expired}"

@@ -1,15 +1,17 @@
 //! In-process HTTP servers for dev mode and tests: a development issuer
 //! (OIDC discovery + JWKS, and Entra-shaped per-tenant key endpoints) and an
-//! echo upstream. Both bind `127.0.0.1:0` and stop when dropped.
+//! echo upstream (JSON, or an event stream like a model's). Both bind
+//! `127.0.0.1:0` and stop when dropped.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -129,7 +131,11 @@ fn issuer_response(base: &str, state: &Mutex<IssuerState>, path: &str) -> Respon
 }
 
 /// An upstream that answers every request with a JSON description of what
-/// it received: method, path, query and headers.
+/// it received: method, path, query and headers; or, asked for
+/// `Accept: text/event-stream`, with server-sent events: the first at once,
+/// then one every `interval_ms` (query, default 100) up to `events`
+/// (default 5), each naming its number and the milliseconds since the
+/// request, then `data: [DONE]`.
 pub struct EchoUpstream {
     addr: SocketAddr,
     task: JoinHandle<()>,
@@ -140,7 +146,15 @@ impl EchoUpstream {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(serve_http(listener, |req: Request<Incoming>| async move {
-            echo(&req)
+            let wants_events = req
+                .headers()
+                .get(header::ACCEPT)
+                .is_some_and(|a| a.as_bytes().starts_with(b"text/event-stream"));
+            if wants_events {
+                events(req.uri().query().unwrap_or(""))
+            } else {
+                echo(&req).map(|body| body.map_err(|never| match never {}).boxed())
+            }
         }));
         Ok(Self { addr, task })
     }
@@ -181,6 +195,46 @@ pub fn echo<B>(req: &Request<B>) -> Response<Full<Bytes>> {
     json_response(StatusCode::OK, &doc)
 }
 
+type EventBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// The event stream [`EchoUpstream`] answers with.
+fn events(query: &str) -> Response<EventBody> {
+    let param = |name: &str, default: u64| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (count, interval) = (param("events", 5), param("interval_ms", 100));
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        for n in 0..count {
+            if n > 0 {
+                tokio::time::sleep(Duration::from_millis(interval)).await;
+            }
+            let ms = started.elapsed().as_millis();
+            let event = format!("data: {{\"n\":{n},\"ms\":{ms}}}\n\n");
+            if tx.send_data(Bytes::from(event)).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send_data(Bytes::from_static(b"data: [DONE]\n\n")).await;
+    });
+    let mut resp = Response::new(body.boxed());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
 fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
     *resp.status_mut() = status;
@@ -192,15 +246,20 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` with `handler` until aborted.
-pub async fn serve_http<H, F>(listener: TcpListener, handler: H)
+pub async fn serve_http<H, F, B>(listener: TcpListener, handler: H)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // Why: a streaming upstream must not hold a small event back for
+        // the ACK of the previous write (Nagle against delayed ACK: 40 ms).
+        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

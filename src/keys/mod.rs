@@ -168,7 +168,10 @@ impl KeySource {
         if self.lock_state().negative.contains(kid) {
             return KeyLookup::Unknown;
         }
-        self.refresh_for_unknown(kid, &set).await
+        // Why boxed: the refresh (an HTTP fetch) is rare, and inline its
+        // state would make every request's future kilobytes larger, copied
+        // as the request moves through the server.
+        Box::pin(self.refresh_for_unknown(kid, &set)).await
     }
 
     async fn refresh_for_unknown(&self, kid: &str, seen: &Arc<KeySet>) -> KeyLookup {

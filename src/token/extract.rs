@@ -29,27 +29,54 @@ pub fn extract_bearer<'a>(
     if values.next().is_some() {
         return Err(BearerError::InvalidRequest);
     }
-    let value = value.to_str().map_err(|_| BearerError::InvalidRequest)?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        // Another scheme (Basic, SharedKey, …) is not a bearer credential.
-        return Err(BearerError::Missing);
+    let value = value.as_bytes();
+    let (scheme, rest) = match value.iter().position(|b| *b == b' ') {
+        Some(at) => (&value[..at], &value[at + 1..]),
+        None => (value, &b""[..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        // Another scheme (Basic, SharedKey, …) is not a bearer credential,
+        // unless the header is not even text.
+        return match value
+            .iter()
+            .all(|b| (b' '..=b'~').contains(b) || *b == b'\t')
+        {
+            true => Err(BearerError::Missing),
+            false => Err(BearerError::InvalidRequest),
+        };
     }
-    let token = rest.trim_start_matches(' ');
-    if is_token68(token) {
-        Ok(token)
-    } else {
-        Err(BearerError::InvalidRequest)
+    let start = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
+    let token = &rest[start..];
+    if !is_token68(token) {
+        return Err(BearerError::InvalidRequest);
     }
+    // token68 is ASCII, so this cannot fail: one fast pass instead of a
+    // second character check over the longest header most requests carry.
+    std::str::from_utf8(token).map_err(|_| BearerError::InvalidRequest)
 }
 
+/// The token68 characters of RFC 7235 §2.1 but `=`:
+/// `ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/"`.
+const TOKEN68: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
 /// RFC 7235 §2.1 token68: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_token68(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+fn is_token68(s: &[u8]) -> bool {
+    let end = s
+        .iter()
+        .rposition(|b| *b != b'=')
+        .map_or(0, |last| last + 1);
+    let body = &s[..end];
+    !body.is_empty() && body.iter().all(|b| TOKEN68[usize::from(*b)])
 }
 
 fn has_access_token_param(query: &str) -> bool {
@@ -102,6 +129,20 @@ mod tests {
             ("scheme only", &["Bearer"], None, Err(InvalidRequest)),
             ("empty token", &["Bearer "], None, Err(InvalidRequest)),
             ("two tokens", &["Bearer a b"], None, Err(InvalidRequest)),
+            ("padding only", &["Bearer =="], None, Err(InvalidRequest)),
+            ("padding inside", &["Bearer a=b"], None, Err(InvalidRequest)),
+            (
+                "trailing space",
+                &["Bearer abc "],
+                None,
+                Err(InvalidRequest),
+            ),
+            (
+                "tab before token",
+                &["Bearer \tabc"],
+                None,
+                Err(InvalidRequest),
+            ),
             (
                 "bad characters",
                 &["Bearer a\"b"],

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Memory and streaming latency of the release binary on loopback:
+#
+#   bash benches/load/footprint.sh
+#   TOKENS=20000 SAMPLES=200 bash benches/load/footprint.sh   # quicker
+#   BIN=/tmp/portcullis-baseline bash benches/load/footprint.sh
+#
+# 1. Idle RSS: the gateway started with a realistic config (an OIDC issuer,
+#    two routes, audit to a hash-chained file), keys loaded, no traffic.
+# 2. SSE time to first event: the echo upstream streams one event at once
+#    (`Accept: text/event-stream`); a client on a keep-alive connection
+#    times request → first `data:` bytes, SAMPLES times directly and SAMPLES
+#    times through the gateway (alternating), and the medians' difference is
+#    what the gateway adds.
+# 3. Peak RSS with TOKENS (default 100,000) cached tokens: wrk sends each of
+#    TOKENS distinct valid tokens (ES256, minted by the fixtures) until the
+#    verified-token cache holds them all, then the process's peak RSS.
+#
+# The gateway runs on core 0, the fixtures and the clients on core 1 (when
+# there are two cores). Needs wrk (installed if missing) and python3.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+TOKENS=${TOKENS:-100000}
+SAMPLES=${SAMPLES:-500}
+PORT=${PORT:-18090}
+
+if ! command -v wrk >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked --bin portcullis
+  BIN=$PWD/target/release/portcullis
+fi
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+  GW=(taskset -c 0)
+  LOAD=(taskset -c 1)
+  PINNING="gateway on core 0, fixtures and clients on core 1"
+else
+  GW=()
+  LOAD=()
+  PINNING="not pinned ($(nproc) core(s))"
+fi
+
+"${LOAD[@]}" "$BIN" dev --fixtures-only --tokens "$TOKENS" --token-alg es256 >"$WORK/fixtures.json" 2>/dev/null &
+PIDS+=($!)
+for _ in $(seq 1200); do [ -s "$WORK/fixtures.json" ] && break; sleep 0.1; done
+field() { python3 -c "import json; print(json.load(open('$WORK/fixtures.json'))['$1'])"; }
+ISSUER=$(field issuer)
+UPSTREAM=$(field upstream)
+AUDIENCE=$(field audience)
+field token >"$WORK/token"
+python3 -c "import json; print('\n'.join(json.load(open('$WORK/fixtures.json'))['tokens']))" >"$WORK/tokens.txt"
+
+cat >"$WORK/gateway.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+admin_listen = "127.0.0.1:$((PORT + 1))"
+
+[upstream]
+url = "http://$UPSTREAM"
+
+[[issuers]]
+name = "dev"
+kind = "oidc"
+issuer = "$ISSUER"
+audiences = ["$AUDIENCE"]
+algorithms = ["RS256", "ES256"]
+
+[token_cache]
+capacity = $TOKENS
+
+[[routes]]
+name = "health"
+prefix = "/health"
+public = true
+
+[[routes]]
+name = "read"
+prefix = "/"
+scopes = ["Models.Read"]
+
+[audit]
+sink = "file"
+file = "$WORK/audit.jsonl"
+
+[logging]
+level = "warn"
+TOML
+
+"${GW[@]}" "$BIN" run --config "$WORK/gateway.toml" >/dev/null 2>"$WORK/gateway.log" &
+GATEWAY=$!
+PIDS+=($GATEWAY)
+metric() {
+  curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk -v m="$1" '$1 == m {print $2}'
+}
+for _ in $(seq 200); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((PORT + 1))/readyz")" = 200 ] && break
+  sleep 0.05
+done
+rss() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$GATEWAY/status"; }
+sleep 1
+IDLE=$(rss VmRSS)
+
+# SSE: request → first event, direct and through the gateway, alternating.
+"${LOAD[@]}" python3 - "$UPSTREAM" "127.0.0.1:$PORT" "$(cat "$WORK/token")" "$SAMPLES" >"$WORK/sse.json" <<'PY'
+import http.client, json, statistics, sys, time
+direct, gateway, token, samples = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {token}"}
+conns = {name: http.client.HTTPConnection(*addr.split(":")) for name, addr in (("direct", direct), ("gateway", gateway))}
+times = {"direct": [], "gateway": []}
+for i in range(samples * 2 + 20):
+    name = ("direct", "gateway")[i % 2]
+    conn = conns[name]
+    started = time.perf_counter()
+    conn.request("POST", "/openai/deployments/d/chat/completions?events=1", headers=headers)
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.status
+    first = resp.read1()
+    elapsed = time.perf_counter() - started
+    assert first.startswith(b"data:"), first
+    resp.read()
+    if i >= 20:  # warm-up: connections, caches, the token's first verification
+        times[name].append(elapsed * 1000)
+out = {}
+for name, ts in times.items():
+    ts.sort()
+    out[name] = {"p50_ms": statistics.median(ts), "p99_ms": ts[int(len(ts) * 0.99) - 1]}
+print(json.dumps(out))
+PY
+
+# Fill the cache: every token once (and some twice), until it holds them all.
+cat >"$WORK/tokens.lua" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS_FILE")) do tokens[#tokens + 1] = line end
+-- Each run goes on where the previous one stopped.
+local i = tonumber(os.getenv("START") or "0")
+request = function()
+  i = i % #tokens + 1
+  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+FILLED=0
+SENT=0
+for _ in $(seq 20); do
+  START=$SENT TOKENS_FILE="$WORK/tokens.txt" "${LOAD[@]}" wrk -t1 -c32 -d5s -s "$WORK/tokens.lua" \
+    "http://127.0.0.1:$PORT/openai/models" >"$WORK/wrk.out"
+  grep -q "Non-2xx" "$WORK/wrk.out" && { cat "$WORK/wrk.out"; echo "fill: refused requests" >&2; exit 1; }
+  SENT=$((SENT + $(grep -oP '\d+(?= requests in)' "$WORK/wrk.out")))
+  FILLED=$(metric gateway_token_cache_entries)
+  [ "${FILLED%.*}" -ge "$TOKENS" ] && break
+done
+
+python3 - "$IDLE" "$(rss VmRSS)" "$(rss VmHWM)" "$FILLED" "$TOKENS" "$WORK/sse.json" "$PINNING" <<'PY'
+import json, sys
+idle, rss, peak, filled, tokens = (int(float(x)) for x in sys.argv[1:6])
+sse = json.load(open(sys.argv[6]))
+mib = lambda kib: f"{kib / 1024:.1f} MiB"
+print(f"portcullis footprint: {sys.argv[7]}")
+print("| Measure | Value | Target |")
+print("| --- | --- | --- |")
+print(f"| Idle RSS (keys loaded, audit file open, no traffic) | {mib(idle)} | < 20 MiB |")
+print(f"| RSS with {filled:,} cached tokens | {mib(rss)} | |")
+print(f"| Peak RSS with {filled:,} cached tokens | {mib(peak)} | < 64 MiB |")
+d, g = sse["direct"], sse["gateway"]
+print(f"| SSE first event, direct (p50 / p99) | {d['p50_ms']:.3f} / {d['p99_ms']:.3f} ms | |")
+print(f"| SSE first event, through the gateway (p50 / p99) | {g['p50_ms']:.3f} / {g['p99_ms']:.3f} ms | |")
+print(f"| Added by the gateway (p50) | {g['p50_ms'] - d['p50_ms']:.3f} ms | < 1 ms |")
+if filled < tokens:
+    sys.exit(f"the cache holds {filled} of {tokens} tokens: not a valid run")
+PY
