@@ -58,10 +58,18 @@ fn spawn_lines(
 
 #[test]
 fn every_example_config_passes_check() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deploy = root.join("deploy/kubernetes");
+    let mut files: Vec<_> = std::fs::read_dir(root.join("config"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.push(deploy.join("base/portcullis.toml"));
+    for overlay in std::fs::read_dir(deploy.join("overlays")).unwrap() {
+        files.push(overlay.unwrap().path().join("portcullis.toml"));
+    }
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    for path in files {
         if path.extension().is_some_and(|e| e == "toml") {
             let out = portcullis()
                 .args(["check", "--config"])
@@ -77,7 +85,7 @@ fn every_example_config_passes_check() {
             seen += 1;
         }
     }
-    assert!(seen >= 3, "the example configs are missing");
+    assert!(seen >= 8, "the example configs are missing");
 }
 
 #[test]

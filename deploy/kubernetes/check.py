@@ -1,0 +1,79 @@
+"""Checks a rendered kustomization against the Portcullis config it mounts.
+
+    kubectl kustomize deploy/kubernetes/base > rendered.yaml
+    python3 deploy/kubernetes/check.py rendered.yaml
+
+What the Kubernetes schemas cannot see: the ports, probes and shutdown
+timing of the sidecar must agree with its config (carried in the
+ConfigMap). Exits 1 with every disagreement.
+"""
+
+import re
+import sys
+import tomllib
+
+import yaml  # PyYAML, a dependency of kubernetes-validate
+
+
+def seconds(text):
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", text)
+    return int(m.group(1)) * units[m.group(2)]
+
+
+def port(addr):
+    return int(addr.rsplit(":", 1)[1])
+
+
+def main(path):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    problems = []
+    (deployment,) = by_kind["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "portcullis")
+    mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "config")
+    volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    (configmap,) = [c for c in by_kind["ConfigMap"] if c["metadata"]["name"] == volume["configMap"]["name"]]
+    config_path = sidecar["args"][sidecar["args"].index("--config") + 1]
+    if config_path != f"{mount['mountPath']}/portcullis.toml":
+        problems.append(f"--config {config_path} is not the mounted file")
+    config = tomllib.loads(configmap["data"]["portcullis.toml"])
+    server = config.get("server", {})
+    ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    if ports.get("http") != port(server.get("listen", "0.0.0.0:8080")):
+        problems.append(f"port http {ports.get('http')} is not server.listen {server.get('listen')}")
+    admin = server.get("admin_listen", "127.0.0.1:9090")
+    if ports.get("admin") != port(admin) or admin.startswith("127."):
+        problems.append(f"port admin {ports.get('admin')} is not reachable at server.admin_listen {admin}")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        if sidecar[probe]["httpGet"]["port"] != "admin":
+            problems.append(f"{probe} does not use the admin port")
+    if sidecar["readinessProbe"]["httpGet"]["path"] != "/readyz":
+        problems.append("readinessProbe is not /readyz")
+    pre_stop = sidecar["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = seconds(server.get("drain_timeout", "30s"))
+    grace = pod["terminationGracePeriodSeconds"]
+    if grace < pre_stop + drain:
+        problems.append(f"terminationGracePeriodSeconds {grace} < preStop {pre_stop} + drain_timeout {drain}")
+    upstream = port(config["upstream"]["url"].rstrip("/").split("//", 1)[1].split("/")[0])
+    (service,) = by_kind["Service"]
+    for p in service["spec"]["ports"]:
+        if p["targetPort"] != "http":
+            problems.append(f"the Service exposes {p['targetPort']}, not only the gateway")
+    for policy in by_kind.get("NetworkPolicy", []):
+        for rule in policy["spec"].get("ingress", []):
+            for p in rule.get("ports", []):
+                if p["port"] == upstream:
+                    problems.append(f"the NetworkPolicy admits the upstream's port {upstream}")
+    for problem in problems:
+        print(f"{path}: {problem}")
+    if not problems:
+        print(f"{path}: the sidecar agrees with its config")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(max(main(p) for p in sys.argv[1:]))

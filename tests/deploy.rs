@@ -1,0 +1,63 @@
+//! The deployment files agree with the code they package. (The manifests
+//! themselves are checked in CI: Kubernetes schemas, kustomize rendering,
+//! `deploy/kubernetes/check.py`, `systemd-analyze verify`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: integration tests; a panic is a failure
+
+use std::path::Path;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// The container build compiles the dependencies against empty sources
+/// first; Cargo refuses a manifest whose bench targets have no file, so the
+/// Containerfile must stub every one.
+#[test]
+fn the_container_build_stubs_every_bench_target() {
+    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let mut benches: Vec<&str> = manifest["bench"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    benches.sort_unstable();
+    let containerfile = read("deploy/container/Containerfile");
+    let stub = containerfile
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("&& for b in "))
+        .expect("the bench stub loop");
+    let mut stubbed: Vec<&str> = stub.split(';').next().unwrap().split_whitespace().collect();
+    stubbed.sort_unstable();
+    assert_eq!(stubbed, benches);
+}
+
+/// The build context is a whitelist: everything the Containerfile copies
+/// must be in it.
+#[test]
+fn the_container_context_holds_what_the_build_copies() {
+    let ignore = read(".dockerignore");
+    let allowed: Vec<&str> = ignore
+        .lines()
+        .filter_map(|l| l.strip_prefix('!'))
+        .map(|l| l.trim_end_matches('/'))
+        .collect();
+    let containerfile = read("deploy/container/Containerfile");
+    let copied: Vec<&str> = containerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[..words.len() - 1].to_vec()
+        })
+        .collect();
+    assert!(!copied.is_empty());
+    for path in copied {
+        assert!(
+            allowed.contains(&path.trim_end_matches('/')),
+            "{path} is copied but .dockerignore leaves it out"
+        );
+    }
+}
