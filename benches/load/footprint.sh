@@ -25,42 +25,8 @@ TOKENS=${TOKENS:-100000}
 SAMPLES=${SAMPLES:-500}
 PORT=${PORT:-18090}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends wrk >/dev/null
-fi
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --locked --bin portcullis
-  BIN=$PWD/target/release/portcullis
-fi
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
-  GW=(taskset -c 0)
-  LOAD=(taskset -c 1)
-  PINNING="gateway on core 0, fixtures and clients on core 1"
-else
-  GW=()
-  LOAD=()
-  PINNING="not pinned ($(nproc) core(s))"
-fi
-
-"${LOAD[@]}" "$BIN" dev --fixtures-only --tokens "$TOKENS" --token-alg es256 >"$WORK/fixtures.json" 2>/dev/null &
-PIDS+=($!)
-for _ in $(seq 1200); do [ -s "$WORK/fixtures.json" ] && break; sleep 0.1; done
-field() { python3 -c "import json; print(json.load(open('$WORK/fixtures.json'))['$1'])"; }
-ISSUER=$(field issuer)
-UPSTREAM=$(field upstream)
-AUDIENCE=$(field audience)
-field token >"$WORK/token"
-python3 -c "import json; print('\n'.join(json.load(open('$WORK/fixtures.json'))['tokens']))" >"$WORK/tokens.txt"
+. benches/load/common.sh
+start_fixtures --tokens "$TOKENS" --token-alg es256
 
 cat >"$WORK/gateway.toml" <<TOML
 [server]
@@ -140,16 +106,6 @@ print(json.dumps(out))
 PY
 
 # Fill the cache: every token once (and some twice), until it holds them all.
-cat >"$WORK/tokens.lua" <<'LUA'
-local tokens = {}
-for line in io.lines(os.getenv("TOKENS_FILE")) do tokens[#tokens + 1] = line end
--- Each run goes on where the previous one stopped.
-local i = tonumber(os.getenv("START") or "0")
-request = function()
-  i = i % #tokens + 1
-  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })
-end
-LUA
 FILLED=0
 SENT=0
 for _ in $(seq 20); do

@@ -46,11 +46,6 @@ SCENARIOS=${SCENARIOS:-"audit-off audit-file audit-stdout"}
 PORT=${PORT:-18080}
 RATE=${RATE:-2000}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends wrk >/dev/null
-fi
 case " $SCENARIOS " in
   *" steady "* | *" reload-storm "*)
     # A fixed request rate needs an open-loop client; oha is built from
@@ -58,52 +53,11 @@ case " $SCENARIOS " in
     command -v oha >/dev/null 2>&1 || cargo install --locked oha
     ;;
 esac
-
-# BIN=path/to/portcullis compares another build (a baseline) on the same run.
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --locked --bin portcullis
-  BIN=$PWD/target/release/portcullis
-fi
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
-  GW=(taskset -c 0)
-  LOAD=(taskset -c 1)
-  PINNING="gateway on core 0, wrk and fixtures on core 1"
-else
-  GW=()
-  LOAD=()
-  PINNING="not pinned ($(nproc) core(s))"
-fi
+. benches/load/common.sh
 
 TOKENS=0
 case " $SCENARIOS " in *" distinct "*) TOKENS=1000 ;; esac
-"${LOAD[@]}" "$BIN" dev --fixtures-only --tokens "$TOKENS" >"$WORK/fixtures.json" 2>/dev/null &
-PIDS+=($!)
-for _ in $(seq 600); do [ -s "$WORK/fixtures.json" ] && break; sleep 0.1; done
-field() { python3 -c "import json,sys; print(json.load(open('$WORK/fixtures.json'))['$1'])"; }
-ISSUER=$(field issuer)
-UPSTREAM=$(field upstream)
-AUDIENCE=$(field audience)
-TOKEN=$(field token)
-if [ "$TOKENS" -gt 0 ]; then
-  python3 -c "import json; print('\n'.join(json.load(open('$WORK/fixtures.json'))['tokens']))" >"$WORK/tokens.txt"
-  cat >"$WORK/tokens.lua" <<'LUA'
-local tokens = {}
-for line in io.lines(os.getenv("TOKENS_FILE")) do tokens[#tokens + 1] = line end
-local i = 0
-request = function()
-  i = i % #tokens + 1
-  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })
-end
-LUA
-fi
+start_fixtures --tokens "$TOKENS"
 
 config() { # scenario -> config text
   cat <<TOML
