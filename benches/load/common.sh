@@ -62,3 +62,22 @@ request = function()
 end
 LUA
 }
+
+# The config both scripts start from: listeners on PORT and PORT + 1, the
+# fixtures' upstream and issuer (the issuer's table left open for more keys).
+config_head() {
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+admin_listen = "127.0.0.1:$((PORT + 1))"
+
+[upstream]
+url = "http://$UPSTREAM"
+
+[[issuers]]
+name = "dev"
+kind = "oidc"
+issuer = "$ISSUER"
+audiences = ["$AUDIENCE"]
+TOML
+}

@@ -28,19 +28,8 @@ PORT=${PORT:-18090}
 . benches/load/common.sh
 start_fixtures --tokens "$TOKENS" --token-alg es256
 
-cat >"$WORK/gateway.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-admin_listen = "127.0.0.1:$((PORT + 1))"
-
-[upstream]
-url = "http://$UPSTREAM"
-
-[[issuers]]
-name = "dev"
-kind = "oidc"
-issuer = "$ISSUER"
-audiences = ["$AUDIENCE"]
+config_head >"$WORK/gateway.toml"
+cat >>"$WORK/gateway.toml" <<TOML
 algorithms = ["RS256", "ES256"]
 
 [token_cache]

@@ -60,19 +60,8 @@ case " $SCENARIOS " in *" distinct "*) TOKENS=1000 ;; esac
 start_fixtures --tokens "$TOKENS"
 
 config() { # scenario -> config text
+  config_head
   cat <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-admin_listen = "127.0.0.1:$((PORT + 1))"
-
-[upstream]
-url = "http://$UPSTREAM"
-
-[[issuers]]
-name = "dev"
-kind = "oidc"
-issuer = "$ISSUER"
-audiences = ["$AUDIENCE"]
 
 [[routes]]
 name = "read"
