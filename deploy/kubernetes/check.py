@@ -36,12 +36,22 @@ def main(path):
     sidecar = next(c for c in pod["containers"] if c["name"] == "portcullis")
     mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "config")
     volume = next(v for v in pod["volumes"] if v["name"] == "config")
-    (configmap,) = [c for c in by_kind["ConfigMap"] if c["metadata"]["name"] == volume["configMap"]["name"]]
+    # A ConfigMap, or a ConfigMap and Secrets projected into one volume.
+    sources = volume["projected"]["sources"] if "projected" in volume else [volume]
+    (name,) = [s["configMap"]["name"] for s in sources if "configMap" in s]
+    (configmap,) = [c for c in by_kind["ConfigMap"] if c["metadata"]["name"] == name]
+    projected = {i["path"] for s in sources if "secret" in s for i in s["secret"].get("items", [])}
     config_path = sidecar["args"][sidecar["args"].index("--config") + 1]
     if config_path != f"{mount['mountPath']}/portcullis.toml":
         problems.append(f"--config {config_path} is not the mounted file")
     config = tomllib.loads(configmap["data"]["portcullis.toml"])
     server = config.get("server", {})
+    for part in ("cert", "key"):
+        file = server.get("tls", {}).get(part)
+        if file and file.startswith("/"):
+            problems.append(f"server.tls.{part} {file} is outside the mounted volume")
+        elif file and file not in projected:
+            problems.append(f"server.tls.{part} {file} is not projected from a Secret")
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
     if ports.get("http") != port(server.get("listen", "0.0.0.0:8080")):
         problems.append(f"port http {ports.get('http')} is not server.listen {server.get('listen')}")
