@@ -114,7 +114,11 @@ mod tests {
     fn claims(exp: u64) -> Arc<VerifiedClaims> {
         let raw: RawClaims =
             serde_json::from_value(serde_json::json!({"iss": "i", "exp": exp})).unwrap();
-        Arc::new(VerifiedClaims::from_raw(Arc::from("idp"), raw))
+        Arc::new(VerifiedClaims::from_raw(
+            Arc::from("idp"),
+            Arc::from("i"),
+            raw,
+        ))
     }
 
     #[test]

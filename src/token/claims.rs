@@ -68,7 +68,7 @@ pub(super) enum Audience {
 /// Group membership as the token states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Groups {
-    Listed(Vec<String>),
+    Listed(Box<[String]>),
     /// Too many groups for the token (overage): membership is unknown, never
     /// "no groups".
     Overage,
@@ -76,40 +76,42 @@ pub enum Groups {
 
 /// Claims of a token that passed every check, with the caller's identity.
 /// Only `token::verify` makes one; the fields are private so no other code
-/// can forge it.
+/// can forge it. Kept compact (boxed strings and slices, the issuer shared
+/// with its trust): up to `token_cache.capacity` of them stay in memory.
 #[derive(Debug)]
 pub struct VerifiedClaims {
     issuer_name: Arc<str>,
-    iss: String,
+    iss: Arc<str>,
     exp: u64,
     iat: Option<u64>,
     auth_time: Option<u64>,
-    sub: Option<String>,
-    oid: Option<String>,
-    tid: Option<String>,
-    client_app: Option<String>,
+    sub: Option<Box<str>>,
+    oid: Option<Box<str>>,
+    tid: Option<Box<str>>,
+    client_app: Option<Box<str>>,
     client_authenticated: bool,
-    scopes: Vec<String>,
-    roles: Vec<String>,
+    scopes: Box<[String]>,
+    roles: Box<[String]>,
     /// `scopes` and `roles` space-separated, built once for the identity
     /// headers (a cached token is forwarded many times).
-    scopes_text: String,
-    roles_text: String,
+    scopes_text: Box<str>,
+    roles_text: Box<str>,
     groups: Groups,
-    wids: Vec<String>,
-    acr: Option<String>,
-    amr: Vec<String>,
-    acrs: Vec<String>,
-    idtyp: Option<String>,
-    token_id: Option<String>,
+    wids: Box<[String]>,
+    acr: Option<Box<str>>,
+    amr: Box<[String]>,
+    acrs: Box<[String]>,
+    idtyp: Option<Box<str>>,
+    token_id: Option<Box<str>>,
     handles_claims_challenge: bool,
     kind: IdentityKind,
     is_on_behalf_of: bool,
-    blueprint: Option<String>,
+    blueprint: Option<Box<str>>,
 }
 
 impl VerifiedClaims {
-    pub(super) fn from_raw(issuer_name: Arc<str>, raw: RawClaims) -> Self {
+    /// `iss` is the accepting trust's (the token's `iss` equals it).
+    pub(super) fn from_raw(issuer_name: Arc<str>, iss: Arc<str>, raw: RawClaims) -> Self {
         let scopes: Vec<String> = raw
             .scp
             .as_deref()
@@ -132,37 +134,38 @@ impl VerifiedClaims {
             .as_ref()
             .is_some_and(|n| n.contains_key("groups"));
         let client_auth = raw.azpacr.as_deref().or(raw.appidacr.as_deref());
+        let boxed = |s: Option<String>| s.map(String::into_boxed_str);
         Self {
             issuer_name,
-            iss: raw.iss,
+            iss,
             exp: raw.exp.unwrap_or(0),
             iat: raw.iat,
             auth_time: raw.auth_time,
-            sub: raw.sub,
-            oid: raw.oid,
-            tid: raw.tid.map(|t| t.to_ascii_lowercase()),
-            client_app: raw.azp.or(raw.appid),
+            sub: boxed(raw.sub),
+            oid: boxed(raw.oid),
+            tid: raw.tid.map(|t| t.to_ascii_lowercase().into_boxed_str()),
+            client_app: boxed(raw.azp.or(raw.appid)),
             // "0" = public client: the client id is not proven.
             client_authenticated: matches!(client_auth, Some("1" | "2")),
-            scopes_text: scopes.join(" "),
-            roles_text: raw.roles.join(" "),
-            scopes,
-            roles: raw.roles,
+            scopes_text: scopes.join(" ").into_boxed_str(),
+            roles_text: raw.roles.join(" ").into_boxed_str(),
+            scopes: scopes.into_boxed_slice(),
+            roles: raw.roles.into_boxed_slice(),
             groups: if overage {
                 Groups::Overage
             } else {
-                Groups::Listed(raw.groups)
+                Groups::Listed(raw.groups.into_boxed_slice())
             },
-            wids: raw.wids,
-            acr: raw.acr,
-            amr: raw.amr,
-            acrs: raw.acrs,
-            idtyp: raw.idtyp,
-            token_id: raw.uti.or(raw.jti),
+            wids: raw.wids.into_boxed_slice(),
+            acr: boxed(raw.acr),
+            amr: raw.amr.into_boxed_slice(),
+            acrs: raw.acrs.into_boxed_slice(),
+            idtyp: boxed(raw.idtyp),
+            token_id: boxed(raw.uti.or(raw.jti)),
             handles_claims_challenge: raw.xms_cc.iter().any(|c| c.eq_ignore_ascii_case("cp1")),
             kind: classified.kind,
             is_on_behalf_of: classified.is_on_behalf_of,
-            blueprint: raw.xms_par_app_azp,
+            blueprint: boxed(raw.xms_par_app_azp),
         }
     }
 
@@ -281,6 +284,7 @@ impl VerifiedClaims {
     /// outside this crate only `token::verify` can make `VerifiedClaims`.
     pub(crate) fn unverified(issuer_name: &str, claims: serde_json::Value) -> Result<Self, String> {
         let raw: RawClaims = serde_json::from_value(claims).map_err(|e| e.to_string())?;
-        Ok(Self::from_raw(Arc::from(issuer_name), raw))
+        let iss = Arc::from(raw.iss.as_str());
+        Ok(Self::from_raw(Arc::from(issuer_name), iss, raw))
     }
 }

@@ -66,7 +66,7 @@ pub struct IssuerTrust {
     /// (and the cache entries it accepted); one that changes it makes a new one.
     id: u64,
     pub name: Arc<str>,
-    pub iss: String,
+    pub iss: Arc<str>,
     /// Entra tenant the `tid` claim must equal.
     pub tenant: Option<String>,
     /// Expected `ver` claim (Entra: "1.0" or "2.0").
@@ -92,7 +92,7 @@ impl IssuerTrust {
         Self {
             id: NEXT_TRUST_ID.fetch_add(1, Ordering::Relaxed),
             name,
-            iss: anchor.iss.clone(),
+            iss: Arc::from(anchor.iss.as_str()),
             tenant: anchor.tenant.clone(),
             version: anchor.version,
             key_issuers: anchor.key_issuers.clone(),
@@ -122,7 +122,7 @@ struct AlgPeek {
 impl Verifier {
     pub fn new(trusts: Vec<Arc<IssuerTrust>>, cache: Option<TokenCache>) -> Self {
         let max_token_size = trusts.iter().map(|t| t.max_token_size).max().unwrap_or(0);
-        let trusts = trusts.into_iter().map(|t| (t.iss.clone(), t)).collect();
+        let trusts = trusts.into_iter().map(|t| (t.iss.to_string(), t)).collect();
         Self {
             trusts,
             max_token_size,
@@ -245,7 +245,7 @@ impl Verifier {
         }
         check_claims(trust, &raw, now)?;
         Ok((
-            VerifiedClaims::from_raw(trust.name.clone(), raw),
+            VerifiedClaims::from_raw(trust.name.clone(), trust.iss.clone(), raw),
             trust,
             generation,
         ))
