@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
             let (header, payload) = text.split_once('\n').unwrap_or((&text, ""));
             f.key.sign_raw(header, payload)
         }
-        _ => f.key.sign_raw(&f.header, &text),
+        _ => f.key.sign_raw(&f.header, &*text),
     };
     let _ = f.rt.block_on(f.snapshot.verifier.verify(&token));
 });
