@@ -15,6 +15,10 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// And longer than this: aws-lc verifies up to 8192 bits, and a huge modulus
 /// would make every verification expensive.
 pub const MAX_RSA_BITS: usize = 8192;
+/// Keys in one document. Identity providers publish a handful (Entra
+/// about ten); each usable key is parsed for up to six algorithms, so a
+/// document of thousands would cost its issuer's neighbours memory.
+pub const MAX_KEYS: usize = 64;
 
 const RSA_ALGORITHMS: [(Algorithm, &sig::RsaParameters); 6] = [
     (Algorithm::RS256, &sig::RSA_PKCS1_2048_8192_SHA256),
@@ -86,6 +90,8 @@ pub enum JwksError {
     NoUsableKeys(String),
     #[error("JWKS has two keys with kid {0:?}")]
     DuplicateKid(String),
+    #[error("JWKS has {0} keys; at most {MAX_KEYS} are accepted")]
+    TooManyKeys(usize),
 }
 
 #[derive(Deserialize)]
@@ -114,6 +120,9 @@ struct JwkDoc {
 /// or broken set never replaces a good one.
 pub fn parse(body: &[u8], fetched_at: Instant) -> Result<(KeySet, Vec<String>), JwksError> {
     let doc: JwksDoc = serde_json::from_slice(body).map_err(|e| JwksError::Json(e.to_string()))?;
+    if doc.keys.len() > MAX_KEYS {
+        return Err(JwksError::TooManyKeys(doc.keys.len()));
+    }
     let mut keys = HashMap::new();
     let mut skipped = Vec::new();
     let mut material: Vec<String> = Vec::new();
@@ -324,6 +333,21 @@ mod tests {
             parse(b"not json", Instant::now()),
             Err(JwksError::Json(_))
         ));
+    }
+
+    #[test]
+    fn a_document_of_too_many_keys_is_refused_before_any_is_parsed() {
+        let keys = (0..=MAX_KEYS)
+            .map(|i| rsa_jwk(&i.to_string(), 2048))
+            .collect();
+        assert_eq!(
+            parse(&doc(keys), Instant::now()).err(),
+            Some(JwksError::TooManyKeys(MAX_KEYS + 1))
+        );
+        let keys = (0..MAX_KEYS)
+            .map(|i| rsa_jwk(&i.to_string(), 2048))
+            .collect();
+        assert_eq!(parse(&doc(keys), Instant::now()).unwrap().0.len(), MAX_KEYS);
     }
 
     #[test]
