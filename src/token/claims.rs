@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::identity::{ClassifyInput, IdentityKind, classify};
+use super::intern::Interner;
 
 /// The serde view of a payload. Struct deserialization refuses duplicate
 /// keys for every field named here.
@@ -68,7 +69,7 @@ pub(super) enum Audience {
 /// Group membership as the token states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Groups {
-    Listed(Box<[String]>),
+    Listed(Arc<[String]>),
     /// Too many groups for the token (overage): membership is unknown, never
     /// "no groups".
     Overage,
@@ -76,8 +77,10 @@ pub enum Groups {
 
 /// Claims of a token that passed every check, with the caller's identity.
 /// Only `token::verify` makes one; the fields are private so no other code
-/// can forge it. Kept compact (boxed strings and slices, the issuer shared
-/// with its trust): up to `token_cache.capacity` of them stay in memory.
+/// can forge it. Kept compact: up to `token_cache.capacity` of them stay in
+/// memory. Values that repeat across tokens (tenant, client app, scopes,
+/// roles, authentication methods…) are shared through an [`Interner`];
+/// only the per-token ids are the token's own.
 #[derive(Debug)]
 pub struct VerifiedClaims {
     issuer_name: Arc<str>,
@@ -87,31 +90,36 @@ pub struct VerifiedClaims {
     auth_time: Option<u64>,
     sub: Option<Box<str>>,
     oid: Option<Box<str>>,
-    tid: Option<Box<str>>,
-    client_app: Option<Box<str>>,
+    tid: Option<Arc<str>>,
+    client_app: Option<Arc<str>>,
     client_authenticated: bool,
-    scopes: Box<[String]>,
-    roles: Box<[String]>,
+    scopes: Arc<[String]>,
+    roles: Arc<[String]>,
     /// `scopes` and `roles` space-separated, built once for the identity
     /// headers (a cached token is forwarded many times).
-    scopes_text: Box<str>,
-    roles_text: Box<str>,
+    scopes_text: Arc<str>,
+    roles_text: Arc<str>,
     groups: Groups,
-    wids: Box<[String]>,
-    acr: Option<Box<str>>,
-    amr: Box<[String]>,
-    acrs: Box<[String]>,
-    idtyp: Option<Box<str>>,
+    wids: Arc<[String]>,
+    acr: Option<Arc<str>>,
+    amr: Arc<[String]>,
+    acrs: Arc<[String]>,
+    idtyp: Option<Arc<str>>,
     token_id: Option<Box<str>>,
     handles_claims_challenge: bool,
     kind: IdentityKind,
     is_on_behalf_of: bool,
-    blueprint: Option<Box<str>>,
+    blueprint: Option<Arc<str>>,
 }
 
 impl VerifiedClaims {
     /// `iss` is the accepting trust's (the token's `iss` equals it).
-    pub(super) fn from_raw(issuer_name: Arc<str>, iss: Arc<str>, raw: RawClaims) -> Self {
+    pub(super) fn from_raw(
+        issuer_name: Arc<str>,
+        iss: Arc<str>,
+        raw: RawClaims,
+        shared: &Interner,
+    ) -> Self {
         let scopes: Vec<String> = raw
             .scp
             .as_deref()
@@ -135,6 +143,7 @@ impl VerifiedClaims {
             .is_some_and(|n| n.contains_key("groups"));
         let client_auth = raw.azpacr.as_deref().or(raw.appidacr.as_deref());
         let boxed = |s: Option<String>| s.map(String::into_boxed_str);
+        let str = |s: Option<String>| s.map(|s| shared.str(&s));
         Self {
             issuer_name,
             iss,
@@ -143,29 +152,29 @@ impl VerifiedClaims {
             auth_time: raw.auth_time,
             sub: boxed(raw.sub),
             oid: boxed(raw.oid),
-            tid: raw.tid.map(|t| t.to_ascii_lowercase().into_boxed_str()),
-            client_app: boxed(raw.azp.or(raw.appid)),
+            tid: raw.tid.map(|t| shared.str(&t.to_ascii_lowercase())),
+            client_app: str(raw.azp.or(raw.appid)),
             // "0" = public client: the client id is not proven.
             client_authenticated: matches!(client_auth, Some("1" | "2")),
-            scopes_text: scopes.join(" ").into_boxed_str(),
-            roles_text: raw.roles.join(" ").into_boxed_str(),
-            scopes: scopes.into_boxed_slice(),
-            roles: raw.roles.into_boxed_slice(),
+            scopes_text: shared.str(&scopes.join(" ")),
+            roles_text: shared.str(&raw.roles.join(" ")),
+            scopes: shared.list(&scopes),
+            roles: shared.list(&raw.roles),
             groups: if overage {
                 Groups::Overage
             } else {
-                Groups::Listed(raw.groups.into_boxed_slice())
+                Groups::Listed(shared.list(&raw.groups))
             },
-            wids: raw.wids.into_boxed_slice(),
-            acr: boxed(raw.acr),
-            amr: raw.amr.into_boxed_slice(),
-            acrs: raw.acrs.into_boxed_slice(),
-            idtyp: boxed(raw.idtyp),
+            wids: shared.list(&raw.wids),
+            acr: str(raw.acr),
+            amr: shared.list(&raw.amr),
+            acrs: shared.list(&raw.acrs),
+            idtyp: str(raw.idtyp),
             token_id: boxed(raw.uti.or(raw.jti)),
             handles_claims_challenge: raw.xms_cc.iter().any(|c| c.eq_ignore_ascii_case("cp1")),
             kind: classified.kind,
             is_on_behalf_of: classified.is_on_behalf_of,
-            blueprint: boxed(raw.xms_par_app_azp),
+            blueprint: str(raw.xms_par_app_azp),
         }
     }
 
@@ -285,6 +294,11 @@ impl VerifiedClaims {
     pub(crate) fn unverified(issuer_name: &str, claims: serde_json::Value) -> Result<Self, String> {
         let raw: RawClaims = serde_json::from_value(claims).map_err(|e| e.to_string())?;
         let iss = Arc::from(raw.iss.as_str());
-        Ok(Self::from_raw(Arc::from(issuer_name), iss, raw))
+        Ok(Self::from_raw(
+            Arc::from(issuer_name),
+            iss,
+            raw,
+            &Interner::default(),
+        ))
     }
 }

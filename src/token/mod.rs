@@ -8,6 +8,7 @@ mod cache;
 mod claims;
 mod extract;
 mod identity;
+mod intern;
 mod verify;
 
 pub use cache::{TokenCache, TokenDigest};

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use super::TokenError;
 use super::cache::{TokenCache, TokenDigest};
 use super::claims::{Audience, RawClaims, VerifiedClaims};
+use super::intern::Interner;
 use crate::keys::{KeyLookup, KeySource};
 
 /// Why verification did not produce claims.
@@ -112,6 +113,8 @@ pub struct Verifier {
     /// The largest per-issuer limit: checked before any parsing.
     max_token_size: usize,
     cache: Option<TokenCache>,
+    /// Claim values shared among the tokens this verifier accepts.
+    shared: Interner,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +130,7 @@ impl Verifier {
             trusts,
             max_token_size,
             cache,
+            shared: Interner::default(),
         }
     }
 
@@ -245,7 +249,7 @@ impl Verifier {
         }
         check_claims(trust, &raw, now)?;
         Ok((
-            VerifiedClaims::from_raw(trust.name.clone(), trust.iss.clone(), raw),
+            VerifiedClaims::from_raw(trust.name.clone(), trust.iss.clone(), raw, &self.shared),
             trust,
             generation,
         ))

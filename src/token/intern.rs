@@ -1,0 +1,100 @@
+//! Shared claim values. Tokens in the cache repeat the same tenant, client
+//! app, scope set and authentication methods across users (and every field
+//! but the ids across one user's tokens); each distinct value is kept once
+//! and shared by `Arc`.
+//!
+//! The table holds weak references, so a value lives only as long as some
+//! cached token uses it; dead entries are swept when the table has doubled
+//! since the last sweep. It is used on cache misses only (after a signature
+//! check), never on the hit path.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+/// Interns `str`s and string lists.
+#[derive(Default)]
+pub(super) struct Interner {
+    strs: Mutex<Table<str>>,
+    lists: Mutex<Table<[String]>>,
+}
+
+struct Table<T: ?Sized> {
+    values: HashMap<Box<T>, Weak<T>>,
+    /// Live values at the last sweep: the next sweep is due at twice this.
+    live: usize,
+}
+
+impl<T: ?Sized> Default for Table<T> {
+    fn default() -> Self {
+        Self {
+            values: HashMap::new(),
+            live: 0,
+        }
+    }
+}
+
+impl<T: ?Sized + Eq + Hash> Table<T>
+where
+    Box<T>: for<'a> From<&'a T>,
+    Arc<T>: for<'a> From<&'a T>,
+{
+    fn get(&mut self, value: &T) -> Arc<T> {
+        if let Some(shared) = self.values.get(value).and_then(Weak::upgrade) {
+            return shared;
+        }
+        let shared = Arc::from(value);
+        self.values
+            .insert(Box::from(value), Arc::downgrade(&shared));
+        if self.values.len() > 2 * self.live.max(64) {
+            self.values.retain(|_, weak| weak.strong_count() > 0);
+            self.live = self.values.len();
+        }
+        shared
+    }
+}
+
+fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave the table inconsistent: every
+    // operation on it completes or changes nothing.
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Interner {
+    pub fn str(&self, value: &str) -> Arc<str> {
+        lock(&self.strs).get(value)
+    }
+
+    pub fn list(&self, values: &[String]) -> Arc<[String]> {
+        lock(&self.lists).get(values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_values_are_one_allocation_while_in_use() {
+        let interner = Interner::default();
+        let a = interner.str("tenant");
+        let b = interner.str(&String::from("tenant"));
+        assert!(Arc::ptr_eq(&a, &b));
+        let list = vec!["Models.Read".to_owned(), "Models.Invoke".to_owned()];
+        assert!(Arc::ptr_eq(&interner.list(&list), &interner.list(&list)));
+        assert!(!Arc::ptr_eq(&a, &interner.str("other")));
+    }
+
+    #[test]
+    fn values_no_token_uses_are_swept() {
+        let interner = Interner::default();
+        let kept = interner.str("kept");
+        for i in 0..10_000 {
+            let _dropped = interner.str(&format!("value {i}"));
+        }
+        let table = lock(&interner.strs);
+        assert!(table.values.len() <= 2 * 64 + 1, "{}", table.values.len());
+        drop(table);
+        assert!(Arc::ptr_eq(&kept, &interner.str("kept")));
+    }
+}
