@@ -158,17 +158,17 @@ impl VerifiedClaims {
             client_authenticated: matches!(client_auth, Some("1" | "2")),
             scopes_text: shared.str(&scopes.join(" ")),
             roles_text: shared.str(&raw.roles.join(" ")),
-            scopes: shared.list(&scopes),
-            roles: shared.list(&raw.roles),
+            scopes: shared.list(scopes),
+            roles: shared.list(raw.roles),
             groups: if overage {
                 Groups::Overage
             } else {
-                Groups::Listed(shared.list(&raw.groups))
+                Groups::Listed(shared.list(raw.groups))
             },
-            wids: shared.list(&raw.wids),
+            wids: shared.list(raw.wids),
             acr: str(raw.acr),
-            amr: shared.list(&raw.amr),
-            acrs: shared.list(&raw.acrs),
+            amr: shared.list(raw.amr),
+            acrs: shared.list(raw.acrs),
             idtyp: str(raw.idtyp),
             token_id: boxed(raw.uti.or(raw.jti)),
             handles_claims_challenge: raw.xms_cc.iter().any(|c| c.eq_ignore_ascii_case("cp1")),
@@ -298,7 +298,7 @@ impl VerifiedClaims {
             Arc::from(issuer_name),
             iss,
             raw,
-            &Interner::default(),
+            &Interner::off(),
         ))
     }
 }

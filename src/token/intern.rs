@@ -8,15 +8,19 @@
 //! since the last sweep. It is used on cache misses only (after a signature
 //! check), never on the hit path.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 /// Interns `str`s and string lists.
 #[derive(Default)]
 pub(super) struct Interner {
     strs: Mutex<Table<str>>,
     lists: Mutex<Table<[String]>>,
+    /// Every value its own allocation: where claims do not outlive their
+    /// request (no token cache), sharing would only cost the lookups.
+    off: bool,
 }
 
 struct Table<T: ?Sized> {
@@ -37,15 +41,25 @@ impl<T: ?Sized> Default for Table<T> {
 impl<T: ?Sized + Eq + Hash> Table<T>
 where
     Box<T>: for<'a> From<&'a T>,
-    Arc<T>: for<'a> From<&'a T>,
 {
-    fn get(&mut self, value: &T) -> Arc<T> {
-        if let Some(shared) = self.values.get(value).and_then(Weak::upgrade) {
+    /// The shared copy of `value`, made from `value` itself (moved, where
+    /// the caller owns it) when there is none in use.
+    fn get<V: Borrow<T>>(&mut self, value: V) -> Arc<T>
+    where
+        Arc<T>: From<V>,
+    {
+        if let Some(weak) = self.values.get_mut(value.borrow()) {
+            if let Some(shared) = weak.upgrade() {
+                return shared;
+            }
+            // Known but no longer used: the key stays, the value is new.
+            let shared = Arc::from(value);
+            *weak = Arc::downgrade(&shared);
             return shared;
         }
         let shared = Arc::from(value);
         self.values
-            .insert(Box::from(value), Arc::downgrade(&shared));
+            .insert(Box::from(&*shared), Arc::downgrade(&shared));
         if self.values.len() > 2 * self.live.max(64) {
             self.values.retain(|_, weak| weak.strong_count() > 0);
             self.live = self.values.len();
@@ -61,11 +75,31 @@ fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Interner {
+    pub fn off() -> Self {
+        Self {
+            off: true,
+            ..Self::default()
+        }
+    }
+
     pub fn str(&self, value: &str) -> Arc<str> {
+        if self.off {
+            return Arc::from(value);
+        }
         lock(&self.strs).get(value)
     }
 
-    pub fn list(&self, values: &[String]) -> Arc<[String]> {
+    /// Takes the list, so that a new one keeps its strings rather than
+    /// copying them.
+    pub fn list(&self, values: Vec<String>) -> Arc<[String]> {
+        // Most lists are empty (no groups, no wids, …): one for all.
+        static EMPTY: OnceLock<Arc<[String]>> = OnceLock::new();
+        if values.is_empty() {
+            return EMPTY.get_or_init(|| Arc::from(Vec::new())).clone();
+        }
+        if self.off {
+            return Arc::from(values);
+        }
         lock(&self.lists).get(values)
     }
 }
@@ -81,8 +115,14 @@ mod tests {
         let b = interner.str(&String::from("tenant"));
         assert!(Arc::ptr_eq(&a, &b));
         let list = vec!["Models.Read".to_owned(), "Models.Invoke".to_owned()];
-        assert!(Arc::ptr_eq(&interner.list(&list), &interner.list(&list)));
+        assert!(Arc::ptr_eq(
+            &interner.list(list.clone()),
+            &interner.list(list)
+        ));
         assert!(!Arc::ptr_eq(&a, &interner.str("other")));
+        let off = Interner::off();
+        assert!(!Arc::ptr_eq(&off.str("tenant"), &off.str("tenant")));
+        assert_eq!(*off.str("tenant"), *a);
     }
 
     #[test]

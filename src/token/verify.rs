@@ -126,11 +126,16 @@ impl Verifier {
     pub fn new(trusts: Vec<Arc<IssuerTrust>>, cache: Option<TokenCache>) -> Self {
         let max_token_size = trusts.iter().map(|t| t.max_token_size).max().unwrap_or(0);
         let trusts = trusts.into_iter().map(|t| (t.iss.to_string(), t)).collect();
+        // Claims outlive their request only in the cache.
+        let shared = match cache {
+            Some(_) => Interner::default(),
+            None => Interner::off(),
+        };
         Self {
             trusts,
             max_token_size,
             cache,
-            shared: Interner::default(),
+            shared,
         }
     }
 
