@@ -6,7 +6,6 @@
 //! task; triggers that arrive while a reload runs are answered by the next
 //! one, so a burst costs at most two reloads.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditStatus;
-use crate::config::{AuditFileConfig, Config, ConfigError, Limits, LoggingConfig, TlsConfig};
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::snapshot::{KeyEnv, Snapshot};
 
@@ -366,141 +365,93 @@ struct Built {
 }
 
 /// What only a restart changes: listeners, timeouts of the listeners,
-/// logging, the audit sinks, the revocation file's path, the
-/// connection-level limits.
+/// worker threads, logging, the audit sinks, the revocation file's path, the
+/// connection-level limits (`max_uri_bytes` changes live). Each field by its
+/// path in the file and its value as a refusal shows it: two configs agree
+/// on a field when they show it alike.
 #[derive(Debug)]
-pub struct Fixed {
-    listen: SocketAddr,
-    admin_listen: SocketAddr,
-    tls: Option<TlsConfig>,
-    worker_threads: Option<usize>,
-    client_header_timeout: Duration,
-    idle_timeout: Duration,
-    drain_timeout: Duration,
-    logging: LoggingConfig,
-    audit_stdout: bool,
-    audit_file: Option<AuditFileConfig>,
-    revocation_file: Option<PathBuf>,
-    /// `max_uri_bytes` changes live and is not compared.
-    limits: Limits,
-}
+pub struct Fixed([(&'static str, String); 14]);
 
 impl Fixed {
     pub fn of(config: &Config) -> Self {
         let server = &config.server;
-        Self {
-            listen: server.listen,
-            admin_listen: server.admin_listen,
-            tls: server.tls.clone(),
-            worker_threads: server.worker_threads,
-            client_header_timeout: server.client_header_timeout,
-            idle_timeout: server.idle_timeout,
-            drain_timeout: server.drain_timeout,
-            logging: config.logging.clone(),
-            audit_stdout: config.audit.stdout,
-            audit_file: config.audit.file.clone(),
-            revocation_file: config.revocation_file.clone(),
-            limits: config.limits,
-        }
-    }
-
-    /// Each field `next` changes, by its path in the file.
-    pub fn changes(&self, next: &Self) -> Vec<ConfigError> {
-        let sink = |stdout: bool, file: &Option<AuditFileConfig>| match (stdout, file) {
-            (false, None) => "off".to_owned(),
-            (true, None) => "stdout".to_owned(),
-            (stdout, Some(f)) => format!(
-                "{}{}, max_file_bytes {}, keep_files {}",
-                if stdout { "stdout and " } else { "" },
-                f.path.display(),
-                f.max_bytes,
-                f.keep
-            ),
-        };
-        let (a, b) = (&self.limits, &next.limits);
-        // (path, unchanged, the running value as the error shows it)
-        let fields = [
-            (
-                "server.listen",
-                self.listen == next.listen,
-                self.listen.to_string(),
-            ),
-            (
-                "server.admin_listen",
-                self.admin_listen == next.admin_listen,
-                self.admin_listen.to_string(),
-            ),
+        let limits = &config.limits;
+        let audit = &config.audit;
+        let path = |p: &Path| p.display().to_string();
+        Self([
+            ("server.listen", server.listen.to_string()),
+            ("server.admin_listen", server.admin_listen.to_string()),
             (
                 "server.tls",
-                self.tls == next.tls,
-                self.tls.as_ref().map_or("off".into(), |t| {
-                    format!("cert {}, key {}", t.cert.display(), t.key.display())
+                server.tls.as_ref().map_or("off".into(), |t| {
+                    format!("cert {}, key {}", path(&t.cert), path(&t.key))
                 }),
             ),
             (
                 "server.worker_threads",
-                self.worker_threads == next.worker_threads,
-                self.worker_threads
+                server
+                    .worker_threads
                     .map_or("one per CPU".into(), |n| n.to_string()),
             ),
             (
                 "server.client_header_timeout",
-                self.client_header_timeout == next.client_header_timeout,
-                format!("{:?}", self.client_header_timeout),
+                format!("{:?}", server.client_header_timeout),
             ),
-            (
-                "server.idle_timeout",
-                self.idle_timeout == next.idle_timeout,
-                format!("{:?}", self.idle_timeout),
-            ),
+            ("server.idle_timeout", format!("{:?}", server.idle_timeout)),
             (
                 "server.drain_timeout",
-                self.drain_timeout == next.drain_timeout,
-                format!("{:?}", self.drain_timeout),
+                format!("{:?}", server.drain_timeout),
             ),
             (
                 "logging",
-                self.logging == next.logging,
-                format!("level {:?}", self.logging.level),
+                format!(
+                    "level {:?}, {}",
+                    config.logging.level,
+                    if config.logging.json { "json" } else { "text" }
+                ),
             ),
             (
                 "audit.sink",
-                self.audit_stdout == next.audit_stdout && self.audit_file == next.audit_file,
-                sink(self.audit_stdout, &self.audit_file),
+                match (audit.stdout, &audit.file) {
+                    (false, None) => "off".to_owned(),
+                    (true, None) => "stdout".to_owned(),
+                    (stdout, Some(f)) => format!(
+                        "{}{}, max_file_bytes {}, keep_files {}",
+                        if stdout { "stdout and " } else { "" },
+                        path(&f.path),
+                        f.max_bytes,
+                        f.keep
+                    ),
+                },
             ),
             (
                 "limits.max_header_bytes",
-                a.max_header_bytes == b.max_header_bytes,
-                a.max_header_bytes.to_string(),
+                limits.max_header_bytes.to_string(),
             ),
-            (
-                "limits.max_headers",
-                a.max_headers == b.max_headers,
-                a.max_headers.to_string(),
-            ),
-            (
-                "limits.max_connections",
-                a.max_connections == b.max_connections,
-                a.max_connections.to_string(),
-            ),
+            ("limits.max_headers", limits.max_headers.to_string()),
+            ("limits.max_connections", limits.max_connections.to_string()),
             (
                 "limits.max_concurrent_streams",
-                a.max_concurrent_streams == b.max_concurrent_streams,
-                a.max_concurrent_streams.to_string(),
+                limits.max_concurrent_streams.to_string(),
             ),
             (
                 "revocation.file",
-                self.revocation_file == next.revocation_file,
-                self.revocation_file
-                    .as_ref()
-                    .map_or("none".into(), |p| p.display().to_string()),
+                config
+                    .revocation_file
+                    .as_deref()
+                    .map_or("none".into(), path),
             ),
-        ];
-        fields
-            .into_iter()
-            .filter(|(_, unchanged, _)| !unchanged)
-            .map(|(path, _, running)| ConfigError {
-                path: path.into(),
+        ])
+    }
+
+    /// Each field `next` changes, by its path in the file.
+    pub fn changes(&self, next: &Self) -> Vec<ConfigError> {
+        self.0
+            .iter()
+            .zip(&next.0)
+            .filter(|((_, running), (_, wanted))| running != wanted)
+            .map(|((path, running), _)| ConfigError {
+                path: (*path).into(),
                 message: format!("cannot change without a restart (running: {running})"),
             })
             .collect()
