@@ -29,21 +29,19 @@ pub fn extract_bearer<'a>(
     if values.next().is_some() {
         return Err(BearerError::InvalidRequest);
     }
-    let value = value.as_bytes();
-    let (scheme, rest) = match value.iter().position(|b| *b == b' ') {
-        Some(at) => (&value[..at], &value[at + 1..]),
-        None => (value, &b""[..]),
+    let bytes = value.as_bytes();
+    let (scheme, rest) = match bytes.iter().position(|b| *b == b' ') {
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (bytes, &b""[..]),
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         // Another scheme (Basic, SharedKey, …) is not a bearer credential,
         // unless the header is not even text.
-        return match value
-            .iter()
-            .all(|b| (b' '..=b'~').contains(b) || *b == b'\t')
-        {
-            true => Err(BearerError::Missing),
-            false => Err(BearerError::InvalidRequest),
-        };
+        return Err(if value.to_str().is_ok() {
+            BearerError::Missing
+        } else {
+            BearerError::InvalidRequest
+        });
     }
     let start = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
     let token = &rest[start..];
@@ -98,6 +96,19 @@ mod tests {
             h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn a_header_that_is_not_text_is_a_bad_request_whatever_its_scheme() {
+        for value in [&b"Basic \xff\xfe"[..], b"Bearer \xffabc"] {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+            assert_eq!(
+                extract_bearer(&h, None),
+                Err(BearerError::InvalidRequest),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
