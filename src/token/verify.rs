@@ -109,7 +109,7 @@ impl IssuerTrust {
 
 /// Verifies tokens for every configured issuer. Cheap to share (`Arc`).
 pub struct Verifier {
-    trusts: HashMap<String, Arc<IssuerTrust>>,
+    trusts: HashMap<Arc<str>, Arc<IssuerTrust>>,
     /// The largest per-issuer limit: checked before any parsing.
     max_token_size: usize,
     cache: Option<TokenCache>,
@@ -125,7 +125,7 @@ struct AlgPeek {
 impl Verifier {
     pub fn new(trusts: Vec<Arc<IssuerTrust>>, cache: Option<TokenCache>) -> Self {
         let max_token_size = trusts.iter().map(|t| t.max_token_size).max().unwrap_or(0);
-        let trusts = trusts.into_iter().map(|t| (t.iss.to_string(), t)).collect();
+        let trusts = trusts.into_iter().map(|t| (t.iss.clone(), t)).collect();
         // Claims outlive their request only in the cache.
         let shared = match cache {
             Some(_) => Interner::default(),
@@ -217,7 +217,10 @@ impl Verifier {
         let parts = Parts::split(token)?;
         let header = decode_header(token, parts.header)?;
         let raw = decode_payload(parts.payload)?;
-        let trust = self.trusts.get(&raw.iss).ok_or(TokenError::UnknownIssuer)?;
+        let trust = self
+            .trusts
+            .get(raw.iss.as_str())
+            .ok_or(TokenError::UnknownIssuer)?;
         if token.len() > trust.max_token_size {
             return Err(TokenError::Oversize.into());
         }
@@ -348,12 +351,7 @@ fn check_header(trust: &IssuerTrust, header: &Header) -> Result<(), TokenError> 
 /// the Entra ones. `iss` needs no check: it chose the trust.
 fn check_claims(trust: &IssuerTrust, raw: &RawClaims, now: u64) -> Result<(), TokenError> {
     let exp = raw.exp.ok_or(TokenError::MissingExp)?;
-    if exp < now.saturating_sub(trust.clock_skew) {
-        return Err(TokenError::Expired);
-    }
-    if raw.nbf.is_some_and(|nbf| nbf > now + trust.clock_skew) {
-        return Err(TokenError::NotYetValid);
-    }
+    check_lifetime(exp, raw.nbf, now, trust.clock_skew)?;
     let audience_ok = match &raw.aud {
         Some(Audience::One(aud)) => trust.audiences.contains(aud),
         Some(Audience::Many(auds)) => auds.iter().any(|a| trust.audiences.contains(a)),
@@ -380,6 +378,18 @@ fn check_claims(trust: &IssuerTrust, raw: &RawClaims, now: u64) -> Result<(), To
         && ver != expected
     {
         return Err(TokenError::InvalidClaims);
+    }
+    Ok(())
+}
+
+/// `exp` and `nbf` at `now`, each allowed `skew` seconds of clock
+/// difference (RFC 7519 §4.1.4, §4.1.5).
+fn check_lifetime(exp: u64, nbf: Option<u64>, now: u64, skew: u64) -> Result<(), TokenError> {
+    if exp < now.saturating_sub(skew) {
+        return Err(TokenError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+        return Err(TokenError::NotYetValid);
     }
     Ok(())
 }
@@ -411,6 +421,26 @@ mod tests {
         assert_eq!(
             decode_payload(&payload(good)).map(|c| c.iss),
             Ok("https://idp".into())
+        );
+    }
+
+    #[test]
+    fn the_lifetime_allows_the_clock_skew_at_both_ends_and_no_more() {
+        let (now, skew) = (1_000_000, 60);
+        assert_eq!(check_lifetime(now - 60, None, now, skew), Ok(()));
+        assert_eq!(
+            check_lifetime(now - 61, None, now, skew),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(check_lifetime(now + 600, Some(now + 60), now, skew), Ok(()));
+        assert_eq!(
+            check_lifetime(now + 600, Some(now + 61), now, skew),
+            Err(TokenError::NotYetValid)
+        );
+        // No skew means none: a token that expired a second ago is refused.
+        assert_eq!(
+            check_lifetime(now - 1, None, now, 0),
+            Err(TokenError::Expired)
         );
     }
 
