@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             };
             portcullis::telemetry::init(&config.logging);
             let workers = config.server.worker_threads;
-            block_on_with(workers, portcullis::app::run(config))
+            block_on(workers, portcullis::app::run(config))
         }
         Command::Explain(args) => explain(args),
         Command::Audit {
@@ -102,16 +102,16 @@ fn main() -> ExitCode {
             tokens,
             token_alg,
             ..
-        } => block_on(portcullis::dev::run_fixtures(
-            tokens,
-            matches!(token_alg, TokenAlg::Es256),
-        )),
+        } => block_on(
+            None,
+            portcullis::dev::run_fixtures(tokens, matches!(token_alg, TokenAlg::Es256)),
+        ),
         Command::Dev {
             listen,
             admin_listen,
             fixtures_only: false,
             ..
-        } => block_on(portcullis::dev::run(listen, admin_listen)),
+        } => block_on(None, portcullis::dev::run(listen, admin_listen)),
     }
 }
 
@@ -301,13 +301,9 @@ fn config_errors(path: &std::path::Path, errors: &portcullis::config::ConfigErro
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    block_on_with(None, work)
-}
-
 /// Runs `work` on a multi-thread runtime with `workers` threads (default:
 /// one per CPU the process may use).
-fn block_on_with(
+fn block_on(
     workers: Option<usize>,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
