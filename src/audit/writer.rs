@@ -158,11 +158,12 @@ impl Auditor {
 
     /// Starts the record of one request; it is sent when the returned
     /// guard finishes or is dropped.
-    pub fn begin(&self, record: Record) -> Pending {
+    /// `started` is when the request arrived (the record's duration).
+    pub fn begin(&self, record: Record, started: Instant) -> Pending {
         Pending {
             record: Some(Box::new(record)),
             auditor: self.clone(),
-            started: Instant::now(),
+            started,
             bytes_in: None,
         }
     }
@@ -215,7 +216,7 @@ impl Pending {
     pub fn fork(&self, edit: impl FnOnce(&mut Record)) -> Option<Pending> {
         let mut record = self.record.as_deref()?.clone();
         edit(&mut record);
-        Some(self.auditor.begin(record))
+        Some(self.auditor.begin(record, Instant::now()))
     }
 
     pub fn finish(mut self, end: End) {

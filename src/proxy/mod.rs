@@ -104,6 +104,9 @@ impl Gateway {
         // One config generation per request, held to the end.
         let snapshot = self.snapshot.load_full();
         let started = Instant::now();
+        // One reading of the wall clock: the audit record's time and the
+        // time policies are evaluated at.
+        let now = std::time::SystemTime::now();
         // Decremented on drop, so a client that disconnects mid-request is
         // not counted forever.
         let _in_flight = InFlight::enter(self.metrics.in_flight());
@@ -113,10 +116,13 @@ impl Gateway {
         // Why: begun before anything can fail or be abandoned, so that
         // every request that reached us leaves exactly one record.
         let mut pending = self.auditor.as_ref().map(|a| {
-            a.begin(Record::new(
-                request_info(&parts, &request_id, client_ip),
-                snapshot.version.clone(),
-            ))
+            a.begin(
+                Record::new(
+                    request_info(&parts, &request_id, client_ip, now),
+                    snapshot.version.clone(),
+                ),
+                started,
+            )
         });
         let mut decision = Decision::pending();
         let outcome = match &self.auditor {
@@ -131,6 +137,7 @@ impl Gateway {
                     body,
                     conn,
                     client_ip,
+                    now,
                     &request_id,
                     &mut decision,
                     pending.as_mut(),
@@ -182,6 +189,7 @@ impl Gateway {
         body: Incoming,
         conn: ClientConn,
         client_ip: std::net::IpAddr,
+        now: std::time::SystemTime,
         request_id: &HeaderValue,
         decision: &mut Decision,
         pending: Option<&mut Pending>,
@@ -189,7 +197,7 @@ impl Gateway {
         let revoked = self.revocations.current().clone();
         let circumstances = pipeline::Circumstances {
             client_ip,
-            now: std::time::SystemTime::now(),
+            now,
             revoked: &revoked,
         };
         let (decided, admitted) = pipeline::admit(snapshot, &parts, circumstances).await;
@@ -208,9 +216,12 @@ impl Gateway {
             decision.verdict = Err(Rejection::BodyTooLarge);
             return self.reject(snapshot, decision, request_id);
         }
+        // A request without a body (most GETs) has no bytes to count.
         let body = match pending {
-            Some(p) => audited::Metered::new(body, p.count_bytes_in()).boxed(),
-            None => body.map_err(Into::into).boxed(),
+            Some(p) if !hyper::body::Body::is_end_stream(&body) => {
+                audited::Metered::new(body, p.count_bytes_in()).boxed()
+            }
+            _ => body.map_err(Into::into).boxed(),
         };
         // A body without a length (chunked, HTTP/2) is cut at the limit:
         // the upstream sees an aborted request, the client a 413.
@@ -331,13 +342,9 @@ fn request_info(
     parts: &Parts,
     request_id: &HeaderValue,
     client_ip: std::net::IpAddr,
+    now: std::time::SystemTime,
 ) -> RequestInfo {
-    let mut info = RequestInfo::new(
-        std::time::SystemTime::now(),
-        parts.method.clone(),
-        parts.version,
-        client_ip,
-    );
+    let mut info = RequestInfo::new(now, parts.method.clone(), parts.version, client_ip);
     info.set(Field::RequestId, request_id.as_bytes());
     info.set(Field::Path, parts.uri.path().as_bytes());
     match parts.headers.get(http::header::HOST) {
