@@ -3,21 +3,27 @@
 //! but the ids across one user's tokens); each distinct value is kept once
 //! and shared by `Arc`.
 //!
-//! The table holds weak references, so a value lives only as long as some
-//! cached token uses it; dead entries are swept when the table has doubled
+//! Whole [`Profile`]s are shared the same way: tokens of one app for one
+//! permission set differ only in their ids.
+//!
+//! The tables hold weak references, so a value lives only as long as some
+//! cached token uses it; dead entries are swept when a table has doubled
 //! since the last sweep. It is used on cache misses only (after a signature
 //! check), never on the hit path.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
-/// Interns `str`s and string lists.
+use super::claims::Profile;
+
+/// Interns `str`s, string lists and profiles.
 #[derive(Default)]
 pub(super) struct Interner {
     strs: Mutex<Table<str>>,
     lists: Mutex<Table<[String]>>,
+    profiles: Mutex<Profiles>,
     /// Every value its own allocation: where claims do not outlive their
     /// request (no token cache), sharing would only cost the lookups.
     off: bool,
@@ -68,6 +74,50 @@ where
     }
 }
 
+/// Profiles by hash, without a second copy of each as its key (a
+/// profile is some 250 bytes; its hash 8): a lookup compares the live
+/// profiles of one hash.
+#[derive(Default)]
+struct Profiles {
+    by_hash: HashMap<u64, Vec<Weak<Profile>>>,
+    hasher: RandomState,
+    /// Weak references at the last sweep: the next is due at twice this.
+    live: usize,
+    len: usize,
+}
+
+impl Profiles {
+    fn get(&mut self, profile: Profile) -> Arc<Profile> {
+        let hash = self.hasher.hash_one(&profile);
+        let same = self.by_hash.entry(hash).or_default();
+        if let Some(shared) = same
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|p| **p == profile)
+        {
+            return shared;
+        }
+        let shared = Arc::new(profile);
+        let weak = Arc::downgrade(&shared);
+        match same.iter_mut().find(|w| w.strong_count() == 0) {
+            Some(dead) => *dead = weak,
+            None => {
+                same.push(weak);
+                self.len += 1;
+            }
+        }
+        if self.len > 2 * self.live.max(64) {
+            self.by_hash.retain(|_, same| {
+                same.retain(|weak| weak.strong_count() > 0);
+                !same.is_empty()
+            });
+            self.len = self.by_hash.values().map(Vec::len).sum();
+            self.live = self.len;
+        }
+        shared
+    }
+}
+
 fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere cannot leave the table inconsistent: every
     // operation on it completes or changes nothing.
@@ -87,6 +137,19 @@ impl Interner {
             return Arc::from(value);
         }
         lock(&self.strs).get(value)
+    }
+
+    pub fn profile(&self, profile: Profile) -> Arc<Profile> {
+        if self.off {
+            return Arc::new(profile);
+        }
+        lock(&self.profiles).get(profile)
+    }
+
+    /// Profiles in the table, live or not yet swept.
+    #[cfg(test)]
+    pub fn profile_count(&self) -> usize {
+        lock(&self.profiles).len
     }
 
     /// Takes the list, so that a new one keeps its strings rather than
