@@ -156,9 +156,9 @@ impl Auditor {
         }
     }
 
-    /// Starts the record of one request; it is sent when the returned
-    /// guard finishes or is dropped.
-    /// `started` is when the request arrived (the record's duration).
+    /// Starts the record of one request, which arrived at `started` (its
+    /// duration counts from there); it is sent when the returned guard
+    /// finishes or is dropped.
     pub fn begin(&self, record: Record, started: Instant) -> Pending {
         Pending {
             record: Some(Box::new(record)),

@@ -125,11 +125,18 @@ mod tests {
         Arc::new(VerifiedClaims::unverified("idp", json).unwrap())
     }
 
-    #[test]
-    fn hits_recheck_expiry_with_the_issuer_skew() {
+    /// A 300-second cache holding one token (trust 3, key generation 7),
+    /// cached at 900.
+    fn holding(exp: u64, skew: u64) -> (TokenCache, TokenDigest) {
         let cache = TokenCache::new(10, Duration::from_secs(300));
         let key = TokenCache::digest("token");
-        cache.insert(key, claims(1_000), 7, 900, 60, 1);
+        cache.insert(key, claims(exp), 7, 900, skew, 3);
+        (cache, key)
+    }
+
+    #[test]
+    fn hits_recheck_expiry_with_the_issuer_skew() {
+        let (cache, key) = holding(1_000, 60);
         assert!(cache.get(&key, 950).is_some());
         assert!(cache.get(&key, 1_060).is_some(), "within skew");
         assert!(
@@ -140,18 +147,14 @@ mod tests {
 
     #[test]
     fn entries_carry_their_trust_and_key_generation() {
-        let cache = TokenCache::new(10, Duration::from_secs(300));
-        let key = TokenCache::digest("token");
-        cache.insert(key, claims(2_000), 7, 900, 0, 3);
+        let (cache, key) = holding(2_000, 0);
         let (_, trust, generation) = cache.get(&key, 950).unwrap();
         assert_eq!((trust, generation), (3, 7));
     }
 
     #[test]
     fn the_ttl_ends_an_entry_however_long_its_token_lives() {
-        let cache = TokenCache::new(10, Duration::from_secs(300));
-        let key = TokenCache::digest("token");
-        cache.insert(key, claims(5_000), 1, 900, 0, 1);
+        let (cache, key) = holding(5_000, 0);
         assert!(cache.get(&key, 1_199).is_some());
         assert!(cache.get(&key, 1_200).is_none(), "TTL over");
         assert!(cache.entries.is_empty(), "removed when found expired");
@@ -197,10 +200,9 @@ mod tests {
 
     #[test]
     fn already_expired_tokens_are_not_cached() {
-        let cache = TokenCache::new(10, Duration::from_secs(300));
-        let key = TokenCache::digest("token");
-        cache.insert(key, claims(900), 1, 900, 60, 1);
-        assert_eq!(cache.entry_count(), 0);
+        let (cache, _) = holding(900, 60);
+        // The raw length: counting would sweep it anyway.
+        assert!(cache.entries.is_empty());
     }
 
     #[test]

@@ -387,6 +387,17 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_token_stays_small() {
+        // What each of up to `token_cache.capacity` entries holds beside its
+        // ids: a field added here costs that many times its size.
+        assert!(
+            size_of::<VerifiedClaims>() <= 112,
+            "{}",
+            size_of::<VerifiedClaims>()
+        );
+    }
+
+    #[test]
     fn profiles_no_token_uses_are_swept() {
         let shared = Interner::default();
         let kept = claims(&shared, json!({}));
