@@ -198,13 +198,15 @@ sys.exit(1)
 PY
 }
 
-# Per scenario in the round being run: its process, what wrk targets, its
-# CPU time when the load started.
-declare -A PID TARGET CPU0 RELOADS0 NGINX_PID STORMER
+# Per scenario in the round being run: its process, its listener port,
+# what wrk targets, the reloads before the load, nginx's and the storm's
+# processes.
+declare -A PID PORTS TARGET RELOADS0 NGINX_PID STORMER
 
 start_scenario() { # scenario port
   local scenario=$1
   local PORT=$2
+  PORTS[$scenario]=$PORT
   # The storm leaves the config as a hard link to one of its versions.
   rm -f "$WORK/$scenario".audit.jsonl* "$WORK/$scenario.stdout.jsonl" "$WORK/$scenario.toml"
   TARGET[$scenario]="http://127.0.0.1:$PORT/openai/models"
@@ -267,9 +269,9 @@ drive() { # scenario round: the load, then the gateway's figures for the round
   echo "$((cpu1 - cpu0))" >"$WORK/$scenario.$round.cpu"
 }
 
-finish_scenario() { # scenario port round
-  local scenario=$1 round=$3
-  local PORT=$2
+finish_scenario() { # scenario round
+  local scenario=$1 round=$2
+  local PORT=${PORTS[$scenario]}
   local pid=${PID[$scenario]} stormer=${STORMER[$scenario]}
   local reloaded=$(($(reloads) - RELOADS0[$scenario]))
   [ -z "$stormer" ] || { kill "$stormer"; wait "$stormer" 2>/dev/null || true; cat "$WORK/storm.log" >&2; }
@@ -328,13 +330,12 @@ for round in $(seq "$ROUNDS"); do
       drivers+=($!)
     done
     wait "${drivers[@]}"
-    i=0
-    for scenario in $SCENARIOS; do finish_scenario "$scenario" $((PORT + 2 * i)) "$round"; i=$((i + 1)); done
+    for scenario in $SCENARIOS; do finish_scenario "$scenario" "$round"; done
   else
     for scenario in $SCENARIOS; do
       start_scenario "$scenario" "$PORT"
       drive "$scenario" "$round"
-      finish_scenario "$scenario" "$PORT" "$round"
+      finish_scenario "$scenario" "$round"
     done
   fi
 done

@@ -16,12 +16,13 @@
 //! nothing: every hit checks the deadlines anyway.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::digest;
 use quick_cache::sync::Cache;
 
 use super::VerifiedClaims;
+use super::verify::{check_lifetime, unix_now};
 
 pub type TokenDigest = [u8; 32];
 
@@ -40,8 +41,10 @@ struct Entry {
 }
 
 impl Entry {
+    /// Within the TTL, and not expired by the rule a fresh verification
+    /// applies.
     fn is_live(&self, now: u64) -> bool {
-        now < self.until && now <= self.claims.exp().saturating_add(self.skew)
+        now < self.until && check_lifetime(self.claims.exp(), None, now, self.skew).is_ok()
     }
 }
 
@@ -108,9 +111,7 @@ impl TokenCache {
     /// exact and their memory is returned; meant for the metrics scrape
     /// (one pass over the cache), not the request path.
     pub fn entry_count(&self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = unix_now();
         self.entries.retain(|_, entry| entry.is_live(now));
         self.entries.len() as u64
     }
@@ -162,10 +163,7 @@ mod tests {
 
     #[test]
     fn counting_removes_expired_entries() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = unix_now();
         let cache = TokenCache::new(10, Duration::from_secs(300));
         // Cached 400 s ago: its TTL ended 100 s ago.
         cache.insert(

@@ -67,7 +67,7 @@ pub(super) enum Audience {
 }
 
 /// Group membership as the token states it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Groups {
     Listed(Arc<[String]>),
     /// Too many groups for the token (overage): membership is unknown, never
@@ -300,7 +300,7 @@ impl VerifiedClaims {
     }
     /// Whether the token carries any permission at all.
     pub fn has_permissions(&self) -> bool {
-        !self.profile.scopes.is_empty() || !self.profile.roles.is_empty()
+        !self.scopes().is_empty() || !self.roles().is_empty()
     }
 
     /// Claims taken on trust, without any verification: for `portcullis

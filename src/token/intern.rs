@@ -31,15 +31,29 @@ pub(super) struct Interner {
 
 struct Table<T: ?Sized> {
     values: HashMap<Box<T>, Weak<T>>,
-    /// Live values at the last sweep: the next sweep is due at twice this.
+    sweep: Sweep,
+}
+
+/// When a table of weak references is due for removing its dead ones:
+/// when it has doubled since the last sweep (and holds more than 64), so
+/// that sweeping costs a constant per insertion.
+#[derive(Default)]
+struct Sweep {
+    /// Entries left by the last sweep.
     live: usize,
+}
+
+impl Sweep {
+    fn due(&self, len: usize) -> bool {
+        len > 2 * self.live.max(64)
+    }
 }
 
 impl<T: ?Sized> Default for Table<T> {
     fn default() -> Self {
         Self {
             values: HashMap::new(),
-            live: 0,
+            sweep: Sweep::default(),
         }
     }
 }
@@ -66,9 +80,9 @@ where
         let shared = Arc::from(value);
         self.values
             .insert(Box::from(&*shared), Arc::downgrade(&shared));
-        if self.values.len() > 2 * self.live.max(64) {
+        if self.sweep.due(self.values.len()) {
             self.values.retain(|_, weak| weak.strong_count() > 0);
-            self.live = self.values.len();
+            self.sweep.live = self.values.len();
         }
         shared
     }
@@ -81,8 +95,8 @@ where
 struct Profiles {
     by_hash: HashMap<u64, Vec<Weak<Profile>>>,
     hasher: RandomState,
-    /// Weak references at the last sweep: the next is due at twice this.
-    live: usize,
+    sweep: Sweep,
+    /// Weak references held, live or not.
     len: usize,
 }
 
@@ -106,13 +120,13 @@ impl Profiles {
                 self.len += 1;
             }
         }
-        if self.len > 2 * self.live.max(64) {
+        if self.sweep.due(self.len) {
             self.by_hash.retain(|_, same| {
                 same.retain(|weak| weak.strong_count() > 0);
                 !same.is_empty()
             });
             self.len = self.by_hash.values().map(Vec::len).sum();
-            self.live = self.len;
+            self.sweep.live = self.len;
         }
         shared
     }

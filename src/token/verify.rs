@@ -384,7 +384,12 @@ fn check_claims(trust: &IssuerTrust, raw: &RawClaims, now: u64) -> Result<(), To
 
 /// `exp` and `nbf` at `now`, each allowed `skew` seconds of clock
 /// difference (RFC 7519 §4.1.4, §4.1.5).
-fn check_lifetime(exp: u64, nbf: Option<u64>, now: u64, skew: u64) -> Result<(), TokenError> {
+pub(super) fn check_lifetime(
+    exp: u64,
+    nbf: Option<u64>,
+    now: u64,
+    skew: u64,
+) -> Result<(), TokenError> {
     if exp < now.saturating_sub(skew) {
         return Err(TokenError::Expired);
     }
