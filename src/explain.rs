@@ -216,8 +216,8 @@ impl Explanation {
                 let _ = writeln!(
                     t,
                     "           scopes [{}], roles [{}]",
-                    c.scopes_text(),
-                    c.roles_text()
+                    c.scopes().join(" "),
+                    c.roles().join(" ")
                 );
             }
             None => {

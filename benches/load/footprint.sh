@@ -28,6 +28,7 @@ PORT=${PORT:-18090}
 . benches/load/common.sh
 start_fixtures --tokens "$TOKENS" --token-alg es256
 
+mkdir -p "$WORK/out" # the audit trail apart from the watched config directory
 config_head >"$WORK/gateway.toml"
 cat >>"$WORK/gateway.toml" <<TOML
 algorithms = ["RS256", "ES256"]
@@ -50,7 +51,7 @@ scopes = ["Models.Read"]
 
 [audit]
 sink = "file"
-file = "$WORK/audit.jsonl"
+file = "$WORK/out/audit.jsonl"
 
 [logging]
 level = "warn"

@@ -7,6 +7,7 @@
 #   ROUNDS=9 DURATION=8s SCENARIOS="steady reload-storm" bash benches/load/run.sh
 #   BIN=/tmp/portcullis-baseline bash benches/load/run.sh   # another build
 #   PROFILE=/tmp/prof bash benches/load/run.sh   # perf record each round
+#   PROFILE=/tmp/prof PERF_ARGS= bash benches/load/run.sh   # flat, no call graphs
 #   TOGETHER=1 SCENARIOS="audit-off audit-file" bash benches/load/run.sh
 #
 # TOGETHER=1 runs a round's scenarios at the same time instead of one
@@ -53,6 +54,10 @@ ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"audit-off audit-file audit-stdout"}
 PORT=${PORT:-18080}
 RATE=${RATE:-2000}
+# The upstream answers every scenario with the same body of this many bytes
+# (`?bytes=N`), not the echo of the request's headers: otherwise a scenario
+# whose proxy adds headers would also get a larger answer to relay.
+RESPONSE_BYTES=${RESPONSE_BYTES:-1024}
 TOGETHER=${TOGETHER:-}
 if [ -n "$TOGETHER" ]; then
   for scenario in $SCENARIOS; do
@@ -70,6 +75,11 @@ case " $SCENARIOS " in
     ;;
 esac
 . benches/load/common.sh
+# Audit trails and stdout apart from the configs: the gateway watches its
+# config's directory, and a file written there on every request would wake
+# the watcher as often.
+OUT=$WORK/out
+mkdir -p "$OUT"
 
 TOKENS=0
 case " $SCENARIOS " in *" distinct "*) TOKENS=1000 ;; esac
@@ -91,10 +101,10 @@ TOML
     audit-off | cached) printf '\n[audit]\nsink = "off"\n' ;;
     public) printf '\n[audit]\nsink = "off"\n[[routes]]\nname = "open"\nprefix = "/open"\npublic = true\n' ;;
     distinct) printf '\n[audit]\nsink = "off"\n[token_cache]\nenabled = false\n' ;;
-    audit-file) printf '\n[audit]\nsink = "file"\nfile = "%s/%s.audit.jsonl"\n' "$WORK" "$1" ;;
+    audit-file) printf '\n[audit]\nsink = "file"\nfile = "%s/%s.audit.jsonl"\n' "$OUT" "$1" ;;
     audit-stdout) printf '\n[audit]\nsink = "stdout"\n' ;;
     steady | reload-storm)
-      printf '\n[audit]\nsink = "file"\nfile = "%s/%s.audit.jsonl"\n' "$WORK" "$1"
+      printf '\n[audit]\nsink = "file"\nfile = "%s/%s.audit.jsonl"\n' "$OUT" "$1"
       large "${2:-0}"
       ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
@@ -208,12 +218,13 @@ start_scenario() { # scenario port
   local PORT=$2
   PORTS[$scenario]=$PORT
   # The storm leaves the config as a hard link to one of its versions.
-  rm -f "$WORK/$scenario".audit.jsonl* "$WORK/$scenario.stdout.jsonl" "$WORK/$scenario.toml"
-  TARGET[$scenario]="http://127.0.0.1:$PORT/openai/models"
+  rm -f "$OUT/$scenario".audit.jsonl* "$OUT/$scenario.stdout.jsonl" "$WORK/$scenario.toml"
+  local answer="?bytes=$RESPONSE_BYTES"
+  TARGET[$scenario]="http://127.0.0.1:$PORT/openai/models$answer"
   case "$scenario" in
     direct)
       # The upstream itself (its process, on the load generator's core).
-      TARGET[$scenario]="http://$UPSTREAM/openai/models"
+      TARGET[$scenario]="http://$UPSTREAM/openai/models$answer"
       PID[$scenario]=$(pgrep -f -- "--fixtures-only" | head -1)
       ;;
     nginx)
@@ -226,13 +237,13 @@ start_scenario() { # scenario port
       ;;
     *)
       config "$scenario" >"$WORK/$scenario.toml"
-      "${GW[@]}" "$BIN" run --config "$WORK/$scenario.toml" >"$WORK/$scenario.stdout.jsonl" 2>"$WORK/$scenario.log" &
+      "${GW[@]}" "$BIN" run --config "$WORK/$scenario.toml" >"$OUT/$scenario.stdout.jsonl" 2>"$WORK/$scenario.log" &
       PID[$scenario]=$!
       PIDS+=($!)
       ready || { echo "gateway did not become ready:"; cat "$WORK/$scenario.log"; exit 1; }
       ;;
   esac
-  [ "$scenario" != public ] || TARGET[$scenario]="http://127.0.0.1:$PORT/open/models"
+  [ "$scenario" != public ] || TARGET[$scenario]="http://127.0.0.1:$PORT/open/models$answer"
   RELOADS0[$scenario]=$(reloads)
   STORMER[$scenario]=""
   if [ "$scenario" = reload-storm ]; then
@@ -249,7 +260,7 @@ drive() { # scenario round: the load, then the gateway's figures for the round
   if [ -n "${PROFILE:-}" ]; then
     # Call graphs of the process under test, from its own core's samples.
     mkdir -p "$PROFILE"
-    perf record -q -F 999 --call-graph dwarf,16384 -p "$pid" -o "$PROFILE/$scenario.$round.data" 2>/dev/null &
+    perf record -q -F 999 ${PERF_ARGS---call-graph dwarf,16384} -p "$pid" -o "$PROFILE/$scenario.$round.data" 2>/dev/null &
     perf=$!
   fi
   local cpu0 cpu1
@@ -289,8 +300,8 @@ finish_scenario() { # scenario round
       ;;
   esac
   local records=0
-  if compgen -G "$WORK/$scenario.audit.jsonl*" >/dev/null; then records=$(cat "$WORK/$scenario".audit.jsonl* | wc -l); fi
-  [ "$scenario" = audit-stdout ] && records=$(wc -l <"$WORK/$scenario.stdout.jsonl")
+  if compgen -G "$OUT/$scenario.audit.jsonl*" >/dev/null; then records=$(cat "$OUT/$scenario".audit.jsonl* | wc -l); fi
+  [ "$scenario" = audit-stdout ] && records=$(wc -l <"$OUT/$scenario.stdout.jsonl")
   python3 - "$WORK/$scenario.$round.wrk" "$rss" "$records" "$(cat "$WORK/$scenario.$round.cpu")" "$(getconf CLK_TCK)" "$reloaded" >"$WORK/$scenario.$round.json" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()

@@ -135,7 +135,9 @@ fn issuer_response(base: &str, state: &Mutex<IssuerState>, path: &str) -> Respon
 /// `Accept: text/event-stream`, with server-sent events: the first at once,
 /// then one every `interval_ms` (query, default 100) up to `events`
 /// (default 5), each naming its number and the milliseconds since the
-/// request, then `data: [DONE]`.
+/// request, then `data: [DONE]`; or, asked with `bytes=N` in the query (up
+/// to 1 MiB), with a fixed body of N bytes, whatever the request's headers
+/// (load benchmarks, whose scenarios must get the same answer).
 pub struct EchoUpstream {
     addr: SocketAddr,
     task: JoinHandle<()>,
@@ -150,8 +152,11 @@ impl EchoUpstream {
                 .headers()
                 .get(header::ACCEPT)
                 .is_some_and(|a| a.as_bytes().starts_with(b"text/event-stream"));
+            let query = req.uri().query().unwrap_or("");
             if wants_events {
-                events(req.uri().query().unwrap_or(""))
+                events(query)
+            } else if let Some(n) = query_param(query, "bytes").filter(|n| *n <= MAX_FIXED_BODY) {
+                fixed(n as usize).map(|body| body.map_err(|never| match never {}).boxed())
             } else {
                 echo(&req).map(|body| body.map_err(|never| match never {}).boxed())
             }
@@ -197,16 +202,36 @@ pub fn echo<B>(req: &Request<B>) -> Response<Full<Bytes>> {
 
 type EventBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// The largest body `bytes=N` asks for.
+const MAX_FIXED_BODY: u64 = 1 << 20;
+
+/// A number in a query string (`name=N`), if it has one.
+fn query_param(query: &str, name: &str) -> Option<u64> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// `n` bytes of a JSON string, the same for every request.
+fn fixed(n: usize) -> Response<Full<Bytes>> {
+    let mut body = vec![b'x'; n];
+    if n >= 2 {
+        body[0] = b'"';
+        body[n - 1] = b'"';
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// The event stream [`EchoUpstream`] answers with.
 fn events(query: &str) -> Response<EventBody> {
-    let param = |name: &str, default: u64| {
-        query
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let param = |name: &str, default: u64| query_param(query, name).unwrap_or(default);
     let (count, interval) = (param("events", 5), param("interval_ms", 100));
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
     tokio::spawn(async move {
@@ -270,5 +295,42 @@ where
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::client::legacy::Client;
+
+    #[tokio::test]
+    async fn a_fixed_body_does_not_depend_on_the_request() {
+        let upstream = EchoUpstream::start().await.unwrap();
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let get = |query: &'static str, extra: Option<&'static str>| {
+            let mut req = Request::get(format!("http://{}/x?{query}", upstream.addr()));
+            if let Some(value) = extra {
+                req = req.header("x-portcullis-subject", value);
+            }
+            let fut = client.request(req.body(Full::default()).unwrap());
+            async move {
+                fut.await
+                    .unwrap()
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes()
+            }
+        };
+        let plain = get("bytes=600", None).await;
+        assert_eq!(plain.len(), 600);
+        assert_eq!(plain, get("bytes=600", Some("a-longer-header")).await);
+        assert!(serde_json::from_slice::<Value>(&plain).is_ok());
+        // Beyond the limit, or not a number: the usual echo.
+        for query in ["bytes=1048577", "bytes=many"] {
+            let echoed: Value = serde_json::from_slice(&get(query, None).await).unwrap();
+            assert_eq!(echoed["query"], query);
+        }
     }
 }

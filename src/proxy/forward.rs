@@ -280,37 +280,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes every inbound copy of the identity headers, then sets them from
-/// the verified claims (nothing on a public route).
+/// Sets the identity headers from the verified claims, replacing every
+/// inbound copy, and removes the inbound copies of those it does not set
+/// (all of them on a public route).
 fn set_identity_headers(headers: &mut HeaderMap, snapshot: &Snapshot, grant: &Grant) {
     let names = &snapshot.identity_headers;
+    let claims = grant.claims();
+    let shared = claims.map(|c| c.profile_headers());
+    let subject = claims
+        .and_then(|c| c.principal())
+        .and_then(|p| HeaderValue::from_str(p).ok());
     // Why: a client must never be able to send its own identity upstream.
-    for name in [
-        &names.subject,
-        &names.tenant,
-        &names.client_app,
-        &names.scopes,
-        &names.roles,
-    ] {
-        headers.remove(name);
-    }
-    let Some(claims) = grant.claims() else { return };
-    let mut set = |name: &HeaderName, value: Option<&str>| {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+    // `insert` replaces every value the client sent under the name.
+    let mut set = |name: &HeaderName, value: Option<HeaderValue>| match value {
+        Some(v) => {
             headers.insert(name.clone(), v);
         }
+        None => {
+            headers.remove(name);
+        }
     };
-    set(&names.subject, claims.principal());
-    set(&names.tenant, claims.tid());
-    set(&names.client_app, claims.client_app());
-    set(
-        &names.scopes,
-        Some(claims.scopes_text()).filter(|s| !s.is_empty()),
-    );
-    set(
-        &names.roles,
-        Some(claims.roles_text()).filter(|s| !s.is_empty()),
-    );
+    set(&names.subject, subject);
+    set(&names.tenant, shared.and_then(|h| h.tenant.clone()));
+    set(&names.client_app, shared.and_then(|h| h.client_app.clone()));
+    set(&names.scopes, shared.and_then(|h| h.scopes.clone()));
+    set(&names.roles, shared.and_then(|h| h.roles.clone()));
 }
 
 /// X-Forwarded-For/-Proto/-Host: set by us, replacing a client's values,

@@ -3,8 +3,10 @@
 //! `preferred_username`) are never read, so nothing can authorize on them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
+use http::HeaderValue;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -75,6 +77,57 @@ pub enum Groups {
     Overage,
 }
 
+/// The identity header values a profile determines, ready to send: tenant,
+/// client app, and the scopes and roles space-separated. `None` where the
+/// claim is absent or empty, or is not a valid header value (then the
+/// header is not sent).
+#[derive(Debug)]
+pub struct ProfileHeaders {
+    pub tenant: Option<HeaderValue>,
+    pub client_app: Option<HeaderValue>,
+    pub scopes: Option<HeaderValue>,
+    pub roles: Option<HeaderValue>,
+}
+
+impl ProfileHeaders {
+    fn of(p: &Profile) -> Self {
+        let value = |text: &str| {
+            Some(text)
+                .filter(|t| !t.is_empty())
+                .and_then(|t| HeaderValue::from_str(t).ok())
+        };
+        Self {
+            tenant: p.tid.as_deref().and_then(value),
+            client_app: p.client_app.as_deref().and_then(value),
+            scopes: value(&p.scopes.join(" ")),
+            roles: value(&p.roles.join(" ")),
+        }
+    }
+}
+
+/// A value computed from a profile's other fields, and so no part of its
+/// identity: every two are equal and hash alike.
+#[derive(Debug)]
+struct Derived<T>(OnceLock<T>);
+
+impl<T> Default for Derived<T> {
+    fn default() -> Self {
+        Self(OnceLock::new())
+    }
+}
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Derived<T> {}
+
+impl<T> Hash for Derived<T> {
+    fn hash<H: Hasher>(&self, _: &mut H) {}
+}
+
 /// Claims of a token that passed every check, with the caller's identity.
 /// Only `token::verify` makes one; the fields are private so no other code
 /// can forge it.
@@ -109,10 +162,9 @@ pub(super) struct Profile {
     client_authenticated: bool,
     scopes: Arc<[String]>,
     roles: Arc<[String]>,
-    /// `scopes` and `roles` space-separated, built once for the identity
-    /// headers (a cached token is forwarded many times).
-    scopes_text: Arc<str>,
-    roles_text: Arc<str>,
+    /// Built on first use, once per profile: a cached token is forwarded
+    /// many times.
+    headers: Derived<ProfileHeaders>,
     wids: Arc<[String]>,
     acr: Option<Arc<str>>,
     amr: Arc<[String]>,
@@ -163,8 +215,7 @@ impl VerifiedClaims {
             client_app: str(raw.azp.or(raw.appid)),
             // "0" = public client: the client id is not proven.
             client_authenticated: matches!(client_auth, Some("1" | "2")),
-            scopes_text: shared.str(&scopes.join(" ")),
-            roles_text: shared.str(&raw.roles.join(" ")),
+            headers: Derived::default(),
             scopes: shared.list(scopes),
             roles: shared.list(raw.roles),
             wids: shared.list(raw.wids),
@@ -239,13 +290,13 @@ impl VerifiedClaims {
     pub fn roles(&self) -> &[String] {
         &self.profile.roles
     }
-    /// Scopes, space-separated (empty if none).
-    pub fn scopes_text(&self) -> &str {
-        &self.profile.scopes_text
-    }
-    /// Roles, space-separated (empty if none).
-    pub fn roles_text(&self) -> &str {
-        &self.profile.roles_text
+    /// The identity header values shared by every token of this profile.
+    pub fn profile_headers(&self) -> &ProfileHeaders {
+        let profile = &*self.profile;
+        profile
+            .headers
+            .0
+            .get_or_init(|| ProfileHeaders::of(profile))
     }
     pub fn groups(&self) -> &Groups {
         &self.groups
