@@ -12,7 +12,7 @@ mod intern;
 mod verify;
 
 pub use cache::{TokenCache, TokenDigest};
-pub use claims::{Groups, VerifiedClaims};
+pub use claims::{Groups, ProfileHeaders, VerifiedClaims};
 pub use extract::{BearerError, extract_bearer};
 pub use identity::IdentityKind;
 pub use verify::{CacheUse, IssuerTrust, Verification, Verifier, VerifyError};
