@@ -43,6 +43,7 @@ pub mod revocation;
 pub mod serve;
 pub mod snapshot;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 pub mod token;
 pub mod watch;

@@ -9,6 +9,7 @@
 #   PROFILE=/tmp/prof bash benches/load/run.sh   # perf record each round
 #   PROFILE=/tmp/prof PERF_ARGS= bash benches/load/run.sh   # flat, no call graphs
 #   TOGETHER=1 SCENARIOS="audit-off audit-file" bash benches/load/run.sh
+#   BIN_B=/tmp/portcullis-new TOGETHER=1 SCENARIOS="public public@b" bash benches/load/run.sh
 #
 # TOGETHER=1 runs a round's scenarios at the same time instead of one
 # after the other: each gateway with its own port and wrk, all on the
@@ -16,6 +17,11 @@
 # conditions, which on a machine whose speed changes from second to second
 # is the steadier comparison; their requests/s are not (they share the
 # core, and a process with more threads gets more of it).
+#
+# A gateway scenario named `<scenario>@b` runs that scenario with the build
+# BIN_B instead of BIN (the fixtures stay BIN's): with TOGETHER, two builds
+# compared under the same conditions. Each is reported against its
+# scenario.
 #
 # Starts `portcullis dev --fixtures-only` (the embedded issuer serving JWKS,
 # an echo upstream, a day-long user token), then for each scenario a gateway
@@ -61,7 +67,7 @@ RESPONSE_BYTES=${RESPONSE_BYTES:-1024}
 TOGETHER=${TOGETHER:-}
 if [ -n "$TOGETHER" ]; then
   for scenario in $SCENARIOS; do
-    case "$scenario" in
+    case "${scenario%@b}" in
       direct | nginx | steady | reload-storm) echo "TOGETHER runs gateway scenarios only, not $scenario" >&2; exit 2 ;;
     esac
   done
@@ -82,7 +88,7 @@ OUT=$WORK/out
 mkdir -p "$OUT"
 
 TOKENS=0
-case " $SCENARIOS " in *" distinct "*) TOKENS=1000 ;; esac
+case " $SCENARIOS " in *" distinct "* | *" distinct@b "*) TOKENS=1000 ;; esac
 start_fixtures --tokens "$TOKENS"
 
 config() { # scenario -> config text
@@ -97,7 +103,7 @@ scopes = ["Models.Read"]
 [logging]
 level = "warn"
 TOML
-  case "$1" in
+  case "${1%@b}" in
     audit-off | cached) printf '\n[audit]\nsink = "off"\n' ;;
     public) printf '\n[audit]\nsink = "off"\n[[routes]]\nname = "open"\nprefix = "/open"\npublic = true\n' ;;
     distinct) printf '\n[audit]\nsink = "off"\n[token_cache]\nenabled = false\n' ;;
@@ -237,13 +243,15 @@ start_scenario() { # scenario port
       ;;
     *)
       config "$scenario" >"$WORK/$scenario.toml"
-      "${GW[@]}" "$BIN" run --config "$WORK/$scenario.toml" >"$OUT/$scenario.stdout.jsonl" 2>"$WORK/$scenario.log" &
+      local bin=$BIN
+      [ "${scenario%@b}" = "$scenario" ] || bin=${BIN_B:?"BIN_B names the build of the @b scenarios"}
+      "${GW[@]}" "$bin" run --config "$WORK/$scenario.toml" >"$OUT/$scenario.stdout.jsonl" 2>"$WORK/$scenario.log" &
       PID[$scenario]=$!
       PIDS+=($!)
       ready || { echo "gateway did not become ready:"; cat "$WORK/$scenario.log"; exit 1; }
       ;;
   esac
-  [ "$scenario" != public ] || TARGET[$scenario]="http://127.0.0.1:$PORT/open/models$answer"
+  [ "${scenario%@b}" != public ] || TARGET[$scenario]="http://127.0.0.1:$PORT/open/models$answer"
   RELOADS0[$scenario]=$(reloads)
   STORMER[$scenario]=""
   if [ "$scenario" = reload-storm ]; then
@@ -256,7 +264,7 @@ start_scenario() { # scenario port
 drive() { # scenario round: the load, then the gateway's figures for the round
   local scenario=$1 round=$2 script=() perf=""
   local pid=${PID[$scenario]}
-  [ "$scenario" != distinct ] || script=(-s "$WORK/tokens.lua")
+  [ "${scenario%@b}" != distinct ] || script=(-s "$WORK/tokens.lua")
   if [ -n "${PROFILE:-}" ]; then
     # Call graphs of the process under test, from its own core's samples.
     mkdir -p "$PROFILE"
@@ -301,7 +309,7 @@ finish_scenario() { # scenario round
   esac
   local records=0
   if compgen -G "$OUT/$scenario.audit.jsonl*" >/dev/null; then records=$(cat "$OUT/$scenario".audit.jsonl* | wc -l); fi
-  [ "$scenario" = audit-stdout ] && records=$(wc -l <"$OUT/$scenario.stdout.jsonl")
+  [ "${scenario%@b}" = audit-stdout ] && records=$(wc -l <"$OUT/$scenario.stdout.jsonl")
   python3 - "$WORK/$scenario.$round.wrk" "$rss" "$records" "$(cat "$WORK/$scenario.$round.cpu")" "$(getconf CLK_TCK)" "$reloaded" >"$WORK/$scenario.$round.json" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()
@@ -369,7 +377,8 @@ for s in scenarios:
     for r in runs:
         if r["non_2xx"] or r["socket_errors"]:
             sys.exit(f"{s}: {r['non_2xx']} non-2xx responses, socket errors {r['socket_errors']!r}: not a valid run")
-        if s.startswith("audit-") and s != "audit-off" and r["audit_records"] < r["requests"]:
+        base = s.removesuffix("@b")
+        if base.startswith("audit-") and base != "audit-off" and r["audit_records"] < r["requests"]:
             sys.exit(f"{s}: {r['audit_records']} audit records for {r['requests']} requests")
     # Each figure is its own median over the rounds (a round that is slow
     # in one figure need not be in another).
@@ -405,6 +414,9 @@ ratio("audit-stdout", "audit-off", ">= 0.95", "auditing costs at most 5%:")
 ratio("cached", "public", ">= 0.95", "validation keeps of the no-auth floor")
 ratio("cached", "nginx", ">= 1.0", "validation against nginx as a plain proxy")
 ratio("public", "direct", "(information)", "the proxy hop")
+for s in rows:
+    if s.endswith("@b"):
+        ratio(s, s.removesuffix("@b"), "(information)", "build B against BIN")
 if "distinct" in rows and os.environ.get("VERIFY_BOUND"):
     bound = float(os.environ["VERIFY_BOUND"])
     r = rows["distinct"]["rps"] / bound

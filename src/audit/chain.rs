@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use aws_lc_rs::digest::{SHA256, digest};
 use serde_json::Value;
 
+use crate::text::hex_pair;
+
 /// Hash of "nothing before": the `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -260,12 +262,6 @@ pub fn verify(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
         }
     }
     Ok(report)
-}
-
-/// One byte as two lower-case hex digits.
-pub(super) fn hex_pair(b: u8) -> [u8; 2] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
 }
 
 /// A SHA-256 digest in lower-case hex.

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Version};
-use std::io::Write as _;
 
 use serde::Serialize;
 
 use crate::metrics::DecisionLabel;
 use crate::proxy::pipeline::Decision;
+use crate::text::{write_hex, write_ip};
 use crate::token::CacheUse;
 
 pub const SCHEMA: &str = "portcullis.audit/v1";
@@ -221,7 +221,7 @@ impl Record {
             w.str(v)?;
         }
         w.raw(b"},\"client_ip\":\"");
-        ip(w.0, req.client_ip);
+        write_ip(w.0, req.client_ip);
         w.raw(b"\",\"user_agent\":");
         w.opt_str(req.get(Field::UserAgent))?;
         w.raw(b",\"identity\":");
@@ -265,7 +265,7 @@ impl Record {
                 w.raw(b",\"id\":");
                 w.opt_str(claims.and_then(|c| c.token_id()))?;
                 w.raw(b",\"digest\":\"sha256:");
-                hex(w.0, &digest[..8]);
+                write_hex(w.0, &digest[..8]);
                 w.raw(match d.cache {
                     Some(CacheUse::Hit) => b"\",\"cache\":\"hit\",\"scopes_used\":",
                     Some(CacheUse::Miss) => b"\",\"cache\":\"miss\",\"scopes_used\":",
@@ -439,36 +439,6 @@ fn rfc3339(out: &mut Vec<u8>, time: SystemTime) {
     out.push(b'Z');
 }
 
-/// An address as `Display` writes it; IPv4 without the formatting
-/// machinery (it was a tenth of a record's encoding).
-fn ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
-}
-
-fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.extend_from_slice(&super::chain::hex_pair(*b));
-    }
-}
-
 /// The trace id of a W3C `traceparent` (`00-<trace>-<span>-<flags>`).
 pub fn trace_id(traceparent: &[u8]) -> Option<&[u8]> {
     let id = traceparent.split(|b| *b == b'-').nth(1)?;
@@ -546,18 +516,6 @@ mod tests {
             }
         }
         assert!(is_plain(b"") && is_plain("caf\u{e9}".as_bytes()));
-        for addr in [
-            "0.0.0.0",
-            "10.100.9.255",
-            "192.0.2.7",
-            "::1",
-            "2001:db8::17",
-        ] {
-            let addr: IpAddr = addr.parse().unwrap();
-            let mut out = Vec::new();
-            ip(&mut out, addr);
-            assert_eq!(String::from_utf8(out).unwrap(), addr.to_string());
-        }
     }
 
     #[test]

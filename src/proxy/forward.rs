@@ -21,6 +21,7 @@ use super::tunnel::Upgrade;
 use crate::config::UpstreamConfig;
 use crate::policy::Grant;
 use crate::snapshot::Snapshot;
+use crate::text::write_ip;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -317,14 +318,13 @@ fn set_forwarded_headers(
 ) {
     let peer_ip = conn.peer.ip();
     let trusted = is_trusted(&snapshot.trusted_proxies, peer_ip);
-    let xff = match (
-        trusted,
-        headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prior)) => format!("{prior}, {peer_ip}"),
-        _ => peer_ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let mut xff = Vec::with_capacity(40);
+    if trusted && let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        xff.extend_from_slice(prior.as_bytes());
+        xff.extend_from_slice(b", ");
+    }
+    write_ip(&mut xff, peer_ip);
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {

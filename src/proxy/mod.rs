@@ -423,7 +423,9 @@ fn request_id<B>(req: &Request<B>) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            let id = format!("{:032x}", fastrand::u128(..));
-            HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+            let mut id = Vec::with_capacity(32);
+            crate::text::write_hex(&mut id, &fastrand::u128(..).to_be_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(id))
+                .unwrap_or_else(|_| HeaderValue::from_static("-"))
         })
 }
