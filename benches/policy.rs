@@ -179,6 +179,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| decide(black_box(&large)))
     });
     g.finish();
+    common::print_allocations("policy_10_agents_10_routes_5_policies", || {
+        assert!(decide(&small));
+    });
+    common::print_allocations("policy_10k_agents_1k_routes_200_policies", || {
+        assert!(decide(&large));
+    });
     reload(c, &rt, &issuer);
 }
 

@@ -153,6 +153,9 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    common::print_allocations("rejection_invalid_token", || {
+        black_box(challenges.respond(&Rejection::InvalidToken(TokenError::Expired), None));
+    });
     common::print_allocations("rs256_cache_hit", || verify(&f.cached, &f.rs_token, &rt));
     common::print_allocations("rs256_uncached", || verify(&f.uncached, &f.rs_token, &rt));
     common::print_allocations("rs256_bare_jsonwebtoken", || {
