@@ -97,13 +97,14 @@ pub async fn serve<H, F>(
         tokio::spawn(async move {
             let _slot = slot;
             let is_tls = tls.is_some();
-            let conn_info = ClientConn { peer, is_tls };
+            let conn_info = ClientConn::new(peer, is_tls);
             let service = service_fn(move |req: Request<Incoming>| {
                 if let Some(c) = &counted {
                     c.saw(req.version());
                 }
                 let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req, conn_info).await) }
+                let conn = conn_info.clone();
+                async move { Ok::<_, Infallible>(handler(req, conn).await) }
             });
             let result = match tls {
                 None => {

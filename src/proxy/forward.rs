@@ -106,10 +106,28 @@ impl Upstream {
 }
 
 /// Facts about the client connection that shape forwarded headers.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ClientConn {
     pub peer: SocketAddr,
     pub is_tls: bool,
+    /// The peer's address as an `X-Forwarded-For` value: the same for
+    /// every request on the connection, so written once.
+    forwarded_for: HeaderValue,
+}
+
+impl ClientConn {
+    pub fn new(peer: SocketAddr, is_tls: bool) -> Self {
+        let mut text = Vec::with_capacity(39);
+        write_ip(&mut text, peer.ip());
+        Self {
+            peer,
+            is_tls,
+            // An address's text is always a valid value; RFC 7239's
+            // "unknown" rather than a panic if that ever changed.
+            forwarded_for: HeaderValue::from_maybe_shared(Bytes::from(text))
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
 }
 
 /// The upstream's answer to a forwarded request.
@@ -129,7 +147,7 @@ pub async fn forward(
     mut req: Request<Body>,
     grant: &Grant,
     rewritten_path: Option<String>,
-    conn: ClientConn,
+    conn: &ClientConn,
     request_id: &HeaderValue,
 ) -> Result<Forwarded, ForwardError> {
     let is_upgrade = is_upgrade_request(&req);
@@ -320,18 +338,21 @@ fn set_identity_headers(headers: &mut HeaderMap, snapshot: &Snapshot, grant: &Gr
 fn set_forwarded_headers(
     headers: &mut HeaderMap,
     snapshot: &Snapshot,
-    conn: ClientConn,
+    conn: &ClientConn,
     host: Option<&HeaderValue>,
 ) {
-    let peer_ip = conn.peer.ip();
-    let trusted = is_trusted(&snapshot.trusted_proxies, peer_ip);
-    let mut xff = Vec::with_capacity(40);
-    if trusted && let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        xff.extend_from_slice(prior.as_bytes());
-        xff.extend_from_slice(b", ");
-    }
-    write_ip(&mut xff, peer_ip);
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
+    let trusted = is_trusted(&snapshot.trusted_proxies, conn.peer.ip());
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if trusted => {
+            let mut chain = Vec::with_capacity(prior.len() + 2 + conn.forwarded_for.len());
+            chain.extend_from_slice(prior.as_bytes());
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(conn.forwarded_for.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
+        }
+        _ => Some(conn.forwarded_for.clone()),
+    };
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {

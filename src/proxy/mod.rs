@@ -112,7 +112,7 @@ impl Gateway {
         let _in_flight = InFlight::enter(self.metrics.in_flight());
 
         let (parts, body) = req.into_parts();
-        let client_ip = pipeline::client_ip(&parts, conn, &snapshot.trusted_proxies);
+        let client_ip = pipeline::client_ip(&parts, &conn, &snapshot.trusted_proxies);
         // Why: begun before anything can fail or be abandoned, so that
         // every request that reached us leaves exactly one record.
         let mut pending = self.auditor.as_ref().map(|a| {
@@ -236,7 +236,7 @@ impl Gateway {
             req,
             &grant,
             rewritten,
-            conn,
+            &conn,
             request_id,
         )
         .await

@@ -219,7 +219,7 @@ pub fn request_host(parts: &Parts) -> Option<&str> {
 /// The client address policies see: the socket peer, unless the peer is a
 /// trusted proxy; then the right-most `X-Forwarded-For` entry that is not a
 /// trusted proxy.
-pub fn client_ip(parts: &Parts, conn: ClientConn, trusted: &[IpNet]) -> IpAddr {
+pub fn client_ip(parts: &Parts, conn: &ClientConn, trusted: &[IpNet]) -> IpAddr {
     let peer = conn.peer.ip();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
@@ -260,16 +260,13 @@ mod tests {
     }
 
     fn conn(peer: &str) -> ClientConn {
-        ClientConn {
-            peer: SocketAddr::new(peer.parse().unwrap(), 1),
-            is_tls: false,
-        }
+        ClientConn::new(SocketAddr::new(peer.parse().unwrap(), 1), false)
     }
 
     #[test]
     fn client_ip_trusts_forwarded_for_only_through_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let ip = |p: &Parts, peer| client_ip(p, conn(peer), &trusted).to_string();
+        let ip = |p: &Parts, peer| client_ip(p, &conn(peer), &trusted).to_string();
         assert_eq!(
             ip(&parts(&["1.2.3.4"]), "203.0.113.5"),
             "203.0.113.5",
