@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::Body;
+use super::connect::WithoutInfo;
 use super::tunnel::Upgrade;
 use crate::config::UpstreamConfig;
 use crate::policy::Grant;
@@ -67,7 +68,7 @@ impl ForwardError {
 /// The pooled upstream client. Cloning shares the pool.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<WithoutInfo<HttpsConnector<HttpConnector>>, Body>,
     response_timeout: Duration,
     version: Version,
 }
@@ -92,7 +93,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(cfg.http2)
-            .build(connector);
+            .build(WithoutInfo(connector));
         Ok(Self {
             client,
             response_timeout: cfg.response_timeout,

@@ -3,6 +3,7 @@
 //! for every request.
 
 mod audited;
+mod connect;
 mod forward;
 pub mod pipeline;
 mod tunnel;
