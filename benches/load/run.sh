@@ -254,7 +254,7 @@ start_scenario() { # scenario port
   [ "${scenario%@b}" != public ] || TARGET[$scenario]="http://127.0.0.1:$PORT/open/models$answer"
   RELOADS0[$scenario]=$(reloads)
   STORMER[$scenario]=""
-  if [ "$scenario" = reload-storm ]; then
+  if [ "${scenario%@b}" = reload-storm ]; then
     storm "$WORK/$scenario.toml" &
     STORMER[$scenario]=$!
     [ ${#LOAD[@]} -eq 0 ] || taskset -pc 1 "$!" >/dev/null
@@ -273,7 +273,7 @@ drive() { # scenario round: the load, then the gateway's figures for the round
   fi
   local cpu0 cpu1
   cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  case "$scenario" in
+  case "${scenario%@b}" in
     steady | reload-storm)
       "${LOAD[@]}" oha -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction --no-tui --output-format json \
         -H "Authorization: Bearer $TOKEN" "${TARGET[$scenario]}" | to_wrk >"$WORK/$scenario.$round.wrk"

@@ -221,12 +221,7 @@ fn fixed(n: usize) -> Response<Full<Bytes>> {
         body[0] = b'"';
         body[n - 1] = b'"';
     }
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    resp
+    json_bytes(StatusCode::OK, Bytes::from(body))
 }
 
 /// The event stream [`EchoUpstream`] answers with.
@@ -261,7 +256,11 @@ fn events(query: &str) -> Response<EventBody> {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    json_bytes(status, Bytes::from(value.to_string()))
+}
+
+fn json_bytes(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

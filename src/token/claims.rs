@@ -438,6 +438,32 @@ mod tests {
     }
 
     #[test]
+    fn profile_headers_are_the_shared_claims_as_header_values() {
+        let shared = Interner::default();
+        let user = claims(&shared, json!({"scp": "Models.Read Models.Invoke"}));
+        let h = user.profile_headers();
+        assert_eq!(h.tenant.as_ref().unwrap(), "t", "lower-cased");
+        assert_eq!(h.client_app.as_ref().unwrap(), "app");
+        assert_eq!(h.scopes.as_ref().unwrap(), "Models.Read Models.Invoke");
+        assert!(h.roles.is_none(), "no roles: no header");
+        // Built once and shared by every token of the profile.
+        let same = claims(
+            &shared,
+            json!({"scp": "Models.Read Models.Invoke", "oid": "2"}),
+        );
+        assert!(std::ptr::eq(h, same.profile_headers()));
+
+        let app = claims(
+            &shared,
+            json!({"scp": null, "idtyp": "app", "roles": ["A", "B"], "azp": "app\u{1}"}),
+        );
+        let h = app.profile_headers();
+        assert_eq!(h.roles.as_ref().unwrap(), "A B");
+        assert!(h.scopes.is_none());
+        assert!(h.client_app.is_none(), "not a valid header value: not sent");
+    }
+
+    #[test]
     fn a_cached_token_stays_small() {
         // What each of up to `token_cache.capacity` entries holds beside its
         // ids: a field added here costs that many times its size.
