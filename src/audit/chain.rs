@@ -102,6 +102,18 @@ impl AuditFile {
         &self.path
     }
 
+    /// Bytes this file takes before it rotates: a write that reaches them
+    /// is the file's last (a full file rotates first, so then a whole
+    /// file's worth).
+    pub fn room(&self) -> usize {
+        let room = match self.max_bytes {
+            0 => u64::MAX,
+            max if self.size >= max => max,
+            max => max - self.size,
+        };
+        usize::try_from(room).unwrap_or(usize::MAX)
+    }
+
     /// Appends whole lines in one write. On failure the file is cut back
     /// to where it was, so a retry never leaves half a record behind.
     pub fn append(&mut self, lines: &[u8]) -> io::Result<()> {
