@@ -388,22 +388,38 @@ impl Writer {
     /// Writes the backlog, to the file (the trail of record) and/or stdout:
     /// one `write` per file it goes into, split where the file reaches its
     /// size, so a file rotates at the same record however records batch.
+    /// What was written leaves the backlog; on a failure the rest stays.
     fn write(&mut self) {
-        while !self.backlog.is_empty() {
+        let mut done = 0;
+        let mut failed = None;
+        while done < self.backlog.len() {
             let room = self.file.as_ref().map_or(usize::MAX, AuditFile::room);
-            if !self.write_some(room) {
-                break;
+            match self.write_some(done, room) {
+                Ok(n) => done += n,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
+        }
+        self.backlog.skip(done);
+        if let Some((primary, e)) = failed {
+            self.failed(primary, &e);
         }
     }
 
-    /// Writes the oldest records until `room` bytes are reached (at least
-    /// one record). Returns whether the write succeeded.
-    fn write_some(&mut self, room: usize) -> bool {
+    /// Writes the records from `from` on until `room` bytes are reached (at
+    /// least one record). Returns how many were written; on an error the
+    /// chain is as it was.
+    fn write_some(
+        &mut self,
+        from: usize,
+        room: usize,
+    ) -> Result<usize, (&'static str, std::io::Error)> {
         let before = self.chain.clone();
         self.lines.clear();
         let mut n = 0;
-        for object in self.backlog.iter() {
+        for object in self.backlog.iter_from(from) {
             if n > 0 && self.lines.len() >= room {
                 break;
             }
@@ -414,49 +430,49 @@ impl Writer {
             Some(file) => ("file", file.append(&self.lines)),
             None => ("stdout", write_stdout(&self.lines)),
         };
-        match result {
-            Ok(()) => {
-                if self.file.is_some()
-                    && self.stdout
-                    && let Err(e) = write_stdout(&self.lines)
-                {
-                    // Why: the file holds the records; stdout is a copy, and
-                    // retrying it would duplicate them in the file.
-                    self.status.metrics.audit_sink_error("stdout");
-                    tracing::debug!(error = %e, "audit copy to stdout failed");
-                }
-                self.backlog.skip(n);
-                self.dirty = true;
-                self.retry_at = None;
-                if !self.status.is_healthy() {
-                    tracing::info!(sink = primary, "audit sink recovered");
-                    self.status.set_healthy(true);
-                }
-                self.status.metrics.audit_written(n as u64);
-                self.status.progress.send_modify(|p| p.written += n as u64);
-                self.status.dequeued(n);
-                true
-            }
-            Err(e) => {
-                self.chain = before;
-                self.status.metrics.audit_sink_error(primary);
-                let policy = self.status.policy();
-                if self.status.is_healthy() {
-                    tracing::error!(sink = primary, error = %e, on_failure = ?policy.on_failure, "audit sink failed");
-                    self.status.set_healthy(false);
-                }
-                match policy.on_failure {
-                    AuditFailure::Allow => self.drop_backlog(0),
-                    AuditFailure::Deny => {
-                        // Kept for the retry, up to the queue's capacity.
-                        self.drop_backlog(policy.queue_capacity);
-                        self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
-                    }
-                }
-                self.status.progress.send_modify(|p| p.failures += 1);
-                false
+        if let Err(e) = result {
+            self.chain = before;
+            return Err((primary, e));
+        }
+        if self.file.is_some()
+            && self.stdout
+            && let Err(e) = write_stdout(&self.lines)
+        {
+            // Why: the file holds the records; stdout is a copy, and
+            // retrying it would duplicate them in the file.
+            self.status.metrics.audit_sink_error("stdout");
+            tracing::debug!(error = %e, "audit copy to stdout failed");
+        }
+        self.dirty = true;
+        self.retry_at = None;
+        if !self.status.is_healthy() {
+            tracing::info!(sink = primary, "audit sink recovered");
+            self.status.set_healthy(true);
+        }
+        self.status.metrics.audit_written(n as u64);
+        self.status.progress.send_modify(|p| p.written += n as u64);
+        self.status.dequeued(n);
+        Ok(n)
+    }
+
+    /// The sink failed: counts it, and keeps the backlog for a retry or
+    /// drops it, as the failure policy says.
+    fn failed(&mut self, primary: &'static str, e: &std::io::Error) {
+        self.status.metrics.audit_sink_error(primary);
+        let policy = self.status.policy();
+        if self.status.is_healthy() {
+            tracing::error!(sink = primary, error = %e, on_failure = ?policy.on_failure, "audit sink failed");
+            self.status.set_healthy(false);
+        }
+        match policy.on_failure {
+            AuditFailure::Allow => self.drop_backlog(0),
+            AuditFailure::Deny => {
+                // Kept for the retry, up to the queue's capacity.
+                self.drop_backlog(policy.queue_capacity);
+                self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
             }
         }
+        self.status.progress.send_modify(|p| p.failures += 1);
     }
 
     /// Drops (and counts) the newest records beyond `keep`.
@@ -528,8 +544,15 @@ impl Backlog {
     }
 
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(&self.ends).map(|(s, e)| &self.bytes[s..*e])
+        self.iter_from(0)
+    }
+
+    /// The records from the `from`th on.
+    fn iter_from(&self, from: usize) -> impl Iterator<Item = &[u8]> {
+        let ends = self.ends.get(from..).unwrap_or_default();
+        let start = from.checked_sub(1).and_then(|i| self.ends.get(i)).copied();
+        let starts = std::iter::once(start.unwrap_or(0)).chain(ends.iter().copied());
+        starts.zip(ends).map(|(s, e)| &self.bytes[s..*e])
     }
 
     fn clear(&mut self) {
@@ -542,7 +565,9 @@ impl Backlog {
         if n >= self.len() {
             return self.clear();
         }
-        let cut = self.ends[n - 1];
+        let Some(&cut) = n.checked_sub(1).and_then(|i| self.ends.get(i)) else {
+            return;
+        };
         self.bytes.drain(..cut);
         self.ends.drain(..n);
         for end in &mut self.ends {
@@ -682,6 +707,11 @@ mod tests {
             backlog.bytes.extend_from_slice(object.as_bytes());
             backlog.ends.push(backlog.bytes.len());
         }
+        let from_second: Vec<&[u8]> = backlog.iter_from(1).collect();
+        assert_eq!(from_second, [&b"{\"b\":22}"[..], b"{\"c\":333}"]);
+        assert_eq!(backlog.iter_from(3).count(), 0);
+        backlog.skip(0);
+        assert_eq!(backlog.len(), 3);
         backlog.skip(1);
         let rest: Vec<&[u8]> = backlog.iter().collect();
         assert_eq!(rest, [&b"{\"b\":22}"[..], b"{\"c\":333}"]);
