@@ -443,9 +443,9 @@ if "distinct" in rows and os.environ.get("VERIFY_BOUND"):
     print(f"distinct / one RS256 verification per request ({bound:.0f}/s on one core, openssl speed): {r:.3f}; target: >= 0.80")
 for storm in ("reload-storm", "reload-storm-cold"):
     if "steady" in rows and storm in rows:
-        ratio = rows[storm]["p99_ms"] / rows["steady"]["p99_ms"]
+        p99 = rows[storm]["p99_ms"] / rows["steady"]["p99_ms"]
         pr = paired(storm, "steady", "p99_ms")
         reloads = [r["reloads"] for r in rows[storm]["runs"]]
-        print(f"{storm} / steady at {os.environ['RATE']} requests/s: p99 {ratio:.2f}x (medians), {pr:.2f}x (paired by round); "
+        print(f"{storm} / steady at {os.environ['RATE']} requests/s: p99 {p99:.2f}x (medians), {pr:.2f}x (paired by round); "
               f"{reloads} reloads applied per round; target: <= 1.5x")
 PY

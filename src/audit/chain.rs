@@ -108,16 +108,21 @@ impl AuditFile {
     pub fn room(&self) -> usize {
         let room = match self.max_bytes {
             0 => u64::MAX,
-            max if self.size >= max => max,
+            max if self.is_full() => max,
             max => max - self.size,
         };
         usize::try_from(room).unwrap_or(usize::MAX)
     }
 
+    /// The next write goes to a fresh file.
+    fn is_full(&self) -> bool {
+        self.max_bytes > 0 && self.size >= self.max_bytes
+    }
+
     /// Appends whole lines in one write. On failure the file is cut back
     /// to where it was, so a retry never leaves half a record behind.
     pub fn append(&mut self, lines: &[u8]) -> io::Result<()> {
-        if self.max_bytes > 0 && self.size >= self.max_bytes {
+        if self.is_full() {
             self.rotate()?;
         }
         if let Err(e) = self.file.write_all(lines) {

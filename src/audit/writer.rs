@@ -550,9 +550,16 @@ impl Backlog {
     /// The records from the `from`th on.
     fn iter_from(&self, from: usize) -> impl Iterator<Item = &[u8]> {
         let ends = self.ends.get(from..).unwrap_or_default();
-        let start = from.checked_sub(1).and_then(|i| self.ends.get(i)).copied();
-        let starts = std::iter::once(start.unwrap_or(0)).chain(ends.iter().copied());
+        let starts = std::iter::once(self.start_of(from)).chain(ends.iter().copied());
         starts.zip(ends).map(|(s, e)| &self.bytes[s..*e])
+    }
+
+    /// Where the `i`th record starts in `bytes` (the end, past the last).
+    fn start_of(&self, i: usize) -> usize {
+        i.checked_sub(1)
+            .and_then(|prev| self.ends.get(prev))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn clear(&mut self) {
@@ -565,9 +572,7 @@ impl Backlog {
         if n >= self.len() {
             return self.clear();
         }
-        let Some(&cut) = n.checked_sub(1).and_then(|i| self.ends.get(i)) else {
-            return;
-        };
+        let cut = self.start_of(n);
         self.bytes.drain(..cut);
         self.ends.drain(..n);
         for end in &mut self.ends {

@@ -155,10 +155,12 @@ impl EchoUpstream {
             let query = req.uri().query().unwrap_or("");
             if wants_events {
                 events(query)
-            } else if let Some(n) = query_param(query, "bytes").filter(|n| *n <= MAX_FIXED_BODY) {
-                fixed(n as usize).map(|body| body.map_err(|never| match never {}).boxed())
             } else {
-                echo(&req).map(|body| body.map_err(|never| match never {}).boxed())
+                let plain = match query_param(query, "bytes").filter(|n| *n <= MAX_FIXED_BODY) {
+                    Some(n) => fixed(n),
+                    None => echo(&req),
+                };
+                plain.map(|body| body.map_err(|never| match never {}).boxed())
             }
         }));
         Ok(Self { addr, task })
@@ -215,7 +217,8 @@ fn query_param(query: &str, name: &str) -> Option<u64> {
 }
 
 /// `n` bytes of a JSON string, the same for every request.
-fn fixed(n: usize) -> Response<Full<Bytes>> {
+fn fixed(n: u64) -> Response<Full<Bytes>> {
+    let n = usize::try_from(n).unwrap_or(0);
     let mut body = vec![b'x'; n];
     if n >= 2 {
         body[0] = b'"';

@@ -368,7 +368,7 @@ fn set_forwarded_headers(
     }
 }
 
-fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
+pub(super) fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
     proxies.iter().any(|net| net.contains(&ip))
 }
 

@@ -13,7 +13,7 @@ use http::request::Parts;
 use ipnet::IpNet;
 
 use super::ClientConn;
-use super::forward::X_FORWARDED_FOR;
+use super::forward::{X_FORWARDED_FOR, is_trusted};
 use crate::policy::{
     self, Agent, Grant, PolicyOutcome, RequestFacts, RevocationList, Route, RouteMatchResult, path,
 };
@@ -221,8 +221,7 @@ pub fn request_host(parts: &Parts) -> Option<&str> {
 /// trusted proxy.
 pub fn client_ip(parts: &Parts, conn: &ClientConn, trusted: &[IpNet]) -> IpAddr {
     let peer = conn.peer.ip();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
+    if !is_trusted(trusted, peer) {
         return peer;
     }
     let mut hops: Vec<IpAddr> = Vec::new();
@@ -240,7 +239,7 @@ pub fn client_ip(parts: &Parts, conn: &ClientConn, trusted: &[IpNet]) -> IpAddr 
     }
     hops.iter()
         .rev()
-        .find(|ip| !is_trusted(ip))
+        .find(|ip| !is_trusted(trusted, **ip))
         .or(hops.first())
         .copied()
         .unwrap_or(peer)
