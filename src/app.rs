@@ -184,10 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tunnels.clone(),
         cut.clone(),
     ));
-    let handler = move |req, conn| {
-        let gateway = gateway.clone();
-        async move { gateway.handle(req, conn).await }
-    };
+    let handler = move |req, conn| gateway.clone().handle(req, conn);
     let mut listeners = JoinSet::new();
     listeners.spawn(serve::serve(
         listener,
@@ -238,7 +235,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     let admin_handler = move |req, conn| {
         let admin = admin.clone();
-        async move { admin.handle(req, conn).await }
+        async move { Ok(admin.handle(req, conn).await) }
     };
     let admin_settings = ServeSettings {
         is_main: false,

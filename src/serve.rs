@@ -54,7 +54,7 @@ pub async fn serve<H, F>(
     cut: CancellationToken,
 ) where
     H: Fn(Request<Incoming>, ClientConn) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&settings));
@@ -102,9 +102,7 @@ pub async fn serve<H, F>(
                 if let Some(c) = &counted {
                     c.saw(req.version());
                 }
-                let handler = handler.clone();
-                let conn = conn_info.clone();
-                async move { Ok::<_, Infallible>(handler(req, conn).await) }
+                handler(req, conn_info.clone())
             });
             let result = match tls {
                 None => {

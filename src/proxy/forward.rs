@@ -142,7 +142,9 @@ pub struct Forwarded {
 }
 
 /// Forwards the request and returns the upstream's response, streaming.
-pub async fn forward(
+/// (Not an `async fn`: see `Gateway::handle`.)
+#[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
+pub fn forward(
     upstream: &Upstream,
     snapshot: &Snapshot,
     mut req: Request<Body>,
@@ -150,71 +152,74 @@ pub async fn forward(
     rewritten_path: Option<String>,
     conn: &ClientConn,
     request_id: &HeaderValue,
-) -> Result<Forwarded, ForwardError> {
-    let is_upgrade = is_upgrade_request(&req);
-    let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+) -> impl Future<Output = Result<Forwarded, ForwardError>> {
+    async move {
+        let is_upgrade = is_upgrade_request(&req);
+        let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
 
-    // The request's own path and query (a refcount clone) unless
-    // normalization rewrote the path.
-    let pq = match (rewritten_path, parts.uri.query()) {
-        (None, _) => parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        (Some(path), None) => {
-            PathAndQuery::try_from(path).map_err(|e| ForwardError::Protocol(e.to_string()))?
+        // The request's own path and query (a refcount clone) unless
+        // normalization rewrote the path.
+        let pq = match (rewritten_path, parts.uri.query()) {
+            (None, _) => parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            (Some(path), None) => {
+                PathAndQuery::try_from(path).map_err(|e| ForwardError::Protocol(e.to_string()))?
+            }
+            (Some(path), Some(q)) => PathAndQuery::try_from(format!("{path}?{q}"))
+                .map_err(|e| ForwardError::Protocol(e.to_string()))?,
+        };
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        parts.uri = Uri::builder()
+            .scheme(snapshot.upstream_scheme.clone())
+            .authority(snapshot.upstream_authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| ForwardError::Protocol(e.to_string()))?;
+
+        let upgrade_proto = if is_upgrade {
+            parts.headers.get(header::UPGRADE).cloned()
+        } else {
+            None
+        };
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(proto) = upgrade_proto {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto);
+            parts.version = Version::HTTP_11;
+        } else {
+            parts.version = upstream.version;
         }
-        (Some(path), Some(q)) => PathAndQuery::try_from(format!("{path}?{q}"))
-            .map_err(|e| ForwardError::Protocol(e.to_string()))?,
-    };
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    parts.uri = Uri::builder()
-        .scheme(snapshot.upstream_scheme.clone())
-        .authority(snapshot.upstream_authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| ForwardError::Protocol(e.to_string()))?;
-
-    let upgrade_proto = if is_upgrade {
-        parts.headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(proto) = upgrade_proto {
+        if !grant.route().forwards_authorization() {
+            // Why: the token is for us; the upstream must not be able to replay it.
+            parts.headers.remove(header::AUTHORIZATION);
+        }
+        set_identity_headers(&mut parts.headers, snapshot, grant);
+        set_forwarded_headers(&mut parts.headers, snapshot, conn, original_host.as_ref());
         parts
             .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, proto);
-        parts.version = Version::HTTP_11;
-    } else {
-        parts.version = upstream.version;
-    }
-    if !grant.route().forwards_authorization() {
-        // Why: the token is for us; the upstream must not be able to replay it.
-        parts.headers.remove(header::AUTHORIZATION);
-    }
-    set_identity_headers(&mut parts.headers, snapshot, grant);
-    set_forwarded_headers(&mut parts.headers, snapshot, conn, original_host.as_ref());
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
-    if let Some(host) = original_host {
-        parts.headers.insert(header::HOST, host);
-    }
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+        if let Some(host) = original_host {
+            parts.headers.insert(header::HOST, host);
+        }
 
-    let outbound = Request::from_parts(parts, body);
-    let started = Instant::now();
-    let mut resp =
-        match tokio::time::timeout(upstream.response_timeout, upstream.client.request(outbound))
-            .await
+        let outbound = Request::from_parts(parts, body);
+        let started = Instant::now();
+        let mut resp = match tokio::time::timeout(
+            upstream.response_timeout,
+            upstream.client.request(outbound),
+        )
+        .await
         {
             Err(_) => return Err(ForwardError::Timeout(upstream.response_timeout)),
             Ok(Err(e)) if e.is_connect() => {
@@ -226,26 +231,27 @@ pub async fn forward(
             Ok(Err(e)) => return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e))),
             Ok(Ok(resp)) => resp,
         };
-    let elapsed = started.elapsed();
+        let elapsed = started.elapsed();
 
-    let mut upgrade = None;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            upgrade = Some(Upgrade {
-                client,
-                upstream: hyper::upgrade::on(&mut resp),
-            });
+        let mut upgrade = None;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client) = client_upgrade {
+                upgrade = Some(Upgrade {
+                    client,
+                    upstream: hyper::upgrade::on(&mut resp),
+                });
+            }
+        } else {
+            strip_hop_by_hop(resp.headers_mut());
         }
-    } else {
-        strip_hop_by_hop(resp.headers_mut());
+        resp.headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+        Ok(Forwarded {
+            response: resp.map(|b| b.map_err(Into::into).boxed()),
+            elapsed,
+            upgrade,
+        })
     }
-    resp.headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
-    Ok(Forwarded {
-        response: resp.map(|b| b.map_err(Into::into).boxed()),
-        elapsed,
-        upgrade,
-    })
 }
 
 /// Whether `T` is anywhere in `e`'s chain of sources.

@@ -164,8 +164,7 @@ impl Verifier {
         let digest = TokenCache::digest(token);
         let Some(cache) = &self.cache else {
             return Verification {
-                result: self
-                    .verify_uncached(token, now)
+                result: Box::pin(self.verify_uncached(token, now))
                     .await
                     .map(|(c, ..)| Arc::new(c)),
                 cache: CacheUse::Off,
@@ -187,21 +186,25 @@ impl Verifier {
                 digest: Some(digest),
             };
         }
-        let result = self
-            .verify_uncached(token, now)
-            .await
-            .map(|(claims, trust, generation)| {
-                let claims = Arc::new(claims);
-                cache.insert(
-                    digest,
-                    claims.clone(),
-                    generation,
-                    now,
-                    trust.clock_skew,
-                    trust.id,
-                );
-                claims
-            });
+        // Why boxed: a full verification (which may wait for a key fetch)
+        // is a future of about 1.4 KB, which would otherwise make every
+        // request's future that much larger, cache hits and public routes
+        // included, and be copied with it; a miss can afford the allocation.
+        let result =
+            Box::pin(self.verify_uncached(token, now))
+                .await
+                .map(|(claims, trust, generation)| {
+                    let claims = Arc::new(claims);
+                    cache.insert(
+                        digest,
+                        claims.clone(),
+                        generation,
+                        now,
+                        trust.clock_skew,
+                        trust.id,
+                    );
+                    claims
+                });
         Verification {
             result,
             cache: CacheUse::Miss,
