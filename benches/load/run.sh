@@ -35,9 +35,13 @@
 #   audit-file   [audit] sink = "file" (hash-chained, default block policy)
 #   audit-stdout [audit] sink = "stdout", into a file (the container case)
 #
-# Proxy scenarios (SCENARIOS="direct public cached distinct nginx"; audit
-# off in all):
+# Proxy scenarios (SCENARIOS="direct hyper public cached distinct nginx";
+# audit off in all):
 #   direct       wrk straight to the upstream, no proxy
+#   hyper        examples/bare_proxy.rs: the gateway's stack (tokio, the
+#                hyper-util server and pooled client) forwarding with none of
+#                the gateway's work, pinned like the gateway: the floor of
+#                any gateway built on that stack
 #   public       the gateway on a public route: no token checked (the floor)
 #   cached       the gateway validating a cached token
 #   distinct     the gateway with the token cache off and 1,000 distinct
@@ -74,7 +78,7 @@ TOGETHER=${TOGETHER:-}
 if [ -n "$TOGETHER" ]; then
   for scenario in $SCENARIOS; do
     case "${scenario%@b}" in
-      direct | nginx | steady | reload-storm | reload-storm-cold) echo "TOGETHER runs gateway scenarios only, not $scenario" >&2; exit 2 ;;
+      direct | hyper | nginx | steady | reload-storm | reload-storm-cold) echo "TOGETHER runs gateway scenarios only, not $scenario" >&2; exit 2 ;;
     esac
   done
 fi
@@ -92,6 +96,14 @@ esac
 # the watcher as often.
 OUT=$WORK/out
 mkdir -p "$OUT"
+
+case " $SCENARIOS " in
+  *" hyper "*)
+    # BIN may be a baseline build; the example is always this checkout's.
+    cargo build --release --locked --example bare_proxy
+    BARE_PROXY=$PWD/target/release/examples/bare_proxy
+    ;;
+esac
 
 TOKENS=0
 case " $SCENARIOS " in *" distinct "* | *" distinct@b "*) TOKENS=1000 ;; esac
@@ -239,6 +251,12 @@ start_scenario() { # scenario port
       # The upstream itself (its process, on the load generator's core).
       TARGET[$scenario]="http://$UPSTREAM/openai/models$answer"
       PID[$scenario]=$(pgrep -f -- "--fixtures-only" | head -1)
+      ;;
+    hyper)
+      "${GW[@]}" "$BARE_PROXY" "127.0.0.1:$PORT" "$UPSTREAM" &
+      PID[$scenario]=$!
+      PIDS+=($!)
+      for _ in $(seq 100); do curl -s -o /dev/null "${TARGET[$scenario]}" && break; sleep 0.05; done
       ;;
     nginx)
       nginx_config >"$WORK/nginx.conf"
@@ -434,6 +452,8 @@ ratio("audit-stdout", "audit-off", ">= 0.95", "auditing costs at most 5%:")
 ratio("cached", "public", ">= 0.95", "validation keeps of the no-auth floor")
 ratio("cached", "nginx", ">= 1.0", "validation against nginx as a plain proxy")
 ratio("public", "direct", "(information)", "the proxy hop")
+ratio("hyper", "nginx", "(information)", "the stack's floor against nginx")
+ratio("public", "hyper", "(information)", "the gateway's own work on a public route")
 for s in rows:
     if s.endswith("@b"):
         ratio(s, s.removesuffix("@b"), "(information)", "build B against BIN")
