@@ -148,8 +148,9 @@ pub async fn serve<H, F>(
     }
 }
 
-/// What open connections are told, in the order it can happen.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What open connections are told, in the order it can happen (a later
+/// signal is a larger number and is never taken back).
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum Signal {
     Serve = 0,
