@@ -220,6 +220,10 @@ if errors:
 '
 }
 
+answering() { # url: wait (up to 5 s) until a proxy answers it
+  for _ in $(seq 100); do curl -s -o /dev/null "$1" && return; sleep 0.05; done
+}
+
 ready() {
   python3 - "$((PORT + 1))" <<'PY'
 import sys, time, urllib.request
@@ -256,14 +260,14 @@ start_scenario() { # scenario port
       "${GW[@]}" "$BARE_PROXY" "127.0.0.1:$PORT" "$UPSTREAM" &
       PID[$scenario]=$!
       PIDS+=($!)
-      for _ in $(seq 100); do curl -s -o /dev/null "${TARGET[$scenario]}" && break; sleep 0.05; done
+      answering "${TARGET[$scenario]}"
       ;;
     nginx)
       nginx_config >"$WORK/nginx.conf"
       "${GW[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK" &
       NGINX_PID[$scenario]=$!
       PIDS+=($!)
-      for _ in $(seq 100); do curl -s -o /dev/null "${TARGET[$scenario]}" && break; sleep 0.05; done
+      answering "${TARGET[$scenario]}"
       PID[$scenario]=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
       ;;
     *)

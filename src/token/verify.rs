@@ -13,6 +13,7 @@
 //! payload three times.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -164,7 +165,8 @@ impl Verifier {
         let digest = TokenCache::digest(token);
         let Some(cache) = &self.cache else {
             return Verification {
-                result: Box::pin(self.verify_uncached(token, now))
+                result: self
+                    .verify_uncached(token, now)
                     .await
                     .map(|(c, ..)| Arc::new(c)),
                 cache: CacheUse::Off,
@@ -186,25 +188,21 @@ impl Verifier {
                 digest: Some(digest),
             };
         }
-        // Why boxed: a full verification (which may wait for a key fetch)
-        // is a future of about 1.4 KB, which would otherwise make every
-        // request's future that much larger, cache hits and public routes
-        // included, and be copied with it; a miss can afford the allocation.
-        let result =
-            Box::pin(self.verify_uncached(token, now))
-                .await
-                .map(|(claims, trust, generation)| {
-                    let claims = Arc::new(claims);
-                    cache.insert(
-                        digest,
-                        claims.clone(),
-                        generation,
-                        now,
-                        trust.clock_skew,
-                        trust.id,
-                    );
-                    claims
-                });
+        let result = self
+            .verify_uncached(token, now)
+            .await
+            .map(|(claims, trust, generation)| {
+                let claims = Arc::new(claims);
+                cache.insert(
+                    digest,
+                    claims.clone(),
+                    generation,
+                    now,
+                    trust.clock_skew,
+                    trust.id,
+                );
+                claims
+            });
         Verification {
             result,
             cache: CacheUse::Miss,
@@ -212,11 +210,20 @@ impl Verifier {
         }
     }
 
-    async fn verify_uncached(
-        &self,
-        token: &str,
+    /// Every check, the signature included, in a box. Why boxed: a full
+    /// verification (which may wait for a key fetch) is a future of about
+    /// 1.4 KB, which inline would make every request's future that much
+    /// larger, cache hits and public routes included, and be copied with
+    /// it; a verification can afford the allocation.
+    fn verify_uncached<'a>(
+        &'a self,
+        token: &'a str,
         now: u64,
-    ) -> Result<(VerifiedClaims, &IssuerTrust, u64), VerifyError> {
+    ) -> Pin<Box<impl Future<Output = Result<Accepted<'a>, VerifyError>> + 'a>> {
+        Box::pin(self.verify_in_full(token, now))
+    }
+
+    async fn verify_in_full(&self, token: &str, now: u64) -> Result<Accepted<'_>, VerifyError> {
         let parts = Parts::split(token)?;
         let header = decode_header(token, parts.header)?;
         let raw = decode_payload(parts.payload)?;
@@ -266,6 +273,10 @@ impl Verifier {
         ))
     }
 }
+
+/// A verified token's claims, the trust that accepted it and the key
+/// generation it was verified under.
+type Accepted<'a> = (VerifiedClaims, &'a IssuerTrust, u64);
 
 /// The three parts of a compact JWS (RFC 7515 §7.1), still encoded.
 struct Parts<'a> {
