@@ -287,7 +287,10 @@ async fn watch_config(
     loop {
         tokio::select! {
             changed = watch.changed() => match changed {
-                Some(()) => reload.trigger(),
+                Some(names) => {
+                    tracing::info!(files = ?names, "configuration files changed: reloading");
+                    reload.trigger();
+                }
                 None => return,
             },
             () = serve::stopped(&mut stop) => return,

@@ -302,6 +302,54 @@ async fn the_watcher_follows_a_configmap_symlink_swap() {
     );
 }
 
+#[tokio::test]
+async fn reading_the_config_file_never_reloads_and_a_rename_reloads_once() {
+    let (idp, _upstream, text) = stack().await;
+    let gw = TestGateway::start_file(&text).await;
+    let token = idp.token().scp("Models.Invoke").sign();
+    let mut reloads = gw.running().reloads();
+    let count = |result: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.metric(&format!(
+                "gateway_config_reloads_total{{result=\"{result}\"}}"
+            ))
+            .await
+        }
+    };
+
+    // Read as `cat` does, then as `POST /reload` does (each reading it).
+    for _ in 0..3 {
+        std::fs::read_to_string(gw.dir().join("gateway.toml")).unwrap();
+    }
+    for _ in 0..2 {
+        assert_eq!(gw.post_reload().await.1["result"], "unchanged");
+    }
+    // One rename: one reload, applied.
+    gw.rewrite(&text.replace("Models.Invoke", "Models.Admin"));
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 3))
+        .await
+        .expect("the watcher reloaded")
+        .unwrap();
+    assert_eq!(
+        get(&gw.url("/x"), Some(&token)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    // The watcher's reload read the file too; a last synchronous reload
+    // closes the count.
+    assert_eq!(gw.post_reload().await.1["result"], "unchanged");
+    assert_eq!(
+        count("applied").await,
+        1,
+        "exactly one reload for the rename"
+    );
+    assert_eq!(
+        count("unchanged").await,
+        3,
+        "only the two asked for, and the last"
+    );
+}
+
 /// This machine's address on its default route: a peer that is not
 /// loopback. (A UDP `connect` sends nothing.)
 fn outward_address() -> std::net::IpAddr {
