@@ -22,6 +22,9 @@ pub enum Rejection {
     InvalidRequest,
     /// The request path is ambiguous or climbs above the root (400).
     BadPath,
+    /// Two `Host` headers, none on HTTP/1.1, or one that disagrees with the
+    /// request target or `:authority` (400, RFC 9112 §3.2, RFC 9113 §8.3.1).
+    BadHost,
     /// The path and query are longer than `limits.max_uri_bytes` (414).
     UriTooLong,
     /// The body is larger than the route's `max_body_bytes` (413).
@@ -51,6 +54,7 @@ impl Rejection {
             Self::MissingToken => "missing_token",
             Self::InvalidRequest => "invalid_request",
             Self::BadPath => "bad_path",
+            Self::BadHost => "bad_host",
             Self::UriTooLong => "uri_too_long",
             Self::BodyTooLarge => "body_too_large",
             Self::InvalidToken(e) => e.reason(),
@@ -63,7 +67,7 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest | Self::BadPath => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest | Self::BadPath | Self::BadHost => StatusCode::BAD_REQUEST,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,
@@ -156,6 +160,7 @@ impl Challenges {
                 (Some(self.invalid_request.clone()), body::INVALID_REQUEST)
             }
             Rejection::BadPath => (None, body::BAD_PATH),
+            Rejection::BadHost => (None, body::BAD_HOST),
             Rejection::UriTooLong => (None, body::URI_TOO_LONG),
             Rejection::BodyTooLarge => (None, body::BODY_TOO_LARGE),
             Rejection::InvalidToken(e) => (Some(self.invalid_token(*e)), body::INVALID_TOKEN),
@@ -209,6 +214,9 @@ pub(crate) mod body {
         r#"{"error":{"code":"invalid_request","message":"The request path is not allowed."}}"#;
     pub const URI_TOO_LONG: &str =
         r#"{"error":{"code":"uri_too_long","message":"The request path and query are too long."}}"#;
+    pub const BAD_REQUEST_BODY: &str =
+        r#"{"error":{"code":"invalid_request","message":"The request body is not well framed."}}"#;
+    pub const BAD_HOST: &str = r#"{"error":{"code":"invalid_request","message":"The request needs exactly one Host that agrees with its target."}}"#;
     pub const BODY_TOO_LARGE: &str = r#"{"error":{"code":"body_too_large","message":"The request body is larger than this route accepts."}}"#;
     pub const INVALID_TOKEN: &str =
         r#"{"error":{"code":"invalid_token","message":"The access token is not valid."}}"#;
@@ -252,6 +260,7 @@ mod tests {
             ),
             (Rejection::Denied(Denial::NoRoute), 403, None),
             (Rejection::BadPath, 400, None),
+            (Rejection::BadHost, 400, None),
             (Rejection::UriTooLong, 414, None),
             (Rejection::BodyTooLarge, 413, None),
             (Rejection::KeysUnavailable, 503, None),

@@ -15,7 +15,7 @@ use crate::config::{
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::policy::{Policies, RouteTable};
-use crate::proxy::Upstream;
+use crate::proxy::{InboundStrip, Upstream};
 use crate::rejection::Challenges;
 use crate::token::{IssuerTrust, TokenCache, Verifier};
 
@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub policies: Policies,
     pub challenges: Challenges,
     pub identity_headers: IdentityHeaders,
+    /// Inbound headers removed before forwarding.
+    pub inbound_strip: InboundStrip,
     pub upstream_scheme: Scheme,
     pub upstream_authority: Authority,
     pub trusted_proxies: Vec<IpNet>,
@@ -128,6 +130,7 @@ impl Snapshot {
             routes,
             policies,
             identity_headers: config.identity_headers.clone(),
+            inbound_strip: InboundStrip::new(&config.identity_headers, &config.strip_headers),
             upstream_scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
             upstream_authority: url
                 .authority()

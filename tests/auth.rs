@@ -586,13 +586,17 @@ roles = ["Admin"]
         "/public/%2e%2e%2fadmin",
         "/public%5C..%5Cadmin",
         "/../admin",
+        // `;` parameters: refused unless the route allows them (below).
+        "/public/..;/admin",
+        "/public/%2e%2e;/admin",
+        "/admin;x",
     ] {
         let resp = get(&gw.url(path), None).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
     }
-    // Case variants and `;param` segments are other paths: no route takes
-    // them, so they are denied (401 without a token), never public.
-    for path in ["/ADMIN", "/Admin/x", "/admin;x", "/PUBLIC/../admin"] {
+    // Case variants are other paths: no route takes them, so they are
+    // denied (401 without a token), never public.
+    for path in ["/ADMIN", "/Admin/x", "/PUBLIC/../admin"] {
         let resp = get(&gw.url(path), None).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
@@ -680,5 +684,50 @@ async fn verified_tokens_are_cached() {
     assert!(
         metrics.contains("gateway_token_cache_entries 1"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn path_parameters_are_refused_unless_the_route_allows_them() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let routes = r#"
+[[routes]]
+name = "legacy"
+prefix = "/legacy"
+public = true
+allow_matrix_params = true
+
+[[routes]]
+name = "open"
+prefix = "/open"
+public = true
+
+[[routes]]
+name = "admin"
+prefix = "/admin"
+roles = ["Admin"]
+"#;
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), routes)).await;
+    // A servlet-style upstream reads `/open/..;/admin` as `/admin`.
+    for path in [
+        "/open/..;/admin",
+        "/open/.;/x",
+        "/open/x;jsessionid=1",
+        "/legacy/..;/admin",
+        "/legacy/;x/a",
+    ] {
+        let resp = get(&gw.url(path), None).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        let body = text(resp).await;
+        assert!(body.contains("invalid_request"), "{path}: {body}");
+    }
+    // Plain matrix parameters where the route allows them, as sent.
+    let echoed = echoed(get(&gw.url("/legacy/a;v=2/b;jsessionid=1"), None).await).await;
+    assert_eq!(echoed["path"], "/legacy/a;v=2/b;jsessionid=1");
+    let records = gw.audit_records(6).await;
+    assert!(
+        records[..5].iter().all(|r| r["reason"] == "bad_path"),
+        "{records:?}"
     );
 }

@@ -7,6 +7,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -641,4 +642,347 @@ async fn hostile_token_encodings_are_refused_with_a_reason() {
         get(&gw.url("/v1/x"), Some(&ok)).await.status(),
         StatusCode::OK
     );
+}
+
+// ---- protocol switches -----------------------------------------------------
+
+/// An upstream that honours every upgrade (h2c included) with a 101 and
+/// then keeps what arrives in the tunnel; `always` also switches requests
+/// that asked for nothing. Every request head it parses and every tunnelled
+/// byte are kept, so a test can prove what passed unchecked.
+async fn switching_upstream(always: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    buf.drain(..end + 4);
+                    log.lock().unwrap().push(head.clone());
+                    let asked = head.lines().find_map(|l| l.strip_prefix("upgrade:"));
+                    if asked.is_some() || always {
+                        let proto = asked.map_or("h2c", str::trim).to_owned();
+                        let switch = format!(
+                            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {proto}\r\n\r\n"
+                        );
+                        tcp.write_all(switch.as_bytes()).await.unwrap();
+                        // Everything from here on is the tunnel's.
+                        let mut tunnelled = String::from_utf8_lossy(&buf).into_owned();
+                        while let Ok(n) = tcp.read(&mut chunk).await {
+                            if n == 0 {
+                                break;
+                            }
+                            tunnelled.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                            log.lock().unwrap().push(format!("tunnel:{tunnelled}"));
+                        }
+                        return;
+                    }
+                    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if tcp.write_all(ok.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn gateway_before(upstream: SocketAddr, idp: &TestIdp, routes: &str) -> TestGateway {
+    TestGateway::start(&config(upstream, &oidc_issuer(idp, ""), routes)).await
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_never_forwarded_so_nothing_passes_unchecked() {
+    let idp = TestIdp::start().await;
+    let (upstream, seen) = switching_upstream(false).await;
+    let gw = gateway_before(upstream, &idp, DEFAULT_ROUTES).await;
+    let token = idp.token().scp("Models.Invoke").sign();
+    // An authorized h2c upgrade, and behind it a request without a token
+    // that an upstream tunnel would carry unchecked.
+    for upgrade in [
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+        "Connection: Upgrade\r\nUpgrade: h2c\r\n",
+        "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\n",
+    ] {
+        seen.lock().unwrap().clear();
+        let mut req = request(&token, "GET /v1/a HTTP/1.1", &format!("{upgrade}\r\n"));
+        req.extend_from_slice(b"GET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (got, _) = raw(gw.addr, &req, 2).await;
+        assert_eq!(got[0].status, 200, "served as plain HTTP/1.1: {got:?}");
+        assert_eq!(
+            got.get(1).map(|a| a.status),
+            Some(401),
+            "{upgrade}: {got:?}"
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{upgrade}: {seen:?}");
+        assert!(
+            !seen[0].contains("upgrade") && !seen[0].contains("http2-settings"),
+            "{seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_switches_protocols_unasked_gets_no_tunnel() {
+    let idp = TestIdp::start().await;
+    let (upstream, seen) = switching_upstream(true).await;
+    let gw = gateway_before(upstream, &idp, DEFAULT_ROUTES).await;
+    let token = idp.token().scp("Models.Invoke").sign();
+    let mut req = request(&token, "GET /v1/a HTTP/1.1", "\r\n");
+    req.extend_from_slice(b"GET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (got, _) = raw(gw.addr, &req, 2).await;
+    assert_eq!(got[0].status, 502, "{got:?}");
+    assert_eq!(got.get(1).map(|a| a.status), Some(401), "{got:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "nothing reached the upstream's tunnel: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_upgrades_a_route_allows_are_tunnelled() {
+    let idp = TestIdp::start().await;
+    let (upstream, seen) = switching_upstream(false).await;
+    let routes = r#"
+[[routes]]
+name = "plain"
+prefix = "/plain"
+scopes = ["Models.Invoke"]
+upgrades = []
+
+[[routes]]
+name = "api"
+prefix = "/"
+scopes = ["Models.Invoke"]
+"#;
+    let gw = gateway_before(upstream, &idp, routes).await;
+    let token = idp.token().scp("Models.Invoke").sign();
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    // Not allowed here: forwarded as a plain request.
+    let (got, _) = raw(gw.addr, &request(&token, "GET /plain/ws HTTP/1.1", ws), 1).await;
+    assert_eq!(got[0].status, 200, "{got:?}");
+    assert!(!seen.lock().unwrap()[0].contains("upgrade"));
+    // Allowed by default: the switch goes through.
+    let (got, _) = raw(gw.addr, &request(&token, "GET /ws HTTP/1.1", ws), 1).await;
+    assert_eq!(got[0].status, 101, "{got:?}");
+    assert!(seen.lock().unwrap()[1].contains("upgrade: websocket"));
+    // And only after the handshake itself was authorized.
+    let (got, _) = raw(gw.addr, &request("bad", "GET /ws HTTP/1.1", ws), 1).await;
+    assert_eq!(got[0].status, 401, "{got:?}");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+// ---- Host ------------------------------------------------------------------
+
+#[tokio::test]
+async fn two_hosts_or_none_are_refused_and_http2_host_must_match_authority() {
+    let (_idp, upstream, gw, token) = stack_with("", DEFAULT_ROUTES).await;
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    for req in [
+        format!("GET /v1/a HTTP/1.1\r\nHost: a\r\nHost: b\r\n{auth}\r\n"),
+        format!("GET /v1/a HTTP/1.1\r\nHost: a\r\nHost: a\r\n{auth}\r\n"),
+        format!("GET /v1/a HTTP/1.1\r\n{auth}\r\n"),
+        format!("GET http://a/v1/a HTTP/1.1\r\nHost: b\r\n{auth}\r\n"),
+    ] {
+        let (got, _) = raw(gw.addr, req.as_bytes(), 1).await;
+        assert_eq!(got[0].status, 400, "{req:?}: {got:?}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+
+    let bearer = format!("Bearer {token}");
+    let h2 = |host: &'static str| {
+        let bearer = bearer.clone();
+        async move {
+            h2_raw(
+                gw.addr,
+                &[
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/v1/h2"),
+                    (":authority", "x"),
+                    ("host", host),
+                    ("authorization", bearer.as_str()),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(h2("x").await.last(), Some(&HEADERS));
+    assert_eq!(upstream.seen().len(), 1, "a Host that agrees is fine");
+    assert_eq!(h2("elsewhere").await.last(), Some(&HEADERS));
+    assert_eq!(upstream.seen().len(), 1, "{:?}", upstream.seen());
+    let records = gw.audit_records(6).await;
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "bad_host", "bad_host", "bad_host", "bad_host", "allowed", "bad_host"
+        ]
+    );
+}
+
+// ---- request bodies ------------------------------------------------------
+
+#[tokio::test]
+async fn broken_chunked_framing_is_the_clients_fault() {
+    let (_idp, _upstream, gw, token) = stack_with("", DEFAULT_ROUTES).await;
+    for body in [
+        // A chunk size no one can send.
+        "fffffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        // Chunk data not followed by CRLF.
+        "3\r\nabcX0\r\n\r\n",
+        // Not a chunk size at all.
+        "zz\r\nabc\r\n0\r\n\r\n",
+    ] {
+        let req = request(
+            &token,
+            "POST /upload HTTP/1.1",
+            &format!("Transfer-Encoding: chunked\r\n\r\n{body}"),
+        );
+        let (got, _) = raw(gw.addr, &req, 1).await;
+        assert_eq!(
+            got.first().map(|a| a.status),
+            Some(400),
+            "{body:?}: {got:?}"
+        );
+        assert!(got[0].head.contains("connection: close"), "{got:?}");
+    }
+    let records = gw.audit_records(3).await;
+    assert!(
+        records.iter().all(|r| r["reason"] == "bad_request_body"),
+        "{records:?}"
+    );
+    assert_eq!(
+        gw.metric(
+            "gateway_requests_total{decision=\"deny\",kind=\"user\",reason=\"bad_request_body\",route=\"api\"}"
+        )
+        .await,
+        3
+    );
+    let scrape = gw.admin_get("/metrics").await.1;
+    assert!(
+        !scrape
+            .lines()
+            .any(|l| l.starts_with("gateway_upstream_responses_total")
+                && l.contains("status=\"none\"")),
+        "no upstream failure counted:\n{scrape}"
+    );
+}
+
+/// Sends `head`, then (in a later segment, as Python's http.client and
+/// most SDKs do) `body` and at once `next` on the same connection; the
+/// answers and whether the connection closed.
+async fn post_then_next(
+    addr: SocketAddr,
+    head: &str,
+    body: &str,
+    next: &str,
+) -> (Vec<Answer>, bool) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // Not a synchronization: it only makes the body its own segment.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    tcp.write_all(format!("{body}{next}").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let read = async {
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if answers(&buf).len() >= 2 {
+                return false;
+            }
+        }
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("answers in time");
+    (answers(&buf), closed)
+}
+
+#[tokio::test]
+async fn a_refused_post_keeps_the_connection_usable() {
+    let routes = r#"
+[[routes]]
+name = "small"
+prefix = "/small"
+scopes = ["Models.Invoke"]
+max_body_bytes = 4
+
+[[routes]]
+name = "admin"
+prefix = "/admin"
+roles = ["Admin"]
+
+[[routes]]
+name = "api"
+prefix = "/"
+scopes = ["Models.Invoke"]
+"#;
+    let (_idp, _upstream, gw, token) = stack_with("", routes).await;
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let next = format!("GET /v1/next HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+    let body = "0123456789";
+    let post = |path: &str, auth: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 10\r\n\r\n")
+    };
+    let cases = [
+        ("no token", post("/v1/chat", ""), 401),
+        ("no role", post("/admin/x", &auth), 403),
+        ("over the limit", post("/small/x", &auth), 413),
+        // The echo upstream answers without reading the body.
+        ("upstream does not read", post("/v1/echo", &auth), 200),
+    ];
+    for (what, head, status) in &cases {
+        let (got, closed) = post_then_next(gw.addr, head, body, &next).await;
+        assert_eq!(
+            got.first().map(|a| a.status),
+            Some(*status),
+            "{what}: {got:?}"
+        );
+        let said_close = got[0].head.contains("connection: close");
+        if said_close {
+            assert!(closed && got.len() == 1, "{what}: closed as announced");
+        } else {
+            assert_eq!(
+                got.get(1).map(|a| a.status),
+                Some(200),
+                "{what}: kept alive, so the next request must be answered"
+            );
+        }
+        if *status != 200 {
+            assert!(!said_close, "{what}: a small refused body is drained");
+        }
+    }
+    let records = gw.audit_records(7).await;
+    for r in records.iter().filter(|r| r["status"] != 200) {
+        assert_eq!(r["bytes_in"], 10, "what was received is counted: {r}");
+    }
 }

@@ -196,6 +196,8 @@ pub struct UpstreamFile {
     pub pool_idle_timeout: Option<String>,
     pub http2: Option<bool>,
     pub ca_file: Option<String>,
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +251,9 @@ pub struct RouteFile {
     #[serde(default)]
     pub allow_without_permissions: bool,
     pub max_body_bytes: Option<u64>,
+    pub upgrades: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_matrix_params: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

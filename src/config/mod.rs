@@ -31,6 +31,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub token_cache: TokenCacheConfig,
     pub identity_headers: IdentityHeaders,
+    /// `upstream.strip_headers`: removed from every request before it is
+    /// forwarded.
+    pub strip_headers: Vec<HeaderPattern>,
     pub logging: LoggingConfig,
     pub identity: IdentitySettings,
     pub locations: Vec<Location>,
@@ -354,6 +357,39 @@ pub struct RouteConfig {
     /// The request body's size limit; 413 beyond it. `None`: no limit
     /// (streams and uploads of any size).
     pub max_body_bytes: Option<u64>,
+    /// Protocols a client may switch to through this route (the `Upgrade`
+    /// header's names, lower-cased).
+    pub upgrades: Vec<String>,
+    /// Path segments may carry `;` parameters (never on `.` or `..`).
+    pub allow_matrix_params: bool,
+}
+
+/// A header name to strip, as the gateway compares names: lower-case,
+/// with `_` read as `-` (many upstream stacks fold the two together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderPattern {
+    Exact(String),
+    /// Every name that starts with this.
+    Prefix(String),
+}
+
+impl HeaderPattern {
+    pub fn matches(&self, normalized: &str) -> bool {
+        match self {
+            Self::Exact(n) => n == normalized,
+            Self::Prefix(p) => normalized.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// A header name as the gateway compares names: lower-case, `_` as `-`.
+pub fn normalize_header_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,10 +18,10 @@ use super::file::{
 };
 use super::{
     AgentConfig, Assignments, AuditConfig, AuditFailure, AuditFileConfig, AuditOverflow,
-    AuditPolicy, Conditions, Config, ConfigError, ConfigErrors, IDENTITY_KINDS, IdentityHeaders,
-    IdentitySettings, IssuerAnchor, IssuerConfig, KeyFetchConfig, KeyLocation, Limits, Location,
-    LoggingConfig, PolicyConfig, PolicyGrant, PolicyState, RouteConfig, RouteMatch, ServerConfig,
-    TlsConfig, TokenCacheConfig, UpstreamConfig,
+    AuditPolicy, Conditions, Config, ConfigError, ConfigErrors, HeaderPattern, IDENTITY_KINDS,
+    IdentityHeaders, IdentitySettings, IssuerAnchor, IssuerConfig, KeyFetchConfig, KeyLocation,
+    Limits, Location, LoggingConfig, PolicyConfig, PolicyGrant, PolicyState, RouteConfig,
+    RouteMatch, ServerConfig, TlsConfig, TokenCacheConfig, UpstreamConfig, normalize_header_name,
 };
 
 /// The public Entra authority.
@@ -119,11 +119,14 @@ impl Errors {
 pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigErrors> {
     let mut errs = Errors(Vec::new());
     let server = server(&mut errs, file.server, base);
-    let upstream = match file.upstream {
-        Some(u) => Some(upstream(&mut errs, u, base)),
+    let (upstream, strip_headers) = match file.upstream {
+        Some(mut u) => {
+            let strip = strip_headers(&mut errs, std::mem::take(&mut u.strip_headers));
+            (Some(upstream(&mut errs, u, base)), strip)
+        }
         None => {
             errs.push("upstream", "missing table [upstream]");
-            None
+            (None, Vec::new())
         }
     };
     let issuers: Vec<_> = file
@@ -177,6 +180,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             routes,
             token_cache,
             identity_headers,
+            strip_headers,
             logging,
             identity,
             locations,
@@ -675,6 +679,31 @@ fn route(
             "must be at least 1 (omit it for no limit)",
         );
     }
+    let upgrades: Vec<String> = match f.upgrades {
+        None => vec!["websocket".to_owned()],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let name = u.to_ascii_lowercase();
+                if name == "h2c" {
+                    // Why: an h2c upgrade turns the connection into one the
+                    // gateway can no longer read, so later requests on it
+                    // would pass unchecked; RFC 9113 §3.1 deprecates it.
+                    errs.push(
+                        format!("{at}.upgrades[{i}]"),
+                        "h2c is never forwarded: clients that want HTTP/2 can speak it to the gateway directly",
+                    );
+                } else if name.is_empty() || HeaderName::from_str(&name).is_err() {
+                    errs.push(
+                        format!("{at}.upgrades[{i}]"),
+                        format!("{u:?} is not a protocol name"),
+                    );
+                }
+                name
+            })
+            .collect(),
+    };
     let matcher = matcher.filter(|_| errs.0.len() == before)?;
     Some(RouteConfig {
         name: f.name,
@@ -690,7 +719,54 @@ fn route(
         require_all,
         allow_without_permissions: f.allow_without_permissions,
         max_body_bytes: f.max_body_bytes,
+        upgrades,
+        allow_matrix_params: f.allow_matrix_params,
     })
+}
+
+/// Headers the gateway must keep to frame and route a request: a strip
+/// pattern may not match them.
+const FRAMING_HEADERS: [&str; 4] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+];
+
+/// `upstream.strip_headers`: exact names, or prefixes ending in `*`.
+fn strip_headers(errs: &mut Errors, entries: Vec<String>) -> Vec<HeaderPattern> {
+    entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| {
+            let path = format!("upstream.strip_headers[{i}]");
+            let (name, is_prefix) = match entry.strip_suffix('*') {
+                Some(prefix) => (prefix, true),
+                None => (entry.as_str(), false),
+            };
+            if name.is_empty() || name.contains('*') || HeaderName::from_str(name).is_err() {
+                errs.push(
+                    path,
+                    format!("{entry:?} is not a header name, or a prefix ending in '*'"),
+                );
+                return None;
+            }
+            let name = normalize_header_name(name);
+            let pattern = if is_prefix {
+                HeaderPattern::Prefix(name)
+            } else {
+                HeaderPattern::Exact(name)
+            };
+            if let Some(kept) = FRAMING_HEADERS.iter().find(|h| pattern.matches(h)) {
+                errs.push(
+                    path,
+                    format!("{entry:?} would strip {kept}, which the request needs"),
+                );
+                return None;
+            }
+            Some(pattern)
+        })
+        .collect()
 }
 
 fn limits(errs: &mut Errors, f: LimitsFile) -> Limits {
@@ -777,7 +853,7 @@ fn identity_headers(errs: &mut Errors, f: IdentityHeadersFile) -> IdentityHeader
                 format!("{name} is set by the protocol or the gateway and cannot carry identity"),
             );
         }
-        if !seen.insert(name.clone()) {
+        if !seen.insert(normalize_header_name(name.as_str())) {
             errs.push(&path, format!("{name} is used for two identity fields"));
         }
         name
@@ -1405,9 +1481,11 @@ fn is_quoted_string_safe(s: &str) -> bool {
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
+/// Whether a name (as the gateway compares names, `_` as `-`) is one the
+/// protocol or the gateway itself sets.
 fn is_reserved_header(name: &HeaderName) -> bool {
     matches!(
-        name.as_str(),
+        normalize_header_name(name.as_str()).as_str(),
         "authorization"
             | "host"
             | "connection"
@@ -1422,6 +1500,7 @@ fn is_reserved_header(name: &HeaderName) -> bool {
             | "x-forwarded-for"
             | "x-forwarded-proto"
             | "x-forwarded-host"
+            | "forwarded"
             | "x-request-id"
             | "traceparent"
     )

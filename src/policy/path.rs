@@ -15,6 +15,35 @@ pub enum PathError {
     EscapesRoot,
 }
 
+/// What `;` parameters a normalized path's segments carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parameters {
+    None,
+    /// `name;param` segments (matrix parameters, `;jsessionid=…`).
+    Plain,
+    /// A parameter on an empty, `.` or `..` segment (`..;`, `.;x`, `/;x`):
+    /// a servlet-style server reads it as that dot segment, never allowed.
+    OnDotSegment,
+}
+
+/// Finds `;` parameters in a normalized path (an encoded `%3B` is data, not
+/// a delimiter, and is left alone).
+pub fn parameters(path: &str) -> Parameters {
+    if !path.contains(';') {
+        return Parameters::None;
+    }
+    let on_dot = path.split('/').skip(1).any(|segment| {
+        segment
+            .split_once(';')
+            .is_some_and(|(name, _)| matches!(name, "" | "." | ".."))
+    });
+    if on_dot {
+        Parameters::OnDotSegment
+    } else {
+        Parameters::Plain
+    }
+}
+
 /// Decodes percent-encoded unreserved characters, resolves `.` and `..`
 /// segments and collapses repeated slashes. Borrows when nothing changes.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
@@ -95,6 +124,17 @@ fn decode_unreserved(seg: &str) -> Result<String, PathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_parameters_are_found_and_dot_segments_with_them_singled_out() {
+        assert_eq!(parameters("/a/b"), Parameters::None);
+        assert_eq!(parameters("/a/b%3Bc"), Parameters::None);
+        assert_eq!(parameters("/a;jsessionid=1/b"), Parameters::Plain);
+        assert_eq!(parameters("/a/b;v=2"), Parameters::Plain);
+        for dot in ["/open/..;/admin", "/open/.;/x", "/;x/a", "/a/..;x", "/..;"] {
+            assert_eq!(parameters(dot), Parameters::OnDotSegment, "{dot}");
+        }
+    }
 
     #[test]
     fn normalization_table() {

@@ -45,6 +45,8 @@ pub struct Route {
     /// `scope="…"` for the insufficient-scope challenge, built once.
     required_scope: String,
     max_body_bytes: Option<u64>,
+    upgrades: Vec<String>,
+    allow_matrix_params: bool,
 }
 
 impl Route {
@@ -68,6 +70,8 @@ impl Route {
             require_all: cfg.require_all,
             allow_without_permissions: cfg.allow_without_permissions,
             required_scope: required.join(" "),
+            upgrades: cfg.upgrades.clone(),
+            allow_matrix_params: cfg.allow_matrix_params,
         }
     }
 
@@ -95,6 +99,17 @@ impl Route {
     /// The request body's size limit, if the route sets one.
     pub fn max_body_bytes(&self) -> Option<u64> {
         self.max_body_bytes
+    }
+    /// Whether a client may switch to `protocol` (an `Upgrade` name,
+    /// without its version) through this route.
+    pub fn allows_upgrade(&self, protocol: &str) -> bool {
+        self.upgrades
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(protocol))
+    }
+    /// Whether path segments may carry `;` parameters.
+    pub fn allows_matrix_params(&self) -> bool {
+        self.allow_matrix_params
     }
     /// The space-separated scopes (or roles) named in an insufficient-scope
     /// challenge; validated at load to be quoted-string safe.
@@ -240,6 +255,8 @@ mod tests {
             require_all: false,
             allow_without_permissions: false,
             max_body_bytes: None,
+            upgrades: vec!["websocket".to_owned()],
+            allow_matrix_params: false,
         }
     }
 

@@ -1,9 +1,7 @@
-//! Bodies that report to the audit record: the response body finishes the
-//! record when it ends (or is dropped), the request body counts its bytes.
+//! The response body that reports to the audit record: it finishes the
+//! record when it ends (or is dropped).
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -84,52 +82,5 @@ impl Drop for Audited {
             Some(p) => p.dropped_end(),
         };
         self.finish(end);
-    }
-}
-
-/// A request body that adds the bytes it passes on to a shared counter.
-pub struct Metered<B> {
-    inner: B,
-    count: Arc<AtomicU64>,
-}
-
-impl<B> Metered<B> {
-    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
-        Self { inner, count }
-    }
-}
-
-impl<B> HttpBody for Metered<B>
-where
-    B: HttpBody<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.count.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

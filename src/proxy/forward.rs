@@ -2,11 +2,10 @@
 //! (hop-by-hop stripping, identity headers, X-Forwarded-*), streaming bodies
 //! both ways, and protocol upgrades (WebSocket) as tunnels.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -18,18 +17,15 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::Body;
 use super::connect::WithoutInfo;
+use super::headers::{
+    ClientConn, X_REQUEST_ID, connection_tokens, is_trusted, set_forwarded_headers,
+    set_identity_headers, strip_hop_by_hop,
+};
+use super::inbound::ClientBodyError;
 use super::tunnel::Upgrade;
 use crate::config::UpstreamConfig;
-use crate::policy::Grant;
+use crate::policy::{Grant, Route};
 use crate::snapshot::Snapshot;
-use crate::text::write_ip;
-
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Why forwarding failed; never shown to the client beyond its status.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +40,9 @@ pub enum ForwardError {
     /// being sent.
     #[error("request body larger than the route's max_body_bytes")]
     BodyTooLarge,
+    /// The client broke its body's framing, or left while sending it.
+    #[error("{0}")]
+    ClientBody(String),
 }
 
 impl ForwardError {
@@ -52,6 +51,7 @@ impl ForwardError {
             Self::Connect(_) | Self::Protocol(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -61,6 +61,7 @@ impl ForwardError {
             Self::Protocol(_) => "upstream_protocol_error",
             Self::Timeout(_) => "upstream_timeout",
             Self::BodyTooLarge => "body_too_large",
+            Self::ClientBody(_) => "bad_request_body",
         }
     }
 }
@@ -106,31 +107,6 @@ impl Upstream {
     }
 }
 
-/// Facts about the client connection that shape forwarded headers.
-#[derive(Clone)]
-pub struct ClientConn {
-    pub peer: SocketAddr,
-    pub is_tls: bool,
-    /// The peer's address as an `X-Forwarded-For` value: the same for
-    /// every request on the connection, so written once.
-    forwarded_for: HeaderValue,
-}
-
-impl ClientConn {
-    pub fn new(peer: SocketAddr, is_tls: bool) -> Self {
-        let mut text = Vec::with_capacity(39);
-        write_ip(&mut text, peer.ip());
-        Self {
-            peer,
-            is_tls,
-            // An address's text is always a valid value; RFC 7239's
-            // "unknown" rather than a panic if that ever changed.
-            forwarded_for: HeaderValue::from_maybe_shared(Bytes::from(text))
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-        }
-    }
-}
-
 /// The upstream's answer to a forwarded request.
 pub struct Forwarded {
     /// Streaming; the upstream's hop-by-hop headers removed.
@@ -154,8 +130,13 @@ pub fn forward(
     request_id: &HeaderValue,
 ) -> impl Future<Output = Result<Forwarded, ForwardError>> {
     async move {
-        let is_upgrade = is_upgrade_request(&req);
-        let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+        // Why: only a protocol switch the route allows is forwarded, so a
+        // tunnel never carries requests the gateway cannot see (an h2c
+        // upgrade would) (`an_h2c_upgrade_is_never_forwarded_so_nothing_passes_unchecked`).
+        let upgrade_proto = allowed_upgrade(&req, grant.route());
+        let client_upgrade = upgrade_proto
+            .is_some()
+            .then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
 
         // The request's own path and query (a refcount clone) unless
@@ -185,12 +166,8 @@ pub fn forward(
             .build()
             .map_err(|e| ForwardError::Protocol(e.to_string()))?;
 
-        let upgrade_proto = if is_upgrade {
-            parts.headers.get(header::UPGRADE).cloned()
-        } else {
-            None
-        };
         strip_hop_by_hop(&mut parts.headers);
+        snapshot.inbound_strip.apply(&mut parts.headers);
         if let Some(proto) = upgrade_proto {
             parts
                 .headers
@@ -204,8 +181,9 @@ pub fn forward(
             // Why: the token is for us; the upstream must not be able to replay it.
             parts.headers.remove(header::AUTHORIZATION);
         }
-        set_identity_headers(&mut parts.headers, snapshot, grant);
-        set_forwarded_headers(&mut parts.headers, snapshot, conn, original_host.as_ref());
+        set_identity_headers(&mut parts.headers, &snapshot.identity_headers, grant);
+        let trusted = is_trusted(&snapshot.trusted_proxies, conn.peer.ip());
+        set_forwarded_headers(&mut parts.headers, trusted, conn, original_host.as_ref());
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
@@ -228,6 +206,11 @@ pub fn forward(
             Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
                 return Err(ForwardError::BodyTooLarge);
             }
+            // Why: a client's broken body is the client's fault: a 400 that
+            // feeds no upstream-failure alert (`broken_chunked_framing_is_the_clients_fault`).
+            Ok(Err(e)) if caused_by::<ClientBodyError>(&e) => {
+                return Err(ForwardError::ClientBody(crate::telemetry::error_chain(&e)));
+            }
             Ok(Err(e)) => return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e))),
             Ok(Ok(resp)) => resp,
         };
@@ -235,11 +218,25 @@ pub fn forward(
 
         let mut upgrade = None;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client) = client_upgrade {
-                upgrade = Some(Upgrade {
-                    client,
-                    upstream: hyper::upgrade::on(&mut resp),
-                });
+            // Why: a switch the client did not ask for, or to a protocol
+            // the route does not allow, would hand the upstream a tunnel.
+            let chosen = resp
+                .headers()
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .map(protocol_name);
+            match client_upgrade {
+                Some(client) if chosen.is_some_and(|p| grant.route().allows_upgrade(p)) => {
+                    upgrade = Some(Upgrade {
+                        client,
+                        upstream: hyper::upgrade::on(&mut resp),
+                    });
+                }
+                _ => {
+                    return Err(ForwardError::Protocol(
+                        "the upstream switched to a protocol that was not asked for".to_owned(),
+                    ));
+                }
             }
         } else {
             strip_hop_by_hop(resp.headers_mut());
@@ -266,116 +263,29 @@ fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
     false
 }
 
-fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including every header
-/// named in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let hop_by_hop = [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHORIZATION,
-        &header::PROXY_AUTHENTICATE,
-    ];
-    // Why: most messages carry none of them, and looking at each of their
-    // few headers once costs less than nine removals by name (each hashes
-    // the name). `Connection` is among them, so nothing it names is missed.
-    if !headers.keys().any(|name| hop_by_hop.contains(&name)) {
-        return;
+/// The `Upgrade` value of an HTTP/1.1 upgrade request whose every offered
+/// protocol the route allows; `None` for any other request, which is then
+/// forwarded as plain HTTP (RFC 9110 §7.8 lets a server ignore `Upgrade`).
+fn allowed_upgrade<B>(req: &Request<B>, route: &Route) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11
+        || !connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
+    {
+        return None;
     }
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in hop_by_hop {
-        headers.remove(name);
-    }
-}
-
-/// Sets the identity headers from the verified claims, replacing every
-/// inbound copy, and removes the inbound copies of those it does not set
-/// (all of them on a public route).
-fn set_identity_headers(headers: &mut HeaderMap, snapshot: &Snapshot, grant: &Grant) {
-    let names = &snapshot.identity_headers;
-    let claims = grant.claims();
-    let shared = claims.map(|c| c.profile_headers());
-    let subject = claims
-        .and_then(|c| c.principal())
-        .and_then(|p| HeaderValue::from_str(p).ok());
-    // Why: a client must never be able to send its own identity upstream.
-    // `insert` replaces every value the client sent under the name.
-    let mut set = |name: &HeaderName, value: Option<HeaderValue>| match value {
-        Some(v) => {
-            headers.insert(name.clone(), v);
-        }
-        None => {
-            headers.remove(name);
-        }
+    let mut values = req.headers().get_all(header::UPGRADE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
     };
-    set(&names.subject, subject);
-    set(&names.tenant, shared.and_then(|h| h.tenant.clone()));
-    set(&names.client_app, shared.and_then(|h| h.client_app.clone()));
-    set(&names.scopes, shared.and_then(|h| h.scopes.clone()));
-    set(&names.roles, shared.and_then(|h| h.roles.clone()));
+    let mut offered = value.to_str().ok()?.split(',').map(str::trim).peekable();
+    offered.peek()?;
+    offered
+        .all(|p| route.allows_upgrade(protocol_name(p)))
+        .then(|| value.clone())
 }
 
-/// X-Forwarded-For/-Proto/-Host: set by us, replacing a client's values,
-/// unless the peer is a configured trusted proxy (then the chain grows).
-fn set_forwarded_headers(
-    headers: &mut HeaderMap,
-    snapshot: &Snapshot,
-    conn: &ClientConn,
-    host: Option<&HeaderValue>,
-) {
-    let trusted = is_trusted(&snapshot.trusted_proxies, conn.peer.ip());
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if trusted => {
-            let mut chain = Vec::with_capacity(prior.len() + 2 + conn.forwarded_for.len());
-            chain.extend_from_slice(prior.as_bytes());
-            chain.extend_from_slice(b", ");
-            chain.extend_from_slice(conn.forwarded_for.as_bytes());
-            HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
-        }
-        _ => Some(conn.forwarded_for.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        let proto = if conn.is_tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
-    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
-    }
-}
-
-pub(super) fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
-    proxies.iter().any(|net| net.contains(&ip))
+/// An `Upgrade` protocol without its version: `websocket` of `websocket/13`.
+fn protocol_name(protocol: &str) -> &str {
+    protocol.split('/').next().unwrap_or_default().trim()
 }
 
 /// A static JSON error for 502/504 (and 413 for a body cut at the limit):
@@ -386,6 +296,7 @@ pub fn error_response(e: &ForwardError, request_id: &HeaderValue) -> Response<Bo
             r#"{"error":{"code":"upstream_timeout","message":"The upstream did not answer in time."}}"#
         }
         ForwardError::BodyTooLarge => crate::rejection::body::BODY_TOO_LARGE,
+        ForwardError::ClientBody(_) => crate::rejection::body::BAD_REQUEST_BODY,
         _ => r#"{"error":{"code":"bad_gateway","message":"The upstream could not be reached."}}"#,
     };
     let mut resp = Response::new(super::full(Bytes::from_static(body.as_bytes())));
@@ -397,49 +308,4 @@ pub fn error_response(e: &ForwardError, request_id: &HeaderValue) -> Response<Bo
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-portcullis-subject, X-Secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("x-portcullis-subject", HeaderValue::from_static("spoof"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key(header::ACCEPT));
-
-        // Each alone is found (the pass that skips clean messages).
-        for name in [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "proxy-authorization",
-            "proxy-authenticate",
-        ] {
-            let mut h = HeaderMap::new();
-            h.insert(name, HeaderValue::from_static("x"));
-            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-            strip_hop_by_hop(&mut h);
-            assert_eq!(h.len(), 1, "{name}: {h:?}");
-        }
-    }
 }

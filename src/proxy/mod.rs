@@ -5,6 +5,8 @@
 mod audited;
 mod connect;
 mod forward;
+mod headers;
+mod inbound;
 pub mod pipeline;
 mod tunnel;
 
@@ -24,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use forward::{ClientConn, ForwardError, Upstream, strip_hop_by_hop};
+pub use forward::{ForwardError, Upstream};
+pub use headers::{ClientConn, InboundStrip, strip_hop_by_hop};
 
 use crate::audit::{Auditor, Field, Pending, Record, RequestInfo, UpstreamInfo};
 use crate::metrics::{DecisionLabel, Metrics};
@@ -32,7 +35,9 @@ use crate::rejection::Rejection;
 use crate::revocation::Revocations;
 use crate::snapshot::Snapshot;
 use crate::token::CacheUse;
+use inbound::Inbound;
 use pipeline::Decision;
+use std::sync::atomic::Ordering::Relaxed;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body: a static rejection or a streamed upstream body.
@@ -145,7 +150,11 @@ impl Gateway {
             let outcome = match &self.auditor {
                 Some(a) if a.admit().await.is_err() => {
                     decision.verdict = Err(Rejection::AuditUnavailable);
-                    self.reject(&snapshot, &decision, &request_id)
+                    // Nothing of it is read while the trail cannot record.
+                    let mut outcome = self.reject(&snapshot, &decision, &request_id);
+                    let ended = hyper::body::Body::is_end_stream(&body);
+                    inbound::close_unless_read(&mut outcome.response, parts.version, ended);
+                    outcome
                 }
                 _ => {
                     self.decide_and_forward(
@@ -223,8 +232,15 @@ impl Gateway {
             };
             let (decided, admitted) = pipeline::admit(snapshot, &parts, circumstances).await;
             *decision = decided;
+            let version = parts.version;
+            let body_bytes = pending
+                .filter(|_| !hyper::body::Body::is_end_stream(&body))
+                .map(Pending::count_bytes_in);
+            let inbound = Inbound::new(body, body_bytes);
             let Some(admitted) = admitted else {
-                return self.reject(snapshot, decision, request_id);
+                return self
+                    .reject_unread(snapshot, decision, request_id, inbound, version)
+                    .await;
             };
             // Only a path that normalization changed needs rebuilding.
             let rewritten = match admitted.path {
@@ -235,15 +251,12 @@ impl Gateway {
             let limit = grant.route().max_body_bytes();
             if limit.is_some_and(|max| declared_length(&parts).is_some_and(|n| n > max)) {
                 decision.verdict = Err(Rejection::BodyTooLarge);
-                return self.reject(snapshot, decision, request_id);
+                return self
+                    .reject_unread(snapshot, decision, request_id, inbound, version)
+                    .await;
             }
-            // A request without a body (most GETs) has no bytes to count.
-            let body = match pending {
-                Some(p) if !hyper::body::Body::is_end_stream(&body) => {
-                    audited::Metered::new(body, p.count_bytes_in()).boxed()
-                }
-                _ => body.map_err(Into::into).boxed(),
-            };
+            let ended = inbound.ended();
+            let body = inbound.boxed();
             // A body without a length (chunked, HTTP/2) is cut at the limit:
             // the upstream sees an aborted request, the client a 413.
             let body = match limit {
@@ -251,7 +264,7 @@ impl Gateway {
                 None => body,
             };
             let req = Request::from_parts(parts, body);
-            match forward::forward(
+            let mut outcome = match forward::forward(
                 &snapshot.upstream,
                 snapshot,
                 req,
@@ -300,8 +313,28 @@ impl Gateway {
                         upgrade: None,
                     }
                 }
-            }
+            };
+            // The upstream answered before the body was all sent (or it was
+            // cut at the limit, or broken): this connection is done.
+            inbound::close_unless_read(&mut outcome.response, version, ended.load(Relaxed));
+            outcome
         }
+    }
+
+    /// The answer to a refused request, after draining what is left of its
+    /// body so the client's connection can carry its next request.
+    async fn reject_unread(
+        &self,
+        snapshot: &Snapshot,
+        decision: &Decision,
+        request_id: &HeaderValue,
+        body: Inbound,
+        version: http::Version,
+    ) -> Outcome {
+        let mut outcome = self.reject(snapshot, decision, request_id);
+        let ended = body.drain().await;
+        inbound::close_unless_read(&mut outcome.response, version, ended);
+        outcome
     }
 
     /// The answer to a request the pipeline (or the audit trail) refused.
@@ -320,7 +353,7 @@ impl Gateway {
             .map(full);
         response
             .headers_mut()
-            .insert(forward::X_REQUEST_ID.clone(), request_id.clone());
+            .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
         Outcome {
             response,
             label: label_for(rejection.status()),
@@ -439,7 +472,7 @@ impl Drop for InFlight<'_> {
 /// random one.
 fn request_id<B>(req: &Request<B>) -> HeaderValue {
     req.headers()
-        .get(&forward::X_REQUEST_ID)
+        .get(&headers::X_REQUEST_ID)
         .filter(|v| {
             v.len() <= 128 && !v.is_empty() && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
         })

@@ -13,7 +13,7 @@ use http::request::Parts;
 use ipnet::IpNet;
 
 use super::ClientConn;
-use super::forward::{X_FORWARDED_FOR, is_trusted};
+use super::headers::{X_FORWARDED_FOR, is_trusted};
 use crate::policy::{
     self, Agent, Grant, PolicyOutcome, RequestFacts, RevocationList, Route, RouteMatchResult, path,
 };
@@ -130,6 +130,7 @@ async fn admit_steps<'a>(
     circumstances: Circumstances<'_>,
     facts: &mut Decision,
 ) -> Result<Admitted<'a>, Rejection> {
+    check_host(parts)?;
     let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > snapshot.max_uri_bytes {
         return Err(Rejection::UriTooLong);
@@ -145,6 +146,17 @@ async fn admit_steps<'a>(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+    }
+    // Why: servlet-style upstreams drop `;…` from each segment before they
+    // resolve `..`, so `/open/..;/admin` would reach another route there
+    // than here (`path_parameters_are_refused_unless_the_route_allows_them`).
+    match path::parameters(&path) {
+        path::Parameters::None => {}
+        path::Parameters::Plain
+            if matched
+                .as_ref()
+                .is_some_and(|m| m.route.allows_matrix_params()) => {}
+        path::Parameters::Plain | path::Parameters::OnDotSegment => return Err(Rejection::BadPath),
     }
     if let Some(grant) = matched.as_ref().and_then(|m| policy::admit_public(m.route)) {
         return Ok(Admitted { grant, path });
@@ -200,6 +212,41 @@ pub fn decide(
     let (result, outcomes) = policy::authorize(&snapshot.policies, matched.route, claims, &request);
     facts.policies = outcomes;
     result.map_err(Rejection::Denied)
+}
+
+/// One `Host`, present on HTTP/1.1, that names what the request target or
+/// `:authority` names, if either has an authority (RFC 9112 §3.2, §3.2.2;
+/// RFC 9113 §8.3.1). Why: an upstream that reads the other one would route
+/// the request somewhere this gateway did not decide on
+/// (`host_must_be_one_and_agree_with_the_target`).
+fn check_host(parts: &Parts) -> Result<(), Rejection> {
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(Rejection::BadHost),
+        (Some(h), None) => Some(h.to_str().map_err(|_| Rejection::BadHost)?),
+        (None, None) => None,
+    };
+    match (host, parts.uri.authority()) {
+        (Some(h), Some(a)) if !same_authority(h, a.as_str(), parts.uri.scheme_str()) => {
+            Err(Rejection::BadHost)
+        }
+        (None, None) if parts.version == http::Version::HTTP_11 => Err(Rejection::BadHost),
+        _ => Ok(()),
+    }
+}
+
+/// Whether two authorities name the same host and port, a missing port
+/// being the scheme's default (RFC 3986 §6.2.3).
+fn same_authority(a: &str, b: &str, scheme: Option<&str>) -> bool {
+    let default = if scheme == Some("https") { "443" } else { "80" };
+    let split = |s: &str| -> (String, String) {
+        let (host, port) = match s.rfind(':') {
+            Some(i) if !s[i..].contains(']') => (&s[..i], &s[i + 1..]),
+            _ => (s, default),
+        };
+        (host.to_ascii_lowercase(), port.to_owned())
+    };
+    split(a) == split(b)
 }
 
 /// The request's host without port: `Host` (HTTP/1.1) or the authority
@@ -280,6 +327,48 @@ mod tests {
         assert_eq!(ip(&parts(&["6.6.6.6", "1.2.3.4"]), "10.0.0.1"), "1.2.3.4");
         assert_eq!(ip(&parts(&["garbage"]), "10.0.0.1"), "10.0.0.1");
         assert_eq!(ip(&parts(&[]), "10.0.0.1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn host_must_be_one_and_agree_with_the_target() {
+        let req = |version, uri: &str, hosts: &[&str]| {
+            let mut b = http::Request::get(uri).version(version);
+            for h in hosts {
+                b = b.header("host", *h);
+            }
+            check_host(&b.body(()).unwrap().into_parts().0)
+        };
+        use http::Version;
+        let bad = Err(Rejection::BadHost);
+        assert_eq!(req(Version::HTTP_11, "/", &["a"]), Ok(()));
+        assert_eq!(
+            req(Version::HTTP_11, "/", &[]),
+            bad,
+            "HTTP/1.1 needs a Host"
+        );
+        assert_eq!(
+            req(Version::HTTP_10, "/", &[]),
+            Ok(()),
+            "HTTP/1.0 may omit it"
+        );
+        assert_eq!(
+            req(Version::HTTP_11, "/", &["a", "a"]),
+            bad,
+            "two, even alike"
+        );
+        assert_eq!(req(Version::HTTP_2, "https://a/", &["a:443"]), Ok(()));
+        assert_eq!(req(Version::HTTP_2, "https://A:443/", &[]), Ok(()));
+        assert_eq!(req(Version::HTTP_2, "https://a/", &["b"]), bad);
+        assert_eq!(req(Version::HTTP_2, "http://a:8080/", &["a"]), bad, "port");
+        assert_eq!(
+            req(Version::HTTP_11, "http://a/x", &["b"]),
+            bad,
+            "absolute form"
+        );
+        assert_eq!(
+            req(Version::HTTP_11, "http://[::1]:80/", &["[::1]"]),
+            Ok(())
+        );
     }
 
     #[test]
