@@ -279,6 +279,92 @@ async fn trusted_proxies_extend_x_forwarded_for() {
 }
 
 #[tokio::test]
+async fn forwarded_is_the_gateways_like_x_forwarded_for() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let plain = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES);
+    let spoofed = || {
+        Request::get("/health")
+            .header("forwarded", "for=6.6.6.6;host=evil.example;proto=https")
+            .header("forwarded", "for=7.7.7.7")
+    };
+    // An untrusted peer: replaced by this hop's element.
+    let gw = TestGateway::start(&plain).await;
+    let mut req = spoofed().body(Full::default()).unwrap();
+    *req.uri_mut() = gw.url("/health").parse().unwrap();
+    let seen = echoed(send(req).await).await;
+    assert_eq!(
+        seen["headers"]["forwarded"],
+        serde_json::json!([format!("for=127.0.0.1;proto=http;host=\"{}\"", gw.addr)])
+    );
+    // A trusted proxy: its chain grows by this hop.
+    let trusted = plain.replace(
+        "realm = \"test\"",
+        "realm = \"test\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    );
+    let gw = TestGateway::start(&trusted).await;
+    let mut req = spoofed().body(Full::default()).unwrap();
+    *req.uri_mut() = gw.url("/health").parse().unwrap();
+    let seen = echoed(send(req).await).await;
+    assert_eq!(
+        seen["headers"]["forwarded"],
+        serde_json::json!([format!(
+            "for=6.6.6.6;host=evil.example;proto=https, for=7.7.7.7, for=127.0.0.1;proto=http;host=\"{}\"",
+            gw.addr
+        )])
+    );
+}
+
+#[tokio::test]
+async fn underscore_spellings_of_owned_headers_never_reach_the_upstream() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES).replace(
+        "response_timeout = \"2s\"",
+        "response_timeout = \"2s\"\nstrip_headers = [\"X-MS-CLIENT-PRINCIPAL\", \"x-ms-client-principal-*\", \"X-Original-URL\", \"x-auth-request-*\"]",
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let token = idp.token().sign();
+    let mut req = Request::get(gw.url("/x")).header("authorization", format!("Bearer {token}"));
+    for name in [
+        "x_portcullis_subject",
+        "x_portcullis_roles",
+        "X_Portcullis-Scopes",
+        "x_forwarded_for",
+        "x_forwarded_host",
+        "x_request_id",
+        "x-ms-client-principal",
+        "x_ms_client_principal_id",
+        "x-ms-client-principal-name",
+        "x-original-url",
+        "x-auth-request-email",
+    ] {
+        req = req.header(name, "spoofed");
+    }
+    let seen = echoed(
+        send(
+            req.header("x_custom", "kept")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await,
+    )
+    .await;
+    let h = seen["headers"].as_object().unwrap();
+    let spoofed: Vec<&String> = h
+        .iter()
+        .filter(|(_, v)| v.to_string().contains("spoofed"))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(spoofed.is_empty(), "reached the upstream: {spoofed:?}");
+    assert_eq!(h["x_custom"][0], "kept", "other names pass");
+    assert_eq!(
+        h["x-portcullis-subject"][0],
+        "690222be-ff1a-4d56-abd1-7e4f7d38e474"
+    );
+}
+
+#[tokio::test]
 async fn a_route_can_opt_in_to_forward_the_authorization_header() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;

@@ -1676,6 +1676,60 @@ mod tests {
     }
 
     #[test]
+    fn h2c_is_never_an_allowed_upgrade_and_strip_entries_are_checked() {
+        let route = "[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\n";
+        assert_eq!(
+            errors(&format!(
+                "{UPSTREAM}{route}upgrades = [\"H2C\", \"web socket\"]\n"
+            )),
+            [
+                "routes[0].upgrades[0]: h2c is never forwarded: clients that want HTTP/2 can speak it to the gateway directly",
+                "routes[0].upgrades[1]: \"web socket\" is not a protocol name",
+            ]
+        );
+        let ok = parse(&format!("{UPSTREAM}{route}upgrades = []\n")).unwrap();
+        assert!(ok.routes[0].upgrades.is_empty());
+        let default = parse(&format!("{UPSTREAM}{route}")).unwrap();
+        assert_eq!(default.routes[0].upgrades, ["websocket"]);
+
+        let text = "[upstream]\nurl = \"http://127.0.0.1:8000\"\nstrip_headers = [\"X_MS_Client_Principal\", \"x-auth-request-*\", \"*\", \"a*b\", \"content-*\", \"Host\"]\n";
+        assert_eq!(
+            errors(text),
+            [
+                "upstream.strip_headers[2]: \"*\" is not a header name, or a prefix ending in '*'",
+                "upstream.strip_headers[3]: \"a*b\" is not a header name, or a prefix ending in '*'",
+                "upstream.strip_headers[4]: \"content-*\" would strip content-length, which the request needs",
+                "upstream.strip_headers[5]: \"Host\" would strip host, which the request needs",
+            ]
+        );
+        let ok = parse(&text.replace(", \"*\", \"a*b\", \"content-*\", \"Host\"", "")).unwrap();
+        assert_eq!(
+            ok.strip_headers,
+            [
+                HeaderPattern::Exact("x-ms-client-principal".into()),
+                HeaderPattern::Prefix("x-auth-request-".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn identity_headers_cannot_be_another_spelling_of_a_reserved_one() {
+        let errs = errors(&format!(
+            "{UPSTREAM}[identity_headers]\nsubject = \"x_forwarded_for\"\ntenant = \"x-a\"\nclient_app = \"x_a\"\n"
+        ));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("identity_headers.subject")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("identity_headers.client_app") && e.contains("two")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn identity_headers_cannot_reuse_protocol_headers() {
         let text = format!(
             "{UPSTREAM}[identity_headers]\nsubject = \"authorization\"\ntenant = \"x-a\"\nclient_app = \"x-a\"\n"
