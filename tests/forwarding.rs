@@ -560,3 +560,110 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         "connection still open after the header timeout"
     );
 }
+
+/// An upstream that ends each connection after a few requests, at a random
+/// point and in a random way: announced (`Connection: close`), silently
+/// right after an answer, silently after a moment idle, or on reading the
+/// next request without answering it (it decided to close as the request
+/// came in). Answers GETs with `ok`.
+async fn closing_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let serve = fastrand::u32(1..=6);
+                let ending = fastrand::u8(0..4);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for n in 1..=serve + 1 {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                    buf.drain(..end + 4);
+                    if n > serve {
+                        return; // read, never answered: closed as it came in
+                    }
+                    let last = n == serve;
+                    let answer: &[u8] = if last && ending == 0 {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    };
+                    if tcp.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if last {
+                        match ending {
+                            0 | 1 => return,
+                            2 => {
+                                let idle = Duration::from_micros(fastrand::u64(0..3000));
+                                tokio::time::sleep(idle).await;
+                                return;
+                            }
+                            _ => {} // wait for the next request, then close
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_closes_connections_at_random_costs_no_request() {
+    const REQUESTS: usize = 100_000;
+    const CLIENTS: usize = 32;
+    let idp = TestIdp::start().await;
+    let upstream = closing_upstream().await;
+    // Audit off: 100,000 records are not what this test is about.
+    let cfg =
+        config(upstream, &oidc_issuer(&idp, ""), DEFAULT_ROUTES) + "\n[audit]\nsink = \"off\"\n";
+    let gw = TestGateway::start(&cfg).await;
+    let client = client();
+    let url: hyper::Uri = gw.url("/health").parse().unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            let mut failed = Vec::new();
+            for _ in 0..REQUESTS / CLIENTS {
+                let resp = client.get(url.clone()).await.expect("the gateway answers");
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                if status != StatusCode::OK || body.as_ref() != b"ok" {
+                    failed.push(status);
+                }
+            }
+            failed
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        failed.extend(done.unwrap());
+    }
+    let bad_gateway = failed
+        .iter()
+        .filter(|s| **s == StatusCode::BAD_GATEWAY)
+        .count();
+    assert_eq!(
+        bad_gateway, 0,
+        "{bad_gateway} of {REQUESTS} got 502: {failed:?}"
+    );
+    // Not yet explained: under CPU contention about one request in several
+    // hundred thousand waits out the response timeout here (504) (issue 17
+    // stays open for it). More than that is a failure.
+    assert!(
+        failed.len() <= 1,
+        "{} of {REQUESTS} failed: {failed:?}",
+        failed.len()
+    );
+}

@@ -70,6 +70,9 @@ impl ForwardError {
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<WithoutInfo<HttpsConnector<HttpConnector>>, Body>,
+    /// The same, keeping no idle connection: for the one retry that must
+    /// not meet another connection the upstream is closing.
+    fresh: Client<WithoutInfo<HttpsConnector<HttpConnector>>, Body>,
     response_timeout: Duration,
     version: Version,
 }
@@ -89,14 +92,20 @@ impl Upstream {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .http2_only(cfg.http2)
+            .retry_canceled_requests(true)
+            .http2_only(cfg.http2);
+        let client = builder.build(WithoutInfo(connector.clone()));
+        let fresh = builder
+            .pool_max_idle_per_host(0)
             .build(WithoutInfo(connector));
         Ok(Self {
             client,
+            fresh,
             response_timeout: cfg.response_timeout,
             version: if cfg.http2 {
                 Version::HTTP_2
@@ -191,29 +200,31 @@ pub fn forward(
             parts.headers.insert(header::HOST, host);
         }
 
+        // Kept only for a request that may be sent twice (see `send`).
+        let replay = is_replayable(&parts.method, &body).then(|| parts.clone());
         let outbound = Request::from_parts(parts, body);
         let started = Instant::now();
-        let mut resp = match tokio::time::timeout(
-            upstream.response_timeout,
-            upstream.client.request(outbound),
-        )
-        .await
-        {
-            Err(_) => return Err(ForwardError::Timeout(upstream.response_timeout)),
-            Ok(Err(e)) if e.is_connect() => {
-                return Err(ForwardError::Connect(crate::telemetry::error_chain(&e)));
-            }
-            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
-                return Err(ForwardError::BodyTooLarge);
-            }
-            // Why: a client's broken body is the client's fault: a 400 that
-            // feeds no upstream-failure alert (`broken_chunked_framing_is_the_clients_fault`).
-            Ok(Err(e)) if caused_by::<ClientBodyError>(&e) => {
-                return Err(ForwardError::ClientBody(crate::telemetry::error_chain(&e)));
-            }
-            Ok(Err(e)) => return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e))),
-            Ok(Ok(resp)) => resp,
-        };
+        let mut resp =
+            match tokio::time::timeout(upstream.response_timeout, send(upstream, outbound, replay))
+                .await
+            {
+                Err(_) => return Err(ForwardError::Timeout(upstream.response_timeout)),
+                Ok(Err(e)) if e.is_connect() => {
+                    return Err(ForwardError::Connect(crate::telemetry::error_chain(&e)));
+                }
+                Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
+                    return Err(ForwardError::BodyTooLarge);
+                }
+                // Why: a client's broken body is the client's fault: a 400 that
+                // feeds no upstream-failure alert (`broken_chunked_framing_is_the_clients_fault`).
+                Ok(Err(e)) if caused_by::<ClientBodyError>(&e) => {
+                    return Err(ForwardError::ClientBody(crate::telemetry::error_chain(&e)));
+                }
+                Ok(Err(e)) => {
+                    return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e)));
+                }
+                Ok(Ok(resp)) => resp,
+            };
         let elapsed = started.elapsed();
 
         let mut upgrade = None;
@@ -249,6 +260,66 @@ pub fn forward(
             upgrade,
         })
     }
+}
+
+/// Sends the request on a pooled connection. A request that failed before
+/// any of it was written on a reused connection is sent again by the pool
+/// itself (`retry_canceled_requests`). One that was written but got no
+/// answer because the upstream closed the connection (an idle connection
+/// it was closing as ours arrived) is sent once more, on a fresh
+/// connection, when it is `replay`able; never a request that may have
+/// changed something upstream
+/// (`an_upstream_that_closes_connections_at_random_costs_no_request`).
+async fn send(
+    upstream: &Upstream,
+    req: Request<Body>,
+    replay: Option<http::request::Parts>,
+) -> Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    match (upstream.client.request(req).await, replay) {
+        (Err(e), Some(parts)) if closed_before_answer(&e) => {
+            tracing::debug!(
+                error = %crate::telemetry::error_chain(&e),
+                "the upstream closed the connection before answering: sending again on a new one"
+            );
+            let again = Request::from_parts(parts, super::full(Bytes::new()));
+            upstream.fresh.request(again).await
+        }
+        (answered, _) => answered,
+    }
+}
+
+/// A request the gateway may send twice: idempotent (RFC 9110 §9.2.2) and
+/// without a body, so that nothing of it is lost with the first attempt.
+fn is_replayable(method: &http::Method, body: &Body) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) && http_body::Body::is_end_stream(body)
+}
+
+/// The upstream closed or reset the connection before a byte of its answer.
+fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            )
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Whether `T` is anywhere in `e`'s chain of sources.

@@ -35,13 +35,25 @@ pub struct ClientBodyError(#[source] pub hyper::Error);
 pub struct Inbound {
     inner: Incoming,
     bytes: Option<Arc<AtomicU64>>,
-    ended: Arc<AtomicBool>,
+    /// `None` for a body that was empty from the start (most GETs): nothing
+    /// to watch, nothing to allocate.
+    ended: Option<Arc<AtomicBool>>,
+}
+
+/// Whether a request body has been read to its end, as seen after the
+/// body itself has gone upstream.
+pub struct Ended(Option<Arc<AtomicBool>>);
+
+impl Ended {
+    pub fn is_true(&self) -> bool {
+        self.0.as_ref().is_none_or(|e| e.load(Ordering::Relaxed))
+    }
 }
 
 impl Inbound {
     /// `bytes` is the audit record's counter, when there is a record.
     pub fn new(inner: Incoming, bytes: Option<Arc<AtomicU64>>) -> Self {
-        let ended = Arc::new(AtomicBool::new(inner.is_end_stream()));
+        let ended = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         Self {
             inner,
             bytes,
@@ -50,8 +62,8 @@ impl Inbound {
     }
 
     /// Turns true once the body has been read to its end.
-    pub fn ended(&self) -> Arc<AtomicBool> {
-        self.ended.clone()
+    pub fn ended(&self) -> Ended {
+        Ended(self.ended.clone())
     }
 
     /// Reads and drops the rest of the body, within [`DRAIN_MAX_BYTES`] and
@@ -85,6 +97,14 @@ impl Inbound {
     }
 }
 
+impl Inbound {
+    fn mark_ended(&self) {
+        if let Some(e) = &self.ended {
+            e.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 impl HttpBody for Inbound {
     type Data = Bytes;
     type Error = BoxError;
@@ -102,13 +122,13 @@ impl HttpBody for Inbound {
                 // Why: a reader that knows the length stops polling at the
                 // last byte, before the end is reported.
                 if this.inner.is_end_stream() {
-                    this.ended.store(true, Ordering::Relaxed);
+                    this.mark_ended();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError(e).into()))),
             Poll::Ready(None) => {
-                this.ended.store(true, Ordering::Relaxed);
+                this.mark_ended();
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,

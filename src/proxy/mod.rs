@@ -37,7 +37,6 @@ use crate::snapshot::Snapshot;
 use crate::token::CacheUse;
 use inbound::Inbound;
 use pipeline::Decision;
-use std::sync::atomic::Ordering::Relaxed;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body: a static rejection or a streamed upstream body.
@@ -316,25 +315,28 @@ impl Gateway {
             };
             // The upstream answered before the body was all sent (or it was
             // cut at the limit, or broken): this connection is done.
-            inbound::close_unless_read(&mut outcome.response, version, ended.load(Relaxed));
+            inbound::close_unless_read(&mut outcome.response, version, ended.is_true());
             outcome
         }
     }
 
     /// The answer to a refused request, after draining what is left of its
-    /// body so the client's connection can carry its next request.
-    async fn reject_unread(
+    /// body so the client's connection can carry its next request. (Not an
+    /// `async fn`: see [`Self::handle`].)
+    fn reject_unread(
         &self,
         snapshot: &Snapshot,
         decision: &Decision,
         request_id: &HeaderValue,
         body: Inbound,
         version: http::Version,
-    ) -> Outcome {
+    ) -> impl Future<Output = Outcome> {
         let mut outcome = self.reject(snapshot, decision, request_id);
-        let ended = body.drain().await;
-        inbound::close_unless_read(&mut outcome.response, version, ended);
-        outcome
+        async move {
+            let ended = body.drain().await;
+            inbound::close_unless_read(&mut outcome.response, version, ended);
+            outcome
+        }
     }
 
     /// The answer to a request the pipeline (or the audit trail) refused.
