@@ -855,6 +855,8 @@ async fn broken_chunked_framing_is_the_clients_fault() {
         "3\r\nabcX0\r\n\r\n",
         // Not a chunk size at all.
         "zz\r\nabc\r\n0\r\n\r\n",
+        // A bare LF ending a chunk line.
+        "3\nabc\r\n0\r\n\r\n",
     ] {
         let req = request(
             &token,
@@ -869,7 +871,7 @@ async fn broken_chunked_framing_is_the_clients_fault() {
         );
         assert!(got[0].head.contains("connection: close"), "{got:?}");
     }
-    let records = gw.audit_records(3).await;
+    let records = gw.audit_records(4).await;
     assert!(
         records.iter().all(|r| r["reason"] == "bad_request_body"),
         "{records:?}"
@@ -879,7 +881,7 @@ async fn broken_chunked_framing_is_the_clients_fault() {
             "gateway_requests_total{decision=\"deny\",kind=\"user\",reason=\"bad_request_body\",route=\"api\"}"
         )
         .await,
-        3
+        4
     );
     let scrape = gw.admin_get("/metrics").await.1;
     assert!(
