@@ -73,6 +73,11 @@ fn answers(buf: &[u8]) -> Vec<Answer> {
 async fn raw(addr: SocketAddr, bytes: &[u8], want: usize) -> (Vec<Answer>, bool) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(bytes).await.unwrap();
+    read_answers(&mut tcp, want).await
+}
+
+/// Reads until `want` complete responses arrived or the connection closed.
+async fn read_answers(tcp: &mut TcpStream, want: usize) -> (Vec<Answer>, bool) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let read = async {
@@ -910,23 +915,7 @@ async fn post_then_next(
     tcp.write_all(format!("{body}{next}").as_bytes())
         .await
         .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let read = async {
-        loop {
-            match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => return true,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            if answers(&buf).len() >= 2 {
-                return false;
-            }
-        }
-    };
-    let closed = tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("answers in time");
-    (answers(&buf), closed)
+    read_answers(&mut tcp, 2).await
 }
 
 #[tokio::test]
