@@ -300,33 +300,29 @@ fn is_replayable(method: &http::Method, body: &Body) -> bool {
 
 /// The upstream closed or reset the connection before a byte of its answer.
 fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_canceled())
-        {
-            return true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted
-            )
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    any_cause(e, |err| {
+        err.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+            || err.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
+            })
+    })
 }
 
 /// Whether `T` is anywhere in `e`'s chain of sources.
 fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    any_cause(e, |err| err.is::<T>())
+}
+
+/// Whether `e` or any error in its chain of sources is what `matches` asks.
+fn any_cause(
+    e: &(dyn std::error::Error + 'static),
+    matches: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if err.is::<T>() {
+        if matches(err) {
             return true;
         }
         cur = err.source();
