@@ -483,9 +483,14 @@ mod tests {
         let m = Metrics::new().unwrap();
         let families = m.family_names();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let reference = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
         for file in [
             "README.md",
+            "docs/operations.md",
+            "docs/forwarding.md",
+            "docs/audit.md",
+            "docs/entra.md",
+            "docs/policy.md",
             "deploy/prometheus/alerts.yml",
             "deploy/grafana/portcullis.json",
         ] {
@@ -499,8 +504,8 @@ mod tests {
         }
         for name in families {
             assert!(
-                readme.contains(&format!("`{name}`")),
-                "README.md does not document {name}"
+                reference.contains(&format!("`{name}`")),
+                "docs/operations.md does not document {name}"
             );
         }
     }

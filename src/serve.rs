@@ -174,8 +174,8 @@ impl Signal {
 ///
 /// Why not hyper-util's graceful watcher plus a cancellation token: a
 /// connection's future is polled several times per request, and each poll
-/// polled both (a watch channel and a token, each a lock), about 3 % of a
-/// request's CPU on a public route (README, Performance). Here a poll reads
+/// polled both (a watch channel and a token, each a lock), a measurable
+/// share of a request's CPU on a public route. Here a poll reads
 /// one atomic, and takes a lock only when the task's waker changes (for a
 /// tokio task, on its first poll).
 #[derive(Default)]

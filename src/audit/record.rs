@@ -1,5 +1,5 @@
 //! One audit record: what the request path hands the writer, and its JSON
-//! encoding (schema `portcullis.audit/v1`, documented in the README).
+//! encoding (schema `portcullis.audit/v1`, documented in `docs/audit.md`).
 //!
 //! The request path only moves values it already has (`Arc`s, header
 //! values, the pipeline's [`Decision`]) into a [`Record`]; the writer thread
