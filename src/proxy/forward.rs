@@ -1,6 +1,7 @@
-//! Forwarding an admitted request: the upstream client, header hygiene
-//! (hop-by-hop stripping, identity headers, X-Forwarded-*), streaming bodies
-//! both ways, and protocol upgrades (WebSocket) as tunnels.
+//! Forwarding an admitted request: the upstream client (and the one retry a
+//! request may get), the outbound request built from the inbound one
+//! (header hygiene is `headers`), streaming bodies both ways, and protocol
+//! upgrades a route allows, as tunnels.
 
 use std::time::{Duration, Instant};
 
@@ -142,10 +143,8 @@ pub fn forward(
         // Why: only a protocol switch the route allows is forwarded, so a
         // tunnel never carries requests the gateway cannot see (an h2c
         // upgrade would) (`an_h2c_upgrade_is_never_forwarded_so_nothing_passes_unchecked`).
-        let upgrade_proto = allowed_upgrade(&req, grant.route());
-        let client_upgrade = upgrade_proto
-            .is_some()
-            .then(|| hyper::upgrade::on(&mut req));
+        let offered = allowed_upgrade(&req, grant.route());
+        let client_upgrade = offered.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
 
         // The request's own path and query (a refcount clone) unless
@@ -177,11 +176,11 @@ pub fn forward(
 
         strip_hop_by_hop(&mut parts.headers);
         snapshot.inbound_strip.apply(&mut parts.headers);
-        if let Some(proto) = upgrade_proto {
+        if let Some(proto) = &offered {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto);
+            parts.headers.insert(header::UPGRADE, proto.clone());
             parts.version = Version::HTTP_11;
         } else {
             parts.version = upstream.version;
@@ -229,15 +228,25 @@ pub fn forward(
 
         let mut upgrade = None;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // Why: a switch the client did not ask for, or to a protocol
-            // the route does not allow, would hand the upstream a tunnel.
+            // Why: a switch the client did not ask for, or to a protocol it
+            // did not offer (all it offers, the route allows), would hand
+            // the upstream a tunnel.
             let chosen = resp
                 .headers()
                 .get(header::UPGRADE)
                 .and_then(|v| v.to_str().ok())
                 .map(protocol_name);
+            let was_offered = |p: &str| {
+                offered
+                    .as_ref()
+                    .and_then(|o| o.to_str().ok())
+                    .is_some_and(|o| {
+                        o.split(',')
+                            .any(|q| protocol_name(q).eq_ignore_ascii_case(p))
+                    })
+            };
             match client_upgrade {
-                Some(client) if chosen.is_some_and(|p| grant.route().allows_upgrade(p)) => {
+                Some(client) if chosen.is_some_and(was_offered) => {
                     upgrade = Some(Upgrade {
                         client,
                         upstream: hyper::upgrade::on(&mut resp),
@@ -270,21 +279,25 @@ pub fn forward(
 /// connection, when it is `replay`able; never a request that may have
 /// changed something upstream
 /// (`an_upstream_that_closes_connections_at_random_costs_no_request`).
-async fn send(
+#[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
+fn send(
     upstream: &Upstream,
     req: Request<Body>,
     replay: Option<http::request::Parts>,
-) -> Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
-    match (upstream.client.request(req).await, replay) {
-        (Err(e), Some(parts)) if closed_before_answer(&e) => {
-            tracing::debug!(
-                error = %crate::telemetry::error_chain(&e),
-                "the upstream closed the connection before answering: sending again on a new one"
-            );
-            let again = Request::from_parts(parts, super::full(Bytes::new()));
-            upstream.fresh.request(again).await
+) -> impl Future<Output = Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>>
+{
+    async move {
+        match (upstream.client.request(req).await, replay) {
+            (Err(e), Some(parts)) if closed_before_answer(&e) => {
+                tracing::debug!(
+                    error = %crate::telemetry::error_chain(&e),
+                    "the upstream closed the connection before answering: sending again on a new one"
+                );
+                let again = Request::from_parts(parts, super::full(Bytes::new()));
+                upstream.fresh.request(again).await
+            }
+            (answered, _) => answered,
         }
-        (answered, _) => answered,
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{HeaderPattern, IdentityHeaders, normalize_header_name};
+use crate::config::{HeaderPattern, IdentityHeaders, is_spelled_as, normalize_header_name};
 use crate::policy::Grant;
 use crate::text::write_ip;
 
@@ -125,11 +125,14 @@ impl InboundStrip {
     }
 
     fn is_stripped(&self, name: &str) -> bool {
-        // Exact names are already ours or hop-by-hop; only another
-        // spelling needs this check.
-        let normalized = normalize_header_name(name);
-        (name.contains('_') && self.owned.contains(&normalized))
-            || self.strip.iter().any(|p| p.matches(&normalized))
+        // An owned name as it is spelled is replaced where it is set; only
+        // another spelling needs removing here.
+        (name.contains('_')
+            && self
+                .owned
+                .iter()
+                .any(|o| o.len() == name.len() && is_spelled_as(o, name)))
+            || self.strip.iter().any(|p| p.matches(name))
     }
 }
 

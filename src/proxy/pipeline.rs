@@ -239,14 +239,8 @@ fn check_host(parts: &Parts) -> Result<(), Rejection> {
 /// being the scheme's default (RFC 3986 §6.2.3).
 fn same_authority(a: &str, b: &str, scheme: Option<&str>) -> bool {
     let default = if scheme == Some("https") { "443" } else { "80" };
-    let split = |s: &str| -> (String, String) {
-        let (host, port) = match s.rfind(':') {
-            Some(i) if !s[i..].contains(']') => (&s[..i], &s[i + 1..]),
-            _ => (s, default),
-        };
-        (host.to_ascii_lowercase(), port.to_owned())
-    };
-    split(a) == split(b)
+    let ((host_a, port_a), (host_b, port_b)) = (split_port(a), split_port(b));
+    host_a.eq_ignore_ascii_case(host_b) && port_a.unwrap_or(default) == port_b.unwrap_or(default)
 }
 
 /// The request's host without port: `Host` (HTTP/1.1) or the authority
@@ -256,11 +250,15 @@ pub fn request_host(parts: &Parts) -> Option<&str> {
         Some(h) => h,
         None => parts.uri.authority()?.as_str(),
     };
-    // Strip a port, minding IPv6 literals (`[::1]:8080`).
-    Some(match raw.rfind(':') {
-        Some(i) if !raw[i..].contains(']') => &raw[..i],
-        _ => raw,
-    })
+    Some(split_port(raw).0)
+}
+
+/// An authority's host and port, minding IPv6 literals (`[::1]:8080`).
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    }
 }
 
 /// The client address policies see: the socket peer, unless the peer is a
