@@ -16,7 +16,7 @@ use crate::policy::{self, RevocationList, path};
 use crate::proxy::pipeline::{self, Circumstances, Decision};
 use crate::rejection::Rejection;
 use crate::snapshot::{KeyEnv, Snapshot};
-use crate::token::{VerifiedClaims, VerifyError};
+use crate::token::VerifyError;
 
 /// The credential to explain.
 pub enum Credential {
@@ -102,14 +102,12 @@ pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explana
         return Ok(out);
     }
     let claims = match request.credential {
-        Credential::Claims(value) => {
-            let iss = value.get("iss").and_then(Value::as_str).unwrap_or_default();
-            let issuer = snapshot
+        Credential::Claims(value) => Arc::new(
+            snapshot
                 .verifier
-                .issuer_name(iss)
-                .unwrap_or("(no configured issuer)");
-            Arc::new(VerifiedClaims::unverified(issuer, value).map_err(|e| format!("claims: {e}"))?)
-        }
+                .unverified(value)
+                .map_err(|e| format!("claims: {e}"))?,
+        ),
         Credential::Token(token) => {
             for source in &snapshot.key_sources {
                 if let Err(e) = source.refresh().await {

@@ -221,6 +221,8 @@ pub struct IssuerFile {
     pub clock_skew: Option<String>,
     pub max_token_size: Option<usize>,
     pub accepted_typ: Option<Vec<String>>,
+    pub scope_claims: Option<Vec<String>>,
+    pub role_claims: Option<Vec<String>>,
     // keys
     pub refresh_interval: Option<String>,
     pub refresh_cooldown: Option<String>,

@@ -18,10 +18,11 @@ use super::file::{
 };
 use super::{
     AgentConfig, Assignments, AuditConfig, AuditFailure, AuditFileConfig, AuditOverflow,
-    AuditPolicy, Conditions, Config, ConfigError, ConfigErrors, HeaderPattern, IDENTITY_KINDS,
-    IdentityHeaders, IdentitySettings, IssuerAnchor, IssuerConfig, KeyFetchConfig, KeyLocation,
-    Limits, Location, LoggingConfig, PolicyConfig, PolicyGrant, PolicyState, RouteConfig,
-    RouteMatch, ServerConfig, TlsConfig, TokenCacheConfig, UpstreamConfig, normalize_header_name,
+    AuditPolicy, ClaimPath, ClaimSources, Conditions, Config, ConfigError, ConfigErrors,
+    HeaderPattern, IDENTITY_KINDS, IdentityHeaders, IdentitySettings, IssuerAnchor, IssuerConfig,
+    IssuerKind, KeyFetchConfig, KeyLocation, Limits, Location, LoggingConfig, PolicyConfig,
+    PolicyGrant, PolicyState, RouteConfig, RouteMatch, ServerConfig, TlsConfig, TokenCacheConfig,
+    UpstreamConfig, normalize_header_name,
 };
 
 /// The public Entra authority.
@@ -307,16 +308,30 @@ fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<Iss
     if f.name.is_empty() {
         errs.push(format!("{at}.name"), "must not be empty");
     }
-    let source = match f.kind.as_str() {
-        "oidc" => oidc_source(errs, at, &f),
-        "entra" => entra_source(errs, at, &f),
+    let (kind, source) = match f.kind.as_str() {
+        "oidc" => (IssuerKind::Oidc, oidc_source(errs, at, &f)),
+        "entra" => (IssuerKind::Entra, entra_source(errs, at, &f)),
         other => {
             errs.push(
                 format!("{at}.kind"),
                 format!("unknown kind {other:?} (expected \"oidc\" or \"entra\")"),
             );
-            None
+            (IssuerKind::Oidc, None)
         }
+    };
+    let defaults = match kind {
+        IssuerKind::Entra => ClaimSources::entra(),
+        IssuerKind::Oidc => ClaimSources::oidc(),
+    };
+    let claims = ClaimSources {
+        scopes: claim_paths(
+            errs,
+            &format!("{at}.scope_claims"),
+            f.scope_claims.as_deref(),
+        )
+        .unwrap_or(defaults.scopes),
+        roles: claim_paths(errs, &format!("{at}.role_claims"), f.role_claims.as_deref())
+            .unwrap_or(defaults.roles),
     };
     if f.audiences.is_empty() {
         // Why: an issuer without audiences would accept tokens minted for any
@@ -407,7 +422,34 @@ fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<Iss
         max_token_size,
         accepted_typ,
         keys,
+        kind,
+        claims,
     })
+}
+
+/// `scope_claims`/`role_claims`: `None` when absent (the defaults apply).
+fn claim_paths(errs: &mut Errors, at: &str, texts: Option<&[String]>) -> Option<Vec<ClaimPath>> {
+    let texts = texts?;
+    if texts.is_empty() {
+        errs.push(at, "must not be empty (omit it for the default)");
+    }
+    let paths = texts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            let path = ClaimPath::parse(text);
+            if path.is_none() {
+                errs.push(
+                    format!("{at}[{i}]"),
+                    format!(
+                        "{text:?} is not a claim name or a dotted path (e.g. \"scope\", \"realm_access.roles\", '\"https://example.com/roles\"')"
+                    ),
+                );
+            }
+            path
+        })
+        .collect();
+    Some(paths)
 }
 
 fn oidc_source(errs: &mut Errors, at: &str, f: &IssuerFile) -> Option<IssuerSource> {
@@ -1665,6 +1707,59 @@ mod tests {
         assert!(parse(&mk("http://[::1]:8/keys")).is_ok());
         assert!(parse(&mk("https://idp.example/keys")).is_ok());
         assert!(errors(&mk("http://idp.example/keys"))[0].contains("loopback"));
+    }
+
+    #[test]
+    fn claim_paths_are_toml_dotted_keys_and_nothing_else() {
+        let segments = |text: &str| ClaimPath::parse(text).map(|p| p.segments().to_vec());
+        assert_eq!(segments("scp"), Some(vec!["scp".into()]));
+        assert_eq!(
+            segments("resource_access.\"my.client\".roles"),
+            Some(vec![
+                "resource_access".into(),
+                "my.client".into(),
+                "roles".into()
+            ])
+        );
+        assert_eq!(
+            segments("'https://x.example/roles'"),
+            Some(vec!["https://x.example/roles".into()])
+        );
+        assert_eq!(
+            ClaimPath::parse("a.\"b c\"").unwrap().to_string(),
+            "a.\"b c\""
+        );
+        // No value, comment, table or second key can ride along.
+        for bad in [
+            "",
+            "a.",
+            ".a",
+            "a b",
+            "a = true #",
+            "a = 1",
+            "a # x",
+            "a\nb",
+            "[a]",
+            "a]\n[b",
+            "\"unterminated",
+        ] {
+            assert_eq!(ClaimPath::parse(bad), None, "{bad:?}");
+        }
+        let issuer = |extra: &str| {
+            format!(
+                "{UPSTREAM}[[issuers]]\nname = \"o\"\nkind = \"oidc\"\nissuer = \"https://i\"\naudiences = [\"a\"]\n{extra}\n"
+            )
+        };
+        assert_eq!(
+            errors(&issuer("scope_claims = []\nrole_claims = [\"a = 1\"]")),
+            [
+                "issuers[0].scope_claims: must not be empty (omit it for the default)",
+                "issuers[0].role_claims[0]: \"a = 1\" is not a claim name or a dotted path (e.g. \"scope\", \"realm_access.roles\", '\"https://example.com/roles\"')",
+            ]
+        );
+        let config = parse(&issuer("")).unwrap();
+        assert_eq!(config.issuers[0].claims, ClaimSources::oidc());
+        assert_eq!(config.issuers[0].kind, IssuerKind::Oidc);
     }
 
     #[test]

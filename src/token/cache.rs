@@ -123,7 +123,7 @@ mod tests {
 
     fn claims(exp: u64) -> Arc<VerifiedClaims> {
         let json = serde_json::json!({"iss": "i", "exp": exp});
-        Arc::new(VerifiedClaims::unverified("idp", json).unwrap())
+        Arc::new(VerifiedClaims::unverified("idp", &Default::default(), json).unwrap())
     }
 
     /// A 300-second cache holding one token (trust 3, key generation 7),

@@ -10,8 +10,11 @@ use http::HeaderValue;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use serde_json::Value;
+
 use super::identity::{ClassifyInput, IdentityKind, classify};
 use super::intern::Interner;
+use crate::config::{ClaimPath, ClaimSources, IssuerKind};
 
 /// The serde view of a payload. Struct deserialization refuses duplicate
 /// keys for every field named here.
@@ -30,11 +33,15 @@ pub(super) struct RawClaims {
     pub tid: Option<String>,
     pub azp: Option<String>,
     pub appid: Option<String>,
+    /// RFC 9068's client id; Okta's `cid`. Read for `kind = "oidc"` only.
+    pub client_id: Option<String>,
+    pub cid: Option<String>,
     pub azpacr: Option<String>,
     pub appidacr: Option<String>,
-    pub scp: Option<String>,
-    #[serde(default)]
-    pub roles: Vec<String>,
+    pub scp: Option<Names>,
+    /// RFC 9068 §2.2.3.1.
+    pub scope: Option<Names>,
+    pub roles: Option<Names>,
     #[serde(default)]
     pub groups: Vec<String>,
     #[serde(default)]
@@ -66,6 +73,123 @@ pub(super) enum Audience {
     One(String),
     Many(Vec<String>),
     Other(IgnoredAny),
+}
+
+/// A claim that lists names: a space-delimited string (Entra `scp`, RFC
+/// 9068 `scope`) or an array of strings (Entra `roles`, Okta `scp`).
+/// Anything else lists nothing (rather than failing the parse).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum Names {
+    Spaced(String),
+    Listed(Vec<String>),
+    Other(IgnoredAny),
+}
+
+impl Names {
+    fn extend_into(self, out: &mut Vec<String>) {
+        match self {
+            Self::Spaced(s) => out.extend(split_spaced(&s)),
+            Self::Listed(list) => out.extend(list.into_iter().filter(|n| is_name(n))),
+            Self::Other(_) => {}
+        }
+    }
+}
+
+/// The names of a space-delimited claim. Entra writes `/` for "no
+/// delegated scope" on agent tokens: it is no name.
+fn split_spaced(s: &str) -> impl Iterator<Item = String> + '_ {
+    s.split(' ').filter(|n| is_name(n)).map(str::to_owned)
+}
+
+fn is_name(n: &str) -> bool {
+    !n.is_empty() && n != "/"
+}
+
+/// The names at `path` in the payload `document`, read like [`Names`].
+fn names_at(document: &Value, path: &ClaimPath, out: &mut Vec<String>) {
+    let mut value = document;
+    for segment in path.segments() {
+        match value.get(segment) {
+            Some(v) => value = v,
+            None => return,
+        }
+    }
+    match value {
+        Value::String(s) => out.extend(split_spaced(s)),
+        Value::Array(items) => {
+            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            out.extend(
+                names
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| is_name(n))
+                    .map(str::to_owned),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// How one issuer's tokens are read: whether Entra's identity rules apply,
+/// and where scopes and roles are.
+#[derive(Debug, Clone)]
+pub struct ClaimReading {
+    pub kind: IssuerKind,
+    pub sources: ClaimSources,
+}
+
+impl ClaimReading {
+    pub fn new(kind: IssuerKind, sources: ClaimSources) -> Self {
+        Self { kind, sources }
+    }
+
+    /// Whether some source is not one of the claims [`RawClaims`] keeps, so
+    /// the payload must be read again as a document.
+    pub(super) fn needs_document(&self) -> bool {
+        self.sources
+            .scopes
+            .iter()
+            .chain(&self.sources.roles)
+            .any(|p| !matches!(p.top_level(), Some("scp" | "scope" | "roles")))
+    }
+
+    /// Scopes and roles from the configured sources, in order, once each.
+    fn names(&self, raw: &mut RawClaims, document: Option<&Value>) -> (Vec<String>, Vec<String>) {
+        let mut read = |paths: &[ClaimPath]| {
+            let mut out = Vec::new();
+            for path in paths {
+                let typed = match path.top_level() {
+                    Some("scp") => Some(raw.scp.take()),
+                    Some("scope") => Some(raw.scope.take()),
+                    Some("roles") => Some(raw.roles.take()),
+                    _ => None,
+                };
+                match (typed, document) {
+                    (Some(names), _) => {
+                        if let Some(names) = names {
+                            names.extend_into(&mut out);
+                        }
+                    }
+                    (None, Some(doc)) => names_at(doc, path, &mut out),
+                    (None, None) => {}
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            out.retain(|n| seen.insert(n.clone()));
+            out
+        };
+        let scopes = read(&self.sources.scopes);
+        let roles = read(&self.sources.roles);
+        (scopes, roles)
+    }
+}
+
+impl Default for ClaimReading {
+    /// Entra's, for claims with no configured issuer.
+    fn default() -> Self {
+        Self::new(IssuerKind::Entra, ClaimSources::entra())
+    }
 }
 
 /// Group membership as the token states it.
@@ -177,26 +301,32 @@ pub(super) struct Profile {
 }
 
 impl VerifiedClaims {
-    /// `iss` is the accepting trust's (the token's `iss` equals it).
+    /// `iss` is the accepting trust's (the token's `iss` equals it);
+    /// `payload` is the token's payload JSON, read again only when a
+    /// configured source is not one of the claims `raw` keeps.
     pub(super) fn from_raw(
         issuer_name: Arc<str>,
         iss: Arc<str>,
-        raw: RawClaims,
+        reading: &ClaimReading,
+        mut raw: RawClaims,
+        payload: &[u8],
         shared: &Interner,
     ) -> Self {
-        let scopes: Vec<String> = raw
-            .scp
-            .as_deref()
-            .map(|s| {
-                s.split(' ')
-                    .filter(|s| !s.is_empty() && *s != "/")
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let document = reading
+            .needs_document()
+            .then(|| serde_json::from_slice::<Value>(payload).ok())
+            .flatten();
+        let (scopes, roles) = reading.names(&mut raw, document.as_ref());
+        let entra = reading.kind == IssuerKind::Entra;
+        let client_app = if entra {
+            raw.azp.or(raw.appid)
+        } else {
+            raw.azp.or(raw.appid).or(raw.client_id).or(raw.cid)
+        };
         let classified = classify(&ClassifyInput {
             idtyp: raw.idtyp.as_deref(),
             has_scp: !scopes.is_empty(),
+            subject_is_client: !entra && raw.sub.is_some() && raw.sub == client_app,
             act_facets: raw.xms_act_fct.as_deref(),
             sub_facets: raw.xms_sub_fct.as_deref(),
             parent_app: raw.xms_par_app_azp.as_deref(),
@@ -212,12 +342,12 @@ impl VerifiedClaims {
             issuer_name,
             iss,
             tid: raw.tid.map(|t| shared.str(&t.to_ascii_lowercase())),
-            client_app: str(raw.azp.or(raw.appid)),
+            client_app: str(client_app),
             // "0" = public client: the client id is not proven.
             client_authenticated: matches!(client_auth, Some("1" | "2")),
             headers: Derived::default(),
             scopes: shared.list(scopes),
-            roles: shared.list(raw.roles),
+            roles: shared.list(roles),
             wids: shared.list(raw.wids),
             acr: str(raw.acr),
             amr: shared.list(raw.amr),
@@ -282,11 +412,11 @@ impl VerifiedClaims {
     pub fn is_client_authenticated(&self) -> bool {
         self.profile.client_authenticated
     }
-    /// Delegated scopes (`scp`, split on spaces).
+    /// Delegated scopes (Entra: `scp`; see `scope_claims`).
     pub fn scopes(&self) -> &[String] {
         &self.profile.scopes
     }
-    /// App roles (`roles`).
+    /// App roles (`roles`; see `role_claims`).
     pub fn roles(&self) -> &[String] {
         &self.profile.roles
     }
@@ -357,13 +487,20 @@ impl VerifiedClaims {
     /// Claims taken on trust, without any verification: for `portcullis
     /// explain --claims` (which says so) and unit tests. Crate-private, so
     /// outside this crate only `token::verify` can make `VerifiedClaims`.
-    pub(crate) fn unverified(issuer_name: &str, claims: serde_json::Value) -> Result<Self, String> {
-        let raw: RawClaims = serde_json::from_value(claims).map_err(|e| e.to_string())?;
+    pub(crate) fn unverified(
+        issuer_name: &str,
+        reading: &ClaimReading,
+        claims: serde_json::Value,
+    ) -> Result<Self, String> {
+        let payload = claims.to_string();
+        let raw: RawClaims = serde_json::from_str(&payload).map_err(|e| e.to_string())?;
         let iss = Arc::from(raw.iss.as_str());
         Ok(Self::from_raw(
             Arc::from(issuer_name),
             iss,
+            reading,
             raw,
+            payload.as_bytes(),
             &Interner::off(),
         ))
     }
@@ -384,9 +521,17 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        let raw: RawClaims = serde_json::from_value(claims).unwrap();
+        let payload = claims.to_string();
+        let raw: RawClaims = serde_json::from_str(&payload).unwrap();
         let iss = Arc::from(raw.iss.as_str());
-        VerifiedClaims::from_raw(Arc::from("entra"), iss, raw, shared)
+        VerifiedClaims::from_raw(
+            Arc::from("entra"),
+            iss,
+            &ClaimReading::default(),
+            raw,
+            payload.as_bytes(),
+            shared,
+        )
     }
 
     #[test]
@@ -425,7 +570,14 @@ mod tests {
         let other_issuer = {
             let raw: RawClaims =
                 serde_json::from_value(json!({"iss": "https://other", "exp": 1})).unwrap();
-            VerifiedClaims::from_raw(Arc::from("entra"), Arc::from("https://other"), raw, &shared)
+            VerifiedClaims::from_raw(
+                Arc::from("entra"),
+                Arc::from("https://other"),
+                &ClaimReading::default(),
+                raw,
+                b"{}",
+                &shared,
+            )
         };
         assert!(!Arc::ptr_eq(&a.profile, &other_issuer.profile));
 

@@ -43,6 +43,9 @@ impl IdentityKind {
 pub struct ClassifyInput<'a> {
     pub idtyp: Option<&'a str>,
     pub has_scp: bool,
+    /// The subject is the client itself (RFC 9068 §2.2: a
+    /// client-credentials token); read for `kind = "oidc"` issuers only.
+    pub subject_is_client: bool,
     pub act_facets: Option<&'a str>,
     pub sub_facets: Option<&'a str>,
     pub parent_app: Option<&'a str>,
@@ -59,7 +62,8 @@ pub struct Classified {
 /// Classifies a token (DOMAIN.md §2): agent user if the subject facets hold
 /// 13; an autonomous agent if app-only and the actor facets hold 11; an
 /// agent acting for a user (OBO) if the actor facets hold 11; else app if
-/// `idtyp` is `app` (or, without `idtyp`, if there is no `scp`); else user.
+/// `idtyp` is `app` (or, without `idtyp`, if there is no `scp` or the
+/// subject is the client); else user.
 pub fn classify(input: &ClassifyInput<'_>) -> Classified {
     let act = facets(input.act_facets);
     let sub = facets(input.sub_facets);
@@ -68,7 +72,7 @@ pub fn classify(input: &ClassifyInput<'_>) -> Classified {
     let sub_all = strict_facets(input.sub_facets);
     let is_app_only = match input.idtyp {
         Some(t) => t.eq_ignore_ascii_case("app"),
-        None => !input.has_scp,
+        None => !input.has_scp || input.subject_is_client,
     };
     let actor_is_agent = act.contains(&FACET_AGENT_IDENTITY);
     if sub_all.is_some_and(|s| s.contains(&FACET_AGENT_USER)) {
@@ -129,6 +133,7 @@ mod tests {
         ClassifyInput {
             idtyp,
             has_scp: scp,
+            subject_is_client: false,
             act_facets: act,
             sub_facets: sub,
             parent_app: par,

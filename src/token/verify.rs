@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::TokenError;
 use super::cache::{TokenCache, TokenDigest};
-use super::claims::{Audience, RawClaims, VerifiedClaims};
+use super::claims::{Audience, ClaimReading, RawClaims, VerifiedClaims};
 use super::intern::Interner;
 use crate::keys::{KeyLookup, KeySource};
 
@@ -82,6 +82,7 @@ pub struct IssuerTrust {
     accepted_typ: Vec<String>,
     algorithms: Vec<Algorithm>,
     audiences: Vec<String>,
+    reading: ClaimReading,
 }
 
 impl IssuerTrust {
@@ -104,6 +105,7 @@ impl IssuerTrust {
             accepted_typ: settings.accepted_typ.clone(),
             algorithms: settings.algorithms.clone(),
             audiences: settings.audiences.clone(),
+            reading: ClaimReading::new(settings.kind, settings.claims.clone()),
         }
     }
 }
@@ -147,6 +149,20 @@ impl Verifier {
     /// The configured issuer name that accepts `iss`, if any.
     pub fn issuer_name(&self, iss: &str) -> Option<&str> {
         self.trusts.get(iss).map(|t| &*t.name)
+    }
+
+    /// Claims read as the issuer their `iss` names would read them, taken
+    /// on trust: nothing is verified (`portcullis explain --claims`).
+    pub fn unverified(&self, claims: serde_json::Value) -> Result<VerifiedClaims, String> {
+        let iss = claims.get("iss").and_then(serde_json::Value::as_str);
+        match iss.and_then(|iss| self.trusts.get(iss)) {
+            Some(t) => VerifiedClaims::unverified(&t.name, &t.reading, claims),
+            None => VerifiedClaims::unverified(
+                "(no configured issuer)",
+                &ClaimReading::default(),
+                claims,
+            ),
+        }
     }
 
     /// Verifies `token` now. Cache hits skip the signature check but not the
@@ -226,7 +242,7 @@ impl Verifier {
     async fn verify_in_full(&self, token: &str, now: u64) -> Result<Accepted<'_>, VerifyError> {
         let parts = Parts::split(token)?;
         let header = decode_header(token, parts.header)?;
-        let raw = decode_payload(parts.payload)?;
+        let (raw, payload) = decode_payload(parts.payload)?;
         let trust = self
             .trusts
             .get(raw.iss.as_str())
@@ -267,7 +283,14 @@ impl Verifier {
         }
         check_claims(trust, &raw, now)?;
         Ok((
-            VerifiedClaims::from_raw(trust.name.clone(), trust.iss.clone(), raw, &self.shared),
+            VerifiedClaims::from_raw(
+                trust.name.clone(),
+                trust.iss.clone(),
+                &trust.reading,
+                raw,
+                &payload,
+                &self.shared,
+            ),
             trust,
             generation,
         ))
@@ -308,18 +331,20 @@ impl<'a> Parts<'a> {
 /// payload with invalid bytes in any claim is malformed, whoever signed it.
 /// A payload that is JSON but not claims we can read (`exp` as a string, a
 /// claim named twice) is `invalid_claims`.
-fn decode_payload(payload: &str) -> Result<RawClaims, TokenError> {
+/// Returns the claims and the payload JSON.
+fn decode_payload(payload: &str) -> Result<(RawClaims, Vec<u8>), TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| TokenError::Malformed)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| TokenError::Malformed)?;
-    serde_json::from_str(text).map_err(|e| {
+    let raw = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
             TokenError::InvalidClaims
         } else {
             TokenError::Malformed
         }
-    })
+    })?;
+    Ok((raw, bytes))
 }
 
 fn decode_header(token: &str, encoded: &str) -> Result<Header, TokenError> {
@@ -438,7 +463,7 @@ mod tests {
         ));
         let good = br#"{"iss":"https://idp","name":"Ada"}"#;
         assert_eq!(
-            decode_payload(&payload(good)).map(|c| c.iss),
+            decode_payload(&payload(good)).map(|(c, _)| c.iss),
             Ok("https://idp".into())
         );
     }
