@@ -418,7 +418,7 @@ async fn upstream_unreachable_is_502_and_slow_is_504() {
     let body = text(resp).await;
     assert_eq!(
         body,
-        r#"{"error":{"code":"bad_gateway","message":"The upstream could not be reached."}}"#
+        r#"{"error":{"message":"The upstream could not be reached.","type":"api_error","code":"upstream_unreachable"}}"#
     );
 
     let upstream = TestUpstream::start().await;

@@ -368,17 +368,10 @@ fn protocol_name(protocol: &str) -> &str {
     protocol.split('/').next().unwrap_or_default().trim()
 }
 
-/// A static JSON error for 502/504 (and 413 for a body cut at the limit):
-/// no internal detail.
+/// A static JSON error for 502/504 (and 413 or 400 for a body cut at the
+/// limit or broken): no internal detail.
 pub fn error_response(e: &ForwardError, request_id: &HeaderValue) -> Response<Body> {
-    let body = match e {
-        ForwardError::Timeout(_) => {
-            r#"{"error":{"code":"upstream_timeout","message":"The upstream did not answer in time."}}"#
-        }
-        ForwardError::BodyTooLarge => crate::rejection::body::BODY_TOO_LARGE,
-        ForwardError::ClientBody(_) => crate::rejection::body::BAD_REQUEST_BODY,
-        _ => r#"{"error":{"code":"bad_gateway","message":"The upstream could not be reached."}}"#,
-    };
+    let body = crate::rejection::body::forward(e);
     let mut resp = Response::new(super::full(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = e.status();
     resp.headers_mut().insert(

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // reason: each test binary uses a different part of this module
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: fixtures; a failure here is a test failure
 
+pub mod python;
 pub mod secrets;
 pub mod upstream;
 

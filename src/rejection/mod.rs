@@ -1,5 +1,6 @@
 //! Rejections → responses. The only writer of the gateway's own refusals:
-//! 400/401/403/503 for auth (RFC 6750 §3, §3.1), 413/414 for limits. Challenge values are built once per snapshot with
+//! 400/401/403/503 for auth (RFC 6750 §3, §3.1), 413/414 for limits, with
+//! the bodies of [`body`]. Challenge values are built once per snapshot with
 //! the realm baked in and cloned per rejection (a refcount bump). Nothing
 //! from the request, the token or a library message reaches a header or body.
 
@@ -12,6 +13,8 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::policy::{Denial, PolicySet, Route};
 use crate::token::{BearerError, TokenError};
+
+pub(crate) mod body;
 
 /// Why the gateway refused a request before forwarding it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,35 +157,23 @@ impl Challenges {
     /// The full response for a rejection. `route` supplies the prebuilt
     /// insufficient-scope challenge where one applies.
     pub fn respond(&self, rejection: &Rejection, route: Option<&Route>) -> Response<Bytes> {
-        let (challenge, body) = match rejection {
-            Rejection::MissingToken => (Some(self.missing.clone()), body::MISSING_TOKEN),
-            Rejection::InvalidRequest => {
-                (Some(self.invalid_request.clone()), body::INVALID_REQUEST)
+        let challenge = match rejection {
+            Rejection::MissingToken => Some(self.missing.clone()),
+            Rejection::InvalidRequest => Some(self.invalid_request.clone()),
+            Rejection::InvalidToken(e) => Some(self.invalid_token(*e)),
+            Rejection::Denied(Denial::IssuerNotAccepted) => {
+                Some(self.invalid_token(TokenError::IssuerNotAccepted))
             }
-            Rejection::BadPath => (None, body::BAD_PATH),
-            Rejection::BadHost => (None, body::BAD_HOST),
-            Rejection::UriTooLong => (None, body::URI_TOO_LONG),
-            Rejection::BodyTooLarge => (None, body::BODY_TOO_LARGE),
-            Rejection::InvalidToken(e) => (Some(self.invalid_token(*e)), body::INVALID_TOKEN),
-            Rejection::Denied(Denial::IssuerNotAccepted) => (
-                Some(self.invalid_token(TokenError::IssuerNotAccepted)),
-                body::INVALID_TOKEN,
-            ),
-            Rejection::Denied(Denial::InsufficientScope | Denial::NoPermissions) => (
-                route.and_then(|r| self.insufficient_scope.get(r.name()).cloned()),
-                body::INSUFFICIENT_SCOPE,
-            ),
+            Rejection::Denied(Denial::InsufficientScope | Denial::NoPermissions) => {
+                route.and_then(|r| self.insufficient_scope.get(r.name()).cloned())
+            }
             Rejection::Denied(Denial::PolicyUnmet {
                 claims_challenge: Some(policy),
                 ..
-            }) => (
-                self.insufficient_claims.get(policy).cloned(),
-                body::INSUFFICIENT_CLAIMS,
-            ),
-            Rejection::Denied(_) => (None, body::FORBIDDEN),
-            Rejection::KeysUnavailable => (None, body::UNAVAILABLE),
-            Rejection::AuditUnavailable => (None, body::AUDIT_UNAVAILABLE),
+            }) => self.insufficient_claims.get(policy).cloned(),
+            _ => None,
         };
+        let body = body::of(rejection);
         let mut resp = Response::new(Bytes::from_static(body.as_bytes()));
         *resp.status_mut() = rejection.status();
         let h = resp.headers_mut();
@@ -203,28 +194,6 @@ impl Challenges {
         }
         resp
     }
-}
-
-/// Static bodies in the error envelope OpenAI SDKs understand.
-pub(crate) mod body {
-    pub const MISSING_TOKEN: &str =
-        r#"{"error":{"code":"unauthorized","message":"A bearer token is required."}}"#;
-    pub const INVALID_REQUEST: &str = r#"{"error":{"code":"invalid_request","message":"Send one bearer token in the Authorization header."}}"#;
-    pub const BAD_PATH: &str =
-        r#"{"error":{"code":"invalid_request","message":"The request path is not allowed."}}"#;
-    pub const URI_TOO_LONG: &str =
-        r#"{"error":{"code":"uri_too_long","message":"The request path and query are too long."}}"#;
-    pub const BAD_REQUEST_BODY: &str =
-        r#"{"error":{"code":"invalid_request","message":"The request body is not well framed."}}"#;
-    pub const BAD_HOST: &str = r#"{"error":{"code":"invalid_request","message":"The request needs exactly one Host that agrees with its target."}}"#;
-    pub const BODY_TOO_LARGE: &str = r#"{"error":{"code":"body_too_large","message":"The request body is larger than this route accepts."}}"#;
-    pub const INVALID_TOKEN: &str =
-        r#"{"error":{"code":"invalid_token","message":"The access token is not valid."}}"#;
-    pub const INSUFFICIENT_SCOPE: &str = r#"{"error":{"code":"insufficient_scope","message":"The access token lacks the required scope."}}"#;
-    pub const INSUFFICIENT_CLAIMS: &str = r#"{"error":{"code":"insufficient_claims","message":"Additional authentication is required."}}"#;
-    pub const FORBIDDEN: &str = r#"{"error":{"code":"forbidden","message":"Access denied."}}"#;
-    pub const UNAVAILABLE: &str = r#"{"error":{"code":"unavailable","message":"Token validation is temporarily unavailable."}}"#;
-    pub const AUDIT_UNAVAILABLE: &str = r#"{"error":{"code":"unavailable","message":"The gateway cannot record requests right now."}}"#;
 }
 
 #[cfg(test)]
@@ -270,6 +239,78 @@ mod tests {
             assert_eq!(r.status().as_u16(), *status, "{r:?}");
             assert_eq!(challenge(r).as_deref(), *want, "{r:?}");
         }
+    }
+
+    #[test]
+    fn every_body_is_the_envelope_with_the_reason_as_its_code() {
+        let policy: Arc<str> = Arc::from("p");
+        let mut rejections = vec![
+            Rejection::MissingToken,
+            Rejection::InvalidRequest,
+            Rejection::BadPath,
+            Rejection::BadHost,
+            Rejection::UriTooLong,
+            Rejection::BodyTooLarge,
+            Rejection::KeysUnavailable,
+            Rejection::AuditUnavailable,
+        ];
+        rejections.extend(TokenError::ALL.map(Rejection::InvalidToken));
+        rejections.extend(
+            [
+                Denial::NoRoute,
+                Denial::IssuerNotAccepted,
+                Denial::KindNotAllowed,
+                Denial::NoPermissions,
+                Denial::InsufficientScope,
+                Denial::AgentUnregistered,
+                Denial::AgentDisabled,
+                Denial::AgentExpired,
+                Denial::AgentNotAllowed,
+                Denial::AgentPermissionMissing,
+                Denial::GroupsOverage,
+                Denial::PolicyBlock(policy.clone()),
+                Denial::PolicyUnmet {
+                    policy: policy.clone(),
+                    claims_challenge: Some(policy.clone()),
+                },
+                Denial::PolicyUnmet {
+                    policy: policy.clone(),
+                    claims_challenge: None,
+                },
+            ]
+            .map(Rejection::Denied),
+        );
+        let mut messages = std::collections::HashSet::new();
+        let mut check = |text: &str, status: u16, reason: &str| {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            let e = &v["error"];
+            assert_eq!(e["code"], reason, "{text}");
+            assert_eq!(e["type"], body::error_type(status), "{text}");
+            assert_eq!(v.as_object().unwrap().len(), 1);
+            assert_eq!(e.as_object().unwrap().len(), 3, "{text}");
+            let message = e["message"].as_str().unwrap();
+            assert!(
+                message.ends_with(['.', '?']) && message.len() > 20,
+                "{text}"
+            );
+            messages.insert(message.to_owned());
+        };
+        for r in &rejections {
+            check(body::of(r), r.status().as_u16(), r.reason());
+        }
+        use crate::proxy::ForwardError;
+        for e in [
+            ForwardError::Connect(String::new()),
+            ForwardError::Protocol(String::new()),
+            ForwardError::Timeout(std::time::Duration::ZERO),
+            ForwardError::BodyTooLarge,
+            ForwardError::ClientBody(String::new()),
+        ] {
+            check(body::forward(&e), e.status().as_u16(), e.reason());
+        }
+        // Each reason in its own words (the 401 of a route's issuer list
+        // and of the token check are one reason, as are the two 413s).
+        assert_eq!(messages.len(), rejections.len() + 5 - 2);
     }
 
     #[test]

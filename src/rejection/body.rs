@@ -1,0 +1,293 @@
+//! The JSON bodies of the gateway's own refusals, in the envelope that
+//! OpenAI-compatible SDKs show their users:
+//! `{"error":{"message":…,"type":…,"code":…}}`. `code` is the stable
+//! reason of the metric label and the audit record; `type` follows the
+//! status (`invalid_request_error`, `authentication_error`,
+//! `permission_error`, `api_error`); `message` says the reason in words.
+//! Every body is a constant: nothing from the request or the token, and no
+//! library message, is ever in one.
+
+use crate::policy::Denial;
+use crate::proxy::ForwardError;
+use crate::token::TokenError;
+
+use super::Rejection;
+
+/// One body, built at compile time. Messages hold no `"` or `\`.
+macro_rules! envelope {
+    ($type:literal, $code:literal, $message:literal) => {
+        concat!(
+            r#"{"error":{"message":""#,
+            $message,
+            r#"","type":""#,
+            $type,
+            r#"","code":""#,
+            $code,
+            r#""}}"#
+        )
+    };
+}
+
+/// The body for `rejection`.
+pub(crate) fn of(rejection: &Rejection) -> &'static str {
+    match rejection {
+        Rejection::MissingToken => envelope!(
+            "authentication_error",
+            "missing_token",
+            "This API needs an access token: send it as 'Authorization: Bearer <token>'."
+        ),
+        Rejection::InvalidRequest => envelope!(
+            "invalid_request_error",
+            "invalid_request",
+            "Send exactly one bearer token, in the Authorization header (not in the query or the body)."
+        ),
+        Rejection::BadPath => envelope!(
+            "invalid_request_error",
+            "bad_path",
+            "The request path is not allowed: it is ambiguous (encoded slashes or dots), climbs above the root, or has ';' parameters."
+        ),
+        Rejection::BadHost => envelope!(
+            "invalid_request_error",
+            "bad_host",
+            "The request needs exactly one Host that agrees with its target."
+        ),
+        Rejection::UriTooLong => envelope!(
+            "invalid_request_error",
+            "uri_too_long",
+            "The request path and query are longer than this gateway accepts."
+        ),
+        Rejection::BodyTooLarge => BODY_TOO_LARGE,
+        Rejection::InvalidToken(e) => token(*e),
+        Rejection::Denied(d) => denial(d),
+        Rejection::KeysUnavailable => envelope!(
+            "api_error",
+            "keys_unavailable",
+            "Token validation is temporarily unavailable (the issuer's signing keys cannot be fetched); retry later."
+        ),
+        Rejection::AuditUnavailable => envelope!(
+            "api_error",
+            "audit_unavailable",
+            "The gateway cannot record requests right now; retry later."
+        ),
+    }
+}
+
+const BODY_TOO_LARGE: &str = envelope!(
+    "invalid_request_error",
+    "body_too_large",
+    "The request body is larger than this route accepts."
+);
+
+/// The body for a request that failed after it was allowed.
+pub(crate) fn forward(e: &ForwardError) -> &'static str {
+    match e {
+        ForwardError::Connect(_) => envelope!(
+            "api_error",
+            "upstream_unreachable",
+            "The upstream could not be reached."
+        ),
+        ForwardError::Protocol(_) => envelope!(
+            "api_error",
+            "upstream_protocol_error",
+            "The upstream's answer could not be read."
+        ),
+        ForwardError::Timeout(_) => envelope!(
+            "api_error",
+            "upstream_timeout",
+            "The upstream did not answer in time."
+        ),
+        ForwardError::BodyTooLarge => BODY_TOO_LARGE,
+        ForwardError::ClientBody(_) => envelope!(
+            "invalid_request_error",
+            "bad_request_body",
+            "The request body is not well framed, or ended early."
+        ),
+    }
+}
+
+fn token(e: TokenError) -> &'static str {
+    match e {
+        TokenError::Malformed => envelope!(
+            "authentication_error",
+            "malformed",
+            "The access token is not a well-formed JWT."
+        ),
+        TokenError::Oversize => envelope!(
+            "authentication_error",
+            "oversize",
+            "The access token is larger than this API accepts."
+        ),
+        TokenError::UnknownIssuer => envelope!(
+            "authentication_error",
+            "wrong_issuer",
+            "The access token's issuer (iss) is not one this API trusts: request the token from the authority and tenant the API is configured for."
+        ),
+        TokenError::AlgorithmNotAllowed => envelope!(
+            "authentication_error",
+            "alg_not_allowed",
+            "The access token's signing algorithm is not allowed here."
+        ),
+        TokenError::WrongTyp => envelope!(
+            "authentication_error",
+            "wrong_typ",
+            "The access token's type (typ) is not accepted: send an access token, not an ID token."
+        ),
+        TokenError::UnsupportedCrit => envelope!(
+            "authentication_error",
+            "unsupported_crit",
+            "The access token has critical header parameters this API does not understand."
+        ),
+        TokenError::MissingKid => envelope!(
+            "authentication_error",
+            "missing_kid",
+            "The access token names no signing key (kid)."
+        ),
+        TokenError::UnknownKid => envelope!(
+            "authentication_error",
+            "unknown_kid",
+            "The access token's signing key (kid) is not among its issuer's published keys."
+        ),
+        TokenError::KeyIssuerMismatch => envelope!(
+            "authentication_error",
+            "key_issuer_mismatch",
+            "The access token's signing key belongs to another issuer."
+        ),
+        TokenError::BadSignature => envelope!(
+            "authentication_error",
+            "bad_signature",
+            "The access token's signature is not valid."
+        ),
+        TokenError::Expired => envelope!(
+            "authentication_error",
+            "expired",
+            "The access token has expired: request a new one."
+        ),
+        TokenError::NotYetValid => envelope!(
+            "authentication_error",
+            "not_yet_valid",
+            "The access token is not valid yet (its nbf is in the future): check the clocks."
+        ),
+        TokenError::MissingExp => envelope!(
+            "authentication_error",
+            "missing_exp",
+            "The access token has no expiry (exp)."
+        ),
+        TokenError::InvalidClaims => envelope!(
+            "authentication_error",
+            "invalid_claims",
+            "The access token's claims are not valid: a claim has the wrong type or is repeated, or its version (ver) does not match its issuer."
+        ),
+        TokenError::WrongAudience => envelope!(
+            "authentication_error",
+            "wrong_audience",
+            "The access token was issued for another audience (aud): request a token for this API."
+        ),
+        TokenError::WrongTenant => envelope!(
+            "authentication_error",
+            "wrong_tenant",
+            "The access token's tenant (tid) is not accepted here."
+        ),
+        TokenError::SenderConstrained => envelope!(
+            "authentication_error",
+            "sender_constrained",
+            "Sender-constrained (DPoP or certificate-bound) tokens are not accepted: send a bearer token."
+        ),
+        TokenError::IssuerNotAccepted => envelope!(
+            "authentication_error",
+            "issuer_not_accepted",
+            "This route does not accept tokens from this token's issuer."
+        ),
+        TokenError::Revoked => envelope!(
+            "authentication_error",
+            "revoked",
+            "The access token was revoked: sign in again."
+        ),
+    }
+}
+
+fn denial(d: &Denial) -> &'static str {
+    match d {
+        Denial::NoRoute => envelope!(
+            "permission_error",
+            "no_route",
+            "No route of this gateway matches the request's method and path."
+        ),
+        // The 401 of a route that takes another issuer's tokens.
+        Denial::IssuerNotAccepted => token(TokenError::IssuerNotAccepted),
+        Denial::KindNotAllowed => envelope!(
+            "permission_error",
+            "kind_not_allowed",
+            "This route does not accept this kind of caller (user, app or agent)."
+        ),
+        Denial::NoPermissions => envelope!(
+            "permission_error",
+            "no_permissions",
+            "The access token carries no scopes or roles: is it an ID token, or was the API never consented to in this tenant?"
+        ),
+        Denial::InsufficientScope => envelope!(
+            "permission_error",
+            "scope_missing",
+            "The access token lacks the scopes or roles this route requires (see the scope in WWW-Authenticate)."
+        ),
+        Denial::AgentUnregistered => envelope!(
+            "permission_error",
+            "agent_unregistered",
+            "This agent is not registered with the gateway."
+        ),
+        Denial::AgentDisabled => envelope!(
+            "permission_error",
+            "agent_disabled",
+            "This agent is disabled."
+        ),
+        Denial::AgentExpired => envelope!(
+            "permission_error",
+            "agent_expired",
+            "This agent's registration has expired."
+        ),
+        Denial::AgentNotAllowed => envelope!(
+            "permission_error",
+            "agent_not_allowed",
+            "This agent's registration does not allow this route, method or parameter."
+        ),
+        Denial::AgentPermissionMissing => envelope!(
+            "permission_error",
+            "agent_permission_missing",
+            "The access token lacks a permission this agent's registration requires."
+        ),
+        Denial::GroupsOverage => envelope!(
+            "permission_error",
+            "groups_overage",
+            "The access token's group list is incomplete (groups overage) and a policy depends on it."
+        ),
+        Denial::PolicyBlock(_) => envelope!(
+            "permission_error",
+            "policy_block",
+            "Access is blocked by a conditional-access policy."
+        ),
+        Denial::PolicyUnmet {
+            claims_challenge: Some(_),
+            ..
+        } => envelope!(
+            "authentication_error",
+            "policy_unmet",
+            "Additional authentication is required: answer the claims challenge in WWW-Authenticate."
+        ),
+        Denial::PolicyUnmet { .. } => envelope!(
+            "permission_error",
+            "policy_unmet",
+            "The request does not meet a conditional-access policy's requirements."
+        ),
+    }
+}
+
+/// The `type` a status gets; the bodies above spell it out, the tests hold
+/// them to it.
+#[cfg(test)]
+pub(crate) fn error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        500.. => "api_error",
+        _ => "invalid_request_error",
+    }
+}
