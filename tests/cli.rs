@@ -168,10 +168,73 @@ fn orphaned_agents_are_a_warning_not_an_error() {
 }
 
 #[test]
-fn unknown_keys_are_errors() {
-    let out = check_text("[upstream]\nurl = \"http://127.0.0.1:1\"\nconect_timeout = \"1s\"\n");
+fn check_reports_unknown_keys_wrong_types_and_semantic_errors_in_one_run() {
+    let out = check_text(
+        r#"
+[server]
+listen = 8080
+
+[upstream]
+url = "http://127.0.0.1:1"
+conect_timeout = "1s"
+
+[[issuers]]
+name = "idp"
+kind = "oidc"
+issuer = "https://idp.example"
+audiences = "api://x"
+
+[[routes]]
+name = "chat"
+prefix = "/chat"
+scopes = ["Models.Invoke", 7]
+max_body_bytes = "1MB"
+
+[[routes]]
+prefix = "/x"
+scpoes = ["b"]
+max_body_bytes = "lots"
+issuers = ["nobody"]
+
+[[policies]]
+name = "p"
+"#,
+    );
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `conect_timeout`"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().skip(1).map(str::trim).collect();
+    for want in [
+        "server.listen: invalid type: integer `8080`, expected a string",
+        "upstream.conect_timeout: unknown key `conect_timeout`, expected one of `url`, `connect_timeout`,",
+        "issuers[0].audiences: invalid type: string \"api://x\", expected a sequence",
+        "routes[0].scopes[1]: invalid type: integer `7`, expected a string",
+        "routes[1].scpoes: unknown key `scpoes`, expected one of `name`, `path`, `prefix`, `methods`, `scopes`,",
+        "routes[1].max_body_bytes: invalid value: string \"lots\", expected a size: a number of bytes or a string like \"64KiB\" or \"1MiB\"",
+        "routes[1].name: must be non-empty letters, digits, '_', '-' or '.'",
+        "routes[1].issuers[0]: no issuer named \"nobody\"",
+        "policies[0].grant: required: \"block\" or \"require\"",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "missing {want:?} in:\n{stderr}"
+        );
+    }
+    // A value left out for its type is not reported again as missing, and
+    // "1MB" is a size.
+    assert_eq!(lines.len(), 9, "{stderr}");
+}
+
+#[test]
+fn sizes_are_bytes_or_human_strings_and_a_config_that_serves_nothing_is_a_warning() {
+    let out = check_text(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[limits]\nmax_header_bytes = \"64KiB\"\nmax_uri_bytes = 4096\n[audit]\nsink = \"file\"\nfile = \"/tmp/a.log\"\nmax_file_bytes = \"10 MiB\"\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: routes: none configured: every request is refused (no_route)"),
+        "{stderr}"
+    );
 }
 
 #[test]

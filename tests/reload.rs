@@ -105,7 +105,7 @@ async fn a_broken_config_changes_nothing_and_says_why() {
         (
             "unknown key",
             good.replace("realm = \"test\"", "realm = \"test\"\nrelam = \"typo\""),
-            "unknown field `relam`",
+            "server.relam: unknown key `relam`",
         ),
         (
             "no audiences",

@@ -2,8 +2,110 @@
 //! these types: `validate` turns them into [`crate::config::Config`].
 //!
 //! Every struct denies unknown fields, so a typo is an error, not a default.
+//! Required strings default to empty here, so that `validate` reports them
+//! missing with the other errors; [`read`] reports every unknown key and
+//! every wrong type, not only the first.
+
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use super::{ConfigError, ConfigErrors};
+
+/// More structural errors than this in one file: stop listing them.
+const MAX_STRUCTURAL_ERRORS: usize = 100;
+
+/// Reads the file: its syntax (the first error stops here, with its line),
+/// then its shape. Each unknown key or value of the wrong type is reported
+/// with its path and left out, and the rest is read again, so that the
+/// caller can go on to validate what is left and report everything at once.
+pub fn read(text: &str) -> Result<(FileConfig, Vec<ConfigError>), ConfigErrors> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: e.to_string().trim_end().to_owned(),
+        }])
+    })?;
+    let mut errors = Vec::new();
+    loop {
+        let value = toml::Value::Table(table.clone());
+        let e = match serde_path_to_error::deserialize::<_, FileConfig>(value) {
+            Ok(file) => return Ok((file, errors)),
+            Err(e) => e,
+        };
+        let segments: Vec<&serde_path_to_error::Segment> = e.path().iter().collect();
+        errors.push(ConfigError {
+            path: e.path().to_string(),
+            // TOML calls them keys.
+            message: e
+                .inner()
+                .message()
+                .replacen("unknown field", "unknown key", 1),
+        });
+        if errors.len() >= MAX_STRUCTURAL_ERRORS || !remove(&mut table, &segments) {
+            return Err(ConfigErrors(errors));
+        }
+    }
+}
+
+/// Removes the key `path` names; for an element of an array, the whole
+/// array (removing one element would renumber the others' paths).
+fn remove(table: &mut toml::Table, path: &[&serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment::{Map, Seq};
+    match path {
+        [Map { key }] | [Map { key }, Seq { .. }] => table.remove(key).is_some(),
+        [Map { key }, Seq { index }, rest @ ..] => match table.get_mut(key) {
+            Some(toml::Value::Array(items)) => match items.get_mut(*index) {
+                Some(toml::Value::Table(inner)) => remove(inner, rest),
+                _ => false,
+            },
+            _ => false,
+        },
+        [Map { key }, rest @ ..] => match table.get_mut(key) {
+            Some(toml::Value::Table(inner)) => remove(inner, rest),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A size in bytes: a whole number, or a string with a unit (`"64KiB"`,
+/// `"1 MiB"`, `"10MB"`: binary and decimal units, case-insensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Size;
+        impl Visitor<'_> for Size {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a number of bytes or a string like \"64KiB\" or \"1MiB\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse::<bytesize::ByteSize>()
+                    .map(|b| ByteSize(b.as_u64()))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(Size)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,9 +141,9 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
-    pub max_header_bytes: Option<usize>,
+    pub max_header_bytes: Option<ByteSize>,
     pub max_headers: Option<usize>,
-    pub max_uri_bytes: Option<usize>,
+    pub max_uri_bytes: Option<ByteSize>,
     pub max_connections: Option<usize>,
     pub max_concurrent_streams: Option<u32>,
 }
@@ -51,7 +153,7 @@ pub struct LimitsFile {
 pub struct AuditFile {
     pub sink: Option<String>,
     pub file: Option<String>,
-    pub max_file_bytes: Option<u64>,
+    pub max_file_bytes: Option<ByteSize>,
     pub keep_files: Option<usize>,
     pub queue_capacity: Option<usize>,
     pub overflow: Option<String>,
@@ -62,6 +164,7 @@ pub struct AuditFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationSourceFile {
+    #[serde(default)]
     pub file: String,
 }
 
@@ -75,14 +178,18 @@ pub struct IdentityFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocationFile {
+    #[serde(default)]
     pub name: String,
+    #[serde(default)]
     pub ranges: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentFile {
+    #[serde(default)]
     pub id: String,
+    #[serde(default)]
     pub name: String,
     pub owner: Option<String>,
     pub sponsor: Option<String>,
@@ -100,6 +207,7 @@ pub struct AgentFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
+    #[serde(default)]
     pub name: String,
     pub state: Option<String>,
     // assignments
@@ -153,6 +261,7 @@ pub struct PolicyFile {
     #[serde(default)]
     pub client_capabilities: Vec<String>,
     // grant
+    #[serde(default)]
     pub grant: String,
     #[serde(default)]
     pub require_scopes: Vec<String>,
@@ -183,13 +292,16 @@ pub struct ServerFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
+    #[serde(default)]
     pub cert: String,
+    #[serde(default)]
     pub key: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFile {
+    #[serde(default)]
     pub url: String,
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
@@ -203,7 +315,9 @@ pub struct UpstreamFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerFile {
+    #[serde(default)]
     pub name: String,
+    #[serde(default)]
     pub kind: String,
     // kind = "oidc"
     pub issuer: Option<String>,
@@ -219,7 +333,7 @@ pub struct IssuerFile {
     pub audiences: Vec<String>,
     pub algorithms: Option<Vec<String>>,
     pub clock_skew: Option<String>,
-    pub max_token_size: Option<usize>,
+    pub max_token_size: Option<ByteSize>,
     pub accepted_typ: Option<Vec<String>>,
     pub scope_claims: Option<Vec<String>>,
     pub role_claims: Option<Vec<String>>,
@@ -234,6 +348,7 @@ pub struct IssuerFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
+    #[serde(default)]
     pub name: String,
     pub path: Option<String>,
     pub prefix: Option<String>,
@@ -252,7 +367,7 @@ pub struct RouteFile {
     pub require: Option<String>,
     #[serde(default)]
     pub allow_without_permissions: bool,
-    pub max_body_bytes: Option<u64>,
+    pub max_body_bytes: Option<ByteSize>,
     pub upgrades: Option<Vec<String>>,
     #[serde(default)]
     pub allow_matrix_params: bool,

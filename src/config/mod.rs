@@ -613,17 +613,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     Ok(config)
 }
 
-/// Validates config text; `base` resolves relative file paths.
+/// Validates config text; `base` resolves relative file paths. Reports
+/// every problem: unknown keys and wrong types with the errors of what
+/// could be read.
 pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
-    let file: file::FileConfig = toml::from_str(text).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            path: String::new(),
-            message: e.to_string().trim_end().to_owned(),
-        }])
-    })?;
-    let mut config = validate::validate(file, base)?;
-    config.version = version(text);
-    Ok(config)
+    let (file, mut errors) = file::read(text)?;
+    let semantic = match validate::validate(file, base) {
+        Ok(mut config) if errors.is_empty() => {
+            config.version = version(text);
+            return Ok(config);
+        }
+        Ok(_) => Vec::new(),
+        Err(e) => e.0,
+    };
+    // A key left out for its type is not reported again as missing.
+    let reported: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+    errors.extend(
+        semantic
+            .into_iter()
+            .filter(|e| !reported.iter().any(|r| is_within(&e.path, r))),
+    );
+    Err(ConfigErrors(errors))
+}
+
+/// Whether `path` is `outer` or lies inside it (`routes[0].name` is within
+/// `routes[0]` and `routes`, not within `routes[0].n`).
+fn is_within(path: &str, outer: &str) -> bool {
+    path.strip_prefix(outer)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// The first 12 hex digits of the SHA-256 of the config text.

@@ -13,8 +13,9 @@ use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
 use super::file::{
-    AgentFile, AuditFile, FileConfig, IdentityFile, IdentityHeadersFile, IssuerFile, LimitsFile,
-    LocationFile, LoggingFile, PolicyFile, RouteFile, ServerFile, TokenCacheFile, UpstreamFile,
+    AgentFile, AuditFile, ByteSize, FileConfig, IdentityFile, IdentityHeadersFile, IssuerFile,
+    LimitsFile, LocationFile, LoggingFile, PolicyFile, RouteFile, ServerFile, TokenCacheFile,
+    UpstreamFile,
 };
 use super::{
     AgentConfig, Assignments, AuditConfig, AuditFailure, AuditFileConfig, AuditOverflow,
@@ -130,6 +131,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             (None, Vec::new())
         }
     };
+    let issuers_in_file = file.issuers.len();
     let issuers: Vec<_> = file
         .issuers
         .into_iter()
@@ -137,6 +139,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
         .filter_map(|(i, f)| issuer(&mut errs, &format!("issuers[{i}]"), f, base))
         .collect();
     check_issuer_uniqueness(&mut errs, &issuers);
+    let routes_in_file = file.routes.len();
     let routes: Vec<_> = file
         .routes
         .into_iter()
@@ -152,7 +155,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             );
         }
     }
-    if issuers.is_empty() && routes.iter().any(|r| !r.public) {
+    if issuers_in_file == 0 && routes.iter().any(|r| !r.public) {
         errs.push(
             "issuers",
             "at least one issuer is needed: some routes require a token",
@@ -165,6 +168,12 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let locations = locations(&mut errs, file.locations);
     let route_names: HashSet<&str> = routes.iter().map(|r| r.name.as_str()).collect();
     let mut warnings = Vec::new();
+    if routes_in_file == 0 {
+        warnings.push(ConfigError {
+            path: "routes".into(),
+            message: "none configured: every request is refused (no_route)".into(),
+        });
+    }
     let agents = agents(&mut errs, &mut warnings, file.agents, &route_names);
     let location_names: Vec<&str> = locations.iter().map(|l| l.name.as_str()).collect();
     let policies = policies(&mut errs, file.policies, &route_names, &location_names);
@@ -267,13 +276,15 @@ fn upstream(errs: &mut Errors, f: UpstreamFile, base: &Path) -> UpstreamConfig {
             u
         }
         _ => {
-            errs.push(
-                "upstream.url",
+            let message = if f.url.is_empty() {
+                "required: the upstream's http(s)://host[:port]".to_owned()
+            } else {
                 format!(
                     "must be http(s)://host[:port] without a path, got {:?}",
                     f.url
-                ),
-            );
+                )
+            };
+            errs.push("upstream.url", message);
             Uri::from_static("http://127.0.0.1")
         }
     };
@@ -311,6 +322,10 @@ fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<Iss
     let (kind, source) = match f.kind.as_str() {
         "oidc" => (IssuerKind::Oidc, oidc_source(errs, at, &f)),
         "entra" => (IssuerKind::Entra, entra_source(errs, at, &f)),
+        "" => {
+            errs.push(format!("{at}.kind"), "required: \"oidc\" or \"entra\"");
+            (IssuerKind::Oidc, None)
+        }
         other => {
             errs.push(
                 format!("{at}.kind"),
@@ -345,7 +360,7 @@ fn issuer(errs: &mut Errors, at: &str, f: IssuerFile, base: &Path) -> Option<Iss
         }
     }
     let algorithms = algorithms(errs, at, f.algorithms.as_deref());
-    let max_token_size = f.max_token_size.unwrap_or(16 * 1024);
+    let max_token_size = f.max_token_size.map_or(16 * 1024, ByteSize::usize);
     if max_token_size == 0 || max_token_size > MAX_TOKEN_SIZE_LIMIT {
         errs.push(
             format!("{at}.max_token_size"),
@@ -715,7 +730,7 @@ fn route(
             "a public route verifies no token to forward",
         );
     }
-    if f.max_body_bytes == Some(0) {
+    if f.max_body_bytes == Some(ByteSize(0)) {
         errs.push(
             format!("{at}.max_body_bytes"),
             "must be at least 1 (omit it for no limit)",
@@ -760,7 +775,7 @@ fn route(
         kinds: f.kinds,
         require_all,
         allow_without_permissions: f.allow_without_permissions,
-        max_body_bytes: f.max_body_bytes,
+        max_body_bytes: f.max_body_bytes.map(|b| b.0),
         upgrades,
         allow_matrix_params: f.allow_matrix_params,
     })
@@ -831,7 +846,7 @@ fn limits(errs: &mut Errors, f: LimitsFile) -> Limits {
         // Why 8 KiB: hyper's read buffer cannot be smaller.
         max_header_bytes: within(
             "max_header_bytes",
-            f.max_header_bytes,
+            f.max_header_bytes.map(ByteSize::usize),
             d.max_header_bytes,
             8192..=1 << 20,
             " (bytes)",
@@ -840,7 +855,7 @@ fn limits(errs: &mut Errors, f: LimitsFile) -> Limits {
         // Why 65,534: HTTP/1.1 parsing refuses longer URIs with 414 itself.
         max_uri_bytes: within(
             "max_uri_bytes",
-            f.max_uri_bytes,
+            f.max_uri_bytes.map(ByteSize::usize),
             d.max_uri_bytes,
             256..=65_534,
             " (bytes)",
@@ -1169,6 +1184,10 @@ fn policies(
                         acr: f.require_acr,
                     }
                 }
+                "" => {
+                    errs.push(format!("{at}.grant"), "required: \"block\" or \"require\"");
+                    PolicyGrant::Block
+                }
                 other => {
                     errs.push(format!("{at}.grant"), format!("{other:?} is not \"block\" or \"require\""));
                     PolicyGrant::Block
@@ -1422,7 +1441,7 @@ fn audit(errs: &mut Errors, f: AuditFile, base: &Path) -> AuditConfig {
             }
             Some(AuditFileConfig {
                 path,
-                max_bytes: f.max_file_bytes.unwrap_or(100 * 1024 * 1024),
+                max_bytes: f.max_file_bytes.map_or(100 * 1024 * 1024, |b| b.0),
                 keep: f.keep_files.unwrap_or(10),
             })
         }
@@ -1707,6 +1726,33 @@ mod tests {
         assert!(parse(&mk("http://[::1]:8/keys")).is_ok());
         assert!(parse(&mk("https://idp.example/keys")).is_ok());
         assert!(errors(&mk("http://idp.example/keys"))[0].contains("loopback"));
+    }
+
+    #[test]
+    fn byte_sizes_are_whole_numbers_or_strings_with_a_unit() {
+        let route = |size: &str| {
+            format!(
+                "{UPSTREAM}[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\nmax_body_bytes = {size}\n"
+            )
+        };
+        for (size, bytes) in [
+            ("1024", 1024),
+            ("\"1MiB\"", 1 << 20),
+            ("\"1 MiB\"", 1 << 20),
+            ("\"10MB\"", 10_000_000),
+            ("\"64kib\"", 64 << 10),
+        ] {
+            let config = parse(&route(size)).unwrap();
+            assert_eq!(config.routes[0].max_body_bytes, Some(bytes), "{size}");
+        }
+        for size in ["-1", "\"-1KiB\"", "\"1 MiB x\"", "1.5", "true"] {
+            let e = errors(&route(size));
+            assert_eq!(e.len(), 1, "{size}: {e:?}");
+            assert!(
+                e[0].starts_with("routes[0].max_body_bytes: invalid"),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]
