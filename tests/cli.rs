@@ -321,6 +321,12 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(send(req).await.status(), StatusCode::OK);
     assert_eq!(get(&url, None).await.status(), StatusCode::UNAUTHORIZED);
+    // A refused token: its decisive claims are logged at debug, not it.
+    let elsewhere = idp.token().aud("api://another-api").sign();
+    assert_eq!(
+        get(&url, Some(&elsewhere)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // SIGHUP reloads the file: the route now wants a scope the token lacks.
     let pid = child.0.id().to_string();
@@ -371,8 +377,35 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
     while let Ok(line) = rx.try_recv() {
         logs.push(line);
     }
-    // Nothing the binary logged may contain the token.
-    assert!(logs.iter().all(|l| !l.contains(&token)));
+    // Nothing the binary logged may contain a token.
+    assert!(
+        logs.iter()
+            .all(|l| !l.contains(&token) && !l.contains(&elsewhere))
+    );
+    let fields = |message: &str| {
+        logs.iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["fields"]["message"] == message)
+            .map(|v| v["fields"].clone())
+            .collect::<Vec<_>>()
+    };
+    let refused = fields("token refused");
+    assert_eq!(refused.len(), 1, "{}", logs.join("\n"));
+    assert_eq!(refused[0]["reason"], "wrong_audience");
+    assert_eq!(refused[0]["aud"], "api://another-api");
+    assert_eq!(refused[0]["iss"], idp.issuer());
+    assert_eq!(refused[0]["scopes"], "Models.Invoke");
+    assert!(refused[0]["exp"].is_i64());
+    // A denial names what the verified token holds.
+    assert!(
+        fields("request decided").iter().any(|f| f["status"] == 403
+            && f["reason"] == "scope_missing"
+            && f["scopes"] == "Models.Invoke"
+            && f["route"] == "api"
+            && f["kind"] == "user"),
+        "{}",
+        logs.join("\n")
+    );
     let in_span = logs.iter().any(|l| {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         v["span"]["request_id"] == "cli-request-1" && v["fields"]["message"] == "request decided"
@@ -385,8 +418,8 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
 
     // Every record was written before exit, and the chain verifies.
     let records = read_records(&audit);
-    assert_eq!(records.len(), 3);
-    assert_ne!(records[0]["config_version"], records[2]["config_version"]);
+    assert_eq!(records.len(), 4);
+    assert_ne!(records[0]["config_version"], records[3]["config_version"]);
     assert!(
         std::fs::read_to_string(&audit)
             .unwrap()
@@ -400,7 +433,7 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("ok: 3 records intact"),
+        String::from_utf8_lossy(&out.stdout).contains("ok: 4 records intact"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
@@ -579,6 +612,122 @@ async fn explain_verifies_a_token_and_never_prints_it() {
         "{text}"
     );
     assert!(!text.contains(&token));
+}
+
+/// What `explain --token` prints for a token that does not fit: its
+/// decisive claims beside what the config accepts, the misfit marked.
+#[tokio::test]
+async fn explain_shows_the_decisive_claims_beside_what_is_accepted() {
+    let idp = TestIdp::start().await;
+    let stranger = TestIdp::start().await;
+    let dir = temp_dir();
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        support::config(
+            "127.0.0.1:1".parse().unwrap(),
+            &oidc_issuer(&idp, ""),
+            DEFAULT_ROUTES,
+        ),
+    )
+    .unwrap();
+    let explain = |token: String| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = portcullis()
+                .args(["explain", "--config"])
+                .arg(&config)
+                .args(["--path", "/v1/models", "--token", &token])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(out.status.code(), Some(1), "{text}");
+            assert!(!text.contains(&token));
+            text
+        })
+    };
+    let line = |text: &str, claim: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(&format!("  {claim} ")))
+            .unwrap_or_else(|| panic!("no {claim} line in\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+
+    let text = explain(idp.token().aud("api://another-api").sign())
+        .await
+        .unwrap();
+    assert_eq!(
+        line(&text, "aud"),
+        format!("aud api://another-api MISMATCH {AUDIENCE}")
+    );
+    assert_eq!(
+        line(&text, "iss"),
+        format!("iss {} ok issuer \"idp\"", idp.issuer())
+    );
+    assert!(
+        text.contains("decision:  deny, wrong_audience, HTTP 401"),
+        "{text}"
+    );
+
+    let text = explain(stranger.token().sign()).await.unwrap();
+    assert_eq!(
+        line(&text, "iss"),
+        format!("iss {} MISMATCH {}", stranger.issuer(), idp.issuer())
+    );
+    assert!(text.contains("deny, wrong_issuer"), "{text}");
+
+    let text = explain(idp.token().expires_in(-600).sign()).await.unwrap();
+    assert!(
+        line(&text, "exp").ends_with("ago) MISMATCH later than now, give or take 60s"),
+        "{text}"
+    );
+
+    let text = explain(idp.token().scp("Files.Read").sign()).await.unwrap();
+    assert_eq!(
+        line(&text, "scopes"),
+        "scopes Files.Read MISMATCH any of Models.Invoke (route api)"
+    );
+    assert!(line(&text, "aud").contains(" ok "), "{text}");
+    assert!(text.contains("deny, scope_missing, HTTP 403"), "{text}");
+}
+
+/// The README's `explain` example runs as written, from the repository.
+#[test]
+fn the_readme_explain_example_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut lines = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("portcullis explain "));
+    let mut command = String::new();
+    for line in lines.by_ref() {
+        let line = line.split(" #").next().unwrap().trim();
+        match line.strip_suffix('\\') {
+            Some(part) => command.push_str(part),
+            None => {
+                command.push_str(line);
+                break;
+            }
+        }
+    }
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(args[..2], ["portcullis", "explain"], "{command}");
+    let out = portcullis()
+        .current_dir(root)
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{command}\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("identity:  agent, issuer contoso"), "{text}");
+    assert!(text.contains("decision:  allow"), "{text}");
 }
 
 #[test]

@@ -170,9 +170,15 @@ impl Gateway {
                 }
             };
             self.observe(&decision, &outcome, started);
+            let identity = decision.identity.as_deref();
             tracing::debug!(
                 status = outcome.response.status().as_u16(),
                 reason = outcome.reason,
+                route = decision.route.as_ref().map(|r| r.name()),
+                kind = identity.map(|c| c.kind().as_str()),
+                client = identity.and_then(|c| c.client_app()),
+                scopes = identity.map(|c| c.scopes().join(" ")),
+                roles = identity.map(|c| c.roles().join(" ")),
                 "request decided"
             );
             let Outcome {

@@ -20,7 +20,7 @@ use crate::policy::{
 use crate::rejection::Rejection;
 use crate::snapshot::Snapshot;
 use crate::token::{
-    CacheUse, TokenDigest, TokenError, VerifiedClaims, VerifyError, extract_bearer,
+    CacheUse, TokenDigest, TokenError, TokenFacts, VerifiedClaims, VerifyError, extract_bearer,
 };
 
 /// A request that may be forwarded, with its normalized path.
@@ -168,7 +168,10 @@ async fn admit_steps<'a>(
     facts.cache = Some(verification.cache);
     facts.token_digest = verification.digest;
     let claims = verification.result.map_err(|e| match e {
-        VerifyError::Invalid(reason) => Rejection::InvalidToken(reason),
+        VerifyError::Invalid(reason) => {
+            debug_refused(token, reason);
+            Rejection::InvalidToken(reason)
+        }
         VerifyError::KeysUnavailable => Rejection::KeysUnavailable,
     })?;
     let matched = matched.ok_or(Rejection::Denied(policy::Denial::NoRoute));
@@ -181,6 +184,39 @@ async fn admit_steps<'a>(
         facts,
     )?;
     Ok(Admitted { grant, path })
+}
+
+/// At debug level, the decisive claims of a refused token, read again
+/// without trusting them: what its user needs to see why (never the token
+/// or its signature). Costs nothing unless debug is on.
+fn debug_refused(token: &str, reason: TokenError) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let Some(f) = TokenFacts::read(token) else {
+        tracing::debug!(
+            reason = reason.reason(),
+            "token refused: not a readable JWT"
+        );
+        return;
+    };
+    tracing::debug!(
+        reason = reason.reason(),
+        iss = f.iss.as_deref(),
+        aud = %f.aud.join(" "),
+        tid = f.tid.as_deref(),
+        ver = f.ver.as_deref(),
+        exp = f.exp,
+        nbf = f.nbf,
+        client = f.client.as_deref(),
+        idtyp = f.idtyp.as_deref(),
+        scopes = f.scopes.as_deref(),
+        roles = f.roles.as_deref(),
+        alg = f.alg.as_deref(),
+        kid = f.kid.as_deref(),
+        typ = f.typ.as_deref(),
+        "token refused"
+    );
 }
 
 /// Everything after the token is verified: revocation, the route's rules,

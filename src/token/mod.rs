@@ -8,6 +8,7 @@ mod cache;
 mod claims;
 mod extract;
 mod identity;
+mod inspect;
 mod intern;
 mod verify;
 
@@ -15,6 +16,7 @@ pub use cache::{TokenCache, TokenDigest};
 pub use claims::{Groups, ProfileHeaders, VerifiedClaims};
 pub use extract::{BearerError, extract_bearer};
 pub use identity::IdentityKind;
+pub use inspect::TokenFacts;
 pub use verify::{CacheUse, IssuerTrust, Verification, Verifier, VerifyError};
 
 /// Why a token was refused. The same word appears in the metric label, the

@@ -16,7 +16,11 @@ use crate::policy::{self, RevocationList, path};
 use crate::proxy::pipeline::{self, Circumstances, Decision};
 use crate::rejection::Rejection;
 use crate::snapshot::{KeyEnv, Snapshot};
-use crate::token::VerifyError;
+use crate::token::{TokenFacts, VerifyError};
+
+mod claims;
+
+pub use claims::ClaimCheck;
 
 /// The credential to explain.
 pub enum Credential {
@@ -43,11 +47,32 @@ pub struct Explanation {
     pub params: Vec<(String, String)>,
     /// The gateway's own decision value.
     pub decision: Decision,
+    /// The token's decisive claims beside what the config accepts (none on
+    /// a public route).
+    pub claims: Vec<ClaimCheck>,
 }
 
 /// Runs the decision. Fails only when the config or the request cannot be
 /// used at all (exit code 2).
 pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explanation, String> {
+    let facts = match &request.credential {
+        Credential::Token(t) => TokenFacts::read(t),
+        Credential::Claims(v) => Some(TokenFacts::of(None, v)),
+    };
+    let at = matches!(request.credential, Credential::Token(_)).then_some(request.at);
+    let mut out = decide(config, request).await?;
+    let route = out
+        .route
+        .as_deref()
+        .and_then(|name| config.routes.iter().find(|r| r.name == name));
+    if let Some(facts) = facts.filter(|_| !route.is_some_and(|r| r.public)) {
+        let verified = out.decision.identity.clone();
+        out.claims = claims::check(config, &facts, verified.as_deref(), route, at);
+    }
+    Ok(out)
+}
+
+async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation, String> {
     let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
     let env = KeyEnv {
         observer: Arc::new(metrics),
@@ -79,6 +104,7 @@ pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explana
         route: None,
         params: Vec::new(),
         decision: Decision::pending(),
+        claims: Vec::new(),
     };
 
     let normalized = match path::normalize(parts.uri.path()) {
@@ -171,6 +197,7 @@ impl Explanation {
             "identity": self.identity_json(),
             "route": self.route,
             "params": self.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "claims": self.claims.iter().map(ClaimCheck::to_json).collect::<Vec<_>>(),
             "policies": self.decision.policies.iter().map(|p| json!({"policy": &*p.policy, "result": p.result.as_str()})).collect::<Vec<_>>(),
             "decision": self.decision_json(),
         })
@@ -220,6 +247,31 @@ impl Explanation {
             }
             None => {
                 let _ = writeln!(t, "identity:  -");
+            }
+        }
+        if !self.claims.is_empty() {
+            let _ = writeln!(
+                t,
+                "claims:    as the token states them, beside what is accepted"
+            );
+            let width = self
+                .claims
+                .iter()
+                .map(|c| c.value.chars().count())
+                .max()
+                .unwrap_or(0)
+                .min(60);
+            for c in &self.claims {
+                let mark = match c.fits {
+                    Some(true) => "ok",
+                    Some(false) => "MISMATCH",
+                    None => "",
+                };
+                let _ = writeln!(
+                    t,
+                    "  {:<7} {:<width$}  {mark:<8}  {}",
+                    c.claim, c.value, c.accepted
+                );
             }
         }
         let params: Vec<String> = self
