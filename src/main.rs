@@ -45,33 +45,102 @@ enum Command {
         command: AuditCommand,
     },
     /// Run a self-contained demo: embedded issuer, echo upstream, gateway.
-    Dev {
-        /// Address of the gateway.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Address of the admin port (/healthz, /readyz, /metrics).
-        #[arg(long, default_value = "127.0.0.1:9090")]
-        admin_listen: SocketAddr,
-        /// Start only the issuer and the echo upstream, and print them with
-        /// a day-long user token as one JSON line: for running your own
-        /// config (or a load test) against them.
-        #[arg(long)]
-        fixtures_only: bool,
-        /// With --fixtures-only: also N distinct user tokens (each with its
-        /// own `uti`), as a "tokens" array in the JSON line.
-        #[arg(
-            long,
-            value_name = "N",
-            default_value_t = 0,
-            requires = "fixtures_only"
-        )]
-        tokens: usize,
-        /// How the N tokens are signed: rs256 (the dev key, what Entra
-        /// uses) or es256 (a P-256 key the issuer also publishes; minting is
-        /// 30 times faster, for loads of 100,000 tokens).
-        #[arg(long, value_enum, default_value = "rs256", requires = "fixtures_only")]
-        token_alg: TokenAlg,
-    },
+    /// `dev token` mints tokens from a running dev issuer.
+    Dev(DevArgs),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DevArgs {
+    #[command(subcommand)]
+    command: Option<DevCommand>,
+    /// Address of the gateway.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin port (/healthz, /readyz, /metrics).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
+    /// Address of the dev issuer (discovery, JWKS, POST /dev/token); port 0
+    /// picks a free one. Fix it to keep a config working from run to run.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    issuer_listen: SocketAddr,
+    /// Address of the echo upstream; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    upstream_listen: SocketAddr,
+    /// Start only the issuer and the echo upstream, and print them with
+    /// a day-long user token and its claims as one JSON line: for running
+    /// your own config (or a load test) against them.
+    #[arg(long)]
+    fixtures_only: bool,
+    /// With --fixtures-only: also N distinct user tokens (each with its
+    /// own `uti`), as a "tokens" array in the JSON line.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        requires = "fixtures_only"
+    )]
+    tokens: usize,
+    /// How the N tokens are signed: rs256 (the dev key, what Entra
+    /// uses) or es256 (a P-256 key the issuer also publishes; minting is
+    /// 30 times faster, for loads of 100,000 tokens).
+    #[arg(long, value_enum, default_value = "rs256", requires = "fixtures_only")]
+    token_alg: TokenAlg,
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Mint a token from a running dev issuer (`portcullis dev` or
+    /// `--fixtures-only`) and print it. Claims follow Entra v2 access
+    /// tokens, with the fixed dev ids of docs/dev.md.
+    Token(DevTokenArgs),
+}
+
+#[derive(clap::Args)]
+struct DevTokenArgs {
+    /// The dev issuer's URL, as `portcullis dev` prints it.
+    #[arg(long, env = "PORTCULLIS_DEV_ISSUER", value_name = "URL")]
+    issuer: String,
+    /// Who the token speaks for: a user (delegated, `scp`), an app
+    /// (app-only, `roles`), an autonomous agent, an agent acting for the
+    /// dev user, or an agent's own user account.
+    #[arg(long, value_enum, default_value = "user")]
+    kind: Kind,
+    /// A delegated scope (`scp`); repeat for more. With --scope or --role,
+    /// the kind's default permissions are not added.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+    /// An app role (`roles`); repeat for more.
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+    /// Lifetime: "1h", "90s"; "-5m" for a token that expired 5 minutes ago.
+    #[arg(long, default_value = "1h", allow_hyphen_values = true)]
+    lifetime: String,
+    /// The audience (`aud`).
+    #[arg(long, default_value = portcullis::dev::DEV_AUDIENCE)]
+    audience: String,
+    /// The tenant (`tid`).
+    #[arg(long, default_value = portcullis::dev::DEV_TENANT)]
+    tenant: String,
+    /// Any other claim, NAME=VALUE; VALUE is JSON if it parses, else a
+    /// string; `null` removes a claim. Applied last. Repeat for more.
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    claims: Vec<String>,
+    /// Sign with the issuer's P-256 key (ES256) instead of RSA (RS256).
+    #[arg(long)]
+    es256: bool,
+    /// Print the issuer's whole answer (token, lifetime, claims) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    User,
+    App,
+    Agent,
+    AgentObo,
+    AgentUser,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -97,21 +166,25 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
-        Command::Dev {
-            fixtures_only: true,
-            tokens,
-            token_alg,
+        Command::Dev(DevArgs {
+            command: Some(DevCommand::Token(args)),
             ..
-        } => block_on(
-            None,
-            portcullis::dev::run_fixtures(tokens, matches!(token_alg, TokenAlg::Es256)),
-        ),
-        Command::Dev {
-            listen,
-            admin_listen,
-            fixtures_only: false,
-            ..
-        } => block_on(None, portcullis::dev::run(listen, admin_listen)),
+        }) => dev_token(args),
+        Command::Dev(args) => {
+            let at = portcullis::dev::Fixtures {
+                issuer: args.issuer_listen,
+                upstream: args.upstream_listen,
+            };
+            if args.fixtures_only {
+                let es256 = matches!(args.token_alg, TokenAlg::Es256);
+                block_on(None, portcullis::dev::run_fixtures(at, args.tokens, es256))
+            } else {
+                block_on(
+                    None,
+                    portcullis::dev::run(args.listen, args.admin_listen, at),
+                )
+            }
+        }
     }
 }
 
@@ -265,6 +338,64 @@ fn explain(args: ExplainArgs) -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+fn dev_token(args: DevTokenArgs) -> ExitCode {
+    use portcullis::dev::{DevKind, TokenRequest};
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(2)
+    };
+    let (sign, text) = match args.lifetime.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, args.lifetime.as_str()),
+    };
+    let lifetime = match humantime::parse_duration(text) {
+        Ok(d) => sign * i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => return fail(format!("--lifetime {:?}: {e}", args.lifetime)),
+    };
+    let mut claims = serde_json::Map::new();
+    for claim in &args.claims {
+        let Some((name, value)) = claim.split_once('=') else {
+            return fail(format!("--claim {claim:?}: expected NAME=VALUE"));
+        };
+        let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
+        claims.insert(name.to_owned(), value);
+    }
+    let permissions = !args.scopes.is_empty() || !args.roles.is_empty();
+    let request = TokenRequest {
+        kind: match args.kind {
+            Kind::User => DevKind::User,
+            Kind::App => DevKind::App,
+            Kind::Agent => DevKind::Agent,
+            Kind::AgentObo => DevKind::AgentObo,
+            Kind::AgentUser => DevKind::AgentUser,
+        },
+        scopes: permissions.then_some(args.scopes),
+        roles: permissions.then_some(args.roles),
+        lifetime_secs: lifetime,
+        audience: args.audience,
+        tenant: args.tenant,
+        claims,
+        es256: args.es256,
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return fail("cannot start a runtime".into());
+    };
+    match runtime.block_on(portcullis::dev::mint_token(&args.issuer, &request)) {
+        Ok(answer) if args.json => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            println!("{}", answer["access_token"].as_str().unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{e:#}")),
     }
 }
 

@@ -894,3 +894,148 @@ async fn dev_mode_prints_commands_that_allow_and_deny() {
         "{commands:#?}"
     );
 }
+
+/// `dev --fixtures-only` on a fixed issuer port, and `dev token` minting
+/// every kind of caller from it: a config written against the fixtures
+/// sees each token as the kind it was minted as, and the echo upstream
+/// reads what is sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_fixtures_and_dev_token_shape_tokens_a_config_accepts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_fixtures, mut rx) = spawn_lines(
+        portcullis().args([
+            "dev",
+            "--fixtures-only",
+            "--issuer-listen",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        false,
+    );
+    let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let fixtures: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let issuer = fixtures["issuer"].as_str().unwrap().to_owned();
+    assert_eq!(issuer, format!("http://127.0.0.1:{port}"));
+    let upstream = fixtures["upstream"].as_str().unwrap();
+    assert!(upstream.starts_with("http://127.0.0.1:"), "{upstream}");
+    assert_eq!(fixtures["claims"]["scp"], "Models.Invoke Models.Read");
+
+    let routes = r#"
+[[routes]]
+name = "users"
+prefix = "/users"
+kinds = ["user"]
+scopes = ["Models.Invoke"]
+
+[[routes]]
+name = "apps"
+prefix = "/apps"
+kinds = ["app"]
+roles = ["Models.Invoke"]
+
+[[routes]]
+name = "agents"
+prefix = "/agents"
+kinds = ["agent", "agent_user"]
+scopes = ["Tools.Call"]
+roles = ["Tools.Call"]
+
+[identity]
+unregistered_agents = "allow"
+"#;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{upstream}\"\n\
+         [[issuers]]\nname = \"dev\"\nkind = \"oidc\"\nissuer = \"{issuer}\"\naudiences = [\"{}\"]\nalgorithms = [\"RS256\", \"ES256\"]\n{routes}",
+        fixtures["audience"].as_str().unwrap()
+    );
+    let gw = TestGateway::start(&text).await;
+    let mint = |args: &[&str]| {
+        let out = tokio::task::block_in_place(|| {
+            portcullis()
+                .args(["dev", "token", "--issuer", &issuer])
+                .args(args)
+                .output()
+                .unwrap()
+        });
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    for (args, path, status) in [
+        (&[][..], "/users", 200),
+        (&["--kind", "app"][..], "/apps", 200),
+        (&["--kind", "app"][..], "/users", 403),
+        (
+            &["--kind", "agent", "--role", "Tools.Call", "--es256"][..],
+            "/agents",
+            200,
+        ),
+        (
+            &["--kind", "agent-obo", "--scope", "Tools.Call"][..],
+            "/agents",
+            200,
+        ),
+        (
+            &["--kind", "agent-user", "--scope", "Tools.Call"][..],
+            "/agents",
+            200,
+        ),
+        (
+            &["--kind", "agent", "--role", "Models.Invoke"][..],
+            "/agents",
+            403,
+        ),
+        (&["--lifetime", "-5m"][..], "/users", 401),
+        (&["--audience", "api://elsewhere"][..], "/users", 401),
+        (
+            &["--claim", "scp=null", "--claim", "idtyp=null"][..],
+            "/users",
+            403,
+        ),
+    ] {
+        let token = mint(args);
+        let resp = get(&gw.url(path), Some(&token)).await;
+        assert_eq!(resp.status().as_u16(), status, "{args:?} on {path}");
+    }
+    let json = String::from_utf8(
+        portcullis()
+            .args([
+                "dev",
+                "token",
+                "--issuer",
+                &issuer,
+                "--kind",
+                "agent-obo",
+                "--json",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(answer["token_type"], "Bearer");
+    assert_eq!(answer["claims"]["azp"], portcullis::dev::DEV_AGENT);
+    assert_eq!(answer["claims"]["oid"], portcullis::dev::DEV_USER);
+
+    // The echo upstream reads the body it is sent.
+    let token = mint(&[]);
+    let req = Request::post(gw.url("/users/chat"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::from(r#"{"model":"gpt-4o-mini","messages":[]}"#))
+        .unwrap();
+    let echoed = echoed(send(req).await).await;
+    assert_eq!(echoed["body"]["bytes"], 37);
+    assert_eq!(echoed["body"]["json"]["model"], "gpt-4o-mini");
+    assert_eq!(echoed["body"]["sha256"].as_str().unwrap().len(), 64);
+}

@@ -48,7 +48,8 @@ for name in ("issuer", "upstream", "audience", "token"):
 open(f"{work}/tokens.txt", "w").write("\n".join(fixtures["tokens"]) + "\n")
 PY
   ISSUER=$(cat "$WORK/issuer")
-  UPSTREAM=$(cat "$WORK/upstream")
+  UPSTREAM_URL=$(cat "$WORK/upstream")
+  UPSTREAM=${UPSTREAM_URL#http://} # host:port
   AUDIENCE=$(cat "$WORK/audience")
   TOKEN=$(cat "$WORK/token")
   cat >"$WORK/tokens.lua" <<'LUA'

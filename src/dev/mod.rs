@@ -3,6 +3,7 @@
 //! upstream, and the real gateway in front of it, with ready-to-paste
 //! `curl` commands. The same issuer and keys serve the test suite.
 
+mod mint;
 mod server;
 mod signing;
 
@@ -11,6 +12,10 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+pub use mint::{
+    DEV_AGENT, DEV_AGENT_USER, DEV_APP, DEV_BLUEPRINT, DEV_TENANT, DEV_USER, DEV_USER_APP, DevKind,
+    TokenRequest,
+};
 pub use server::{DevIssuer, EchoUpstream, JwksMode, echo, serve_http};
 pub use signing::{KeyGenError, SigningKey};
 
@@ -62,65 +67,100 @@ roles = ["Models.Invoke"]
     )
 }
 
-/// Claims of a dev token: a user (`scp`) or an app (`roles`).
-pub fn dev_claims(issuer: &str, is_app: bool, lifetime_secs: i64) -> Value {
-    let now = jsonwebtoken::get_current_timestamp() as i64;
-    let mut claims = json!({
-        "iss": issuer, "aud": DEV_AUDIENCE, "iat": now, "nbf": now, "exp": now + lifetime_secs,
-        "tid": "00000000-0000-4000-8000-00000000dead", "ver": "2.0",
-        "uti": format!("dev{:x}", fastrand::u64(..)),
-    });
-    if is_app {
-        claims["idtyp"] = "app".into();
-        claims["oid"] = "11111111-1111-4111-8111-111111111111".into();
-        claims["azp"] = "22222222-2222-4222-8222-222222222222".into();
-        claims["roles"] = json!(["Models.Invoke"]);
-    } else {
-        claims["idtyp"] = "user".into();
-        claims["oid"] = "33333333-3333-4333-8333-333333333333".into();
-        claims["azp"] = "44444444-4444-4444-8444-444444444444".into();
-        claims["scp"] = "Models.Invoke Models.Read".into();
+/// Where dev mode's own servers listen: any free loopback port unless
+/// fixed (`--issuer-listen`, `--upstream-listen`), so that a config written
+/// against them works from run to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Fixtures {
+    pub issuer: SocketAddr,
+    pub upstream: SocketAddr,
+}
+
+impl Fixtures {
+    async fn start(self) -> anyhow::Result<(SigningKey, SigningKey, DevIssuer, EchoUpstream)> {
+        let key = SigningKey::rsa("dev-key-1")?;
+        let ec = SigningKey::ec_p256("dev-key-2")?;
+        let issuer = DevIssuer::start_on(self.issuer, vec![key.clone(), ec.clone()])
+            .await
+            .map_err(|e| anyhow::anyhow!("issuer on {}: {e}", self.issuer))?;
+        let upstream = EchoUpstream::start_on(self.upstream)
+            .await
+            .map_err(|e| anyhow::anyhow!("echo upstream on {}: {e}", self.upstream))?;
+        Ok((key, ec, issuer, upstream))
     }
-    claims
 }
 
 /// `portcullis dev --fixtures-only`: the issuer and the echo upstream
-/// alone, announced as one JSON line on stdout (with `tokens` distinct
-/// day-long user tokens, for load tests of cache misses, signed with the RSA
-/// key or, `es256`, the P-256 one), until SIGTERM/SIGINT.
-pub async fn run_fixtures(tokens: usize, es256: bool) -> anyhow::Result<()> {
-    let key = SigningKey::rsa("dev-key-1")?;
-    let ec = SigningKey::ec_p256("dev-key-2")?;
-    let issuer = DevIssuer::start(vec![key.clone(), ec.clone()]).await?;
-    let upstream = EchoUpstream::start().await?;
-    let claims = || dev_claims(&issuer.url(), false, 86_400);
+/// alone, announced as one JSON line on stdout: their URLs, the audience,
+/// a day-long user token and its claims (and `tokens` more, each with its
+/// own `uti`, for load tests of cache misses, signed with the RSA key or,
+/// `es256`, the P-256 one), until SIGTERM/SIGINT.
+pub async fn run_fixtures(at: Fixtures, tokens: usize, es256: bool) -> anyhow::Result<()> {
+    let (key, ec, issuer, upstream) = at.start().await?;
+    let day = TokenRequest {
+        lifetime_secs: 86_400,
+        ..TokenRequest::default()
+    };
     let many = if es256 { &ec } else { &key };
+    let claims = day.claims(&issuer.url());
     let fixtures = json!({
         "issuer": issuer.url(),
         "audience": DEV_AUDIENCE,
-        "upstream": upstream.addr().to_string(),
-        "token": key.sign(&claims()),
-        "tokens": (0..tokens).map(|_| many.sign(&claims())).collect::<Vec<_>>(),
+        "upstream": format!("http://{}", upstream.addr()),
+        "token": key.sign(&claims),
+        "claims": claims,
+        "tokens": (0..tokens).map(|_| many.sign(&day.claims(&issuer.url()))).collect::<Vec<_>>(),
     });
     println!("{fixtures}");
     crate::app::wait_for_signal().await;
     Ok(())
 }
 
+/// Asks the dev issuer at `issuer` (its URL) for a token: `POST
+/// /dev/token`. Returns its answer: `access_token`, `token_type`,
+/// `expires_in`, `claims`.
+pub async fn mint_token(issuer: &str, request: &TokenRequest) -> anyhow::Result<Value> {
+    use http_body_util::{BodyExt, Full};
+    let url = format!("{}/dev/token", issuer.trim_end_matches('/'));
+    let req = http::Request::post(&url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(serde_json::to_vec(request)?)))
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("{url}: no answer in 10s"))?
+        .map_err(|e| anyhow::anyhow!("{url}: {e} (is `portcullis dev` running there?)"))?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    let answer: Value = serde_json::from_slice(&body)
+        .map_err(|_| anyhow::anyhow!("{url}: {status}, not a dev issuer's answer"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{url}: {status}: {}",
+            answer["error_description"].as_str().unwrap_or("refused")
+        );
+    }
+    Ok(answer)
+}
+
 /// Runs dev mode until SIGTERM/SIGINT.
-pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
-    let key = SigningKey::rsa("dev-key-1")?;
-    let issuer = DevIssuer::start(vec![key.clone()]).await?;
-    let upstream = EchoUpstream::start().await?;
+pub async fn run(listen: SocketAddr, admin: SocketAddr, at: Fixtures) -> anyhow::Result<()> {
+    let (key, _, issuer, upstream) = at.start().await?;
     let text = dev_config_text(&issuer.url(), upstream.addr(), listen, admin);
     let config = crate::config::parse(&text, Path::new(".")).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::telemetry::init(&config.logging);
     let running = crate::app::start(config).await?;
     running.wait_ready().await;
 
-    let user = key.sign(&dev_claims(&issuer.url(), false, 3600));
-    let app = key.sign(&dev_claims(&issuer.url(), true, 3600));
-    let expired = key.sign(&dev_claims(&issuer.url(), false, -3600));
+    let mint = |request: TokenRequest| key.sign(&request.claims(&issuer.url()));
+    let user = mint(TokenRequest::default());
+    let app = mint(TokenRequest::of(DevKind::App));
+    let expired = mint(TokenRequest {
+        lifetime_secs: -3600,
+        ..TokenRequest::default()
+    });
     let gw = running.addr;
     println!(
         r#"
@@ -144,6 +184,10 @@ Refused (401 invalid_token, expired):
 Refused (401, no token) and public (200, no token):
   curl -i http://{gw}/openai/models
   curl -i http://{gw}/health
+
+More tokens, of any shape (kind, scopes, roles, lifetime, audience, claims):
+  portcullis dev token --issuer {iss} --kind agent --role Models.Invoke
+  portcullis dev token --help
 
 Press Ctrl-C to stop.
 "#,

@@ -10,17 +10,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::SigningKey;
+use super::{SigningKey, TokenRequest};
 
 /// What the issuer's key endpoints answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,18 +49,28 @@ pub struct DevIssuer {
 impl DevIssuer {
     /// Starts serving `keys` on `127.0.0.1:0`.
     pub async fn start(keys: Vec<SigningKey>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), keys).await
+    }
+
+    /// Starts serving `keys` on `addr`.
+    pub async fn start_on(addr: SocketAddr, keys: Vec<SigningKey>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(IssuerState {
             keys,
             mode: JwksMode::Serving,
             fetches: 0,
         }));
-        let base = format!("http://{addr}");
+        let base: Arc<str> = Arc::from(format!("http://{addr}"));
         let shared = state.clone();
         let task = tokio::spawn(serve_http(listener, move |req: Request<Incoming>| {
-            let resp = issuer_response(&base, &shared, req.uri().path());
-            async move { resp }
+            let (base, shared) = (base.clone(), shared.clone());
+            async move {
+                if req.method() == Method::POST && req.uri().path() == "/dev/token" {
+                    return mint(&base, &shared, req).await;
+                }
+                issuer_response(&base, &shared, req.uri().path())
+            }
         }));
         Ok(Self { addr, state, task })
     }
@@ -93,6 +104,48 @@ fn lock(state: &Mutex<IssuerState>) -> MutexGuard<'_, IssuerState> {
     state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `POST /dev/token`: a token minted to the [`TokenRequest`] in the body
+/// (JSON), in the shape of an OAuth 2.0 token response, with its claims.
+async fn mint(
+    base: &str,
+    state: &Mutex<IssuerState>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let bad = |message: String| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_request", "error_description": message}),
+        )
+    };
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad(e.to_string()),
+    };
+    let request: TokenRequest = if body.is_empty() {
+        TokenRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return bad(e.to_string()),
+        }
+    };
+    let alg = if request.es256 {
+        Algorithm::ES256
+    } else {
+        Algorithm::RS256
+    };
+    let key = lock(state).keys.iter().find(|k| k.alg() == alg).cloned();
+    let Some(key) = key else {
+        return bad(format!("the issuer has no {alg:?} key"));
+    };
+    let claims = request.claims(base);
+    let token = key.sign(&claims);
+    json_response(
+        StatusCode::OK,
+        &json!({"access_token": token, "token_type": "Bearer", "expires_in": request.lifetime_secs, "claims": claims}),
+    )
 }
 
 fn issuer_response(base: &str, state: &Mutex<IssuerState>, path: &str) -> Response<Full<Bytes>> {
@@ -131,7 +184,9 @@ fn issuer_response(base: &str, state: &Mutex<IssuerState>, path: &str) -> Respon
 }
 
 /// An upstream that answers every request with a JSON description of what
-/// it received: method, path, query and headers; or, asked for
+/// it received: method, path, query, version, headers and body (read to
+/// its end: its length, SHA-256 and, when it is JSON of at most 1 MiB, the
+/// JSON itself); or, asked for
 /// `Accept: text/event-stream`, with server-sent events: the first at once,
 /// then one every `interval_ms` (query, default 100) up to `events`
 /// (default 5), each naming its number and the milliseconds since the
@@ -145,7 +200,11 @@ pub struct EchoUpstream {
 
 impl EchoUpstream {
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(serve_http(listener, |req: Request<Incoming>| async move {
             let wants_events = req
@@ -158,7 +217,7 @@ impl EchoUpstream {
             } else {
                 let plain = match query_param(query, "bytes").filter(|n| *n <= MAX_FIXED_BODY) {
                     Some(n) => fixed(n),
-                    None => echo(&req),
+                    None => echo_with_body(req).await,
                 };
                 plain.map(|body| body.map_err(|never| match never {}).boxed())
             }
@@ -177,8 +236,52 @@ impl Drop for EchoUpstream {
     }
 }
 
-/// Describes a request as JSON. Public so tests can reuse the shape.
+/// Describes a request as JSON, without its body. Public so tests can
+/// reuse the shape.
 pub fn echo<B>(req: &Request<B>) -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, &describe(req))
+}
+
+/// [`echo`] with the body read to its end (`body`: `bytes`, `sha256`,
+/// `json` when it is JSON of at most 1 MiB, `error` if it broke off).
+pub async fn echo_with_body(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    const KEEP: usize = 1 << 20;
+    let (parts, mut body) = req.into_parts();
+    let mut doc = describe(&Request::from_parts(parts, ()));
+    let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let (mut len, mut kept, mut error) = (0u64, Some(Vec::new()), None);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    hash.update(&data);
+                    len += data.len() as u64;
+                    kept = kept.filter(|k| k.len() + data.len() <= KEEP).map(|mut k| {
+                        k.extend_from_slice(&data);
+                        k
+                    });
+                }
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let sha256: String = hash
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let json = kept
+        .filter(|k| !k.is_empty())
+        .and_then(|k| serde_json::from_slice::<Value>(&k).ok());
+    doc["body"] = json!({"bytes": len, "sha256": sha256, "json": json, "error": error});
+    json_response(StatusCode::OK, &doc)
+}
+
+fn describe<B>(req: &Request<B>) -> Value {
     let headers: serde_json::Map<String, Value> = req
         .headers()
         .keys()
@@ -192,14 +295,13 @@ pub fn echo<B>(req: &Request<B>) -> Response<Full<Bytes>> {
             (name.as_str().to_owned(), Value::Array(values))
         })
         .collect();
-    let doc = json!({
+    json!({
         "method": req.method().as_str(),
         "path": req.uri().path(),
         "query": req.uri().query(),
         "version": format!("{:?}", req.version()),
         "headers": headers,
-    });
-    json_response(StatusCode::OK, &doc)
+    })
 }
 
 type EventBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
