@@ -819,19 +819,53 @@ async fn dev_mode_prints_commands_that_allow_and_deny() {
         ]),
         false,
     );
-    let mut commands = Vec::new();
+    let (mut commands, mut explains, mut issuer) = (Vec::new(), Vec::new(), String::new());
     loop {
         let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
             .expect("dev output")
             .expect("running");
-        if line.trim_start().starts_with("curl ") {
-            commands.push(line.trim().to_owned());
+        let line = line.trim();
+        if let Some(url) = line.strip_prefix("export PORTCULLIS_DEV_ISSUER=") {
+            issuer = url.to_owned();
+        }
+        if line.starts_with("curl ") {
+            commands.push(line.to_owned());
+        }
+        if line.starts_with("portcullis explain ") {
+            explains.push(line.to_owned());
         }
         if line.contains("Press Ctrl-C") {
             break;
         }
     }
+    // `$(portcullis dev token …)` as a shell would run it, with the
+    // printed issuer exported.
+    let substitute = |cmd: &str| -> String {
+        let Some((before, rest)) = cmd.split_once("$(portcullis ") else {
+            return cmd.to_owned();
+        };
+        let (args, after) = rest.split_once(')').unwrap();
+        let out = portcullis()
+            .args(args.split_whitespace())
+            .env("PORTCULLIS_DEV_ISSUER", &issuer)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args}");
+        let token = String::from_utf8(out.stdout).unwrap();
+        format!("{before}{}{after}", token.trim())
+    };
+    let commands: Vec<String> = commands.iter().map(|c| substitute(c)).collect();
+    assert_eq!(explains.len(), 1, "{explains:?}");
+    let explain = substitute(&explains[0]).replace('"', "");
+    let args: Vec<&str> = explain.split_whitespace().skip(1).collect();
+    let out = portcullis().args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{explain}\n{text}");
+    assert!(
+        text.contains("MISMATCH  api://portcullis-dev") && text.contains("deny, wrong_audience"),
+        "{text}"
+    );
     // Each command: curl -i|-N [-X METHOD] URL [-H "Accept: …"]
     // [-H "Authorization: Bearer T"]
     let mut statuses = Vec::new();
@@ -887,10 +921,10 @@ async fn dev_mode_prints_commands_that_allow_and_deny() {
         }
     }
     // As printed: user allowed, app allowed, a stream, expired refused, no
-    // token refused, public allowed.
+    // token refused, public allowed, a minted (registered) agent allowed.
     assert_eq!(
         statuses,
-        vec![200, 200, 200, 401, 401, 200],
+        vec![200, 200, 200, 401, 401, 200, 200],
         "{commands:#?}"
     );
 }

@@ -8,7 +8,6 @@ mod server;
 mod signing;
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use serde_json::{Value, json};
 
@@ -63,6 +62,12 @@ prefix = "/"
 methods = ["GET"]
 scopes = ["Models.Read", "Models.Invoke"]
 roles = ["Models.Invoke"]
+
+# The agent of `portcullis dev token --kind agent` (and agent-obo, agent-user).
+[[agents]]
+id = "{DEV_AGENT}"
+name = "Dev agent"
+owner = "{DEV_USER}"
 "#
     )
 }
@@ -149,7 +154,10 @@ pub async fn mint_token(issuer: &str, request: &TokenRequest) -> anyhow::Result<
 pub async fn run(listen: SocketAddr, admin: SocketAddr, at: Fixtures) -> anyhow::Result<()> {
     let (key, _, issuer, upstream) = at.start().await?;
     let text = dev_config_text(&issuer.url(), upstream.addr(), listen, admin);
-    let config = crate::config::parse(&text, Path::new(".")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Written out so that `explain --config` (and a reload) can read it.
+    let path = std::env::temp_dir().join("portcullis-dev.toml");
+    std::fs::write(&path, &text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let config = crate::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::telemetry::init(&config.logging);
     let running = crate::app::start(config).await?;
     running.wait_ready().await;
@@ -168,6 +176,10 @@ Portcullis dev mode is running.
   gateway   http://{gw}   (echo upstream at http://{up})
   admin     http://{admin}/metrics  /readyz  /healthz
   issuer    {iss}  (fresh RSA key, JWKS at {iss}/keys)
+  config    {config}
+
+Mint tokens with `portcullis dev token`; this shell needs the issuer once:
+  export PORTCULLIS_DEV_ISSUER={iss}
 
 Allowed: a user token with scope Models.Invoke calling a chat deployment
   curl -i -X POST http://{gw}/openai/deployments/gpt-4o/chat/completions -H "Authorization: Bearer {user}"
@@ -186,17 +198,22 @@ Refused (401, no token) and public (200, no token):
   curl -i http://{gw}/health
 
 More tokens, of any shape (kind, scopes, roles, lifetime, audience, claims):
-  portcullis dev token --issuer {iss} --kind agent --role Models.Invoke
+  curl -i http://{gw}/openai/models -H "Authorization: Bearer $(portcullis dev token --kind agent)"
   portcullis dev token --help
+
+Why a token is refused, claim by claim:
+  portcullis explain --config {config} --path /openai/models --token "$(portcullis dev token --audience api://another-api)"
 
 Press Ctrl-C to stop.
 "#,
         up = upstream.addr(),
         admin = running.admin_addr,
         iss = issuer.url(),
+        config = path.display(),
     );
     crate::app::wait_for_signal().await;
     running.shutdown();
     running.join().await;
+    let _ = std::fs::remove_file(&path);
     Ok(())
 }
