@@ -956,6 +956,13 @@ async fn dev_fixtures_and_dev_token_shape_tokens_a_config_accepts() {
     let fixtures: serde_json::Value = serde_json::from_str(&line).unwrap();
     let issuer = fixtures["issuer"].as_str().unwrap().to_owned();
     assert_eq!(issuer, format!("http://127.0.0.1:{port}"));
+    // It mints any token for whoever asks: never off loopback.
+    let out = portcullis()
+        .args(["dev", "--fixtures-only", "--issuer-listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listens on loopback only"));
     let upstream = fixtures["upstream"].as_str().unwrap();
     assert!(upstream.starts_with("http://127.0.0.1:"), "{upstream}");
     assert_eq!(fixtures["claims"]["scp"], "Models.Invoke Models.Read");

@@ -406,25 +406,6 @@ fn is_one_key(text: &str) -> bool {
     quote.is_none()
 }
 
-impl fmt::Display for ClaimPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, s) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(".")?;
-            }
-            let bare = !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if bare {
-                f.write_str(s)?;
-            } else {
-                write!(f, "{}", toml::Value::String(s.clone()))?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// One exact `iss` value, its key endpoint and the key `issuer` values
 /// that may sign for it. Computed once when the config is validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -83,6 +83,13 @@ pub struct Fixtures {
 
 impl Fixtures {
     async fn start(self) -> anyhow::Result<(SigningKey, SigningKey, DevIssuer, EchoUpstream)> {
+        // Why: the dev issuer mints any token for whoever asks.
+        if !self.issuer.ip().is_loopback() {
+            anyhow::bail!(
+                "--issuer-listen {}: the dev issuer mints any token for whoever asks, so it listens on loopback only",
+                self.issuer
+            );
+        }
         let key = SigningKey::rsa("dev-key-1")?;
         let ec = SigningKey::ec_p256("dev-key-2")?;
         let issuer = DevIssuer::start_on(self.issuer, vec![key.clone(), ec.clone()])

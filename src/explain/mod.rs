@@ -59,7 +59,9 @@ pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explana
         Credential::Token(t) => TokenFacts::read(t),
         Credential::Claims(v) => Some(TokenFacts::of(None, v)),
     };
-    let at = matches!(request.credential, Credential::Token(_)).then_some(request.at);
+    // The verifier checks a token's lifetime against the clock, whatever
+    // `--at` says to the policies; the claims show the same.
+    let now = matches!(request.credential, Credential::Token(_)).then(SystemTime::now);
     let mut out = decide(config, request).await?;
     let route = out
         .route
@@ -67,7 +69,7 @@ pub async fn explain(config: &Config, request: ExplainRequest) -> Result<Explana
         .and_then(|name| config.routes.iter().find(|r| r.name == name));
     if let Some(facts) = facts.filter(|_| !route.is_some_and(|r| r.public)) {
         let verified = out.decision.identity.clone();
-        out.claims = claims::check(config, &facts, verified.as_deref(), route, at);
+        out.claims = claims::check(config, &facts, verified.as_deref(), route, now);
     }
     Ok(out)
 }

@@ -9,7 +9,6 @@ use std::sync::{Arc, OnceLock};
 use http::HeaderValue;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-
 use serde_json::Value;
 
 use super::identity::{ClassifyInput, IdentityKind, classify};
@@ -87,26 +86,25 @@ pub(super) enum Names {
 }
 
 impl Names {
-    fn extend_into(self, out: &mut Vec<String>) {
+    fn add_to(&self, out: &mut Vec<String>) {
         match self {
-            Self::Spaced(s) => out.extend(split_spaced(&s)),
-            Self::Listed(list) => out.extend(list.into_iter().filter(|n| is_name(n))),
+            Self::Spaced(s) => s.split(' ').for_each(|n| add(out, n)),
+            Self::Listed(list) => list.iter().for_each(|n| add(out, n)),
             Self::Other(_) => {}
         }
     }
 }
 
-/// The names of a space-delimited claim. Entra writes `/` for "no
-/// delegated scope" on agent tokens: it is no name.
-fn split_spaced(s: &str) -> impl Iterator<Item = String> + '_ {
-    s.split(' ').filter(|n| is_name(n)).map(str::to_owned)
+/// Adds a name once. Entra writes `/` for "no delegated scope" on agent
+/// tokens: it is no name.
+fn add(out: &mut Vec<String>, name: &str) {
+    if !name.is_empty() && name != "/" && !out.iter().any(|n| n == name) {
+        out.push(name.to_owned());
+    }
 }
 
-fn is_name(n: &str) -> bool {
-    !n.is_empty() && n != "/"
-}
-
-/// The names at `path` in the payload `document`, read like [`Names`].
+/// The names at `path` in the payload `document`, read like [`Names`]: an
+/// array with anything but strings in it lists nothing.
 fn names_at(document: &Value, path: &ClaimPath, out: &mut Vec<String>) {
     let mut value = document;
     for segment in path.segments() {
@@ -116,16 +114,10 @@ fn names_at(document: &Value, path: &ClaimPath, out: &mut Vec<String>) {
         }
     }
     match value {
-        Value::String(s) => out.extend(split_spaced(s)),
+        Value::String(s) => s.split(' ').for_each(|n| add(out, n)),
         Value::Array(items) => {
             let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
-            out.extend(
-                names
-                    .into_iter()
-                    .flatten()
-                    .filter(|n| is_name(n))
-                    .map(str::to_owned),
-            );
+            names.into_iter().flatten().for_each(|n| add(out, n));
         }
         _ => {}
     }
@@ -155,33 +147,29 @@ impl ClaimReading {
     }
 
     /// Scopes and roles from the configured sources, in order, once each.
-    fn names(&self, raw: &mut RawClaims, document: Option<&Value>) -> (Vec<String>, Vec<String>) {
-        let mut read = |paths: &[ClaimPath]| {
+    fn names(&self, raw: &RawClaims, document: Option<&Value>) -> (Vec<String>, Vec<String>) {
+        let read = |paths: &[ClaimPath]| {
             let mut out = Vec::new();
             for path in paths {
                 let typed = match path.top_level() {
-                    Some("scp") => Some(raw.scp.take()),
-                    Some("scope") => Some(raw.scope.take()),
-                    Some("roles") => Some(raw.roles.take()),
+                    Some("scp") => Some(&raw.scp),
+                    Some("scope") => Some(&raw.scope),
+                    Some("roles") => Some(&raw.roles),
                     _ => None,
                 };
                 match (typed, document) {
                     (Some(names), _) => {
                         if let Some(names) = names {
-                            names.extend_into(&mut out);
+                            names.add_to(&mut out);
                         }
                     }
                     (None, Some(doc)) => names_at(doc, path, &mut out),
                     (None, None) => {}
                 }
             }
-            let mut seen = std::collections::HashSet::new();
-            out.retain(|n| seen.insert(n.clone()));
             out
         };
-        let scopes = read(&self.sources.scopes);
-        let roles = read(&self.sources.roles);
-        (scopes, roles)
+        (read(&self.sources.scopes), read(&self.sources.roles))
     }
 }
 
@@ -308,7 +296,7 @@ impl VerifiedClaims {
         issuer_name: Arc<str>,
         iss: Arc<str>,
         reading: &ClaimReading,
-        mut raw: RawClaims,
+        raw: RawClaims,
         payload: &[u8],
         shared: &Interner,
     ) -> Self {
@@ -316,7 +304,7 @@ impl VerifiedClaims {
             .needs_document()
             .then(|| serde_json::from_slice::<Value>(payload).ok())
             .flatten();
-        let (scopes, roles) = reading.names(&mut raw, document.as_ref());
+        let (scopes, roles) = reading.names(&raw, document.as_ref());
         let entra = reading.kind == IssuerKind::Entra;
         let client_app = if entra {
             raw.azp.or(raw.appid)
