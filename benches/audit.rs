@@ -18,9 +18,9 @@ use std::time::{Duration, SystemTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, Version};
 use portcullis::audit::{Chain, End, Field, Record, RequestInfo, UpstreamInfo};
+use portcullis::decision::Decision;
 use portcullis::dev::{DevIssuer, SigningKey};
 use portcullis::metrics::DecisionLabel;
-use portcullis::proxy::pipeline::Decision;
 use portcullis::snapshot::{KeyEnv, Snapshot};
 use serde_json::json;
 

@@ -9,10 +9,11 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::audit::AuditStatus;
+use crate::body::{Body, full};
 use crate::metrics::Metrics;
-use crate::proxy::{Body, ClientConn, full};
 use crate::reload::{Outcome, ReloadHandle};
 use crate::snapshot::Snapshot;
+use crate::upstream::ClientConn;
 
 pub struct Admin {
     snapshot: Arc<ArcSwap<Snapshot>>,

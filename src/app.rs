@@ -293,7 +293,7 @@ async fn watch_config(
                 }
                 None => return,
             },
-            () = serve::stopped(&mut stop) => return,
+            () = crate::shutdown::stopped(&mut stop) => return,
         }
     }
 }

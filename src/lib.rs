@@ -10,27 +10,38 @@
 //! - [`token`]: bearer extraction, JWT verification, the verified-token cache.
 //! - [`policy`]: routes, identities' rules, the agent registry, conditional
 //!   access, the revocation list; pure functions over plain data.
+//! - [`decision`]: the decision on one request, as metrics, `explain` and
+//!   the audit record see it.
+//! - [`rejection`]: the only author of the gateway's own refusals (RFC 6750).
+//! - [`upstream`]: the pooled upstream client, its connector, and the
+//!   headers an upstream sees; [`body`]: the body type of both directions.
+//! - [`proxy`]: the request pipeline and forwarding to the upstream.
 //! - [`revocation`]: keeps the revocation list current from its watched file.
 //! - [`reload`]: hot reload of the config file: validate, compile, swap;
 //!   [`watch`]: the directory watch behind it and the revocation list.
 //! - [`audit`]: one record per request, its queue and writer thread, the
 //!   hash chain and `portcullis audit verify`.
 //! - [`explain`]: `portcullis explain`, the pipeline's decision for one request.
-//! - [`rejection`]: the only author of 400/401/403/503 auth answers (RFC 6750).
-//! - [`proxy`]: the request pipeline and forwarding to the upstream.
-//! - [`serve`], [`tls`], [`admin`]: listeners, TLS, the admin port.
+//! - [`serve`], [`tls`], [`admin`], [`shutdown`]: listeners, TLS, the admin
+//!   port, the shutdown signal.
 //! - [`metrics`], [`telemetry`]: Prometheus registry and logging.
 //! - [`app`]: wiring; [`dev`]: the self-contained dev mode and test servers.
 //!
-//! Dependencies point one way: `app` → `serve`/`admin` → `proxy` →
-//! `token`/`policy`/`rejection` → `keys`/`config`.
+//! Dependencies point one way: `app` → `proxy`/`serve`/`admin`/`reload`
+//! (and `explain` → `proxy`) → `snapshot`/`audit`/`revocation` →
+//! `rejection`/`decision` → `upstream`/`policy` → `token` → `keys` →
+//! `config`, with `metrics` above `keys`, and `body`, `text`, `tls`,
+//! `telemetry` and `shutdown` leaves anyone may use. No file imports one
+//! that imports it back (a module's files and their `mod.rs` aside).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod body;
 pub mod config;
+pub mod decision;
 pub mod dev;
 pub mod explain;
 pub mod keys;
@@ -41,9 +52,11 @@ pub mod rejection;
 pub mod reload;
 pub mod revocation;
 pub mod serve;
+pub mod shutdown;
 pub mod snapshot;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
 pub mod token;
+pub mod upstream;
 pub mod watch;

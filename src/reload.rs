@@ -211,7 +211,7 @@ impl Reloader {
         loop {
             let first = tokio::select! {
                 w = rx.recv() => match w { Some(w) => w, None => return },
-                () = crate::serve::stopped(&mut stop) => return,
+                () = crate::shutdown::stopped(&mut stop) => return,
             };
             let mut waiters = vec![first];
             while let Ok(w) = rx.try_recv() {

@@ -57,7 +57,7 @@ pub fn start(
         loop {
             tokio::select! {
                 event = watch.changed() => if event.is_none() { return },
-                () = crate::serve::stopped(&mut shutdown) => return,
+                () = crate::shutdown::stopped(&mut shutdown) => return,
             }
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;

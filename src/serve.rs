@@ -23,9 +23,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::body::Body;
 use crate::config::Limits;
 use crate::metrics::{Metrics, OpenConnection};
-use crate::proxy::{Body, ClientConn};
+use crate::shutdown::stopped;
+use crate::upstream::ClientConn;
 
 /// HTTP/2 streams the client opened and reset before we accepted them,
 /// queued at once, beyond which the connection is closed with GOAWAY.
@@ -345,11 +347,6 @@ fn builder(settings: &ServeSettings) -> auto::Builder<TokioExecutor> {
         builder = builder.http1_only();
     }
     builder
-}
-
-/// Resolves when `shutdown` turns true (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Binds a listener, with the address in the error.

@@ -15,9 +15,9 @@ use crate::config::{
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::policy::{Policies, RouteTable};
-use crate::proxy::{InboundStrip, Upstream};
 use crate::rejection::Challenges;
 use crate::token::{IssuerTrust, TokenCache, Verifier};
+use crate::upstream::{InboundStrip, Upstream};
 
 /// One immutable generation of the gateway's configuration.
 pub struct Snapshot {

@@ -37,3 +37,23 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Whether `T` is anywhere in `e`'s chain of sources.
+pub fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    any_cause(e, |err| err.is::<T>())
+}
+
+/// Whether `e` or any error in its chain of sources is what `matches` asks.
+pub fn any_cause(
+    e: &(dyn std::error::Error + 'static),
+    matches: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if matches(err) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}

@@ -14,8 +14,8 @@ use http::{HeaderValue, Method, Version};
 
 use serde::Serialize;
 
+use crate::decision::Decision;
 use crate::metrics::DecisionLabel;
-use crate::proxy::pipeline::Decision;
 use crate::text::{write_hex, write_ip};
 use crate::token::CacheUse;
 

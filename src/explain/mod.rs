@@ -12,8 +12,9 @@ use http::{Method, Request};
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::decision::Decision;
 use crate::policy::{self, RevocationList, path};
-use crate::proxy::pipeline::{self, Circumstances, Decision};
+use crate::proxy::pipeline::{self, Circumstances};
 use crate::rejection::Rejection;
 use crate::snapshot::{KeyEnv, Snapshot};
 use crate::token::{TokenFacts, VerifyError};

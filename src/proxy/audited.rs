@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{Body, BoxError};
 use crate::audit::{End, Pending};
+use crate::body::{Body, BoxError};
 
 /// A response body that sends its request's record when the last frame
 /// has been produced, the stream fails, or the body is dropped early.

@@ -1,6 +1,6 @@
-//! Forwarding an admitted request: the upstream client (and the one retry a
-//! request may get), the outbound request built from the inbound one
-//! (header hygiene is `headers`), streaming bodies both ways, and protocol
+//! Forwarding an admitted request: the outbound request built from the
+//! inbound one (header hygiene is `upstream::headers`), sent on the
+//! upstream's pooled client, streaming bodies both ways, and protocol
 //! upgrades a route allows, as tunnels.
 
 use std::time::{Duration, Instant};
@@ -11,111 +11,18 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use http_body_util::LengthLimitError;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::Body;
-use super::connect::WithoutInfo;
-use super::headers::{
+use super::inbound::ClientBodyError;
+use super::tunnel::Upgrade;
+use crate::body::{Body, full};
+use crate::policy::{Grant, Route};
+use crate::snapshot::Snapshot;
+use crate::telemetry::caused_by;
+use crate::upstream::headers::{
     ClientConn, X_REQUEST_ID, connection_tokens, is_trusted, set_forwarded_headers,
     set_identity_headers, strip_hop_by_hop,
 };
-use super::inbound::ClientBodyError;
-use super::tunnel::Upgrade;
-use crate::config::UpstreamConfig;
-use crate::policy::{Grant, Route};
-use crate::snapshot::Snapshot;
-
-/// Why forwarding failed; never shown to the client beyond its status.
-#[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
-    #[error("upstream unreachable: {0}")]
-    Connect(String),
-    #[error("upstream protocol error: {0}")]
-    Protocol(String),
-    #[error("upstream did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The client's body passed the route's `max_body_bytes` while it was
-    /// being sent.
-    #[error("request body larger than the route's max_body_bytes")]
-    BodyTooLarge,
-    /// The client broke its body's framing, or left while sending it.
-    #[error("{0}")]
-    ClientBody(String),
-}
-
-impl ForwardError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Connect(_) | Self::Protocol(_) => StatusCode::BAD_GATEWAY,
-            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ClientBody(_) => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Connect(_) => "upstream_unreachable",
-            Self::Protocol(_) => "upstream_protocol_error",
-            Self::Timeout(_) => "upstream_timeout",
-            Self::BodyTooLarge => "body_too_large",
-            Self::ClientBody(_) => "bad_request_body",
-        }
-    }
-}
-
-/// The pooled upstream client. Cloning shares the pool.
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<WithoutInfo<HttpsConnector<HttpConnector>>, Body>,
-    /// The same, keeping no idle connection: for the one retry that must
-    /// not meet another connection the upstream is closing.
-    fresh: Client<WithoutInfo<HttpsConnector<HttpConnector>>, Body>,
-    response_timeout: Duration,
-    version: Version,
-}
-
-impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Result<Self, crate::tls::TlsError> {
-        let tls = crate::tls::client_config(cfg.ca_file.as_deref())?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        let connector = if cfg.http2 {
-            builder.enable_http2().wrap_connector(http)
-        } else {
-            builder.enable_http1().wrap_connector(http)
-        };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .retry_canceled_requests(true)
-            .http2_only(cfg.http2);
-        let client = builder.build(WithoutInfo(connector.clone()));
-        let fresh = builder
-            .pool_max_idle_per_host(0)
-            .build(WithoutInfo(connector));
-        Ok(Self {
-            client,
-            fresh,
-            response_timeout: cfg.response_timeout,
-            version: if cfg.http2 {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            },
-        })
-    }
-}
+use crate::upstream::{ForwardError, Upstream};
 
 /// The upstream's answer to a forwarded request.
 pub struct Forwarded {
@@ -183,7 +90,7 @@ pub fn forward(
             parts.headers.insert(header::UPGRADE, proto.clone());
             parts.version = Version::HTTP_11;
         } else {
-            parts.version = upstream.version;
+            parts.version = upstream.version();
         }
         if !grant.route().forwards_authorization() {
             // Why: the token is for us; the upstream must not be able to replay it.
@@ -203,27 +110,29 @@ pub fn forward(
         let replay = is_replayable(&parts.method, &body).then(|| parts.clone());
         let outbound = Request::from_parts(parts, body);
         let started = Instant::now();
-        let mut resp =
-            match tokio::time::timeout(upstream.response_timeout, send(upstream, outbound, replay))
-                .await
-            {
-                Err(_) => return Err(ForwardError::Timeout(upstream.response_timeout)),
-                Ok(Err(e)) if e.is_connect() => {
-                    return Err(ForwardError::Connect(crate::telemetry::error_chain(&e)));
-                }
-                Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
-                    return Err(ForwardError::BodyTooLarge);
-                }
-                // Why: a client's broken body is the client's fault: a 400 that
-                // feeds no upstream-failure alert (`broken_chunked_framing_is_the_clients_fault`).
-                Ok(Err(e)) if caused_by::<ClientBodyError>(&e) => {
-                    return Err(ForwardError::ClientBody(crate::telemetry::error_chain(&e)));
-                }
-                Ok(Err(e)) => {
-                    return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e)));
-                }
-                Ok(Ok(resp)) => resp,
-            };
+        let mut resp = match tokio::time::timeout(
+            upstream.response_timeout(),
+            upstream.send(outbound, replay),
+        )
+        .await
+        {
+            Err(_) => return Err(ForwardError::Timeout(upstream.response_timeout())),
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(ForwardError::Connect(crate::telemetry::error_chain(&e)));
+            }
+            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
+                return Err(ForwardError::BodyTooLarge);
+            }
+            // Why: a client's broken body is the client's fault: a 400 that
+            // feeds no upstream-failure alert (`broken_chunked_framing_is_the_clients_fault`).
+            Ok(Err(e)) if caused_by::<ClientBodyError>(&e) => {
+                return Err(ForwardError::ClientBody(crate::telemetry::error_chain(&e)));
+            }
+            Ok(Err(e)) => {
+                return Err(ForwardError::Protocol(crate::telemetry::error_chain(&e)));
+            }
+            Ok(Ok(resp)) => resp,
+        };
         let elapsed = started.elapsed();
 
         let mut upgrade = None;
@@ -271,36 +180,6 @@ pub fn forward(
     }
 }
 
-/// Sends the request on a pooled connection. A request that failed before
-/// any of it was written on a reused connection is sent again by the pool
-/// itself (`retry_canceled_requests`). One that was written but got no
-/// answer because the upstream closed the connection (an idle connection
-/// it was closing as ours arrived) is sent once more, on a fresh
-/// connection, when it is `replay`able; never a request that may have
-/// changed something upstream
-/// (`an_upstream_that_closes_connections_at_random_costs_no_request`).
-#[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
-fn send(
-    upstream: &Upstream,
-    req: Request<Body>,
-    replay: Option<http::request::Parts>,
-) -> impl Future<Output = Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>>
-{
-    async move {
-        match (upstream.client.request(req).await, replay) {
-            (Err(e), Some(parts)) if closed_before_answer(&e) => {
-                tracing::debug!(
-                    error = %crate::telemetry::error_chain(&e),
-                    "the upstream closed the connection before answering: sending again on a new one"
-                );
-                let again = Request::from_parts(parts, super::full(Bytes::new()));
-                upstream.fresh.request(again).await
-            }
-            (answered, _) => answered,
-        }
-    }
-}
-
 /// A request the gateway may send twice: idempotent (RFC 9110 §9.2.2) and
 /// without a body, so that nothing of it is lost with the first attempt.
 fn is_replayable(method: &http::Method, body: &Body) -> bool {
@@ -309,38 +188,6 @@ fn is_replayable(method: &http::Method, body: &Body) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     ) && http_body::Body::is_end_stream(body)
-}
-
-/// The upstream closed or reset the connection before a byte of its answer.
-fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    any_cause(e, |err| {
-        err.downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
-            || err.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
-            })
-    })
-}
-
-/// Whether `T` is anywhere in `e`'s chain of sources.
-fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    any_cause(e, |err| err.is::<T>())
-}
-
-/// Whether `e` or any error in its chain of sources is what `matches` asks.
-fn any_cause(
-    e: &(dyn std::error::Error + 'static),
-    matches: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
-) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if matches(err) {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// The `Upgrade` value of an HTTP/1.1 upgrade request whose every offered
@@ -372,7 +219,7 @@ fn protocol_name(protocol: &str) -> &str {
 /// limit or broken): no internal detail.
 pub fn error_response(e: &ForwardError, request_id: &HeaderValue) -> Response<Body> {
     let body = crate::rejection::body::forward(e);
-    let mut resp = Response::new(super::full(Bytes::from_static(body.as_bytes())));
+    let mut resp = Response::new(full(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = e.status();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

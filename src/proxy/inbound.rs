@@ -16,7 +16,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::BoxError;
+use crate::body::BoxError;
 
 /// A refused request's body is read and dropped up to this many bytes
 /// (more than a chat completion with an image sends), so that the client's
@@ -148,7 +148,11 @@ impl HttpBody for Inbound {
 /// not read to its end, so the client does not send its next request on a
 /// connection the gateway is about to close
 /// (`a_refused_post_keeps_the_connection_usable`).
-pub fn close_unless_read(response: &mut Response<super::Body>, version: Version, ended: bool) {
+pub fn close_unless_read(
+    response: &mut Response<crate::body::Body>,
+    version: Version,
+    ended: bool,
+) {
     if !ended && version < Version::HTTP_2 {
         response
             .headers_mut()

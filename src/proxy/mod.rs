@@ -3,9 +3,7 @@
 //! for every request.
 
 mod audited;
-mod connect;
 mod forward;
-mod headers;
 mod inbound;
 pub mod pipeline;
 mod tunnel;
@@ -19,37 +17,25 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use forward::{ForwardError, Upstream};
-pub use headers::{ClientConn, InboundStrip, strip_hop_by_hop};
+use crate::body::{Body, full};
+use crate::upstream::headers::{self, ClientConn};
 
 use crate::audit::{Auditor, Field, Pending, Record, RequestInfo, UpstreamInfo};
+use crate::decision::Decision;
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::rejection::Rejection;
 use crate::revocation::Revocations;
 use crate::snapshot::Snapshot;
 use crate::token::CacheUse;
 use inbound::Inbound;
-use pipeline::Decision;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every response body: a static rejection or a streamed upstream body.
-pub type Body = BoxBody<Bytes, BoxError>;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// A body from bytes in memory.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
 
 /// Shared handles for request handling. Cloning the `Arc` is all a
 /// connection needs.

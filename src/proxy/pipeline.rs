@@ -13,93 +13,18 @@ use http::request::Parts;
 use ipnet::IpNet;
 
 use super::ClientConn;
-use super::headers::{X_FORWARDED_FOR, is_trusted};
-use crate::policy::{
-    self, Agent, Grant, PolicyOutcome, RequestFacts, RevocationList, Route, RouteMatchResult, path,
-};
+use crate::policy::{self, Grant, RequestFacts, RevocationList, RouteMatchResult, path};
 use crate::rejection::Rejection;
 use crate::snapshot::Snapshot;
-use crate::token::{
-    CacheUse, TokenDigest, TokenError, TokenFacts, VerifiedClaims, VerifyError, extract_bearer,
-};
+use crate::token::{TokenError, TokenFacts, VerifiedClaims, VerifyError, extract_bearer};
+use crate::upstream::headers::{X_FORWARDED_FOR, is_trusted};
+
+use crate::decision::Decision;
 
 /// A request that may be forwarded, with its normalized path.
 pub struct Admitted<'a> {
     pub grant: Grant,
     pub path: Cow<'a, str>,
-}
-
-/// The one outcome of the auth pipeline for a request: allow or deny with a
-/// stable reason, the route, the verified identity, the registered agent and
-/// every policy result. Metrics count it, `explain` prints it, and the audit
-/// record carries it.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub verdict: Result<(), Rejection>,
-    pub route: Option<Arc<Route>>,
-    /// The matched route's parameters, e.g. `deployment`.
-    pub params: Vec<(String, String)>,
-    pub cache: Option<CacheUse>,
-    /// SHA-256 of the token, for the audit record (never the token).
-    pub token_digest: Option<TokenDigest>,
-    /// The verified identity, also when the request is then denied.
-    pub identity: Option<Arc<VerifiedClaims>>,
-    pub agent: Option<Arc<Agent>>,
-    pub policies: Vec<PolicyOutcome>,
-}
-
-impl Decision {
-    /// A decision not yet made: filled in step by step.
-    pub fn pending() -> Self {
-        Self {
-            verdict: Ok(()),
-            route: None,
-            params: Vec::new(),
-            cache: None,
-            token_digest: None,
-            identity: None,
-            agent: None,
-            policies: Vec::new(),
-        }
-    }
-
-    pub fn is_allowed(&self) -> bool {
-        self.verdict.is_ok()
-    }
-
-    /// Stable machine-readable reason: `allowed`, or the rejection's.
-    pub fn reason(&self) -> &'static str {
-        match &self.verdict {
-            Ok(()) => "allowed",
-            Err(r) => r.reason(),
-        }
-    }
-
-    /// The reason with its policy, as records show it: `policy_block:NAME`.
-    pub fn reason_detail(&self) -> std::borrow::Cow<'static, str> {
-        match self.policy() {
-            Some(p) => format!("{}:{p}", self.reason()).into(),
-            None => self.reason().into(),
-        }
-    }
-
-    /// The policy behind a policy denial.
-    pub fn policy(&self) -> Option<&str> {
-        match &self.verdict {
-            Err(Rejection::Denied(d)) => d.policy(),
-            _ => None,
-        }
-    }
-
-    fn settle<T>(&mut self, result: Result<T, Rejection>) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(rejection) => {
-                self.verdict = Err(rejection);
-                None
-            }
-        }
-    }
 }
 
 /// Who sent the request, where and when: what policies look at besides the

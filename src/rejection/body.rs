@@ -8,8 +8,8 @@
 //! library message, is ever in one.
 
 use crate::policy::Denial;
-use crate::proxy::ForwardError;
 use crate::token::TokenError;
+use crate::upstream::ForwardError;
 
 use super::Rejection;
 

@@ -298,7 +298,7 @@ mod tests {
         for r in &rejections {
             check(body::of(r), r.status().as_u16(), r.reason());
         }
-        use crate::proxy::ForwardError;
+        use crate::upstream::ForwardError;
         for e in [
             ForwardError::Connect(String::new()),
             ForwardError::Protocol(String::new()),

@@ -22,7 +22,7 @@ use aws_lc_rs::digest;
 use quick_cache::sync::Cache;
 
 use super::VerifiedClaims;
-use super::verify::{check_lifetime, unix_now};
+use super::lifetime::{check_lifetime, unix_now};
 
 pub type TokenDigest = [u8; 32];
 

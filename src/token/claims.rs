@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use super::identity::{ClassifyInput, IdentityKind, classify};
 use super::intern::Interner;
+
+/// The values shared among the claims of cached tokens.
+pub(super) type Shared = Interner<Profile>;
 use crate::config::{ClaimPath, ClaimSources, IssuerKind};
 
 /// The serde view of a payload. Struct deserialization refuses duplicate
@@ -298,7 +301,7 @@ impl VerifiedClaims {
         reading: &ClaimReading,
         raw: RawClaims,
         payload: &[u8],
-        shared: &Interner,
+        shared: &Shared,
     ) -> Self {
         let document = reading
             .needs_document()
@@ -489,7 +492,7 @@ impl VerifiedClaims {
             reading,
             raw,
             payload.as_bytes(),
-            &Interner::off(),
+            &Shared::off(),
         ))
     }
 }
@@ -499,7 +502,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn claims(shared: &Interner, extra: serde_json::Value) -> VerifiedClaims {
+    fn claims(shared: &Shared, extra: serde_json::Value) -> VerifiedClaims {
         let mut claims = json!({
             "iss": "https://login.example/t/v2.0", "exp": 2_000, "tid": "T",
             "azp": "app", "azpacr": "1", "scp": "Models.Read", "idtyp": "user",
@@ -524,7 +527,7 @@ mod tests {
 
     #[test]
     fn tokens_that_differ_only_in_their_own_values_share_one_profile() {
-        let shared = Interner::default();
+        let shared = Shared::default();
         let a = claims(
             &shared,
             json!({"sub": "a", "oid": "1", "uti": "x", "groups": ["g1"]}),
@@ -570,7 +573,7 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.profile, &other_issuer.profile));
 
         // Without a token cache, nothing is shared.
-        let off = Interner::off();
+        let off = Shared::off();
         assert!(!Arc::ptr_eq(
             &claims(&off, json!({})).profile,
             &claims(&off, json!({})).profile
@@ -579,7 +582,7 @@ mod tests {
 
     #[test]
     fn profile_headers_are_the_shared_claims_as_header_values() {
-        let shared = Interner::default();
+        let shared = Shared::default();
         let user = claims(&shared, json!({"scp": "Models.Read Models.Invoke"}));
         let h = user.profile_headers();
         assert_eq!(h.tenant.as_ref().unwrap(), "t", "lower-cased");
@@ -616,7 +619,7 @@ mod tests {
 
     #[test]
     fn profiles_no_token_uses_are_swept() {
-        let shared = Interner::default();
+        let shared = Shared::default();
         let kept = claims(&shared, json!({}));
         for i in 0..5_000 {
             let _dropped = claims(&shared, json!({ "scp": format!("scope{i}") }));

@@ -3,8 +3,8 @@
 //! but the ids across one user's tokens); each distinct value is kept once
 //! and shared by `Arc`.
 //!
-//! Whole [`Profile`]s are shared the same way: tokens of one app for one
-//! permission set differ only in their ids.
+//! Whole profiles (the claims' `Profile`) are shared the same way: tokens
+//! of one app for one permission set differ only in their ids.
 //!
 //! The tables hold weak references, so a value lives only as long as some
 //! cached token uses it; dead entries are swept when a table has doubled
@@ -16,14 +16,11 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
-use super::claims::Profile;
-
-/// Interns `str`s, string lists and profiles.
-#[derive(Default)]
-pub(super) struct Interner {
+/// Interns `str`s, string lists and profiles of type `P`.
+pub(super) struct Interner<P> {
     strs: Mutex<Table<str>>,
     lists: Mutex<Table<[String]>>,
-    profiles: Mutex<Profiles>,
+    profiles: Mutex<Profiles<P>>,
     /// Every value its own allocation: where claims do not outlive their
     /// request (no token cache), sharing would only cost the lookups.
     off: bool,
@@ -91,17 +88,38 @@ where
 /// Profiles by hash, without a second copy of each as its key (a
 /// profile is some 250 bytes; its hash 8): a lookup compares the live
 /// profiles of one hash.
-#[derive(Default)]
-struct Profiles {
-    by_hash: HashMap<u64, Vec<Weak<Profile>>>,
+struct Profiles<P> {
+    by_hash: HashMap<u64, Vec<Weak<P>>>,
     hasher: RandomState,
     sweep: Sweep,
     /// Weak references held, live or not.
     len: usize,
 }
 
-impl Profiles {
-    fn get(&mut self, profile: Profile) -> Arc<Profile> {
+impl<P> Default for Profiles<P> {
+    fn default() -> Self {
+        Self {
+            by_hash: HashMap::new(),
+            hasher: RandomState::new(),
+            sweep: Sweep::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<P> Default for Interner<P> {
+    fn default() -> Self {
+        Self {
+            strs: Mutex::default(),
+            lists: Mutex::default(),
+            profiles: Mutex::default(),
+            off: false,
+        }
+    }
+}
+
+impl<P: Eq + Hash> Profiles<P> {
+    fn get(&mut self, profile: P) -> Arc<P> {
         let hash = self.hasher.hash_one(&profile);
         let same = self.by_hash.entry(hash).or_default();
         if let Some(shared) = same
@@ -138,7 +156,7 @@ fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
     table.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Interner {
+impl<P: Eq + Hash> Interner<P> {
     pub fn off() -> Self {
         Self {
             off: true,
@@ -153,7 +171,7 @@ impl Interner {
         lock(&self.strs).get(value)
     }
 
-    pub fn profile(&self, profile: Profile) -> Arc<Profile> {
+    pub fn profile(&self, profile: P) -> Arc<P> {
         if self.off {
             return Arc::new(profile);
         }
@@ -187,7 +205,7 @@ mod tests {
 
     #[test]
     fn equal_values_are_one_allocation_while_in_use() {
-        let interner = Interner::default();
+        let interner = Interner::<()>::default();
         let a = interner.str("tenant");
         let b = interner.str(&String::from("tenant"));
         assert!(Arc::ptr_eq(&a, &b));
@@ -197,14 +215,14 @@ mod tests {
             &interner.list(list)
         ));
         assert!(!Arc::ptr_eq(&a, &interner.str("other")));
-        let off = Interner::off();
+        let off = Interner::<()>::off();
         assert!(!Arc::ptr_eq(&off.str("tenant"), &off.str("tenant")));
         assert_eq!(*off.str("tenant"), *a);
     }
 
     #[test]
     fn values_no_token_uses_are_swept() {
-        let interner = Interner::default();
+        let interner = Interner::<()>::default();
         let kept = interner.str("kept");
         for i in 0..10_000 {
             let _dropped = interner.str(&format!("value {i}"));

@@ -10,6 +10,7 @@ mod extract;
 mod identity;
 mod inspect;
 mod intern;
+mod lifetime;
 mod verify;
 
 pub use cache::{TokenCache, TokenDigest};

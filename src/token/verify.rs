@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,8 +24,8 @@ use serde::Deserialize;
 
 use super::TokenError;
 use super::cache::{TokenCache, TokenDigest};
-use super::claims::{Audience, ClaimReading, RawClaims, VerifiedClaims};
-use super::intern::Interner;
+use super::claims::{Audience, ClaimReading, RawClaims, Shared, VerifiedClaims};
+use super::lifetime::{check_lifetime, unix_now};
 use crate::keys::{KeyLookup, KeySource};
 
 /// Why verification did not produce claims.
@@ -117,7 +116,7 @@ pub struct Verifier {
     max_token_size: usize,
     cache: Option<TokenCache>,
     /// Claim values shared among the tokens this verifier accepts.
-    shared: Interner,
+    shared: Shared,
 }
 
 #[derive(Deserialize)]
@@ -131,8 +130,8 @@ impl Verifier {
         let trusts = trusts.into_iter().map(|t| (t.iss.clone(), t)).collect();
         // Claims outlive their request only in the cache.
         let shared = match cache {
-            Some(_) => Interner::default(),
-            None => Interner::off(),
+            Some(_) => Shared::default(),
+            None => Shared::off(),
         };
         Self {
             trusts,
@@ -421,29 +420,6 @@ fn check_claims(trust: &IssuerTrust, raw: &RawClaims, now: u64) -> Result<(), To
     Ok(())
 }
 
-/// `exp` and `nbf` at `now`, each allowed `skew` seconds of clock
-/// difference (RFC 7519 §4.1.4, §4.1.5).
-pub(super) fn check_lifetime(
-    exp: u64,
-    nbf: Option<u64>,
-    now: u64,
-    skew: u64,
-) -> Result<(), TokenError> {
-    if exp < now.saturating_sub(skew) {
-        return Err(TokenError::Expired);
-    }
-    if nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
-        return Err(TokenError::NotYetValid);
-    }
-    Ok(())
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,26 +441,6 @@ mod tests {
         assert_eq!(
             decode_payload(&payload(good)).map(|(c, _)| c.iss),
             Ok("https://idp".into())
-        );
-    }
-
-    #[test]
-    fn the_lifetime_allows_the_clock_skew_at_both_ends_and_no_more() {
-        let (now, skew) = (1_000_000, 60);
-        assert_eq!(check_lifetime(now - 60, None, now, skew), Ok(()));
-        assert_eq!(
-            check_lifetime(now - 61, None, now, skew),
-            Err(TokenError::Expired)
-        );
-        assert_eq!(check_lifetime(now + 600, Some(now + 60), now, skew), Ok(()));
-        assert_eq!(
-            check_lifetime(now + 600, Some(now + 61), now, skew),
-            Err(TokenError::NotYetValid)
-        );
-        // No skew means none: a token that expired a second ago is refused.
-        assert_eq!(
-            check_lifetime(now - 1, None, now, 0),
-            Err(TokenError::Expired)
         );
     }
 

@@ -169,7 +169,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -182,7 +182,7 @@ pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &st
 /// Sets the identity headers from the verified claims, replacing every
 /// inbound copy, and removes the inbound copies of those it does not set
 /// (all of them on a public route).
-pub(super) fn set_identity_headers(
+pub(crate) fn set_identity_headers(
     headers: &mut HeaderMap,
     names: &IdentityHeaders,
     grant: &Grant,
@@ -212,7 +212,7 @@ pub(super) fn set_identity_headers(
 /// `X-Forwarded-For/-Proto/-Host` and `Forwarded`: set by us, replacing a
 /// client's values, unless the peer is a configured trusted proxy (then
 /// the chains grow and its proto and host stand).
-pub(super) fn set_forwarded_headers(
+pub(crate) fn set_forwarded_headers(
     headers: &mut HeaderMap,
     trusted: bool,
     conn: &ClientConn,
@@ -267,7 +267,7 @@ fn extend_chain(headers: &HeaderMap, name: &HeaderName, ours: &[u8]) -> Option<H
     HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
 }
 
-pub(super) fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
+pub(crate) fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
     proxies.iter().any(|net| net.contains(&ip))
 }
 
