@@ -1,0 +1,352 @@
+//! `[server]`, `[upstream]`, `[limits]`, `[token_cache]`, `[identity_headers]`, `[logging]`.
+
+use super::*;
+
+pub(super) fn server(errs: &mut Errors, f: ServerFile, base: &Path) -> ServerConfig {
+    let realm = f.realm.unwrap_or_else(|| "portcullis".to_owned());
+    if !is_quoted_string_safe(&realm) {
+        errs.push(
+            "server.realm",
+            "must be printable ASCII without '\"' or '\\'",
+        );
+    }
+    let tls = f.tls.map(|t| TlsConfig {
+        cert: existing_file(errs, "server.tls.cert", &t.cert, base),
+        key: existing_file(errs, "server.tls.key", &t.key, base),
+    });
+    let trusted_proxies = f
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let parsed = IpNet::from_str(t)
+                .ok()
+                .or_else(|| IpAddr::from_str(t).ok().map(IpNet::from));
+            if parsed.is_none() {
+                errs.push(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("invalid address or CIDR range {t:?}"),
+                );
+            }
+            parsed
+        })
+        .collect();
+    ServerConfig {
+        listen: errs.addr("server.listen", f.listen.as_deref(), "0.0.0.0:8080"),
+        admin_listen: errs.addr(
+            "server.admin_listen",
+            f.admin_listen.as_deref(),
+            "127.0.0.1:9090",
+        ),
+        realm,
+        tls,
+        drain_timeout: errs.duration("server.drain_timeout", f.drain_timeout.as_deref(), secs(30)),
+        client_header_timeout: errs.duration(
+            "server.client_header_timeout",
+            f.client_header_timeout.as_deref(),
+            secs(10),
+        ),
+        idle_timeout: errs.duration("server.idle_timeout", f.idle_timeout.as_deref(), secs(300)),
+        trusted_proxies,
+        worker_threads: f.worker_threads.filter(|n| {
+            let ok = (1..=MAX_WORKER_THREADS).contains(n);
+            if !ok {
+                errs.push(
+                    "server.worker_threads",
+                    format!("{n} is outside 1..={MAX_WORKER_THREADS}"),
+                );
+            }
+            ok
+        }),
+    }
+}
+
+pub(super) fn upstream(errs: &mut Errors, f: UpstreamFile, base: &Path) -> UpstreamConfig {
+    let url = match f.url.parse::<Uri>() {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.authority().is_some()
+                && u.path_and_query().is_none_or(|p| p.as_str() == "/") =>
+        {
+            u
+        }
+        _ => {
+            let message = if f.url.is_empty() {
+                "required: the upstream's http(s)://host[:port]".to_owned()
+            } else {
+                format!(
+                    "must be http(s)://host[:port] without a path, got {:?}",
+                    f.url
+                )
+            };
+            errs.push("upstream.url", message);
+            Uri::from_static("http://127.0.0.1")
+        }
+    };
+    UpstreamConfig {
+        url,
+        connect_timeout: errs.duration(
+            "upstream.connect_timeout",
+            f.connect_timeout.as_deref(),
+            secs(5),
+        ),
+        // Why 600 s: the OpenAI SDKs' own total timeout; reasoning models can
+        // think for minutes before the first header.
+        response_timeout: errs.duration(
+            "upstream.response_timeout",
+            f.response_timeout.as_deref(),
+            secs(600),
+        ),
+        pool_idle_timeout: errs.duration(
+            "upstream.pool_idle_timeout",
+            f.pool_idle_timeout.as_deref(),
+            secs(90),
+        ),
+        http2: f.http2.unwrap_or(false),
+        ca_file: f
+            .ca_file
+            .map(|p| existing_file(errs, "upstream.ca_file", &p, base)),
+    }
+}
+
+/// Headers the gateway must keep to frame and route a request: a strip
+/// pattern may not match them.
+pub(super) const FRAMING_HEADERS: [&str; 4] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+];
+
+/// `upstream.strip_headers`: exact names, or prefixes ending in `*`.
+pub(super) fn strip_headers(errs: &mut Errors, entries: Vec<String>) -> Vec<HeaderPattern> {
+    entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| {
+            let path = format!("upstream.strip_headers[{i}]");
+            let (name, is_prefix) = match entry.strip_suffix('*') {
+                Some(prefix) => (prefix, true),
+                None => (entry.as_str(), false),
+            };
+            if name.is_empty() || name.contains('*') || HeaderName::from_str(name).is_err() {
+                errs.push(
+                    path,
+                    format!("{entry:?} is not a header name, or a prefix ending in '*'"),
+                );
+                return None;
+            }
+            let name = normalize_header_name(name);
+            let pattern = if is_prefix {
+                HeaderPattern::Prefix(name)
+            } else {
+                HeaderPattern::Exact(name)
+            };
+            if let Some(kept) = FRAMING_HEADERS.iter().find(|h| pattern.matches(h)) {
+                errs.push(
+                    path,
+                    format!("{entry:?} would strip {kept}, which the request needs"),
+                );
+                return None;
+            }
+            Some(pattern)
+        })
+        .collect()
+}
+
+pub(super) fn limits(errs: &mut Errors, f: LimitsFile) -> Limits {
+    let d = Limits::default();
+    let mut within = |path: &str,
+                      value: Option<usize>,
+                      default: usize,
+                      range: RangeInclusive<usize>,
+                      why: &str| {
+        let v = value.unwrap_or(default);
+        if !range.contains(&v) {
+            errs.push(
+                format!("limits.{path}"),
+                format!("{v} is outside {}..={}{why}", range.start(), range.end()),
+            );
+        }
+        v
+    };
+    Limits {
+        // Why 8 KiB: hyper's read buffer cannot be smaller.
+        max_header_bytes: within(
+            "max_header_bytes",
+            f.max_header_bytes.map(ByteSize::usize),
+            d.max_header_bytes,
+            8192..=1 << 20,
+            " (bytes)",
+        ),
+        max_headers: within("max_headers", f.max_headers, d.max_headers, 8..=1000, ""),
+        // Why 65,534: HTTP/1.1 parsing refuses longer URIs with 414 itself.
+        max_uri_bytes: within(
+            "max_uri_bytes",
+            f.max_uri_bytes.map(ByteSize::usize),
+            d.max_uri_bytes,
+            256..=65_534,
+            " (bytes)",
+        ),
+        max_connections: within(
+            "max_connections",
+            f.max_connections,
+            d.max_connections,
+            1..=1_000_000,
+            "",
+        ),
+        max_concurrent_streams: within(
+            "max_concurrent_streams",
+            f.max_concurrent_streams.map(|n| n as usize),
+            d.max_concurrent_streams as usize,
+            1..=10_000,
+            "",
+        ) as u32,
+    }
+}
+
+pub(super) fn token_cache(errs: &mut Errors, f: TokenCacheFile) -> TokenCacheConfig {
+    let capacity = f.capacity.unwrap_or(100_000);
+    if capacity == 0 {
+        errs.push(
+            "token_cache.capacity",
+            "must be at least 1 (set enabled = false to turn the cache off)",
+        );
+    }
+    TokenCacheConfig {
+        enabled: f.enabled.unwrap_or(true),
+        capacity,
+        ttl: errs.duration("token_cache.ttl", f.ttl.as_deref(), secs(300)),
+    }
+}
+
+pub(super) fn identity_headers(errs: &mut Errors, f: IdentityHeadersFile) -> IdentityHeaders {
+    let mut seen = HashSet::new();
+    let mut header = |field: &str, value: Option<String>, default: &'static str| {
+        let path = format!("identity_headers.{field}");
+        let name = match value.as_deref().map(HeaderName::from_str) {
+            None => HeaderName::from_static(default),
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                errs.push(&path, "invalid header name");
+                HeaderName::from_static(default)
+            }
+        };
+        if is_reserved_header(&name) {
+            errs.push(
+                &path,
+                format!("{name} is set by the protocol or the gateway and cannot carry identity"),
+            );
+        }
+        if !seen.insert(normalize_header_name(name.as_str())) {
+            errs.push(&path, format!("{name} is used for two identity fields"));
+        }
+        name
+    };
+    IdentityHeaders {
+        subject: header("subject", f.subject, "x-portcullis-subject"),
+        tenant: header("tenant", f.tenant, "x-portcullis-tenant"),
+        client_app: header("client_app", f.client_app, "x-portcullis-client-app"),
+        scopes: header("scopes", f.scopes, "x-portcullis-scopes"),
+        roles: header("roles", f.roles, "x-portcullis-roles"),
+    }
+}
+
+pub(super) fn logging(errs: &mut Errors, f: LoggingFile) -> LoggingConfig {
+    let json = errs.choice(
+        "logging.format",
+        f.format.as_deref(),
+        &[("text", false), ("json", true)],
+        false,
+    );
+    let level = f.level.unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        errs.push(
+            "logging.level",
+            format!("invalid filter {level:?} (use e.g. \"info\" or \"portcullis=debug\")"),
+        );
+    }
+    LoggingConfig { level, json }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate::testing::{UPSTREAM, errors, parse};
+
+    #[test]
+    fn limits_have_safe_defaults_and_refuse_values_out_of_range() {
+        assert_eq!(parse(UPSTREAM).unwrap().limits, Limits::default());
+        assert_eq!(
+            errors(&format!(
+                "{UPSTREAM}[limits]\nmax_header_bytes = 1024\nmax_headers = 0\nmax_uri_bytes = 100000\nmax_connections = 0\nmax_concurrent_streams = 0\n"
+            )),
+            [
+                "limits.max_header_bytes: 1024 is outside 8192..=1048576 (bytes)",
+                "limits.max_headers: 0 is outside 8..=1000",
+                "limits.max_uri_bytes: 100000 is outside 256..=65534 (bytes)",
+                "limits.max_connections: 0 is outside 1..=1000000",
+                "limits.max_concurrent_streams: 0 is outside 1..=10000",
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{UPSTREAM}[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\nmax_body_bytes = 0\n"
+            )),
+            ["routes[0].max_body_bytes: must be at least 1 (omit it for no limit)"]
+        );
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cpus_and_refuse_zero() {
+        assert_eq!(parse(UPSTREAM).unwrap().server.worker_threads, None);
+        let server = |n: &str| format!("[server]\nworker_threads = {n}\n{UPSTREAM}");
+        assert_eq!(parse(&server("2")).unwrap().server.worker_threads, Some(2));
+        assert_eq!(
+            errors(&server("0")),
+            ["server.worker_threads: 0 is outside 1..=256"]
+        );
+    }
+
+    #[test]
+    fn identity_headers_cannot_reuse_protocol_headers() {
+        // Reserved names, and other spellings of them (`_` for `-`).
+        for (subject, client_app) in [("authorization", "x-a"), ("x_forwarded_for", "x_a")] {
+            let errs = errors(&format!(
+                "{UPSTREAM}[identity_headers]\nsubject = \"{subject}\"\ntenant = \"x-a\"\nclient_app = \"{client_app}\"\n"
+            ));
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with("identity_headers.subject")),
+                "{errs:?}"
+            );
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with("identity_headers.client_app") && e.contains("two")),
+                "{errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn strip_entries_are_checked() {
+        let text = "[upstream]\nurl = \"http://127.0.0.1:8000\"\nstrip_headers = [\"X_MS_Client_Principal\", \"x-auth-request-*\", \"*\", \"a*b\", \"content-*\", \"Host\"]\n";
+        assert_eq!(
+            errors(text),
+            [
+                "upstream.strip_headers[2]: \"*\" is not a header name, or a prefix ending in '*'",
+                "upstream.strip_headers[3]: \"a*b\" is not a header name, or a prefix ending in '*'",
+                "upstream.strip_headers[4]: \"content-*\" would strip content-length, which the request needs",
+                "upstream.strip_headers[5]: \"Host\" would strip host, which the request needs",
+            ]
+        );
+        let ok = parse(&text.replace(", \"*\", \"a*b\", \"content-*\", \"Host\"", "")).unwrap();
+        assert_eq!(
+            ok.strip_headers,
+            [
+                HeaderPattern::Exact("x-ms-client-principal".into()),
+                HeaderPattern::Prefix("x-auth-request-".into())
+            ]
+        );
+    }
+}
