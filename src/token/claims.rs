@@ -2,186 +2,20 @@
 //! Unknown claims are ignored; display claims (`upn`, `email`, `name`,
 //! `preferred_username`) are never read, so nothing can authorize on them.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::identity::{ClassifyInput, IdentityKind, classify};
 use super::intern::Interner;
+use super::raw::RawClaims;
+use super::reading::ClaimReading;
+use crate::config::IssuerKind;
 
 /// The values shared among the claims of cached tokens.
 pub(super) type Shared = Interner<Profile>;
-use crate::config::{ClaimPath, ClaimSources, IssuerKind};
-
-/// The serde view of a payload. Struct deserialization refuses duplicate
-/// keys for every field named here.
-#[derive(Deserialize)]
-pub(super) struct RawClaims {
-    pub iss: String,
-    /// Optional here so that a missing `exp` has its own reason; validation
-    /// requires it, so a verified token always has it.
-    pub exp: Option<u64>,
-    pub aud: Option<Audience>,
-    pub nbf: Option<u64>,
-    pub iat: Option<u64>,
-    pub auth_time: Option<u64>,
-    pub sub: Option<String>,
-    pub oid: Option<String>,
-    pub tid: Option<String>,
-    pub azp: Option<String>,
-    pub appid: Option<String>,
-    /// RFC 9068's client id; Okta's `cid`. Read for `kind = "oidc"` only.
-    pub client_id: Option<String>,
-    pub cid: Option<String>,
-    pub azpacr: Option<String>,
-    pub appidacr: Option<String>,
-    pub scp: Option<Names>,
-    /// RFC 9068 §2.2.3.1.
-    pub scope: Option<Names>,
-    pub roles: Option<Names>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub wids: Vec<String>,
-    pub acr: Option<String>,
-    #[serde(default)]
-    pub amr: Vec<String>,
-    #[serde(default)]
-    pub acrs: Vec<String>,
-    pub idtyp: Option<String>,
-    pub ver: Option<String>,
-    pub uti: Option<String>,
-    pub jti: Option<String>,
-    #[serde(default)]
-    pub xms_cc: Vec<String>,
-    pub xms_act_fct: Option<String>,
-    pub xms_sub_fct: Option<String>,
-    pub xms_par_app_azp: Option<String>,
-    /// Groups overage: `{"groups": "src1"}` instead of a `groups` claim.
-    pub _claim_names: Option<BTreeMap<String, IgnoredAny>>,
-    pub cnf: Option<IgnoredAny>,
-}
-
-/// `aud`: one string or an array of them (RFC 7519 §4.1.3). Anything else
-/// names no audience, so it matches none (rather than failing the parse).
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub(super) enum Audience {
-    One(String),
-    Many(Vec<String>),
-    Other(IgnoredAny),
-}
-
-/// A claim that lists names: a space-delimited string (Entra `scp`, RFC
-/// 9068 `scope`) or an array of strings (Entra `roles`, Okta `scp`).
-/// Anything else lists nothing (rather than failing the parse).
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub(super) enum Names {
-    Spaced(String),
-    Listed(Vec<String>),
-    Other(IgnoredAny),
-}
-
-impl Names {
-    fn add_to(&self, out: &mut Vec<String>) {
-        match self {
-            Self::Spaced(s) => s.split(' ').for_each(|n| add(out, n)),
-            Self::Listed(list) => list.iter().for_each(|n| add(out, n)),
-            Self::Other(_) => {}
-        }
-    }
-}
-
-/// Adds a name once. Entra writes `/` for "no delegated scope" on agent
-/// tokens: it is no name.
-fn add(out: &mut Vec<String>, name: &str) {
-    if !name.is_empty() && name != "/" && !out.iter().any(|n| n == name) {
-        out.push(name.to_owned());
-    }
-}
-
-/// The names at `path` in the payload `document`, read like [`Names`]: an
-/// array with anything but strings in it lists nothing.
-fn names_at(document: &Value, path: &ClaimPath, out: &mut Vec<String>) {
-    let mut value = document;
-    for segment in path.segments() {
-        match value.get(segment) {
-            Some(v) => value = v,
-            None => return,
-        }
-    }
-    match value {
-        Value::String(s) => s.split(' ').for_each(|n| add(out, n)),
-        Value::Array(items) => {
-            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
-            names.into_iter().flatten().for_each(|n| add(out, n));
-        }
-        _ => {}
-    }
-}
-
-/// How one issuer's tokens are read: whether Entra's identity rules apply,
-/// and where scopes and roles are.
-#[derive(Debug, Clone)]
-pub struct ClaimReading {
-    pub kind: IssuerKind,
-    pub sources: ClaimSources,
-}
-
-impl ClaimReading {
-    pub fn new(kind: IssuerKind, sources: ClaimSources) -> Self {
-        Self { kind, sources }
-    }
-
-    /// Whether some source is not one of the claims [`RawClaims`] keeps, so
-    /// the payload must be read again as a document.
-    pub(super) fn needs_document(&self) -> bool {
-        self.sources
-            .scopes
-            .iter()
-            .chain(&self.sources.roles)
-            .any(|p| !matches!(p.top_level(), Some("scp" | "scope" | "roles")))
-    }
-
-    /// Scopes and roles from the configured sources, in order, once each.
-    fn names(&self, raw: &RawClaims, document: Option<&Value>) -> (Vec<String>, Vec<String>) {
-        let read = |paths: &[ClaimPath]| {
-            let mut out = Vec::new();
-            for path in paths {
-                let typed = match path.top_level() {
-                    Some("scp") => Some(&raw.scp),
-                    Some("scope") => Some(&raw.scope),
-                    Some("roles") => Some(&raw.roles),
-                    _ => None,
-                };
-                match (typed, document) {
-                    (Some(names), _) => {
-                        if let Some(names) = names {
-                            names.add_to(&mut out);
-                        }
-                    }
-                    (None, Some(doc)) => names_at(doc, path, &mut out),
-                    (None, None) => {}
-                }
-            }
-            out
-        };
-        (read(&self.sources.scopes), read(&self.sources.roles))
-    }
-}
-
-impl Default for ClaimReading {
-    /// Entra's, for claims with no configured issuer.
-    fn default() -> Self {
-        Self::new(IssuerKind::Entra, ClaimSources::entra())
-    }
-}
 
 /// Group membership as the token states it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,8 @@ mod identity;
 mod inspect;
 mod intern;
 mod lifetime;
+mod raw;
+mod reading;
 mod verify;
 
 pub use cache::{TokenCache, TokenDigest};

@@ -24,8 +24,10 @@ use serde::Deserialize;
 
 use super::TokenError;
 use super::cache::{TokenCache, TokenDigest};
-use super::claims::{Audience, ClaimReading, RawClaims, Shared, VerifiedClaims};
+use super::claims::{Shared, VerifiedClaims};
 use super::lifetime::{check_lifetime, unix_now};
+use super::raw::{Audience, RawClaims};
+use super::reading::ClaimReading;
 use crate::keys::{KeyLookup, KeySource};
 
 /// Why verification did not produce claims.
