@@ -3,9 +3,11 @@
 //! hash chain and the rotating file, `writer` the queue and its thread.
 
 pub mod chain;
+mod queue;
 pub mod record;
 mod writer;
 
 pub use chain::{AuditFile, Chain, ChainBreak, GENESIS, Verified, verify};
+pub use queue::{AuditStatus, Auditor, Pending, Progress, Refused};
 pub use record::{End, Event, Field, Record, RequestInfo, SCHEMA, UpstreamInfo, trace_id};
-pub use writer::{AuditStatus, Auditor, Pending, Progress, Refused, WriterHandle, start};
+pub use writer::{WriterHandle, start};
