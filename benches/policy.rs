@@ -213,13 +213,13 @@ fn reload(c: &mut Criterion, rt: &tokio::runtime::Runtime, issuer: &DevIssuer) {
         snapshot,
         env,
         metrics: Arc::new(portcullis::metrics::Metrics::new().unwrap()),
-        fixed: portcullis::reload::Fixed::of(&config),
+        restart_only: portcullis::reload::RestartOnly::of(&config),
         key_loops: tokio_util::task::TaskTracker::new(),
         stop,
         done: tokio::sync::watch::Sender::new(0),
         server_cert: None,
         audit: None,
-        background: portcullis::reload::Background::start().unwrap(),
+        background: portcullis::reload::ReloadThread::start().unwrap(),
     });
     let mut n = 0;
     let mut g = c.benchmark_group("reload");

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use crate::audit::AuditStatus;
 use crate::body::{Body, full};
 use crate::metrics::Metrics;
-use crate::reload::{Outcome, ReloadHandle};
+use crate::reload::{ReloadHandle, ReloadOutcome};
 use crate::snapshot::Snapshot;
 use crate::upstream::ClientConn;
 
@@ -75,7 +75,7 @@ impl Admin {
         };
         let outcome = handle.reload().await;
         let status = match outcome {
-            Outcome::Failed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ReloadOutcome::Failed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::OK,
         };
         json(status, format!("{}\n", outcome.to_json()))

@@ -30,7 +30,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    revocations: Arc<crate::revocation::Revocations>,
+    revocations: Arc<crate::revocation_file::Revocations>,
     audit: Option<Arc<AuditStatus>>,
     shutdown: watch::Sender<bool>,
     drain_timeout: Duration,
@@ -169,12 +169,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let revocations = match &config.revocation_file {
         Some(path) => {
-            let (revocations, task) = crate::revocation::start(path.clone(), stop.clone())
+            let (revocations, task) = crate::revocation_file::start(path.clone(), stop.clone())
                 .map_err(|e| anyhow::anyhow!("revocation file: {e}"))?;
             tasks.push(task);
             revocations
         }
-        None => crate::revocation::Revocations::none(),
+        None => crate::revocation_file::Revocations::none(),
     };
     let gateway = Arc::new(Gateway::new(
         snapshot.clone(),
@@ -204,13 +204,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 snapshot: snapshot.clone(),
                 env: env.clone(),
                 metrics: metrics.clone(),
-                fixed: crate::reload::Fixed::of(&config),
+                restart_only: crate::reload::RestartOnly::of(&config),
                 key_loops: key_loops.clone(),
                 stop: stop.clone(),
                 done: reloads.clone(),
                 server_cert: server_cert.clone(),
                 audit: audit.clone(),
-                background: crate::reload::Background::start().context("reload thread")?,
+                background: crate::reload::ReloadThread::start().context("reload thread")?,
             };
             let (handle, task) = reloader.start();
             tasks.push(task);

@@ -16,7 +16,7 @@
 //! - [`upstream`]: the pooled upstream client, its connector, and the
 //!   headers an upstream sees; [`body`]: the body type of both directions.
 //! - [`proxy`]: the request pipeline and forwarding to the upstream.
-//! - [`revocation`]: keeps the revocation list current from its watched file.
+//! - [`revocation_file`]: keeps the revocation list current from its watched file.
 //! - [`reload`]: hot reload of the config file: validate, compile, swap;
 //!   [`watch`]: the directory watch behind it and the revocation list.
 //! - [`audit`]: one record per request, its queue and writer thread, the
@@ -28,7 +28,7 @@
 //! - [`app`]: wiring; [`dev`]: the self-contained dev mode and test servers.
 //!
 //! Dependencies point one way: `app` → `proxy`/`serve`/`admin`/`reload`
-//! (and `explain` → `proxy`) → `snapshot`/`audit`/`revocation` →
+//! (and `explain` → `proxy`) → `snapshot`/`audit`/`revocation_file` →
 //! `rejection`/`decision` → `upstream`/`policy` → `token` → `keys` →
 //! `config`, with `metrics` above `keys`, and `body`, `text`, `tls`,
 //! `telemetry` and `shutdown` leaves anyone may use. No file imports one
@@ -50,7 +50,7 @@ pub mod policy;
 pub mod proxy;
 pub mod rejection;
 pub mod reload;
-pub mod revocation;
+pub mod revocation_file;
 pub mod serve;
 pub mod shutdown;
 pub mod snapshot;

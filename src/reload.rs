@@ -26,7 +26,7 @@ const KEY_FETCH_LIMIT: Duration = Duration::from_secs(10);
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ReloadOutcome {
     Applied {
         version: String,
     },
@@ -40,7 +40,7 @@ pub enum Outcome {
     },
 }
 
-impl Outcome {
+impl ReloadOutcome {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Applied { .. } => "applied",
@@ -59,7 +59,7 @@ impl Outcome {
     }
 }
 
-type Waiter = Option<oneshot::Sender<Outcome>>;
+type Waiter = Option<oneshot::Sender<ReloadOutcome>>;
 
 /// Asks the reload task for a reload. Cloning shares the task.
 #[derive(Clone)]
@@ -74,14 +74,14 @@ impl ReloadHandle {
     }
 
     /// Asks for a reload and waits for its outcome.
-    pub async fn reload(&self) -> Outcome {
+    pub async fn reload(&self) -> ReloadOutcome {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Some(tx)).is_err() {
-            return Outcome::Failed {
+            return ReloadOutcome::Failed {
                 errors: vec!["the gateway is shutting down".into()],
             };
         }
-        rx.await.unwrap_or_else(|_| Outcome::Failed {
+        rx.await.unwrap_or_else(|_| ReloadOutcome::Failed {
             errors: vec!["the gateway is shutting down".into()],
         })
     }
@@ -94,7 +94,7 @@ pub struct Reloader {
     pub env: KeyEnv,
     pub metrics: Arc<Metrics>,
     /// What the process started with that only a restart changes.
-    pub fixed: Fixed,
+    pub restart_only: RestartOnly,
     /// Refresh loops of key sources that reloads add.
     pub key_loops: TaskTracker,
     pub stop: watch::Receiver<bool>,
@@ -106,7 +106,7 @@ pub struct Reloader {
     /// The running audit trail: its queue and failure policy change live.
     pub audit: Option<Arc<AuditStatus>>,
     /// Where the heavy lifting runs.
-    pub background: Background,
+    pub background: ReloadThread,
 }
 
 /// Work for the reload thread.
@@ -125,11 +125,11 @@ const RETIRE_POLL: Duration = Duration::from_millis(100);
 /// On a busy core the requests come first; on an idle one the reload takes
 /// what is left. The thread ends with the last handle.
 #[derive(Clone)]
-pub struct Background {
+pub struct ReloadThread {
     jobs: std::sync::mpsc::Sender<Job>,
 }
 
-impl Background {
+impl ReloadThread {
     pub fn start() -> std::io::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -226,20 +226,22 @@ impl Reloader {
     }
 
     /// One reload, start to finish.
-    pub async fn reload(self: &Arc<Self>) -> Outcome {
+    pub async fn reload(self: &Arc<Self>) -> ReloadOutcome {
         let mut outcome = self.try_reload().await;
-        if let (Some(cert), false) = (&self.server_cert, matches!(outcome, Outcome::Failed { .. }))
-        {
+        if let (Some(cert), false) = (
+            &self.server_cert,
+            matches!(outcome, ReloadOutcome::Failed { .. }),
+        ) {
             match cert.reload() {
                 Ok(true) => {
                     tracing::info!("TLS certificate reloaded");
-                    if let Outcome::Unchanged { version } = outcome {
-                        outcome = Outcome::Applied { version };
+                    if let ReloadOutcome::Unchanged { version } = outcome {
+                        outcome = ReloadOutcome::Applied { version };
                     }
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    outcome = Outcome::Failed {
+                    outcome = ReloadOutcome::Failed {
                         errors: vec![format!("server.tls: {e}")],
                     };
                 }
@@ -247,14 +249,14 @@ impl Reloader {
         }
         self.metrics.config_reload(outcome.label());
         match &outcome {
-            Outcome::Applied { version } => {
+            ReloadOutcome::Applied { version } => {
                 self.metrics.set_config_version(version);
                 tracing::info!(%version, "configuration reloaded");
             }
-            Outcome::Unchanged { version } => {
+            ReloadOutcome::Unchanged { version } => {
                 tracing::debug!(%version, "configuration unchanged");
             }
-            Outcome::Failed { errors } => {
+            ReloadOutcome::Failed { errors } => {
                 tracing::warn!(
                     file = %self.path.display(),
                     errors = %errors.join("; "),
@@ -265,8 +267,8 @@ impl Reloader {
         outcome
     }
 
-    async fn try_reload(self: &Arc<Self>) -> Outcome {
-        let failed = |errors: Vec<String>| Outcome::Failed { errors };
+    async fn try_reload(self: &Arc<Self>) -> ReloadOutcome {
+        let failed = |errors: Vec<String>| ReloadOutcome::Failed { errors };
         let previous = self.snapshot.load_full();
         // Why: parsing and compiling a large config takes a core for a
         // while; on a runtime worker it would stall the requests queued there.
@@ -329,24 +331,24 @@ impl Reloader {
         drop(next);
         self.background.free(config);
         self.background.retire(previous);
-        Outcome::Applied { version }
+        ReloadOutcome::Applied { version }
     }
 
     /// Reads, parses, validates and compiles the file: everything a reload
     /// does off the runtime. `Err` is the outcome to report (failed or
     /// unchanged).
-    fn build(&self, previous: &Snapshot) -> Result<Built, Outcome> {
-        let failed = |errors: Vec<String>| Outcome::Failed { errors };
+    fn build(&self, previous: &Snapshot) -> Result<Built, ReloadOutcome> {
+        let failed = |errors: Vec<String>| ReloadOutcome::Failed { errors };
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| failed(vec![format!("cannot read {}: {e}", self.path.display())]))?;
         let version = crate::config::version(&text);
         if *previous.version == *version {
-            return Err(Outcome::Unchanged { version });
+            return Err(ReloadOutcome::Unchanged { version });
         }
         let base = self.path.parent().unwrap_or(Path::new("."));
         let config = crate::config::parse(&text, base)
             .map_err(|e| failed(e.0.iter().map(ToString::to_string).collect()))?;
-        let fixed = self.fixed.changes(&Fixed::of(&config));
+        let fixed = self.restart_only.changes(&RestartOnly::of(&config));
         if !fixed.is_empty() {
             return Err(failed(fixed.iter().map(ToString::to_string).collect()));
         }
@@ -370,9 +372,9 @@ struct Built {
 /// path in the file and its value as a refusal shows it: two configs agree
 /// on a field when they show it alike.
 #[derive(Debug)]
-pub struct Fixed([(&'static str, String); 14]);
+pub struct RestartOnly([(&'static str, String); 14]);
 
-impl Fixed {
+impl RestartOnly {
     pub fn of(config: &Config) -> Self {
         let server = &config.server;
         let limits = &config.limits;
@@ -477,7 +479,7 @@ mod tests {
 
     /// Waits until the reload thread has handled everything sent so far,
     /// the retire pass after it included (it runs before the next job).
-    fn settle(background: &Background) {
+    fn settle(background: &ReloadThread) {
         for _ in 0..2 {
             let (tx, rx) = std::sync::mpsc::channel();
             background
@@ -490,7 +492,7 @@ mod tests {
 
     #[test]
     fn a_replaced_generation_is_freed_by_the_reload_thread_after_its_last_request() {
-        let background = Background::start().unwrap();
+        let background = ReloadThread::start().unwrap();
         let in_flight = snapshot();
         let generation = Arc::downgrade(&in_flight);
         background.retire(in_flight.clone());

@@ -62,7 +62,7 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, ClientConn) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let open = Arc::new(Open::default());
+    let open = Arc::new(OpenConnections::default());
     let connections = TaskTracker::new();
     let builder = Arc::new(builder(&settings));
     // Why: past the limit, new connections wait in the kernel's backlog
@@ -95,7 +95,7 @@ pub async fn serve<H, F>(
         let tls = tls.clone();
         let header_timeout = settings.client_header_timeout;
         let counted = settings.metrics.clone().map(|metrics| {
-            Arc::new(Counted {
+            Arc::new(ConnectionGauge {
                 metrics,
                 open: OnceLock::new(),
             })
@@ -181,7 +181,7 @@ impl Signal {
 /// one atomic, and takes a lock only when the task's waker changes (for a
 /// tokio task, on its first poll).
 #[derive(Default)]
-struct Open {
+struct OpenConnections {
     inner: Mutex<OpenInner>,
 }
 
@@ -208,12 +208,12 @@ impl Mailbox {
     }
 }
 
-impl Open {
+impl OpenConnections {
     fn lock(&self) -> std::sync::MutexGuard<'_, OpenInner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn join(self: &Arc<Self>) -> Member {
+    fn join(self: &Arc<Self>) -> Registration {
         // Under the lock: a signal raised meanwhile either is read here or
         // reaches the new mailbox.
         let mut inner = self.lock();
@@ -224,7 +224,7 @@ impl Open {
         let id = inner.next_id;
         inner.next_id += 1;
         inner.members.insert(id, mailbox.clone());
-        Member {
+        Registration {
             open: self.clone(),
             id,
             mailbox,
@@ -241,16 +241,16 @@ impl Open {
     }
 }
 
-/// A connection's membership in [`Open`]; leaving it on drop.
-struct Member {
-    open: Arc<Open>,
+/// A connection's membership in [`OpenConnections`]; leaving it on drop.
+struct Registration {
+    open: Arc<OpenConnections>,
     id: u64,
     mailbox: Arc<Mailbox>,
     /// The waker last stored in the mailbox.
     registered: Option<Waker>,
 }
 
-impl Member {
+impl Registration {
     /// Serves `conn` until it ends, draining it with `drain` when told to
     /// and dropping it when cut.
     async fn serve<C, E>(mut self, conn: C, drain: fn(Pin<&mut C>)) -> Result<(), E>
@@ -295,7 +295,7 @@ impl Member {
     }
 }
 
-impl Drop for Member {
+impl Drop for Registration {
     fn drop(&mut self) {
         self.open.lock().members.remove(&self.id);
     }
@@ -303,12 +303,12 @@ impl Drop for Member {
 
 /// One connection's entry in `gateway_open_connections`, labelled by the
 /// protocol of its first request.
-struct Counted {
+struct ConnectionGauge {
     metrics: Arc<Metrics>,
     open: OnceLock<OpenConnection>,
 }
 
-impl Counted {
+impl ConnectionGauge {
     fn saw(&self, version: Version) {
         self.open.get_or_init(|| {
             self.metrics.connection(if version == Version::HTTP_2 {
@@ -382,7 +382,10 @@ mod tests {
         conn.get_mut().drained = true;
     }
 
-    fn serving(open: &Arc<Open>, stubborn: bool) -> tokio::task::JoinHandle<Result<(), ()>> {
+    fn serving(
+        open: &Arc<OpenConnections>,
+        stubborn: bool,
+    ) -> tokio::task::JoinHandle<Result<(), ()>> {
         let member = open.join();
         tokio::spawn(member.serve(
             Idle {
@@ -403,7 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_drain_reaches_an_idle_connection_and_wakes_it() {
-        let open = Arc::new(Open::default());
+        let open = Arc::new(OpenConnections::default());
         let task = serving(&open, false);
         // Polled once (and its waker stored) before the drain.
         tokio::task::yield_now().await;
@@ -414,7 +417,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_that_ignores_the_drain_is_cut() {
-        let open = Arc::new(Open::default());
+        let open = Arc::new(OpenConnections::default());
         let task = serving(&open, true);
         tokio::task::yield_now().await;
         open.raise(Signal::Drain);
@@ -426,7 +429,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_that_joins_during_the_drain_is_drained_at_once() {
-        let open = Arc::new(Open::default());
+        let open = Arc::new(OpenConnections::default());
         open.raise(Signal::Drain);
         ends(serving(&open, false)).await;
         open.raise(Signal::Cut);
@@ -435,7 +438,7 @@ mod tests {
 
     #[test]
     fn a_signal_never_goes_back() {
-        let open = Arc::new(Open::default());
+        let open = Arc::new(OpenConnections::default());
         let member = open.join();
         open.raise(Signal::Cut);
         open.raise(Signal::Drain);

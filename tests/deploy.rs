@@ -13,8 +13,8 @@ fn read(path: &str) -> String {
 }
 
 /// The container build compiles the dependencies against empty sources
-/// first; Cargo refuses a manifest whose bench targets have no file, so the
-/// Containerfile must stub every one.
+/// first; Cargo refuses a manifest whose bench or example targets have no
+/// file, so the Containerfile must stub every one.
 #[test]
 fn the_container_build_stubs_every_bench_target() {
     let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
@@ -33,6 +33,13 @@ fn the_container_build_stubs_every_bench_target() {
     let mut stubbed: Vec<&str> = stub.split(';').next().unwrap().split_whitespace().collect();
     stubbed.sort_unstable();
     assert_eq!(stubbed, benches);
+    for example in manifest["example"].as_array().unwrap() {
+        let path = example["path"].as_str().unwrap();
+        assert!(
+            containerfile.contains(&format!("echo 'fn main() {{}}' > {path}")),
+            "the Containerfile does not stub {path}"
+        );
+    }
 }
 
 /// The build context is a whitelist: everything the Containerfile copies

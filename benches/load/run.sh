@@ -38,7 +38,7 @@
 # Proxy scenarios (SCENARIOS="direct hyper public cached distinct nginx";
 # audit off in all):
 #   direct       wrk straight to the upstream, no proxy
-#   hyper        examples/bare_proxy.rs: the gateway's stack (tokio, the
+#   hyper        benches/load/bare_proxy.rs: the gateway's stack (tokio, the
 #                hyper-util server and pooled client) forwarding with none of
 #                the gateway's work, pinned like the gateway: the floor of
 #                any gateway built on that stack

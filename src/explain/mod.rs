@@ -134,7 +134,7 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
         Credential::Claims(value) => Arc::new(
             snapshot
                 .verifier
-                .unverified(value)
+                .claims_taken_on_trust(value)
                 .map_err(|e| format!("claims: {e}"))?,
         ),
         Credential::Token(token) => {

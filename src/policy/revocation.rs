@@ -177,7 +177,7 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
         }
-        VerifiedClaims::unverified("idp", &Default::default(), c).unwrap()
+        VerifiedClaims::for_tests("idp", c)
     }
 
     #[test]

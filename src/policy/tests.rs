@@ -69,7 +69,7 @@ fn user(extra: Value) -> Arc<VerifiedClaims> {
         "oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474", "azp": "00001111-aaaa-2222-bbbb-3333cccc4444",
         "idtyp": "user", "scp": "Models.Invoke"});
     merge(&mut c, extra);
-    Arc::new(VerifiedClaims::unverified("idp", &Default::default(), c).unwrap())
+    Arc::new(VerifiedClaims::for_tests("idp", c))
 }
 
 fn agent(extra: Value) -> Arc<VerifiedClaims> {
@@ -77,7 +77,7 @@ fn agent(extra: Value) -> Arc<VerifiedClaims> {
         "oid": AGENT, "appid": AGENT, "idtyp": "app", "roles": ["Models.Invoke"],
         "xms_act_fct": "3 9 11", "xms_sub_fct": "9 3 11", "xms_par_app_azp": "b1e9c1a7-0000-4b00-8000-0000000000bb"});
     merge(&mut c, extra);
-    Arc::new(VerifiedClaims::unverified("idp", &Default::default(), c).unwrap())
+    Arc::new(VerifiedClaims::for_tests("idp", c))
 }
 
 fn merge(base: &mut Value, extra: Value) {

@@ -30,7 +30,7 @@ use crate::audit::{Auditor, Field, Pending, Record, RequestInfo, UpstreamInfo};
 use crate::decision::Decision;
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::rejection::Rejection;
-use crate::revocation::Revocations;
+use crate::revocation_file::Revocations;
 use crate::snapshot::Snapshot;
 use crate::token::CacheUse;
 use inbound::Inbound;

@@ -37,8 +37,8 @@ pub async fn run(
             return;
         }
     };
-    let mut client = Counted::new(TokioIo::new(client));
-    let mut upstream = Counted::new(TokioIo::new(upstream));
+    let mut client = CountingIo::new(TokioIo::new(client));
+    let mut upstream = CountingIo::new(TokioIo::new(upstream));
     let end = tokio::select! {
         copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
             Ok(_) => End::Complete,
@@ -59,18 +59,18 @@ pub async fn run(
 }
 
 /// An I/O object that counts the bytes read from it.
-struct Counted<T> {
+struct CountingIo<T> {
     inner: T,
     read: u64,
 }
 
-impl<T> Counted<T> {
+impl<T> CountingIo<T> {
     fn new(inner: T) -> Self {
         Self { inner, read: 0 }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -83,7 +83,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -26,18 +26,25 @@ use super::lifetime::{check_lifetime, unix_now};
 
 pub type TokenDigest = [u8; 32];
 
+/// Which [`IssuerTrust`](super::IssuerTrust) accepted a token, and under
+/// which of its key sets: a cache entry counts only while that same trust
+/// is in force (a reload that changes the issuer's settings retires it)
+/// with that key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptedBy {
+    pub trust: u64,
+    pub key_generation: u64,
+}
+
 #[derive(Clone)]
 struct Entry {
     claims: Arc<VerifiedClaims>,
-    generation: u64,
+    accepted: AcceptedBy,
     /// The TTL's end, seconds since the epoch.
     until: u64,
-    /// The accepting issuer's clock skew, applied to `exp` on a hit.
+    /// The accepting issuer's clock skew (seconds), applied to `exp` on a
+    /// hit.
     skew: u64,
-    /// Which [`IssuerTrust`](super::IssuerTrust) accepted the token: an
-    /// entry counts only while that same trust is in force (a reload that
-    /// changes the issuer's settings retires it).
-    trust: u64,
 }
 
 impl Entry {
@@ -71,26 +78,26 @@ impl TokenCache {
         out
     }
 
-    /// The cached claims, the id of the trust that accepted them and the
-    /// key generation they were verified under, if present and live at
+    /// The cached claims and what accepted them, if present and live at
     /// `now` (seconds since the epoch).
-    pub fn get(&self, key: &TokenDigest, now: u64) -> Option<(Arc<VerifiedClaims>, u64, u64)> {
+    pub fn get(&self, key: &TokenDigest, now: u64) -> Option<(Arc<VerifiedClaims>, AcceptedBy)> {
         let entry = self.entries.get(key)?;
         if !entry.is_live(now) {
             self.entries.remove(key);
             return None;
         }
-        Some((entry.claims, entry.trust, entry.generation))
+        Some((entry.claims, entry.accepted))
     }
 
+    /// Caches `claims` at `now` (seconds since the epoch); a hit checks
+    /// their expiry again with the accepting issuer's `skew`.
     pub fn insert(
         &self,
         key: TokenDigest,
         claims: Arc<VerifiedClaims>,
-        generation: u64,
+        accepted: AcceptedBy,
         now: u64,
-        skew: u64,
-        trust: u64,
+        skew: Duration,
     ) {
         if claims.exp() <= now || self.ttl.is_zero() {
             return;
@@ -99,10 +106,9 @@ impl TokenCache {
             key,
             Entry {
                 claims,
-                generation,
+                accepted,
                 until: now.saturating_add(self.ttl.as_secs().max(1)),
-                skew,
-                trust,
+                skew: skew.as_secs(),
             },
         );
     }
@@ -123,15 +129,25 @@ mod tests {
 
     fn claims(exp: u64) -> Arc<VerifiedClaims> {
         let json = serde_json::json!({"iss": "i", "exp": exp});
-        Arc::new(VerifiedClaims::unverified("idp", &Default::default(), json).unwrap())
+        Arc::new(VerifiedClaims::for_tests("idp", json))
     }
+
+    /// Entries whose trust and key set do not matter to the test.
+    const ANY: AcceptedBy = AcceptedBy {
+        trust: 1,
+        key_generation: 1,
+    };
 
     /// A 300-second cache holding one token (trust 3, key generation 7),
     /// cached at 900.
     fn holding(exp: u64, skew: u64) -> (TokenCache, TokenDigest) {
         let cache = TokenCache::new(10, Duration::from_secs(300));
         let key = TokenCache::digest("token");
-        cache.insert(key, claims(exp), 7, 900, skew, 3);
+        let accepted = AcceptedBy {
+            trust: 3,
+            key_generation: 7,
+        };
+        cache.insert(key, claims(exp), accepted, 900, Duration::from_secs(skew));
         (cache, key)
     }
 
@@ -149,8 +165,8 @@ mod tests {
     #[test]
     fn entries_carry_their_trust_and_key_generation() {
         let (cache, key) = holding(2_000, 0);
-        let (_, trust, generation) = cache.get(&key, 950).unwrap();
-        assert_eq!((trust, generation), (3, 7));
+        let (_, accepted) = cache.get(&key, 950).unwrap();
+        assert_eq!((accepted.trust, accepted.key_generation), (3, 7));
     }
 
     #[test]
@@ -166,15 +182,21 @@ mod tests {
         let now = unix_now();
         let cache = TokenCache::new(10, Duration::from_secs(300));
         // Cached 400 s ago: its TTL ended 100 s ago.
+        let (by, no_skew) = (ANY, Duration::ZERO);
         cache.insert(
             TokenCache::digest("old"),
             claims(now + 3_600),
-            1,
+            by,
             now - 400,
-            0,
-            1,
+            no_skew,
         );
-        cache.insert(TokenCache::digest("new"), claims(now + 3_600), 1, now, 0, 1);
+        cache.insert(
+            TokenCache::digest("new"),
+            claims(now + 3_600),
+            by,
+            now,
+            no_skew,
+        );
         assert_eq!(cache.entries.len(), 2);
         assert_eq!(cache.entry_count(), 1);
         assert_eq!(cache.entries.len(), 1, "the expired entry is gone");
@@ -187,10 +209,9 @@ mod tests {
             cache.insert(
                 TokenCache::digest(&i.to_string()),
                 claims(2_000),
-                1,
+                ANY,
                 900,
-                0,
-                1,
+                Duration::ZERO,
             );
         }
         assert!(cache.entries.len() <= 100, "{}", cache.entries.len());

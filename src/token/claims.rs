@@ -309,10 +309,11 @@ impl VerifiedClaims {
         !self.scopes().is_empty() || !self.roles().is_empty()
     }
 
-    /// Claims taken on trust, without any verification: for `portcullis
-    /// explain --claims` (which says so) and unit tests. Crate-private, so
-    /// outside this crate only `token::verify` can make `VerifiedClaims`.
-    pub(crate) fn unverified(
+    /// Claims taken on trust, without any verification. The one way to
+    /// make `VerifiedClaims` that `verify` did not check, reached only
+    /// through [`Verifier::claims_taken_on_trust`](super::Verifier::claims_taken_on_trust)
+    /// (for `portcullis explain --claims`, which says so).
+    pub(super) fn taken_on_trust(
         issuer_name: &str,
         reading: &ClaimReading,
         claims: serde_json::Value,
@@ -328,6 +329,13 @@ impl VerifiedClaims {
             payload.as_bytes(),
             &Shared::off(),
         ))
+    }
+
+    /// Claims for unit tests, read as an Entra issuer's.
+    #[cfg(test)]
+    pub(crate) fn for_tests(issuer_name: &str, claims: serde_json::Value) -> Self {
+        Self::taken_on_trust(issuer_name, &ClaimReading::default(), claims)
+            .unwrap_or_else(|e| panic!("test claims: {e}"))
     }
 }
 

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,7 +24,7 @@ use jsonwebtoken::{Algorithm, Header};
 use serde::Deserialize;
 
 use super::TokenError;
-use super::cache::{TokenCache, TokenDigest};
+use super::cache::{AcceptedBy, TokenCache, TokenDigest};
 use super::claims::{Shared, VerifiedClaims};
 use super::lifetime::{check_lifetime, unix_now};
 use super::raw::{Audience, RawClaims};
@@ -153,12 +154,16 @@ impl Verifier {
     }
 
     /// Claims read as the issuer their `iss` names would read them, taken
-    /// on trust: nothing is verified (`portcullis explain --claims`).
-    pub fn unverified(&self, claims: serde_json::Value) -> Result<VerifiedClaims, String> {
+    /// on trust: nothing is verified. For `portcullis explain --claims`
+    /// only, which says so; the gateway never calls it.
+    pub fn claims_taken_on_trust(
+        &self,
+        claims: serde_json::Value,
+    ) -> Result<VerifiedClaims, String> {
         let iss = claims.get("iss").and_then(serde_json::Value::as_str);
         match iss.and_then(|iss| self.trusts.get(iss)) {
-            Some(t) => VerifiedClaims::unverified(&t.name, &t.reading, claims),
-            None => VerifiedClaims::unverified(
+            Some(t) => VerifiedClaims::taken_on_trust(&t.name, &t.reading, claims),
+            None => VerifiedClaims::taken_on_trust(
                 "(no configured issuer)",
                 &ClaimReading::default(),
                 claims,
@@ -193,11 +198,10 @@ impl Verifier {
         // Why: an entry counts only while the trust that accepted it is in
         // force (a reload may change or drop the issuer) with the key set it
         // was verified under.
-        if let Some((claims, trust, generation)) = cache.get(&digest, now)
-            && self
-                .trusts
-                .get(claims.iss())
-                .is_some_and(|t| t.id == trust && t.keys.generation() == generation)
+        if let Some((claims, accepted)) = cache.get(&digest, now)
+            && self.trusts.get(claims.iss()).is_some_and(|t| {
+                t.id == accepted.trust && t.keys.generation() == accepted.key_generation
+            })
         {
             return Verification {
                 result: Ok(claims),
@@ -205,21 +209,19 @@ impl Verifier {
                 digest: Some(digest),
             };
         }
-        let result = self
-            .verify_uncached(token, now)
-            .await
-            .map(|(claims, trust, generation)| {
-                let claims = Arc::new(claims);
-                cache.insert(
-                    digest,
-                    claims.clone(),
-                    generation,
-                    now,
-                    trust.clock_skew,
-                    trust.id,
-                );
-                claims
-            });
+        let result =
+            self.verify_uncached(token, now)
+                .await
+                .map(|(claims, trust, key_generation)| {
+                    let claims = Arc::new(claims);
+                    let accepted = AcceptedBy {
+                        trust: trust.id,
+                        key_generation,
+                    };
+                    let skew = Duration::from_secs(trust.clock_skew);
+                    cache.insert(digest, claims.clone(), accepted, now, skew);
+                    claims
+                });
         Verification {
             result,
             cache: CacheUse::Miss,
