@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, Version};
 use portcullis::audit::{Chain, End, Field, Record, RequestInfo, UpstreamInfo};
-use portcullis::decision::Decision;
 use portcullis::dev::{DevIssuer, SigningKey};
 use portcullis::metrics::DecisionLabel;
 use portcullis::snapshot::{KeyEnv, Snapshot};
@@ -81,9 +80,9 @@ grant = "block"
         now: SystemTime::now(),
         revoked: &portcullis::policy::RevocationList::default(),
     };
-    let (decision, admitted): (Decision, _) =
+    let portcullis::proxy::pipeline::Admission { decision, admitted } =
         portcullis::proxy::pipeline::admit(&snapshot, &parts, circumstances).await;
-    assert!(admitted.is_some() && decision.agent.is_some());
+    assert!(admitted.is_ok() && decision.agent.is_some());
 
     let mut request = RequestInfo::new(
         SystemTime::now(),

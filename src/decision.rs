@@ -69,15 +69,4 @@ impl Decision {
             _ => None,
         }
     }
-
-    /// The value of an allow; a rejection becomes the verdict.
-    pub(crate) fn settle<T>(&mut self, result: Result<T, Rejection>) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(rejection) => {
-                self.verdict = Err(rejection);
-                None
-            }
-        }
-    }
 }

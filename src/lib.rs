@@ -15,7 +15,9 @@
 //! - [`rejection`]: the only author of the gateway's own refusals (RFC 6750).
 //! - [`upstream`]: the pooled upstream client, its connector, and the
 //!   headers an upstream sees; [`body`]: the body type of both directions.
-//! - [`proxy`]: the request pipeline and forwarding to the upstream.
+//! - [`proxy`]: the request pipeline and forwarding to the upstream;
+//!   [`stages`]: where the AI-aware stages inspect a request and observe its
+//!   answer.
 //! - [`revocation_file`]: keeps the revocation list current from its watched file.
 //! - [`reload`]: hot reload of the config file: validate, compile, swap;
 //!   [`watch`]: the directory watch behind it and the revocation list.
@@ -29,7 +31,7 @@
 //!
 //! Dependencies point one way: `app` → `proxy`/`serve`/`admin`/`reload`
 //! (and `explain` → `proxy`) → `snapshot`/`audit`/`revocation_file` →
-//! `rejection`/`decision` → `upstream`/`policy` → `token` → `keys` →
+//! `rejection`/`decision`/`stages` → `upstream`/`policy` → `token` → `keys` →
 //! `config`, with `metrics` above `keys`, and `body`, `text`, `tls`,
 //! `telemetry` and `shutdown` leaves anyone may use. No file imports one
 //! that imports it back (a module's files and their `mod.rs` aside).
@@ -54,6 +56,7 @@ pub mod revocation_file;
 pub mod serve;
 pub mod shutdown;
 pub mod snapshot;
+pub mod stages;
 pub mod telemetry;
 pub mod text;
 pub mod tls;

@@ -16,6 +16,7 @@ use crate::config::{
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::policy::{Policies, RouteTable};
 use crate::rejection::Challenges;
+use crate::stages::Stages;
 use crate::token::{IssuerTrust, TokenCache, Verifier};
 use crate::upstream::{InboundStrip, Upstream};
 
@@ -40,6 +41,9 @@ pub struct Snapshot {
     pub version: Arc<str>,
     /// The pooled client for the upstream.
     pub upstream: Upstream,
+    /// What inspects admitted requests and observes their answers (no
+    /// stage is configured yet).
+    pub stages: Stages,
     /// What each issuer entry compiled to: the next reload keeps what did
     /// not change (trusts, key sources with their keys, cache entries).
     issuers: Vec<CompiledIssuer>,
@@ -141,6 +145,7 @@ impl Snapshot {
             key_sources,
             version: Arc::from(config.version.as_str()),
             upstream,
+            stages: Stages::default(),
             issuers,
             upstream_config: config.upstream.clone(),
             token_cache_config: config.token_cache.clone(),

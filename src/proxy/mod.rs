@@ -5,6 +5,7 @@
 mod audited;
 mod forward;
 mod inbound;
+mod outcome;
 pub mod pipeline;
 mod tunnel;
 
@@ -28,12 +29,17 @@ use crate::upstream::headers::{self, ClientConn};
 
 use crate::audit::{Auditor, Field, Pending, Record, RequestInfo, UpstreamInfo};
 use crate::decision::Decision;
-use crate::metrics::{DecisionLabel, Metrics};
+use crate::metrics::Metrics;
+use crate::policy::{Grant, Route};
 use crate::rejection::Rejection;
 use crate::revocation_file::Revocations;
 use crate::snapshot::Snapshot;
+use crate::stages::Observers;
 use crate::token::CacheUse;
+use crate::upstream::ForwardError;
 use inbound::Inbound;
+use outcome::Outcome;
+use pipeline::Admission;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -51,13 +57,12 @@ pub struct Gateway {
     cut: CancellationToken,
 }
 
-/// How one request went, before it is observed.
-struct Outcome {
-    response: Response<Body>,
-    label: DecisionLabel,
-    reason: &'static str,
-    upstream: Option<UpstreamInfo>,
-    upgrade: Option<tunnel::Upgrade>,
+/// One request's surroundings: what every step of its handling reads.
+struct Context<'a> {
+    /// The config generation that decides it, held to the end.
+    snapshot: &'a Snapshot,
+    conn: &'a ClientConn,
+    request_id: &'a HeaderValue,
 }
 
 impl Gateway {
@@ -130,36 +135,29 @@ impl Gateway {
                     started,
                 )
             });
-            let mut decision = Decision::pending();
-            let outcome = match &self.auditor {
+            let ctx = Context {
+                snapshot: &snapshot,
+                conn: &conn,
+                request_id: &request_id,
+            };
+            let (decision, outcome) = match &self.auditor {
                 Some(a) if a.admit().await.is_err() => {
-                    decision.verdict = Err(Rejection::AuditUnavailable);
                     // Nothing of it is read while the trail cannot record.
-                    let mut outcome = self.reject(&snapshot, &decision, &request_id);
                     let ended = hyper::body::Body::is_end_stream(&body);
-                    inbound::close_unless_read(&mut outcome.response, parts.version, ended);
-                    outcome
+                    let mut outcome = ctx.refuse(Rejection::AuditUnavailable, None, None);
+                    inbound::close_unless_read(outcome.response_mut(), parts.version, ended);
+                    (Decision::pending(), outcome)
                 }
                 _ => {
-                    self.decide_and_forward(
-                        &snapshot,
-                        parts,
-                        body,
-                        &conn,
-                        client_ip,
-                        now,
-                        &request_id,
-                        &mut decision,
-                        pending.as_mut(),
-                    )
-                    .await
+                    self.admit_and_forward(&ctx, parts, body, client_ip, now, pending.as_mut())
+                        .await
                 }
             };
             self.observe(&decision, &outcome, started);
             let identity = decision.identity.as_deref();
             tracing::debug!(
-                status = outcome.response.status().as_u16(),
-                reason = outcome.reason,
+                status = outcome.response().status().as_u16(),
+                reason = outcome.reason(),
                 route = decision.route.as_ref().map(|r| r.name()),
                 kind = identity.map(|c| c.kind().as_str()),
                 client = identity.and_then(|c| c.client_app()),
@@ -167,52 +165,54 @@ impl Gateway {
                 roles = identity.map(|c| c.roles().join(" ")),
                 "request decided"
             );
-            let Outcome {
-                response,
-                label,
-                reason,
-                upstream,
-                upgrade,
-            } = outcome;
-            let Some(mut pending) = pending else {
-                if let Some(upgrade) = upgrade {
-                    self.spawn_tunnel(upgrade, None);
-                }
-                return Ok(response);
-            };
-            if let Some(r) = pending.record() {
-                r.status = Some(response.status().as_u16());
-                r.challenge = response.headers().get(WWW_AUTHENTICATE).cloned();
-                r.stream = is_event_stream(&response);
-                r.label = label;
-                r.reason = reason;
-                r.upstream = upstream;
-                r.decision = Some(decision);
-            }
-            if let Some(upgrade) = upgrade {
-                let close = pending.fork(|r| r.event = crate::audit::Event::TunnelClose);
-                self.spawn_tunnel(upgrade, close);
-            }
-            Ok(response.map(|body| audited::Audited::new(body, pending).boxed()))
+            Ok(self.answer(decision, outcome, pending))
         }
+    }
+
+    /// The response, with the request's audit record (sent when its body
+    /// ends) and its tunnel, if the upstream switched protocols.
+    fn answer(
+        &self,
+        decision: Decision,
+        outcome: Outcome,
+        pending: Option<Pending>,
+    ) -> Response<Body> {
+        let (label, reason) = (outcome.label(), outcome.reason());
+        let (response, upstream, upgrade) = outcome.into_parts();
+        let Some(mut pending) = pending else {
+            if let Some(upgrade) = upgrade {
+                self.spawn_tunnel(upgrade, None);
+            }
+            return response;
+        };
+        if let Some(r) = pending.record() {
+            r.status = Some(response.status().as_u16());
+            r.challenge = response.headers().get(WWW_AUTHENTICATE).cloned();
+            r.stream = is_event_stream(&response);
+            r.label = label;
+            r.reason = reason;
+            r.upstream = upstream;
+            r.decision = Some(decision);
+        }
+        if let Some(upgrade) = upgrade {
+            let close = pending.fork(|r| r.event = crate::audit::Event::TunnelClose);
+            self.spawn_tunnel(upgrade, close);
+        }
+        response.map(|body| audited::Audited::new(body, pending).boxed())
     }
 
     /// The auth pipeline, then forwarding what it admits. (Not an `async
     /// fn`: see [`Self::handle`].)
-    #[allow(clippy::too_many_arguments)] // reason: one call site; the request's pieces
     #[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
-    fn decide_and_forward(
-        &self,
-        snapshot: &Snapshot,
+    fn admit_and_forward<'a>(
+        &'a self,
+        ctx: &'a Context<'a>,
         parts: Parts,
         body: Incoming,
-        conn: &ClientConn,
         client_ip: std::net::IpAddr,
         now: std::time::SystemTime,
-        request_id: &HeaderValue,
-        decision: &mut Decision,
-        pending: Option<&mut Pending>,
-    ) -> impl Future<Output = Outcome> {
+        pending: Option<&'a mut Pending>,
+    ) -> impl Future<Output = (Decision, Outcome)> + 'a {
         async move {
             let revoked = self.revocations.current().clone();
             let circumstances = pipeline::Circumstances {
@@ -220,29 +220,45 @@ impl Gateway {
                 now,
                 revoked: &revoked,
             };
-            let (decided, admitted) = pipeline::admit(snapshot, &parts, circumstances).await;
-            *decision = decided;
-            let version = parts.version;
+            let Admission { decision, admitted } =
+                pipeline::admit(ctx.snapshot, &parts, circumstances).await;
             let body_bytes = pending
                 .filter(|_| !hyper::body::Body::is_end_stream(&body))
                 .map(Pending::count_bytes_in);
             let inbound = Inbound::new(body, body_bytes);
-            let Some(admitted) = admitted else {
-                return self
-                    .reject_unread(snapshot, decision, request_id, inbound, version)
-                    .await;
+            let outcome = match admitted {
+                Err(rejection) => {
+                    let route = decision.route.as_deref();
+                    ctx.refuse_unread(rejection, route, inbound, parts.version)
+                        .await
+                }
+                Ok(admitted) => {
+                    let (grant, rewritten) = admitted.into_forwarding();
+                    self.forward(ctx, parts, grant, rewritten, inbound).await
+                }
             };
-            // Only a path that normalization changed needs rebuilding.
-            let rewritten = match admitted.path {
-                std::borrow::Cow::Owned(p) => Some(p),
-                std::borrow::Cow::Borrowed(_) => None,
-            };
-            let grant = admitted.grant;
-            let limit = grant.route().max_body_bytes();
+            (decision, outcome)
+        }
+    }
+
+    /// Forwards an admitted request and streams the answer back. (Not an
+    /// `async fn`: see [`Self::handle`].)
+    #[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
+    fn forward<'a>(
+        &'a self,
+        ctx: &'a Context<'a>,
+        parts: Parts,
+        grant: Grant,
+        rewritten: Option<String>,
+        inbound: Inbound,
+    ) -> impl Future<Output = Outcome> + 'a {
+        async move {
+            let version = parts.version;
+            let route = grant.route();
+            let limit = route.max_body_bytes();
             if limit.is_some_and(|max| declared_length(&parts).is_some_and(|n| n > max)) {
-                decision.verdict = Err(Rejection::BodyTooLarge);
-                return self
-                    .reject_unread(snapshot, decision, request_id, inbound, version)
+                return ctx
+                    .refuse_unread(Rejection::BodyTooLarge, Some(route), inbound, version)
                     .await;
             }
             let ended = inbound.ended();
@@ -254,105 +270,71 @@ impl Gateway {
                 None => body,
             };
             let req = Request::from_parts(parts, body);
-            let mut outcome = match forward::forward(
+            let snapshot = ctx.snapshot;
+            // The AI-aware stages: inspection of the request, observers of
+            // its answer.
+            let inspected = if snapshot.stages.is_empty() {
+                Ok((req, Observers::default()))
+            } else {
+                snapshot.stages.inspect(&grant, req).await
+            };
+            let (req, observers) = match inspected {
+                Ok(inspected) => inspected,
+                Err(rejection) => {
+                    let mut refused = ctx.refuse(rejection, Some(route), None);
+                    inbound::close_unless_read(refused.response_mut(), version, ended.is_true());
+                    return refused;
+                }
+            };
+            let sent = forward::forward(
                 &snapshot.upstream,
                 snapshot,
                 req,
                 &grant,
                 rewritten,
-                conn,
-                request_id,
+                ctx.conn,
+                ctx.request_id,
             )
-            .await
-            {
+            .await;
+            let mut outcome = match sent {
                 Ok(forwarded) => {
-                    self.metrics.upstream_answered(
-                        grant.route().name(),
-                        forwarded.response.status(),
-                        forwarded.elapsed,
-                    );
-                    Outcome {
-                        upstream: Some(UpstreamInfo {
-                            status: Some(forwarded.response.status().as_u16()),
-                            duration: Some(forwarded.elapsed),
+                    let (status, elapsed) = (forwarded.response.status(), forwarded.elapsed);
+                    self.metrics
+                        .upstream_answered(route.name(), status, elapsed);
+                    Outcome::Forwarded {
+                        response: forwarded.response.map(|body| observers.watch(body)),
+                        upstream: UpstreamInfo {
+                            status: Some(status.as_u16()),
+                            duration: Some(elapsed),
                             error: None,
-                        }),
-                        response: forwarded.response,
-                        label: DecisionLabel::Allow,
-                        reason: decision.reason(),
+                        },
                         upgrade: forwarded.upgrade,
                     }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, route = grant.route().name(), "forwarding failed");
-                    // As for rejections: a 4xx is the client's (a body over
-                    // the limit), a 5xx the upstream's.
-                    let label = label_for(e.status());
-                    if label == DecisionLabel::Error {
-                        self.metrics.upstream_failed(grant.route().name());
-                    }
-                    Outcome {
-                        response: forward::error_response(&e, request_id),
-                        label,
-                        reason: e.reason(),
-                        upstream: Some(UpstreamInfo {
-                            status: None,
-                            duration: None,
-                            error: Some(e.to_string()),
-                        }),
-                        upgrade: None,
+                Err(error) => {
+                    tracing::debug!(error = %error, route = route.name(), "forwarding failed");
+                    match client_fault(&error) {
+                        // The client's body, not the upstream, ended it.
+                        Some(rejection) => {
+                            let upstream = UpstreamInfo {
+                                status: None,
+                                duration: None,
+                                error: Some(error.to_string()),
+                            };
+                            ctx.refuse(rejection, Some(route), Some(upstream))
+                        }
+                        None => {
+                            self.metrics.upstream_failed(route.name());
+                            let response = forward::error_response(&error, ctx.request_id);
+                            Outcome::Failed { response, error }
+                        }
                     }
                 }
             };
             // The upstream answered before the body was all sent (or it was
             // cut at the limit, or broken): this connection is done.
-            inbound::close_unless_read(&mut outcome.response, version, ended.is_true());
+            inbound::close_unless_read(outcome.response_mut(), version, ended.is_true());
             outcome
-        }
-    }
-
-    /// The answer to a refused request, after draining what is left of its
-    /// body so the client's connection can carry its next request. (Not an
-    /// `async fn`: see [`Self::handle`].)
-    fn reject_unread(
-        &self,
-        snapshot: &Snapshot,
-        decision: &Decision,
-        request_id: &HeaderValue,
-        body: Inbound,
-        version: http::Version,
-    ) -> impl Future<Output = Outcome> {
-        let mut outcome = self.reject(snapshot, decision, request_id);
-        async move {
-            let ended = body.drain().await;
-            inbound::close_unless_read(&mut outcome.response, version, ended);
-            outcome
-        }
-    }
-
-    /// The answer to a request the pipeline (or the audit trail) refused.
-    fn reject(
-        &self,
-        snapshot: &Snapshot,
-        decision: &Decision,
-        request_id: &HeaderValue,
-    ) -> Outcome {
-        // A decision without a rejection cannot reach here; deny anyway.
-        let fallback = Rejection::Denied(crate::policy::Denial::NoRoute);
-        let rejection = decision.verdict.as_ref().err().unwrap_or(&fallback);
-        let mut response = snapshot
-            .challenges
-            .respond(rejection, decision.route.as_deref())
-            .map(full);
-        response
-            .headers_mut()
-            .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
-        Outcome {
-            response,
-            label: label_for(rejection.status()),
-            reason: rejection.reason(),
-            upstream: None,
-            upgrade: None,
         }
     }
 
@@ -371,8 +353,8 @@ impl Gateway {
             .map_or("none", |c| c.kind().as_str());
         self.metrics.request(
             route,
-            outcome.label,
-            outcome.reason,
+            outcome.label(),
+            outcome.reason(),
             kind,
             started.elapsed(),
         );
@@ -416,13 +398,55 @@ fn request_info(
     info
 }
 
-/// How a refusal or failure is counted: the gateway's or the upstream's
-/// fault (5xx) is an error, the client's (4xx) a deny.
-fn label_for(status: http::StatusCode) -> DecisionLabel {
-    if status.is_server_error() {
-        DecisionLabel::Error
-    } else {
-        DecisionLabel::Deny
+impl Context<'_> {
+    /// The answer to a refused request.
+    fn refuse(
+        &self,
+        rejection: Rejection,
+        route: Option<&Route>,
+        upstream: Option<UpstreamInfo>,
+    ) -> Outcome {
+        let mut response = self
+            .snapshot
+            .challenges
+            .respond(&rejection, route)
+            .map(full);
+        response
+            .headers_mut()
+            .insert(headers::X_REQUEST_ID.clone(), self.request_id.clone());
+        Outcome::Refused {
+            response,
+            rejection,
+            upstream,
+        }
+    }
+
+    /// The answer to a refused request, after draining what is left of its
+    /// body so the client's connection can carry its next request. (Not an
+    /// `async fn`: see [`Gateway::handle`].)
+    fn refuse_unread(
+        &self,
+        rejection: Rejection,
+        route: Option<&Route>,
+        body: Inbound,
+        version: http::Version,
+    ) -> impl Future<Output = Outcome> {
+        let mut outcome = self.refuse(rejection, route, None);
+        async move {
+            let ended = body.drain().await;
+            inbound::close_unless_read(outcome.response_mut(), version, ended);
+            outcome
+        }
+    }
+}
+
+/// A forwarding error that is the client's doing: its body was larger than
+/// the route accepts, or broke its framing. Refused like any other request.
+fn client_fault(error: &ForwardError) -> Option<Rejection> {
+    match error {
+        ForwardError::BodyTooLarge => Some(Rejection::BodyTooLarge),
+        ForwardError::ClientBody(_) => Some(Rejection::BadRequestBody),
+        ForwardError::Connect(_) | ForwardError::Protocol(_) | ForwardError::Timeout(_) => None,
     }
 }
 

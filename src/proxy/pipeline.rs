@@ -27,6 +27,18 @@ pub struct Admitted<'a> {
     pub path: Cow<'a, str>,
 }
 
+impl Admitted<'_> {
+    /// What forwarding needs: the grant, and the path when normalization
+    /// changed it (the request's own is forwarded otherwise).
+    pub fn into_forwarding(self) -> (Grant, Option<String>) {
+        let rewritten = match self.path {
+            Cow::Owned(p) => Some(p),
+            Cow::Borrowed(_) => None,
+        };
+        (self.grant, rewritten)
+    }
+}
+
 /// Who sent the request, where and when: what policies look at besides the
 /// token and the route.
 #[derive(Clone, Copy)]
@@ -36,17 +48,25 @@ pub struct Circumstances<'r> {
     pub revoked: &'r RevocationList,
 }
 
-/// Decides whether `parts` may be forwarded: the decision, and what to
-/// forward when it is an allow.
+/// The pipeline's answer for one request: what it found out (for metrics,
+/// the audit record and `explain`), and what may be forwarded or why not.
+pub struct Admission<'a> {
+    pub decision: Decision,
+    pub admitted: Result<Admitted<'a>, Rejection>,
+}
+
+/// Decides whether `parts` may be forwarded.
 pub async fn admit<'a>(
     snapshot: &Snapshot,
     parts: &'a Parts,
     circumstances: Circumstances<'_>,
-) -> (Decision, Option<Admitted<'a>>) {
+) -> Admission<'a> {
     let mut decision = Decision::pending();
-    let result = admit_steps(snapshot, parts, circumstances, &mut decision).await;
-    let admitted = decision.settle(result);
-    (decision, admitted)
+    let admitted = admit_steps(snapshot, parts, circumstances, &mut decision).await;
+    if let Err(rejection) = &admitted {
+        decision.verdict = Err(rejection.clone());
+    }
+    Admission { decision, admitted }
 }
 
 async fn admit_steps<'a>(

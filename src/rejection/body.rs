@@ -57,6 +57,7 @@ pub(crate) fn of(rejection: &Rejection) -> &'static str {
             "The request path and query are longer than this gateway accepts."
         ),
         Rejection::BodyTooLarge => BODY_TOO_LARGE,
+        Rejection::BadRequestBody => BAD_REQUEST_BODY,
         Rejection::InvalidToken(e) => token(*e),
         Rejection::Denied(d) => denial(d),
         Rejection::KeysUnavailable => envelope!(
@@ -78,7 +79,14 @@ const BODY_TOO_LARGE: &str = envelope!(
     "The request body is larger than this route accepts."
 );
 
-/// The body for a request that failed after it was allowed.
+const BAD_REQUEST_BODY: &str = envelope!(
+    "invalid_request_error",
+    "bad_request_body",
+    "The request body is not well framed, or ended early."
+);
+
+/// The body for a request that failed after it was allowed (a fault of
+/// the client's body has its rejection's body).
 pub(crate) fn forward(e: &ForwardError) -> &'static str {
     match e {
         ForwardError::Connect(_) => envelope!(
@@ -97,11 +105,7 @@ pub(crate) fn forward(e: &ForwardError) -> &'static str {
             "The upstream did not answer in time."
         ),
         ForwardError::BodyTooLarge => BODY_TOO_LARGE,
-        ForwardError::ClientBody(_) => envelope!(
-            "invalid_request_error",
-            "bad_request_body",
-            "The request body is not well framed, or ended early."
-        ),
+        ForwardError::ClientBody(_) => BAD_REQUEST_BODY,
     }
 }
 

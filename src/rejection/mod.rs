@@ -32,6 +32,9 @@ pub enum Rejection {
     UriTooLong,
     /// The body is larger than the route's `max_body_bytes` (413).
     BodyTooLarge,
+    /// The body broke its chunked framing, or the client left while
+    /// sending it (400).
+    BadRequestBody,
     InvalidToken(TokenError),
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
@@ -60,6 +63,7 @@ impl Rejection {
             Self::BadHost => "bad_host",
             Self::UriTooLong => "uri_too_long",
             Self::BodyTooLarge => "body_too_large",
+            Self::BadRequestBody => "bad_request_body",
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -70,7 +74,9 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest | Self::BadPath | Self::BadHost => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest | Self::BadPath | Self::BadHost | Self::BadRequestBody => {
+                StatusCode::BAD_REQUEST
+            }
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,
@@ -251,6 +257,7 @@ mod tests {
             Rejection::BadHost,
             Rejection::UriTooLong,
             Rejection::BodyTooLarge,
+            Rejection::BadRequestBody,
             Rejection::KeysUnavailable,
             Rejection::AuditUnavailable,
         ];
@@ -309,8 +316,9 @@ mod tests {
             check(body::forward(&e), e.status().as_u16(), e.reason());
         }
         // Each reason in its own words (the 401 of a route's issuer list
-        // and of the token check are one reason, as are the two 413s).
-        assert_eq!(messages.len(), rejections.len() + 5 - 2);
+        // and of the token check are one reason; a forwarding error that is
+        // the client's has its rejection's).
+        assert_eq!(messages.len(), rejections.len() + 5 - 3);
     }
 
     #[test]

@@ -1,0 +1,315 @@
+//! The request path's AI-aware stages, and where they plug in.
+//!
+//! Between admission and forwarding, each **inspector** reads an admitted
+//! request: its head and grant and, on the requests it asks for, its body
+//! up to a bound (read whole, then forwarded as it was or as the inspector
+//! changed it). It may refuse the request with a [`Rejection`], and may
+//! start an **observer** for the answer, which sees the response's frames
+//! as they stream to the client, without holding them back, and its end.
+//! MCP calls (which tool, resource or prompt) and model requests (which
+//! model; how many tokens) are inspected and observed here. A request no
+//! inspector asks for is neither buffered nor wrapped: it streams through.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{HeaderValue, Request, header};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError};
+
+use crate::body::{Body, BoxError, full};
+use crate::policy::Grant;
+use crate::rejection::Rejection;
+use crate::telemetry::caused_by;
+
+/// Reads admitted requests before they are forwarded.
+pub trait Inspect: Send + Sync {
+    /// How many bytes of this request's body the inspector must read, if
+    /// any. A longer body is refused (413): what cannot be read whole
+    /// cannot be inspected.
+    fn body_limit(&self, grant: &Grant, head: &Parts) -> Option<usize>;
+
+    /// Reads the request (the body when it asked for it), may change what
+    /// is forwarded or refuse it, and may start an observer of the answer.
+    fn inspect(
+        &self,
+        grant: &Grant,
+        head: &mut Parts,
+        body: Option<&mut Bytes>,
+    ) -> Result<Option<Box<dyn Observe>>, Rejection>;
+}
+
+/// Watches one response as it streams to the client.
+pub trait Observe: Send + Sync {
+    /// A data frame, as the client receives it.
+    fn frame(&mut self, data: &Bytes);
+    /// The response ended: `complete`, or cut (the client left, the
+    /// upstream failed, or shutdown cut it).
+    fn end(&mut self, complete: bool);
+}
+
+/// An inspected request, to forward, and the observers of its answer.
+pub type Inspected = (Request<Body>, Observers);
+
+/// The inspectors of one config generation.
+#[derive(Clone, Default)]
+pub struct Stages {
+    inspectors: Vec<Arc<dyn Inspect>>,
+}
+
+impl Stages {
+    pub fn new(inspectors: Vec<Arc<dyn Inspect>>) -> Self {
+        Self { inspectors }
+    }
+
+    /// Whether no inspector is configured: then requests go straight to
+    /// the upstream, and [`Self::inspect`] need not run.
+    pub fn is_empty(&self) -> bool {
+        self.inspectors.is_empty()
+    }
+
+    /// Runs every inspector on an admitted request: the request to
+    /// forward, and the observers of its answer. Boxed: a request's future
+    /// carries it only when inspectors are configured.
+    pub fn inspect<'a>(
+        &'a self,
+        grant: &'a Grant,
+        request: Request<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<Inspected, Rejection>> + Send + 'a>> {
+        Box::pin(self.run(grant, request))
+    }
+
+    async fn run(&self, grant: &Grant, request: Request<Body>) -> Result<Inspected, Rejection> {
+        let (mut head, body) = request.into_parts();
+        let limit = self
+            .inspectors
+            .iter()
+            .filter_map(|i| i.body_limit(grant, &head))
+            .max();
+        let (mut read, body) = match limit {
+            Some(max) => (Some(read_whole(body, max).await?), None),
+            None => (None, Some(body)),
+        };
+        let mut observers = Vec::new();
+        for inspector in &self.inspectors {
+            if let Some(o) = inspector.inspect(grant, &mut head, read.as_mut())? {
+                observers.push(o);
+            }
+        }
+        let body = match (read, body) {
+            (Some(bytes), _) => {
+                // Whatever the inspectors made of it, the length is the body's.
+                head.headers.remove(header::TRANSFER_ENCODING);
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                full(bytes)
+            }
+            (None, Some(body)) => body,
+            (None, None) => full(Bytes::new()),
+        };
+        Ok((Request::from_parts(head, body), Observers(observers)))
+    }
+}
+
+/// The body, read whole: refused past `max` or the route's own limit
+/// (413), or if it breaks (400).
+async fn read_whole(mut body: Body, max: usize) -> Result<Bytes, Rejection> {
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if caused_by::<LengthLimitError>(&*e) {
+                Rejection::BodyTooLarge
+            } else {
+                Rejection::BadRequestBody
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if read.len() + data.len() > max {
+                return Err(Rejection::BodyTooLarge);
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+    Ok(read.freeze())
+}
+
+/// The observers of one response.
+#[derive(Default)]
+pub struct Observers(Vec<Box<dyn Observe>>);
+
+impl Observers {
+    /// `body`, shown to every observer as it streams; as it is when none
+    /// watches.
+    pub fn watch(self, body: Body) -> Body {
+        if self.0.is_empty() {
+            return body;
+        }
+        Observed {
+            inner: body,
+            observers: self.0,
+            ended: false,
+        }
+        .boxed()
+    }
+}
+
+struct Observed {
+    inner: Body,
+    observers: Vec<Box<dyn Observe>>,
+    ended: bool,
+}
+
+impl Observed {
+    fn end(&mut self, complete: bool) {
+        if !self.ended {
+            self.ended = true;
+            self.observers.iter_mut().for_each(|o| o.end(complete));
+        }
+    }
+}
+
+impl HttpBody for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.observers.iter_mut().for_each(|o| o.frame(data));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.end(false),
+            Poll::Ready(None) => self.end(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.end(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// The grant of a public route: what every request here is admitted by.
+    fn grant() -> Grant {
+        let text = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"open\"\nprefix = \"/\"\npublic = true\n";
+        let config = crate::config::parse(text, std::path::Path::new(".")).unwrap();
+        let routes = crate::policy::RouteTable::compile(&config.routes).unwrap();
+        let matched = routes.find(&http::Method::POST, None, "/x").unwrap();
+        crate::policy::admit_public(matched.route).unwrap()
+    }
+
+    /// What the test observer saw: bytes, and how the response ended.
+    #[derive(Default)]
+    struct Seen {
+        bytes: usize,
+        ended: Option<bool>,
+    }
+
+    struct Counter(Arc<Mutex<Seen>>);
+
+    impl Observe for Counter {
+        fn frame(&mut self, data: &Bytes) {
+            self.0.lock().unwrap().bytes += data.len();
+        }
+        fn end(&mut self, complete: bool) {
+            self.0.lock().unwrap().ended = Some(complete);
+        }
+    }
+
+    /// Reads up to 16 bytes, refuses a body that says "no", upper-cases
+    /// the rest, and counts the answer.
+    struct Shouting(Arc<Mutex<Seen>>);
+
+    impl Inspect for Shouting {
+        fn body_limit(&self, _: &Grant, _: &Parts) -> Option<usize> {
+            Some(16)
+        }
+        fn inspect(
+            &self,
+            _: &Grant,
+            _: &mut Parts,
+            body: Option<&mut Bytes>,
+        ) -> Result<Option<Box<dyn Observe>>, Rejection> {
+            let body = body.expect("asked for");
+            if body.as_ref() == b"no" {
+                return Err(Rejection::BadRequestBody);
+            }
+            *body = Bytes::from(body.to_ascii_uppercase());
+            Ok(Some(Box::new(Counter(self.0.clone()))))
+        }
+    }
+
+    fn request(body: &'static str) -> Request<Body> {
+        Request::post("/x")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(full(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_inspectors_a_request_passes_untouched() {
+        let stages = Stages::default();
+        assert!(stages.is_empty());
+        let (req, observers) = stages.inspect(&grant(), request("hello")).await.unwrap();
+        assert!(observers.0.is_empty());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hello");
+    }
+
+    #[tokio::test]
+    async fn inspectors_read_the_body_refuse_rewrite_and_observe_the_answer() {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stages = Stages::new(vec![Arc::new(Shouting(seen.clone()))]);
+
+        let (req, observers) = stages.inspect(&grant(), request("hello")).await.unwrap();
+        assert_eq!(req.headers()[header::CONTENT_LENGTH], "5");
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "HELLO");
+        let answer = observers.watch(full("twelve bytes"));
+        let _ = answer.collect().await.unwrap();
+        let (bytes, ended) = {
+            let s = seen.lock().unwrap();
+            (s.bytes, s.ended)
+        };
+        assert_eq!((bytes, ended), (12, Some(true)));
+
+        let refused = stages.inspect(&grant(), request("no")).await;
+        assert_eq!(refused.err(), Some(Rejection::BadRequestBody));
+        let too_long = stages.inspect(&grant(), request("seventeen bytes!!")).await;
+        assert_eq!(too_long.err(), Some(Rejection::BodyTooLarge));
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_half_way_ends_its_observers_as_cut() {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let observers = Observers(vec![Box::new(Counter(seen.clone()))]);
+        drop(observers.watch(full("never read")));
+        assert_eq!(seen.lock().unwrap().ended, Some(false));
+    }
+}
