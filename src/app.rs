@@ -45,6 +45,7 @@ pub struct Running {
     writer: Option<WriterHandle>,
     reload: Option<ReloadHandle>,
     reloads: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Running {
@@ -64,6 +65,12 @@ impl Running {
     /// Reloads the config file (`None` when started from text).
     pub fn reload_handle(&self) -> Option<&ReloadHandle> {
         self.reload.as_ref()
+    }
+
+    /// Counts finished key fetches of every source, whatever their result:
+    /// tests await it.
+    pub fn key_fetches_done(&self) -> watch::Receiver<u64> {
+        self.metrics.key_fetches_done()
     }
 
     /// Counts finished reloads, whatever their outcome: tests await it.
@@ -229,7 +236,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let admin = Arc::new(Admin::new(
         snapshot.clone(),
-        metrics,
+        metrics.clone(),
         audit.clone(),
         reload.clone(),
     ));
@@ -269,6 +276,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         writer,
         reload,
         reloads,
+        metrics,
     })
 }
 

@@ -21,6 +21,8 @@ const DURATION_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     registry: Registry,
+    /// Key fetches finished, whatever their result: tests await it.
+    key_fetches_done: tokio::sync::watch::Sender<u64>,
     /// Every family's name, for the docs and the dashboards' drift test.
     names: Vec<String>,
     requests: IntCounterVec,
@@ -252,6 +254,7 @@ impl Metrics {
             registry.register(c)?;
         }
         Ok(Self {
+            key_fetches_done: tokio::sync::watch::Sender::new(0),
             registry,
             names,
             cache_hits: cache.with_label_values(&["hit"]),
@@ -421,6 +424,14 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Counts finished key fetches (after `/readyz` shows their result):
+    /// tests await it instead of polling.
+    pub fn key_fetches_done(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.key_fetches_done.subscribe()
+    }
+}
+
 impl KeyObserver for Metrics {
     fn refreshed(&self, source: &str, result: Result<RefreshChange, &KeyFetchError>) {
         let label = match result {
@@ -429,6 +440,7 @@ impl KeyObserver for Metrics {
             Err(_) => "error",
         };
         self.key_refreshes.with_label_values(&[source, label]).inc();
+        self.key_fetches_done.send_modify(|n| *n += 1);
         if result.is_ok() {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

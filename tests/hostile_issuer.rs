@@ -130,10 +130,10 @@ async fn gateway_for(idp: &FakeIdp, extra: &str) -> (TestGateway, TestUpstream) 
     (gw, upstream)
 }
 
-/// Waits until `/readyz` reports a key error, and returns it with the
-/// readiness document.
+/// Waits until `/readyz` reports a key error (read after each key fetch),
+/// and returns it with the readiness document.
 async fn key_error(gw: &TestGateway) -> (String, Value) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut fetched = gw.running().key_fetches_done();
     loop {
         let (status, body) = gw.admin_get("/readyz").await;
         let doc: Value = serde_json::from_str(&body).unwrap();
@@ -141,8 +141,10 @@ async fn key_error(gw: &TestGateway) -> (String, Value) {
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{doc}");
             return (error.as_str().unwrap().to_owned(), doc);
         }
-        assert!(Instant::now() < deadline, "no key error reported: {doc}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::timeout(Duration::from_secs(10), fetched.changed())
+            .await
+            .unwrap_or_else(|_| panic!("no key error reported: {doc}"))
+            .unwrap();
     }
 }
 

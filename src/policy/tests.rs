@@ -734,7 +734,7 @@ grant = "block"
 }
 
 #[test]
-fn default_deny_without_a_route() {
+fn no_route_covers_a_path_no_route_names() {
     let f = fixture("");
     assert!(f.routes.find(&Method::GET, None, "/nothing").is_none());
 }

@@ -30,11 +30,10 @@ use crate::upstream::headers::{self, ClientConn};
 use crate::audit::{Auditor, Field, Pending, Record, RequestInfo, UpstreamInfo};
 use crate::decision::Decision;
 use crate::metrics::Metrics;
-use crate::policy::{Grant, Route};
+use crate::policy::Route;
 use crate::rejection::Rejection;
 use crate::revocation_file::Revocations;
 use crate::snapshot::Snapshot;
-use crate::stages::Observers;
 use crate::token::CacheUse;
 use crate::upstream::ForwardError;
 use inbound::Inbound;
@@ -232,109 +231,102 @@ impl Gateway {
                     ctx.refuse_unread(rejection, route, inbound, parts.version)
                         .await
                 }
-                Ok(admitted) => {
+                // Forwarding is written inline, not as a future of its own:
+                // a nested future would keep its own copy of the request's
+                // head in the request's state.
+                Ok(admitted) => 'forward: {
                     let (grant, rewritten) = admitted.into_forwarding();
-                    self.forward(ctx, parts, grant, rewritten, inbound).await
+                    let version = parts.version;
+                    let route = grant.route();
+                    let limit = route.max_body_bytes();
+                    if limit.is_some_and(|max| declared_length(&parts).is_some_and(|n| n > max)) {
+                        break 'forward ctx
+                            .refuse_unread(Rejection::BodyTooLarge, Some(route), inbound, version)
+                            .await;
+                    }
+                    let ended = inbound.ended();
+                    let body = inbound.boxed();
+                    // A body without a length (chunked, HTTP/2) is cut at the limit:
+                    // the upstream sees an aborted request, the client a 413.
+                    let body = match limit {
+                        Some(max) => {
+                            Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed()
+                        }
+                        None => body,
+                    };
+                    let req = Request::from_parts(parts, body);
+                    let snapshot = ctx.snapshot;
+                    // The AI-aware stages: inspection of the request, observers of
+                    // its answer.
+                    let (req, observers) = if snapshot.stages.is_empty() {
+                        (req, None)
+                    } else {
+                        match snapshot.stages.inspect(&grant, req).await {
+                            Ok((req, observers)) => (req, Some(observers)),
+                            Err(rejection) => {
+                                let mut refused = ctx.refuse(rejection, Some(route), None);
+                                let read = ended.is_true();
+                                inbound::close_unless_read(refused.response_mut(), version, read);
+                                break 'forward refused;
+                            }
+                        }
+                    };
+                    let sent = forward::forward(
+                        &snapshot.upstream,
+                        snapshot,
+                        req,
+                        &grant,
+                        rewritten,
+                        ctx.conn,
+                        ctx.request_id,
+                    )
+                    .await;
+                    let mut outcome = match sent {
+                        Ok(forwarded) => {
+                            let (status, elapsed) =
+                                (forwarded.response.status(), forwarded.elapsed);
+                            self.metrics
+                                .upstream_answered(route.name(), status, elapsed);
+                            Outcome::Forwarded {
+                                response: match observers {
+                                    Some(o) => forwarded.response.map(|body| o.watch(body)),
+                                    None => forwarded.response,
+                                },
+                                upstream: UpstreamInfo {
+                                    status: Some(status.as_u16()),
+                                    duration: Some(elapsed),
+                                    error: None,
+                                },
+                                upgrade: forwarded.upgrade,
+                            }
+                        }
+                        Err(error) => {
+                            tracing::debug!(error = %error, route = route.name(), "forwarding failed");
+                            match client_fault(&error) {
+                                // The client's body, not the upstream, ended it.
+                                Some(rejection) => {
+                                    let upstream = UpstreamInfo {
+                                        status: None,
+                                        duration: None,
+                                        error: Some(error.to_string()),
+                                    };
+                                    ctx.refuse(rejection, Some(route), Some(upstream))
+                                }
+                                None => {
+                                    self.metrics.upstream_failed(route.name());
+                                    let response = forward::error_response(&error, ctx.request_id);
+                                    Outcome::Failed { response, error }
+                                }
+                            }
+                        }
+                    };
+                    // The upstream answered before the body was all sent (or it was
+                    // cut at the limit, or broken): this connection is done.
+                    inbound::close_unless_read(outcome.response_mut(), version, ended.is_true());
+                    outcome
                 }
             };
             (decision, outcome)
-        }
-    }
-
-    /// Forwards an admitted request and streams the answer back. (Not an
-    /// `async fn`: see [`Self::handle`].)
-    #[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
-    fn forward<'a>(
-        &'a self,
-        ctx: &'a Context<'a>,
-        parts: Parts,
-        grant: Grant,
-        rewritten: Option<String>,
-        inbound: Inbound,
-    ) -> impl Future<Output = Outcome> + 'a {
-        async move {
-            let version = parts.version;
-            let route = grant.route();
-            let limit = route.max_body_bytes();
-            if limit.is_some_and(|max| declared_length(&parts).is_some_and(|n| n > max)) {
-                return ctx
-                    .refuse_unread(Rejection::BodyTooLarge, Some(route), inbound, version)
-                    .await;
-            }
-            let ended = inbound.ended();
-            let body = inbound.boxed();
-            // A body without a length (chunked, HTTP/2) is cut at the limit:
-            // the upstream sees an aborted request, the client a 413.
-            let body = match limit {
-                Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
-                None => body,
-            };
-            let req = Request::from_parts(parts, body);
-            let snapshot = ctx.snapshot;
-            // The AI-aware stages: inspection of the request, observers of
-            // its answer.
-            let inspected = if snapshot.stages.is_empty() {
-                Ok((req, Observers::default()))
-            } else {
-                snapshot.stages.inspect(&grant, req).await
-            };
-            let (req, observers) = match inspected {
-                Ok(inspected) => inspected,
-                Err(rejection) => {
-                    let mut refused = ctx.refuse(rejection, Some(route), None);
-                    inbound::close_unless_read(refused.response_mut(), version, ended.is_true());
-                    return refused;
-                }
-            };
-            let sent = forward::forward(
-                &snapshot.upstream,
-                snapshot,
-                req,
-                &grant,
-                rewritten,
-                ctx.conn,
-                ctx.request_id,
-            )
-            .await;
-            let mut outcome = match sent {
-                Ok(forwarded) => {
-                    let (status, elapsed) = (forwarded.response.status(), forwarded.elapsed);
-                    self.metrics
-                        .upstream_answered(route.name(), status, elapsed);
-                    Outcome::Forwarded {
-                        response: forwarded.response.map(|body| observers.watch(body)),
-                        upstream: UpstreamInfo {
-                            status: Some(status.as_u16()),
-                            duration: Some(elapsed),
-                            error: None,
-                        },
-                        upgrade: forwarded.upgrade,
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(error = %error, route = route.name(), "forwarding failed");
-                    match client_fault(&error) {
-                        // The client's body, not the upstream, ended it.
-                        Some(rejection) => {
-                            let upstream = UpstreamInfo {
-                                status: None,
-                                duration: None,
-                                error: Some(error.to_string()),
-                            };
-                            ctx.refuse(rejection, Some(route), Some(upstream))
-                        }
-                        None => {
-                            self.metrics.upstream_failed(route.name());
-                            let response = forward::error_response(&error, ctx.request_id);
-                            Outcome::Failed { response, error }
-                        }
-                    }
-                }
-            };
-            // The upstream answered before the body was all sent (or it was
-            // cut at the limit, or broken): this connection is done.
-            inbound::close_unless_read(outcome.response_mut(), version, ended.is_true());
-            outcome
         }
     }
 
