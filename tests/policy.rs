@@ -41,7 +41,7 @@ expires = "2020-01-01T00:00:00Z"
     )
 }
 
-/// An autonomous agent token, as in DOMAIN.md §1.4 (c).
+/// An autonomous agent token, in the shape Entra Agent ID issues.
 fn agent_token(idp: &TestIdp, agent: &str) -> String {
     idp.token()
         .without("scp")

@@ -1,6 +1,6 @@
 //! Dev tokens of every shape the gateway tells apart, built one way for
 //! dev mode, the fixtures, the issuer's `POST /dev/token` and `portcullis
-//! dev token`. Their claims follow Entra's v2 access tokens (DOMAIN.md §1):
+//! dev token`. Their claims follow Entra's v2 access tokens (docs/dev.md):
 //! fixed, documented ids, so that configs and agent registrations written
 //! against dev mode keep working from run to run.
 

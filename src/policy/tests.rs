@@ -744,7 +744,7 @@ fn claims_challenges_are_base64_json_rooted_at_access_token() {
     let f = policy("grant = \"require\"\nrequire_auth_context = \"c1\"");
     let (name, claims) = f.rules.policies.claims_challenges().next().unwrap();
     assert_eq!(&**name, "p");
-    // DOMAIN.md §4: Microsoft's example value for context c1.
+    // Microsoft's documented example value for context c1.
     assert_eq!(
         &**claims,
         "eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiYzEifX19"

@@ -128,7 +128,7 @@ impl Challenges {
                 (r.name_arc().clone(), build(text))
             })
             .collect();
-        // Entra's format (DOMAIN.md §4): `realm=""` with the common
+        // Entra's format for a claims challenge: `realm=""` with the common
         // authorization_uri, one header, status 401.
         let insufficient_claims = policies
             .claims_challenges()

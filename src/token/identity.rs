@@ -1,7 +1,7 @@
 //! Who is calling: an Entra token's claims → [`IdentityKind`] and the agent
-//! facts, following the rules in DOMAIN.md §2. Facet claims are tested by
-//! their *values* (they appear on non-agent tokens too), unknown facet
-//! values are ignored, and nothing here fails on an odd claim.
+//! facts, by the rules docs/policy.md states (identity kinds). Facet claims
+//! are tested by their *values* (they appear on non-agent tokens too),
+//! unknown facet values are ignored, and nothing here fails on an odd claim.
 
 use std::collections::BTreeSet;
 
@@ -59,7 +59,7 @@ pub struct Classified {
     pub is_on_behalf_of: bool,
 }
 
-/// Classifies a token (DOMAIN.md §2): agent user if the subject facets hold
+/// Classifies a token: agent user if the subject facets hold
 /// 13; an autonomous agent if app-only and the actor facets hold 11; an
 /// agent acting for a user (OBO) if the actor facets hold 11; else app if
 /// `idtyp` is `app` (or, without `idtyp`, if there is no `scp` or the
