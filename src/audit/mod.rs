@@ -3,6 +3,7 @@
 //! hash chain and the rotating file, `writer` the queue and its thread.
 
 pub mod chain;
+mod json;
 mod queue;
 pub mod record;
 mod writer;
