@@ -231,9 +231,9 @@ impl Gateway {
                     ctx.refuse_unread(rejection, route, inbound, parts.version)
                         .await
                 }
-                // Forwarding is written inline, not as a future of its own:
-                // a nested future would keep its own copy of the request's
-                // head in the request's state.
+                // Forwarding, in the same future: each way it can end the
+                // request (a body over the limit, a stage's refusal, the
+                // upstream's answer or failure) reads in order here.
                 Ok(admitted) => 'forward: {
                     let (grant, rewritten) = admitted.into_forwarding();
                     let version = parts.version;
