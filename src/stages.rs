@@ -186,6 +186,10 @@ impl HttpBody for Observed {
                 if let Some(data) = frame.data_ref() {
                     self.observers.iter_mut().for_each(|o| o.frame(data));
                 }
+                // Why: hyper may stop polling once the body says it ended.
+                if self.inner.is_end_stream() {
+                    self.end(true);
+                }
             }
             Poll::Ready(Some(Err(_))) => self.end(false),
             Poll::Ready(None) => self.end(true),
@@ -205,7 +209,9 @@ impl HttpBody for Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        self.end(false);
+        // An empty body (204, HEAD) is never polled, yet complete.
+        let complete = self.inner.is_end_stream();
+        self.end(complete);
     }
 }
 
@@ -311,5 +317,22 @@ mod tests {
         let observers = Observers(vec![Box::new(Counter(seen.clone()))]);
         drop(observers.watch(full("never read")));
         assert_eq!(seen.lock().unwrap().ended, Some(false));
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_last_frame_was_read_is_complete_without_another_poll() {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut body = Observers(vec![Box::new(Counter(seen.clone()))]).watch(full("all"));
+        // What hyper does: one frame, then no poll once the body says it
+        // ended.
+        let _ = body.frame().await.unwrap().unwrap();
+        drop(body);
+        let s = seen.lock().unwrap();
+        assert_eq!((s.bytes, s.ended), (3, Some(true)));
+        drop(s);
+        // An empty answer is complete though never read.
+        let empty = Arc::new(Mutex::new(Seen::default()));
+        drop(Observers(vec![Box::new(Counter(empty.clone()))]).watch(full("")));
+        assert_eq!(empty.lock().unwrap().ended, Some(true));
     }
 }
