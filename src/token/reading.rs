@@ -32,21 +32,29 @@ fn names_at(document: &Value, path: &ClaimPath, out: &mut Vec<String>) {
 pub struct ClaimReading {
     pub kind: IssuerKind,
     pub sources: ClaimSources,
+    /// Some source is not one of the claims `RawClaims` keeps, so the
+    /// payload must be read again as a document: known when the config
+    /// loads, not per token.
+    needs_document: bool,
 }
 
 impl ClaimReading {
     pub fn new(kind: IssuerKind, sources: ClaimSources) -> Self {
-        Self { kind, sources }
-    }
-
-    /// Whether some source is not one of the claims [`RawClaims`] keeps, so
-    /// the payload must be read again as a document.
-    pub(super) fn needs_document(&self) -> bool {
-        self.sources
+        let needs_document = sources
             .scopes
             .iter()
-            .chain(&self.sources.roles)
-            .any(|p| !matches!(p.top_level(), Some("scp" | "scope" | "roles")))
+            .chain(&sources.roles)
+            .any(|p| !matches!(p.top_level(), Some("scp" | "scope" | "roles")));
+        Self {
+            kind,
+            sources,
+            needs_document,
+        }
+    }
+
+    /// Whether the payload must be read again as a document.
+    pub(super) fn needs_document(&self) -> bool {
+        self.needs_document
     }
 
     /// Scopes and roles from the configured sources, in order, once each.
