@@ -33,11 +33,11 @@ impl ReloadThread {
         std::thread::Builder::new()
             .name("portcullis-reload".into())
             .spawn(move || {
-                // Why: a reload of a 10,000-agent file is 140 ms of CPU; at
-                // the default priority it would take half of a core that is
-                // serving requests. Nice 19, not SCHED_IDLE: under a load
+                // Why: a reload of a large file (thousands of agents) is a
+                // burst of CPU; at the default priority it would take a core
+                // that is serving requests. Nice 19, not SCHED_IDLE: under a load
                 // that saturates the cores, SCHED_IDLE all but starved
-                // reloads (the reload tests ran 2.3 times as long).
+                // reloads.
                 if let Err(e) = thread_priority::set_current_thread_priority(
                     thread_priority::ThreadPriority::Min,
                 ) {

@@ -30,8 +30,8 @@ fn names_at(document: &Value, path: &ClaimPath, out: &mut Vec<String>) {
 /// and where scopes and roles are.
 #[derive(Debug, Clone)]
 pub struct ClaimReading {
-    pub kind: IssuerKind,
-    pub sources: ClaimSources,
+    pub(super) kind: IssuerKind,
+    sources: ClaimSources,
     /// Some source is not one of the claims `RawClaims` keeps, so the
     /// payload must be read again as a document: known when the config
     /// loads, not per token.
