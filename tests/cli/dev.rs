@@ -187,10 +187,13 @@ roles = ["Tools.Call"]
 [identity]
 unregistered_agents = "allow"
 "#;
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{upstream}\"\n\
-         [[issuers]]\nname = \"dev\"\nkind = \"oidc\"\nissuer = \"{issuer}\"\naudiences = [\"{}\"]\nalgorithms = [\"RS256\", \"ES256\"]\n{routes}",
-        fixtures["audience"].as_str().unwrap()
+    let text = config_to(
+        &format!("url = \"{upstream}\""),
+        &format!(
+            "[[issuers]]\nname = \"dev\"\nkind = \"oidc\"\nissuer = \"{issuer}\"\naudiences = [\"{}\"]\nalgorithms = [\"RS256\", \"ES256\"]",
+            fixtures["audience"].as_str().unwrap()
+        ),
+        routes,
     );
     let gw = TestGateway::start(&text).await;
     let mint = |args: &[&str]| {
@@ -266,14 +269,16 @@ unregistered_agents = "allow"
     assert_eq!(answer["claims"]["oid"], portcullis::dev::DEV_USER);
 
     // The echo upstream reads the body it is sent.
+    const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[]}"#;
     let token = mint(&[]);
     let req = Request::post(gw.url("/users/chat"))
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
-        .body(Full::from(r#"{"model":"gpt-4o-mini","messages":[]}"#))
+        .body(Full::from(CHAT))
         .unwrap();
     let echoed = echoed(send(req).await).await;
-    assert_eq!(echoed["body"]["bytes"], 37);
+    assert_eq!(echoed["body"]["bytes"], CHAT.len());
     assert_eq!(echoed["body"]["json"]["model"], "gpt-4o-mini");
-    assert_eq!(echoed["body"]["sha256"].as_str().unwrap().len(), 64);
+    let hex_sha256 = 64;
+    assert_eq!(echoed["body"]["sha256"].as_str().unwrap().len(), hex_sha256);
 }

@@ -126,10 +126,13 @@ async fn upstream_over_tls_with_a_private_ca() {
         }
     });
     for h2 in [false, true] {
-        let cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"https://localhost:{port}\"\nca_file = \"{}\"\nhttp2 = {h2}\n\n{}\n{DEFAULT_ROUTES}",
-            dir.join("upstream-ca.pem").display(),
-            oidc_issuer(&idp, "")
+        let cfg = config_to(
+            &format!(
+                "url = \"https://localhost:{port}\"\nca_file = \"{}\"\nhttp2 = {h2}",
+                dir.join("upstream-ca.pem").display()
+            ),
+            &oidc_issuer(&idp, ""),
+            DEFAULT_ROUTES,
         );
         let gw = TestGateway::start(&cfg).await;
         let seen = echoed(get(&gw.url("/x"), Some(&idp.token().sign())).await).await;

@@ -364,8 +364,18 @@ pub async fn default_stack() -> (TestIdp, TestUpstream, TestGateway) {
     (idp, upstream, gw)
 }
 
-/// Gateway config lines for the common case; `extra` adds issuers/routes.
+/// Gateway config lines for the common case: loopback listeners on free
+/// ports, the plain-HTTP upstream at `upstream`, then `issuers` and `routes`.
 pub fn config(upstream: SocketAddr, issuers: &str, routes: &str) -> String {
+    config_to(
+        &format!("url = \"http://{upstream}\"\nresponse_timeout = \"2s\""),
+        issuers,
+        routes,
+    )
+}
+
+/// [`config`] with the lines of its own `[upstream]` table.
+pub fn config_to(upstream: &str, issuers: &str, routes: &str) -> String {
     format!(
         r#"
 [server]
@@ -375,8 +385,7 @@ realm = "test"
 drain_timeout = "5s"
 
 [upstream]
-url = "http://{upstream}"
-response_timeout = "2s"
+{upstream}
 
 {issuers}
 
