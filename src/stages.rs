@@ -13,15 +13,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderValue, Request, header};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError};
 
-use crate::body::{Body, BoxError, full};
+use crate::body::{Body, Ended, Watch, Watched, full};
 use crate::policy::Grant;
 use crate::rejection::Rejection;
 use crate::telemetry::caused_by;
@@ -47,9 +45,9 @@ pub trait Inspect: Send + Sync {
 pub trait Observe: Send + Sync {
     /// A data frame, as the client receives it.
     fn frame(&mut self, data: &Bytes);
-    /// The response ended: `complete`, or cut (the client left, the
-    /// upstream failed, or shutdown cut it).
-    fn end(&mut self, complete: bool);
+    /// The response ended: complete, failed (the upstream broke off) or
+    /// dropped (the client left, or shutdown cut it).
+    fn end(&mut self, ended: Ended);
 }
 
 /// An inspected request, to forward, and the observers of its answer.
@@ -148,70 +146,17 @@ impl Observers {
         if self.0.is_empty() {
             return body;
         }
-        Observed {
-            inner: body,
-            observers: self.0,
-            ended: false,
-        }
-        .boxed()
+        Watched::new(body, self).boxed()
     }
 }
 
-struct Observed {
-    inner: Body,
-    observers: Vec<Box<dyn Observe>>,
-    ended: bool,
-}
-
-impl Observed {
-    fn end(&mut self, complete: bool) {
-        if !self.ended {
-            self.ended = true;
-            self.observers.iter_mut().for_each(|o| o.end(complete));
-        }
-    }
-}
-
-impl HttpBody for Observed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.observers.iter_mut().for_each(|o| o.frame(data));
-                }
-                // Why: hyper may stop polling once the body says it ended.
-                if self.inner.is_end_stream() {
-                    self.end(true);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => self.end(false),
-            Poll::Ready(None) => self.end(true),
-            Poll::Pending => {}
-        }
-        polled
+impl Watch for Observers {
+    fn frame(&mut self, data: &Bytes) {
+        self.0.iter_mut().for_each(|o| o.frame(data));
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Observed {
-    fn drop(&mut self) {
-        // An empty body (204, HEAD) is never polled, yet complete.
-        let complete = self.inner.is_end_stream();
-        self.end(complete);
+    fn end(mut self, ended: Ended) {
+        self.0.iter_mut().for_each(|o| o.end(ended));
     }
 }
 
@@ -234,7 +179,7 @@ mod tests {
     #[derive(Default)]
     struct Seen {
         bytes: usize,
-        ended: Option<bool>,
+        ended: Option<Ended>,
     }
 
     struct Counter(Arc<Mutex<Seen>>);
@@ -243,8 +188,8 @@ mod tests {
         fn frame(&mut self, data: &Bytes) {
             self.0.lock().unwrap().bytes += data.len();
         }
-        fn end(&mut self, complete: bool) {
-            self.0.lock().unwrap().ended = Some(complete);
+        fn end(&mut self, ended: Ended) {
+            self.0.lock().unwrap().ended = Some(ended);
         }
     }
 
@@ -303,36 +248,11 @@ mod tests {
             let s = seen.lock().unwrap();
             (s.bytes, s.ended)
         };
-        assert_eq!((bytes, ended), (12, Some(true)));
+        assert_eq!((bytes, ended), (12, Some(Ended::Complete)));
 
         let refused = stages.inspect(&grant(), request("no")).await;
         assert_eq!(refused.err(), Some(Rejection::BadRequestBody));
         let too_long = stages.inspect(&grant(), request("seventeen bytes!!")).await;
         assert_eq!(too_long.err(), Some(Rejection::BodyTooLarge));
-    }
-
-    #[tokio::test]
-    async fn an_answer_dropped_half_way_ends_its_observers_as_cut() {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let observers = Observers(vec![Box::new(Counter(seen.clone()))]);
-        drop(observers.watch(full("never read")));
-        assert_eq!(seen.lock().unwrap().ended, Some(false));
-    }
-
-    #[tokio::test]
-    async fn an_answer_whose_last_frame_was_read_is_complete_without_another_poll() {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let mut body = Observers(vec![Box::new(Counter(seen.clone()))]).watch(full("all"));
-        // What hyper does: one frame, then no poll once the body says it
-        // ended.
-        let _ = body.frame().await.unwrap().unwrap();
-        drop(body);
-        let s = seen.lock().unwrap();
-        assert_eq!((s.bytes, s.ended), (3, Some(true)));
-        drop(s);
-        // An empty answer is complete though never read.
-        let empty = Arc::new(Mutex::new(Seen::default()));
-        drop(Observers(vec![Box::new(Counter(empty.clone()))]).watch(full("")));
-        assert_eq!(empty.lock().unwrap().ended, Some(true));
     }
 }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::body::{Body, full};
+use crate::body::{Body, Watched, full};
 use crate::upstream::headers::{self, ClientConn};
 
 use crate::audit::{Auditor, Field, Pending, Record, RequestInfo, UpstreamInfo};
@@ -197,7 +197,7 @@ impl Gateway {
             let close = pending.fork(|r| r.event = crate::audit::Event::TunnelClose);
             self.spawn_tunnel(upgrade, close);
         }
-        response.map(|body| audited::Audited::new(body, pending).boxed())
+        response.map(|body| Watched::new(body, audited::Recorder::new(pending)).boxed())
     }
 
     /// The auth pipeline, then forwarding what it admits. (Not an `async
