@@ -119,8 +119,8 @@ mod tests {
 
     #[tokio::test]
     async fn reading_the_file_is_not_a_change() {
-        let dir = std::env::temp_dir().join(format!("portcullis-watch-{:x}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let config = dir.join("gateway.toml");
         let marker = dir.join("marker");
         std::fs::write(&config, "a").unwrap();
@@ -134,11 +134,11 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(std::fs::read_to_string(&config).unwrap(), "a");
         }
-        replace(&dir, "marker", "b");
+        replace(dir, "marker", "b");
         assert_eq!(watch.changed().await, Some(vec![OsString::from("marker")]));
 
         // A rename over the file: reported once.
-        replace(&dir, "gateway.toml", "b");
+        replace(dir, "gateway.toml", "b");
         assert_eq!(
             watch.changed().await,
             Some(vec![OsString::from("gateway.toml")])
@@ -149,7 +149,6 @@ mod tests {
             watch.changed().await,
             Some(vec![OsString::from("gateway.toml")])
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

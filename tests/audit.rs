@@ -320,7 +320,7 @@ async fn rotated_files_verify_as_one_chain_across_restarts() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
     let dir = temp_dir();
-    let log = dir.join("trail.jsonl");
+    let log = dir.path().join("trail.jsonl");
     let audit = format!(
         "[audit]\nsink = \"file\"\nfile = \"{}\"\nmax_file_bytes = 4000\nkeep_files = 20\n",
         log.display()
@@ -343,7 +343,7 @@ async fn rotated_files_verify_as_one_chain_across_restarts() {
     }
     let mut files: Vec<_> = (1..=20)
         .rev()
-        .map(|n| dir.join(format!("trail.jsonl.{n}")))
+        .map(|n| dir.path().join(format!("trail.jsonl.{n}")))
         .filter(|p| p.exists())
         .collect();
     assert!(files.len() >= 3, "rotated at 4000 bytes: {files:?}");
@@ -455,7 +455,7 @@ async fn fill_until_refused(gw: &TestGateway, token: &str) -> (usize, StatusCode
 async fn a_full_queue_makes_requests_wait_then_refuses_them() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
     let dir = temp_dir();
-    let (fifo, reader) = stalled_sink(&dir);
+    let (fifo, reader) = stalled_sink(dir.path());
     let cfg = format!(
         "{}\n[audit]\nsink = \"file\"\nfile = \"{}\"\nqueue_capacity = 4\nblock_timeout = \"100ms\"\n",
         config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES),
@@ -514,7 +514,7 @@ async fn a_full_queue_makes_requests_wait_then_refuses_them() {
 async fn with_overflow_drop_requests_pass_and_drops_are_counted() {
     let (idp, upstream) = (TestIdp::start().await, TestUpstream::start().await);
     let dir = temp_dir();
-    let (fifo, reader) = stalled_sink(&dir);
+    let (fifo, reader) = stalled_sink(dir.path());
     let cfg = format!(
         "{}\n[audit]\nsink = \"file\"\nfile = \"{}\"\nqueue_capacity = 4\noverflow = \"drop\"\n",
         config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES),

@@ -364,7 +364,7 @@ async fn revocation_applies_to_cached_tokens_on_the_next_request() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
     let dir = temp_dir();
-    let file = dir.join("revoked.toml");
+    let file = dir.path().join("revoked.toml");
     std::fs::write(&file, "# nothing revoked yet\n").unwrap();
     let cfg = format!(
         "{}\n[revocation]\nfile = \"{}\"\n",
@@ -385,7 +385,7 @@ async fn revocation_applies_to_cached_tokens_on_the_next_request() {
     );
 
     // Replace the file the way editors and ConfigMaps do: write, then rename.
-    let staged = dir.join(".revoked.toml.tmp");
+    let staged = dir.path().join(".revoked.toml.tmp");
     std::fs::write(&staged, "token_ids = [\"revoke-me-123\"]\n").unwrap();
     std::fs::rename(&staged, &file).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())

@@ -311,22 +311,20 @@ mod tests {
         file.sync().unwrap();
     }
 
-    fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("portcullis-chain-{:x}", fastrand::u64(..)));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     #[test]
     fn a_written_chain_verifies_across_reopen_and_rotation() {
         let d = dir();
-        let log = d.join("audit.log");
+        let log = d.path().join("audit.log");
         write(&log, 400, 5, 0..5);
         // Reopening continues the chain.
         write(&log, 400, 5, 5..12);
         let mut files: Vec<PathBuf> = (1..=5)
             .rev()
-            .map(|i| d.join(format!("audit.log.{i}")))
+            .map(|i| d.path().join(format!("audit.log.{i}")))
             .filter(|p| p.exists())
             .collect();
         assert!(!files.is_empty(), "rotation happened");
@@ -343,7 +341,7 @@ mod tests {
     #[test]
     fn removal_edits_and_reordering_are_found() {
         let d = dir();
-        let log = d.join("audit.log");
+        let log = d.path().join("audit.log");
         write(&log, 0, 0, 0..5);
         let lines: Vec<String> = std::fs::read_to_string(&log)
             .unwrap()
@@ -351,7 +349,7 @@ mod tests {
             .map(str::to_owned)
             .collect();
         let check = |lines: &[String]| {
-            let p = d.join(format!("t{:x}.log", fastrand::u64(..)));
+            let p = d.path().join(format!("t{:x}.log", fastrand::u64(..)));
             std::fs::write(&p, lines.join("\n") + "\n").unwrap();
             verify(&[p])
         };

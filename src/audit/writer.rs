@@ -399,9 +399,8 @@ mod tests {
     /// been written alone.
     #[test]
     fn a_batch_rotates_at_the_record_that_fills_the_file() {
-        let dir = std::env::temp_dir().join(format!("portcullis-writer-{:x}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join("audit.log");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
         let (file, chain) = AuditFile::open(&log, 1000, 50).unwrap();
         let mut w = writer(file, chain);
         fill(&mut w, 0..40);
@@ -411,7 +410,7 @@ mod tests {
 
         let mut files: Vec<PathBuf> = (1..=50)
             .rev()
-            .map(|n| dir.join(format!("audit.log.{n}")))
+            .map(|n| dir.path().join(format!("audit.log.{n}")))
             .filter(|p| p.exists())
             .collect();
         assert!(files.len() >= 3, "{files:?}");
@@ -434,12 +433,12 @@ mod tests {
     /// written, for the retry: nothing lost, nothing written twice.
     #[test]
     fn a_write_that_fails_part_way_keeps_only_the_unwritten_records() {
-        let dir = std::env::temp_dir().join(format!("portcullis-writer-{:x}", fastrand::u64(..)));
+        let dir = tempfile::tempdir().unwrap();
         // Why: a non-empty directory where the rotated file goes makes the
         // rotation fail.
-        let blocker = dir.join("audit.log.1");
+        let blocker = dir.path().join("audit.log.1");
         std::fs::create_dir_all(blocker.join("x")).unwrap();
-        let log = dir.join("audit.log");
+        let log = dir.path().join("audit.log");
         let (file, chain) = AuditFile::open(&log, 1000, 1).unwrap();
         let mut w = writer(file, chain);
         fill(&mut w, 0..40);

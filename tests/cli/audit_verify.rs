@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn audit_verify_reports_intact_and_broken_chains() {
     let dir = temp_dir();
-    let log = dir.join("audit.log");
+    let log = dir.path().join("audit.log");
     let (mut file, mut chain) = portcullis::audit::AuditFile::open(&log, 0, 0).unwrap();
     for n in 0..3 {
         let record = serde_json::json!({"schema": "portcullis.audit/v1", "n": n});

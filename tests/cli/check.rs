@@ -16,6 +16,7 @@ fn every_example_config_passes_check() {
         files.push(overlay.unwrap().path().join("portcullis.toml"));
     }
     let mut seen = 0;
+    let beside_a_certificate = temp_dir();
     for mut path in files {
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path).unwrap();
@@ -23,17 +24,17 @@ fn every_example_config_passes_check() {
             if let Some(tls) = parsed.get("server").and_then(|s| s.get("tls")) {
                 // The certificate comes from a Secret at run time: check
                 // the config beside a throwaway one at the same paths.
-                let dir = temp_dir();
+                let dir = &beside_a_certificate;
                 let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
                 for (part, pem) in [
                     ("cert", cert.cert.pem()),
                     ("key", cert.signing_key.serialize_pem()),
                 ] {
-                    let file = dir.join(tls[part].as_str().unwrap());
+                    let file = dir.path().join(tls[part].as_str().unwrap());
                     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
                     std::fs::write(file, pem).unwrap();
                 }
-                path = dir.join("portcullis.toml");
+                path = dir.path().join("portcullis.toml");
                 std::fs::write(&path, text).unwrap();
             }
             let out = portcullis()

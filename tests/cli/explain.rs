@@ -32,8 +32,7 @@ methods = ["POST"]
 roles = ["Models.Invoke"]
 "#;
 
-fn explain_config(issuer: &str) -> std::path::PathBuf {
-    let dir = temp_dir();
+fn explain_config(dir: &Path, issuer: &str) -> std::path::PathBuf {
     let path = dir.join("explain.toml");
     let text = format!(
         "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[issuers]]\nname = \"idp\"\nkind = \"oidc\"\nissuer = \"{issuer}\"\naudiences = [\"{AUDIENCE}\"]\n{EXPLAIN_POLICY}"
@@ -56,8 +55,9 @@ fn agent_claims(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn explain_with_claims_allow_and_deny() {
-    let config = explain_config("https://idp.example");
-    let claims = agent_claims(config.parent().unwrap());
+    let dir = temp_dir();
+    let config = explain_config(dir.path(), "https://idp.example");
+    let claims = agent_claims(dir.path());
     let run = |path: &str, ip: &str, extra: &[&str]| {
         portcullis()
             .args(["explain", "--config"])
@@ -123,7 +123,8 @@ fn explain_with_claims_allow_and_deny() {
 #[tokio::test]
 async fn explain_verifies_a_token_and_never_prints_it() {
     let idp = TestIdp::start().await;
-    let config = explain_config(&idp.issuer());
+    let dir = temp_dir();
+    let config = explain_config(dir.path(), &idp.issuer());
     let token = idp.token().roles(&["Models.Invoke"]).sign();
     let out = tokio::task::spawn_blocking(move || {
         let mut child = portcullis()
@@ -176,7 +177,7 @@ async fn explain_shows_the_decisive_claims_beside_what_is_accepted() {
     let idp = TestIdp::start().await;
     let stranger = TestIdp::start().await;
     let dir = temp_dir();
-    let config = dir.join("gateway.toml");
+    let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
         support::config(

@@ -27,7 +27,8 @@ fn portcullis() -> Command {
 
 /// Writes `text` to a fresh config file and runs `portcullis check` on it.
 fn check_text(text: &str) -> std::process::Output {
-    let path = temp_dir().join("portcullis.toml");
+    let dir = temp_dir();
+    let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, text).unwrap();
     portcullis()
         .args(["check", "--config"])

@@ -11,8 +11,8 @@ async fn run_serves_then_exits_cleanly_on_sigterm() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
     let dir = temp_dir();
-    let path = dir.join("gateway.toml");
-    let audit = dir.join("audit.jsonl");
+    let path = dir.path().join("gateway.toml");
+    let audit = dir.path().join("audit.jsonl");
     std::fs::write(
         &path,
         format!(

@@ -30,13 +30,13 @@ async fn tls_clients_negotiate_h2_or_http1_by_alpn() {
     let upstream = TestUpstream::start().await;
     let dir = temp_dir();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
     let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES).replace(
         "realm = \"test\"",
         &format!(
             "realm = \"test\"\ntls = {{ cert = \"{0}/cert.pem\", key = \"{0}/key.pem\" }}",
-            dir.display()
+            dir.path().display()
         ),
     );
     let gw = TestGateway::start(&cfg).await;
@@ -90,15 +90,15 @@ async fn upstream_over_tls_with_a_private_ca() {
     let idp = TestIdp::start().await;
     let dir = temp_dir();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(dir.join("upstream-ca.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("upstream-ca.pem"), cert.cert.pem()).unwrap();
     std::fs::write(
-        dir.join("upstream-key.pem"),
+        dir.path().join("upstream-key.pem"),
         cert.signing_key.serialize_pem(),
     )
     .unwrap();
     let cert_files = portcullis::tls::ServerCert::load(
-        &dir.join("upstream-ca.pem"),
-        &dir.join("upstream-key.pem"),
+        &dir.path().join("upstream-ca.pem"),
+        &dir.path().join("upstream-key.pem"),
     )
     .unwrap();
     let tls = portcullis::tls::server_config(cert_files).unwrap();
@@ -129,7 +129,7 @@ async fn upstream_over_tls_with_a_private_ca() {
         let cfg = config_to(
             &format!(
                 "url = \"https://localhost:{port}\"\nca_file = \"{}\"\nhttp2 = {h2}",
-                dir.join("upstream-ca.pem").display()
+                dir.path().join("upstream-ca.pem").display()
             ),
             &oidc_issuer(&idp, ""),
             DEFAULT_ROUTES,

@@ -111,7 +111,8 @@ fn tls_client(
 async fn a_rotated_certificate_is_served_to_new_clients() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let files = temp_dir();
+    let tmp = temp_dir();
+    let files = tmp.path();
     let write = |c: &rcgen::CertifiedKey<rcgen::KeyPair>| {
         std::fs::write(files.join("key.pem.tmp"), c.signing_key.serialize_pem()).unwrap();
         std::fs::write(files.join("cert.pem.tmp"), c.cert.pem()).unwrap();

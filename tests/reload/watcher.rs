@@ -16,18 +16,18 @@ async fn the_watcher_follows_a_configmap_symlink_swap() {
         format!(
             "{}\n[audit]\nsink = \"file\"\nfile = \"{}\"\n",
             config(upstream.addr, &issuer, routes),
-            dir.join("audit.jsonl").display()
+            dir.path().join("audit.jsonl").display()
         )
     };
-    std::fs::create_dir(dir.join("..2026_11_27_a")).unwrap();
+    std::fs::create_dir(dir.path().join("..2026_11_27_a")).unwrap();
     std::fs::write(
-        dir.join("..2026_11_27_a/gateway.toml"),
+        dir.path().join("..2026_11_27_a/gateway.toml"),
         with_audit(&routes("Models.Invoke")),
     )
     .unwrap();
-    symlink("..2026_11_27_a", dir.join("..data")).unwrap();
-    symlink("..data/gateway.toml", dir.join("gateway.toml")).unwrap();
-    let config = portcullis::config::load(&dir.join("gateway.toml")).unwrap();
+    symlink("..2026_11_27_a", dir.path().join("..data")).unwrap();
+    symlink("..data/gateway.toml", dir.path().join("gateway.toml")).unwrap();
+    let config = portcullis::config::load(&dir.path().join("gateway.toml")).unwrap();
     let running = portcullis::app::start(config).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), running.wait_ready())
         .await
@@ -37,14 +37,14 @@ async fn the_watcher_follows_a_configmap_symlink_swap() {
     assert_eq!(get(&url, Some(&token)).await.status(), StatusCode::OK);
 
     let mut reloads = running.reloads();
-    std::fs::create_dir(dir.join("..2026_11_27_b")).unwrap();
+    std::fs::create_dir(dir.path().join("..2026_11_27_b")).unwrap();
     std::fs::write(
-        dir.join("..2026_11_27_b/gateway.toml"),
+        dir.path().join("..2026_11_27_b/gateway.toml"),
         with_audit(&routes("Models.Admin")),
     )
     .unwrap();
-    symlink("..2026_11_27_b", dir.join("..data_tmp")).unwrap();
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    symlink("..2026_11_27_b", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
     tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
         .await
         .expect("the watcher reloaded")

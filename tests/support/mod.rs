@@ -170,7 +170,7 @@ pub struct TestGateway {
     running: Option<Running>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for TestGateway {
@@ -198,7 +198,7 @@ impl TestGateway {
     pub async fn start_unready(config: &str) -> Self {
         secrets::capture_logs();
         let dir = temp_dir();
-        let config = portcullis::config::parse(&with_audit(config), &dir)
+        let config = portcullis::config::parse(&with_audit(config), dir.path())
             .unwrap_or_else(|e| panic!("config: {e}"));
         Self::run(config, dir).await
     }
@@ -208,7 +208,7 @@ impl TestGateway {
     pub async fn start_file(config: &str) -> Self {
         secrets::capture_logs();
         let dir = temp_dir();
-        let path = dir.join("gateway.toml");
+        let path = dir.path().join("gateway.toml");
         std::fs::write(&path, with_audit(config)).unwrap();
         let config = portcullis::config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
         let gw = Self::run(config, dir).await;
@@ -220,9 +220,9 @@ impl TestGateway {
 
     /// Replaces `gateway.toml` the way editors do (write, then rename).
     pub fn rewrite(&self, config: &str) {
-        let tmp = self.dir.join(".gateway.toml.tmp");
+        let tmp = self.dir.path().join(".gateway.toml.tmp");
         std::fs::write(&tmp, with_audit(config)).unwrap();
-        std::fs::rename(&tmp, self.dir.join("gateway.toml")).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("gateway.toml")).unwrap();
     }
 
     /// The value of one series in a scrape of `/metrics`, e.g.
@@ -256,7 +256,7 @@ impl TestGateway {
         answer["errors"].to_string()
     }
 
-    async fn run(config: portcullis::config::Config, dir: PathBuf) -> Self {
+    async fn run(config: portcullis::config::Config, dir: tempfile::TempDir) -> Self {
         let running = portcullis::app::start(config).await.unwrap();
         Self {
             addr: running.addr,
@@ -271,7 +271,7 @@ impl TestGateway {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     pub fn running(&self) -> &Running {
@@ -291,7 +291,7 @@ impl TestGateway {
 
     /// The default audit file (see [`TestGateway`]).
     pub fn audit_path(&self) -> PathBuf {
-        self.dir.join("audit.jsonl")
+        self.dir.path().join("audit.jsonl")
     }
 
     /// Waits until at least `n` records are written, then returns every
@@ -473,13 +473,10 @@ pub fn challenge(headers: &HeaderMap) -> Option<String> {
         .map(|v| v.to_str().unwrap().to_owned())
 }
 
-/// A fresh directory for files a test writes.
-pub fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-test-{}-{:x}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for files a test writes, removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("portcullis-test-")
+        .tempdir()
+        .unwrap()
 }
