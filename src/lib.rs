@@ -13,6 +13,8 @@
 //! - [`decision`]: the decision on one request, as metrics, `explain` and
 //!   the audit record see it.
 //! - [`rejection`]: the only author of the gateway's own refusals (RFC 6750).
+//! - [`mcp`]: the gateway as the resource server of MCP servers (their
+//!   protected-resource metadata).
 //! - [`upstream`]: the pooled upstream client, its connector, and the
 //!   headers an upstream sees; [`body`]: the body type of both directions.
 //! - [`proxy`]: the request pipeline and forwarding to the upstream;
@@ -31,7 +33,7 @@
 //!
 //! Dependencies point one way: `app` → `proxy`/`serve`/`admin`/`reload`
 //! (and `explain` → `proxy`) → `snapshot`/`audit`/`revocation_file` →
-//! `rejection`/`decision`/`stages` → `upstream`/`policy` → `token` → `keys` →
+//! `rejection`/`decision`/`stages`/`mcp` → `upstream`/`policy` → `token` → `keys` →
 //! `config`, with `metrics` above `keys`, and `body`, `text`, `tls`,
 //! `telemetry` and `shutdown` leaves anyone may use. No file imports one
 //! that imports it back (a module's files and their `mod.rs` aside).
@@ -47,6 +49,7 @@ pub mod decision;
 pub mod dev;
 pub mod explain;
 pub mod keys;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -14,6 +14,7 @@ use crate::config::{
     TokenCacheConfig, UpstreamConfig,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
+use crate::mcp::ResourceMetadata;
 use crate::policy::{Policies, RouteTable};
 use crate::rejection::Challenges;
 use crate::stages::Stages;
@@ -27,6 +28,8 @@ pub struct Snapshot {
     /// Agents and conditional-access policies.
     pub policies: Policies,
     pub challenges: Challenges,
+    /// The protected-resource metadata of every MCP route.
+    pub resource_metadata: ResourceMetadata,
     pub identity_headers: IdentityHeaders,
     /// Inbound headers removed before forwarding.
     pub inbound_strip: InboundStrip,
@@ -131,6 +134,7 @@ impl Snapshot {
         Ok(Self {
             verifier: Verifier::new(trusts, cache),
             challenges: Challenges::new(&config.server.realm, routes.routes(), &policies.policies),
+            resource_metadata: ResourceMetadata::compile(routes.routes()),
             routes,
             policies,
             identity_headers: config.identity_headers.clone(),

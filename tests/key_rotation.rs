@@ -105,6 +105,18 @@ async fn idp_down_at_start_means_not_ready_and_503() {
     let resp = get(&gw.url("/x"), Some(&idp.token().sign())).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(resp.headers().contains_key("retry-after"));
+    // Tokens while it is down are not a fetch each: a request fetches at
+    // most once a second (with the background retry, a few in all).
+    let before = idp.fetch_count();
+    for _ in 0..20 {
+        let resp = get(&gw.url("/x"), Some(&idp.token().sign())).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert!(
+        idp.fetch_count() - before <= 4,
+        "{}",
+        idp.fetch_count() - before
+    );
     // Public routes need no keys.
     assert_eq!(get(&gw.url("/health"), None).await.status(), StatusCode::OK);
 
@@ -247,4 +259,31 @@ async fn discovery_that_names_another_issuer_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
     assert_eq!(idp.fetch_count(), 0, "no key set fetched");
+}
+
+/// An issuer that comes up after the gateway costs no 503s once it serves:
+/// the first token then fetches the keys, whatever the background retry's
+/// backoff says.
+#[tokio::test]
+async fn a_token_after_the_issuer_comes_up_fetches_the_keys_at_once() {
+    let idp = TestIdp::start().await;
+    idp.set_mode(JwksMode::Down);
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start_unready(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        DEFAULT_ROUTES,
+    ))
+    .await;
+    // Two background fetches failed: the next one is two seconds away.
+    let mut fetched = gw.running().key_fetches_done();
+    tokio::time::timeout(Duration::from_secs(10), fetched.wait_for(|n| *n >= 2))
+        .await
+        .expect("two fetches")
+        .unwrap();
+    idp.set_mode(JwksMode::Serving);
+    assert_eq!(
+        get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
+        StatusCode::OK
+    );
 }

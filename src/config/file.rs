@@ -371,6 +371,16 @@ pub struct RouteFile {
     pub upgrades: Option<Vec<String>>,
     #[serde(default)]
     pub allow_matrix_params: bool,
+    pub mcp: Option<McpRouteFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpRouteFile {
+    #[serde(default)]
+    pub resource: String,
+    pub scopes_supported: Option<Vec<String>>,
+    pub authorization_servers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

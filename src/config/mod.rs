@@ -371,6 +371,31 @@ pub struct RouteConfig {
     pub upgrades: Vec<String>,
     /// Path segments may carry `;` parameters (never on `.` or `..`).
     pub allow_matrix_params: bool,
+    /// The route is an MCP server's endpoint, and the gateway its resource
+    /// server.
+    pub mcp: Option<McpRoute>,
+}
+
+/// Where RFC 9728 §3 puts a resource's metadata: this, then the
+/// resource's path.
+pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+/// An MCP route's resource-server settings: what its protected-resource
+/// metadata (RFC 9728) says, and where it is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpRoute {
+    /// The resource identifier: the MCP endpoint's public URL, exactly.
+    pub resource: String,
+    /// Where the metadata is served: `/.well-known/oauth-protected-resource`
+    /// followed by the resource's path.
+    pub metadata_path: String,
+    /// The metadata's full URL, for `resource_metadata` in challenges.
+    pub metadata_url: String,
+    /// Scopes in the form clients request them (Entra: the application ID
+    /// URI, a slash, the scope name).
+    pub scopes_supported: Vec<String>,
+    /// Issuer URLs clients get tokens from.
+    pub authorization_servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -82,6 +82,8 @@ pub struct KeyStatus {
 #[derive(Default)]
 struct RefreshState {
     last_on_demand: Option<Instant>,
+    /// The last fetch a request asked for while no usable set was loaded.
+    last_while_missing: Option<Instant>,
     negative: HashSet<String>,
     consecutive_failures: u32,
     last_success: Option<SystemTime>,
@@ -160,7 +162,7 @@ impl KeySource {
     /// cooldown allows it.
     pub async fn key(&self, kid: &str) -> KeyLookup {
         let Some(set) = self.fresh_set() else {
-            return KeyLookup::Unavailable;
+            return Box::pin(self.fetch_while_missing(kid)).await;
         };
         if let Some(key) = set.get(kid) {
             return KeyLookup::Found(key.clone());
@@ -195,6 +197,34 @@ impl KeySource {
         }
         self.lock_state().last_on_demand = Some(Instant::now());
         // A failure is recorded by `fetch_and_install`; the old set stays.
+        let _ = self.fetch_and_install().await;
+        match self.fresh_set() {
+            Some(set) => self.found_or_negative(&set, kid),
+            None => KeyLookup::Unavailable,
+        }
+    }
+
+    /// No usable set: a token has arrived, so fetch now rather than when
+    /// the background schedule's backoff says (an issuer that came up after
+    /// the gateway would otherwise cost seconds of 503s). One fetch at a
+    /// time, and at most one a second for requests: a flood of tokens
+    /// while the issuer is down does not become a flood of fetches.
+    async fn fetch_while_missing(&self, kid: &str) -> KeyLookup {
+        let _flight = self.fetch_lock.lock().await;
+        if let Some(set) = self.fresh_set() {
+            // Someone fetched while we waited.
+            return self.found_or_negative(&set, kid);
+        }
+        {
+            let mut state = self.lock_state();
+            if state
+                .last_while_missing
+                .is_some_and(|t| t.elapsed() < FIRST_RETRY)
+            {
+                return KeyLookup::Unavailable;
+            }
+            state.last_while_missing = Some(Instant::now());
+        }
         let _ = self.fetch_and_install().await;
         match self.fresh_set() {
             Some(set) => self.found_or_negative(&set, kid),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{ConfigError, RouteConfig, RouteMatch};
+use crate::config::{ConfigError, McpRoute, RouteConfig, RouteMatch};
 use crate::token::IdentityKind;
 
 const ALL_KINDS: u8 = 0b1111;
@@ -47,14 +47,18 @@ pub struct Route {
     max_body_bytes: Option<u64>,
     upgrades: Vec<String>,
     allow_matrix_params: bool,
+    /// An MCP route's resource-server settings.
+    mcp: Option<McpRoute>,
 }
 
 impl Route {
     fn compile(cfg: &RouteConfig) -> Self {
-        let required = if cfg.scopes.is_empty() {
-            &cfg.roles
-        } else {
-            &cfg.scopes
+        // Why: an MCP client asks for what the challenge names, in the form
+        // its authorization server takes (Entra: full-form scopes).
+        let required = match &cfg.mcp {
+            Some(mcp) if !mcp.scopes_supported.is_empty() => &mcp.scopes_supported,
+            _ if cfg.scopes.is_empty() => &cfg.roles,
+            _ => &cfg.scopes,
         };
         Self {
             name: Arc::from(cfg.name.as_str()),
@@ -72,7 +76,13 @@ impl Route {
             required_scope: required.join(" "),
             upgrades: cfg.upgrades.clone(),
             allow_matrix_params: cfg.allow_matrix_params,
+            mcp: cfg.mcp.clone(),
         }
+    }
+
+    /// The resource-server settings of an MCP route.
+    pub fn mcp(&self) -> Option<&McpRoute> {
+        self.mcp.as_ref()
     }
 
     pub fn name(&self) -> &str {
@@ -257,6 +267,7 @@ mod tests {
             max_body_bytes: None,
             upgrades: vec!["websocket".to_owned()],
             allow_matrix_params: false,
+            mcp: None,
         }
     }
 

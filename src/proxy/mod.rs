@@ -213,6 +213,13 @@ impl Gateway {
         pending: Option<&'a mut Pending>,
     ) -> impl Future<Output = (Decision, Outcome)> + 'a {
         async move {
+            if hyper::body::Body::is_end_stream(&body)
+                && let Some((response, route)) = ctx.snapshot.resource_metadata.answer(&parts)
+            {
+                let mut decision = Decision::pending();
+                decision.route = Some(route);
+                return (decision, Outcome::Served { response });
+            }
             let revoked = self.revocations.current().clone();
             let circumstances = pipeline::Circumstances {
                 client_ip,

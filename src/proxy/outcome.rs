@@ -25,6 +25,9 @@ pub(super) enum Outcome {
         rejection: Rejection,
         upstream: Option<UpstreamInfo>,
     },
+    /// The gateway answered itself: an MCP route's protected-resource
+    /// metadata.
+    Served { response: Response<Body> },
     /// Allowed, but the upstream could not be reached or did not answer in
     /// time.
     Failed {
@@ -38,6 +41,7 @@ impl Outcome {
         match self {
             Self::Forwarded { response, .. }
             | Self::Refused { response, .. }
+            | Self::Served { response }
             | Self::Failed { response, .. } => response,
         }
     }
@@ -46,6 +50,7 @@ impl Outcome {
         match self {
             Self::Forwarded { response, .. }
             | Self::Refused { response, .. }
+            | Self::Served { response }
             | Self::Failed { response, .. } => response,
         }
     }
@@ -54,7 +59,7 @@ impl Outcome {
     /// fault (5xx) is an error, one for the client's (4xx) a deny.
     pub(super) fn label(&self) -> DecisionLabel {
         match self {
-            Self::Forwarded { .. } => DecisionLabel::Allow,
+            Self::Forwarded { .. } | Self::Served { .. } => DecisionLabel::Allow,
             Self::Refused { rejection, .. } if rejection.status().is_server_error() => {
                 DecisionLabel::Error
             }
@@ -66,6 +71,7 @@ impl Outcome {
     pub(super) fn reason(&self) -> &'static str {
         match self {
             Self::Forwarded { .. } => "allowed",
+            Self::Served { .. } => "resource_metadata",
             Self::Refused { rejection, .. } => rejection.reason(),
             Self::Failed { error, .. } => error.reason(),
         }
@@ -82,6 +88,7 @@ impl Outcome {
             Self::Refused {
                 response, upstream, ..
             } => (response, upstream, None),
+            Self::Served { response } => (response, None, None),
             Self::Failed { response, error } => {
                 let upstream = UpstreamInfo {
                     status: None,

@@ -179,6 +179,12 @@ impl Challenges {
             }) => self.insufficient_claims.get(policy).cloned(),
             _ => None,
         };
+        // Why (MCP authorization, RFC 9728 §5.1): an MCP client finds the
+        // authorization server through the metadata the challenge names.
+        let challenge = match (challenge, route.and_then(Route::mcp)) {
+            (Some(c), Some(mcp)) => Some(with_resource_metadata(&c, &mcp.metadata_url)),
+            (c, _) => c,
+        };
         let body = body::of(rejection);
         let mut resp = Response::new(Bytes::from_static(body.as_bytes()));
         *resp.status_mut() = rejection.status();
@@ -200,6 +206,17 @@ impl Challenges {
         }
         resp
     }
+}
+
+/// `challenge` with the `resource_metadata` parameter. The URL was checked
+/// to be a URI when the config loaded, so it is header-safe.
+fn with_resource_metadata(challenge: &HeaderValue, url: &str) -> HeaderValue {
+    let mut text = Vec::with_capacity(challenge.len() + url.len() + 22);
+    text.extend_from_slice(challenge.as_bytes());
+    text.extend_from_slice(b", resource_metadata=\"");
+    text.extend_from_slice(url.as_bytes());
+    text.push(b'"');
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| challenge.clone())
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use super::{
 mod access;
 mod audit;
 mod issuers;
+mod mcp;
 mod routes;
 mod server;
 
@@ -187,6 +188,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             message: "none configured: every request is refused (no_route)".into(),
         });
     }
+    mcp::doctor(&mut warnings, &routes, &issuers);
     let agents = agents(&mut errs, &mut warnings, file.agents, &route_names);
     let location_names: Vec<&str> = locations.iter().map(|l| l.name.as_str()).collect();
     let policies = policies(&mut errs, file.policies, &route_names, &location_names);

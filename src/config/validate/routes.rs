@@ -5,10 +5,14 @@ use super::*;
 pub(super) fn route(
     errs: &mut Errors,
     at: &str,
-    f: RouteFile,
+    mut f: RouteFile,
     issuers: &[IssuerConfig],
 ) -> Option<RouteConfig> {
     let before = errs.0.len();
+    let mcp = f
+        .mcp
+        .take()
+        .and_then(|m| super::mcp::mcp_route(errs, at, m, &f, issuers));
     if f.name.is_empty()
         || !f
             .name
@@ -146,6 +150,7 @@ pub(super) fn route(
         max_body_bytes: f.max_body_bytes.map(|b| b.0),
         upgrades,
         allow_matrix_params: f.allow_matrix_params,
+        mcp,
     })
 }
 

@@ -1,0 +1,122 @@
+//! MCP routes: the gateway is the resource server of the MCP server behind
+//! it. It serves the route's protected-resource metadata (RFC 9728) itself
+//! and names it in every challenge, so that an MCP client can find where
+//! to get a token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: integration tests; a panic is a failure
+
+mod support;
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::{Value, json};
+use support::*;
+
+const RESOURCE: &str = "https://mcp.contoso.example/mcp";
+const METADATA: &str = "https://mcp.contoso.example/.well-known/oauth-protected-resource/mcp";
+const SCOPE: &str = "api://portcullis/Tools.Call";
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "mcp"
+path = "/mcp"
+methods = ["POST", "GET", "DELETE"]
+scopes = ["Tools.Call"]
+
+[routes.mcp]
+resource = "https://mcp.contoso.example/mcp"
+scopes_supported = ["api://portcullis/Tools.Call"]
+"#;
+
+fn post_mcp(gw: &TestGateway, token: Option<&str>) -> Request<Full<bytes::Bytes>> {
+    let mut req = Request::post(gw.url("/mcp")).header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.body(Full::from(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_gateway_serves_the_metadata_and_names_it_in_every_challenge() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), ROUTES)).await;
+
+    // The metadata, beside the resource's path and (one MCP route) at the
+    // bare well-known path, without a token, from the gateway itself.
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let resp = get(&gw.url(path), None).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let doc: Value = serde_json::from_str(&text(resp).await).unwrap();
+        assert_eq!(
+            doc,
+            json!({
+                "resource": RESOURCE,
+                "authorization_servers": [idp.issuer()],
+                "scopes_supported": [SCOPE],
+                "bearer_methods_supported": ["header"],
+            })
+        );
+    }
+    assert!(upstream.seen().is_empty(), "the upstream was asked");
+
+    // No token, a bad one: 401 naming the metadata.
+    for token in [None, Some("not-a-token")] {
+        let resp = send(post_mcp(&gw, token)).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let c = challenge(resp.headers()).unwrap();
+        assert!(
+            c.ends_with(&format!(", resource_metadata=\"{METADATA}\"")),
+            "{c}"
+        );
+    }
+    // Short of the scope: 403 with the scope in the form clients request.
+    let resp = send(post_mcp(&gw, Some(&idp.token().scp("Tools.Read").sign()))).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        challenge(resp.headers()).unwrap(),
+        format!(
+            "Bearer realm=\"test\", error=\"insufficient_scope\", scope=\"{SCOPE}\", resource_metadata=\"{METADATA}\""
+        )
+    );
+    // Allowed: forwarded as before.
+    let resp = send(post_mcp(&gw, Some(&idp.token().scp("Tools.Call").sign()))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // One record each, the metadata's counted on its route.
+    let records = gw.audit_records(6).await;
+    let served: Vec<_> = records
+        .iter()
+        .filter(|r| r["reason"] == "resource_metadata")
+        .collect();
+    assert_eq!(served.len(), 2, "{records:?}");
+    assert!(
+        served
+            .iter()
+            .all(|r| r["route"] == "mcp" && r["decision"] == "allow")
+    );
+}
+
+#[tokio::test]
+async fn routes_that_are_not_mcp_routes_serve_no_metadata() {
+    let (idp, upstream, gw) = default_stack().await;
+    let resp = get(
+        &gw.url("/.well-known/oauth-protected-resource"),
+        Some(&idp.token().sign()),
+    )
+    .await;
+    // Forwarded like any path the catch-all route covers.
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(upstream.seen().len(), 1);
+    let resp = get(&gw.url("/x"), None).await;
+    assert!(
+        !challenge(resp.headers())
+            .unwrap()
+            .contains("resource_metadata")
+    );
+}
