@@ -26,10 +26,22 @@ scopes = ["Tools.Call"]
 [routes.mcp]
 resource = "https://mcp.contoso.example/mcp"
 scopes_supported = ["api://portcullis/Tools.Call"]
+allowed_origins = ["https://chat.contoso.example"]
 "#;
 
 fn post_mcp(gw: &TestGateway, token: Option<&str>) -> Request<Full<bytes::Bytes>> {
+    post_mcp_from(gw, token, None)
+}
+
+fn post_mcp_from(
+    gw: &TestGateway,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> Request<Full<bytes::Bytes>> {
     let mut req = Request::post(gw.url("/mcp")).header("content-type", "application/json");
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -119,4 +131,35 @@ async fn routes_that_are_not_mcp_routes_serve_no_metadata() {
             .unwrap()
             .contains("resource_metadata")
     );
+}
+
+/// DNS rebinding: a page on another origin, in a browser that can reach
+/// the MCP server, is refused before its token is read; the resource's own
+/// origin and the configured ones, and clients that are not browser pages
+/// (no `Origin`), are not.
+#[tokio::test]
+async fn pages_from_other_origins_cannot_call_an_mcp_route() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), ROUTES)).await;
+    let token = idp.token().scp("Tools.Call").sign();
+    for origin in [
+        "http://evil.example",
+        "https://mcp.contoso.example.evil.example",
+        "null",
+    ] {
+        let resp = send(post_mcp_from(&gw, Some(&token), Some(origin))).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{origin}");
+        let body: Value = serde_json::from_str(&text(resp).await).unwrap();
+        assert_eq!(body["error"]["code"], "origin_not_allowed");
+    }
+    assert!(upstream.seen().is_empty());
+    for origin in [
+        Some("https://mcp.contoso.example"),
+        Some("https://CHAT.contoso.example"),
+        None,
+    ] {
+        let resp = send(post_mcp_from(&gw, Some(&token), origin)).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{origin:?}");
+    }
 }

@@ -381,6 +381,7 @@ pub struct McpRouteFile {
     pub resource: String,
     pub scopes_supported: Option<Vec<String>>,
     pub authorization_servers: Option<Vec<String>>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

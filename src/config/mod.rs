@@ -396,6 +396,10 @@ pub struct McpRoute {
     pub scopes_supported: Vec<String>,
     /// Issuer URLs clients get tokens from.
     pub authorization_servers: Vec<String>,
+    /// Origins (`scheme://host[:port]`, lower-cased) whose pages may call
+    /// the route; a request without `Origin` (not from a browser) is not
+    /// asked.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

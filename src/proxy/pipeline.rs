@@ -103,6 +103,15 @@ async fn admit_steps<'a>(
                 .is_some_and(|m| m.route.allows_matrix_params()) => {}
         path::Parameters::Plain | path::Parameters::OnDotSegment => return Err(Rejection::BadPath),
     }
+    // Why (MCP transport, DNS rebinding): a page on another origin must not
+    // reach an MCP server through a browser that holds a token for it.
+    if let Some(m) = &matched
+        && !m
+            .route
+            .allows_origin(parts.headers.get(http::header::ORIGIN))
+    {
+        return Err(Rejection::OriginNotAllowed);
+    }
     if let Some(grant) = matched.as_ref().and_then(|m| policy::admit_public(m.route)) {
         return Ok(Admitted { grant, path });
     }

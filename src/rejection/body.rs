@@ -58,6 +58,11 @@ pub(crate) fn of(rejection: &Rejection) -> &'static str {
         ),
         Rejection::BodyTooLarge => BODY_TOO_LARGE,
         Rejection::BadRequestBody => BAD_REQUEST_BODY,
+        Rejection::OriginNotAllowed => envelope!(
+            "permission_error",
+            "origin_not_allowed",
+            "Pages from this origin may not call this MCP server; its allowed_origins name the ones that may."
+        ),
         Rejection::InvalidToken(e) => token(*e),
         Rejection::Denied(d) => denial(d),
         Rejection::KeysUnavailable => envelope!(

@@ -35,6 +35,9 @@ pub enum Rejection {
     /// The body broke its chunked framing, or the client left while
     /// sending it (400).
     BadRequestBody,
+    /// A browser page from another origin calls an MCP route (403: the
+    /// MCP transport's protection against DNS rebinding).
+    OriginNotAllowed,
     InvalidToken(TokenError),
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
@@ -64,6 +67,7 @@ impl Rejection {
             Self::UriTooLong => "uri_too_long",
             Self::BodyTooLarge => "body_too_large",
             Self::BadRequestBody => "bad_request_body",
+            Self::OriginNotAllowed => "origin_not_allowed",
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -85,7 +89,7 @@ impl Rejection {
                 claims_challenge: Some(_),
                 ..
             }) => StatusCode::UNAUTHORIZED,
-            Self::Denied(_) => StatusCode::FORBIDDEN,
+            Self::Denied(_) | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::KeysUnavailable | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -275,6 +279,7 @@ mod tests {
             Rejection::UriTooLong,
             Rejection::BodyTooLarge,
             Rejection::BadRequestBody,
+            Rejection::OriginNotAllowed,
             Rejection::KeysUnavailable,
             Rejection::AuditUnavailable,
         ];

@@ -100,7 +100,25 @@ pub(super) fn mcp_route(
             );
         }
     }
+    let mut allowed_origins: Vec<String> = f
+        .allowed_origins
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match origin_of(o) {
+            Some(origin) if origin.len() == o.trim_end_matches('/').len() => Some(origin),
+            _ => {
+                errs.push(
+                    format!("{at}.mcp.allowed_origins[{i}]"),
+                    format!("{o:?} is not an origin (scheme://host[:port], nothing after it)"),
+                );
+                None
+            }
+        })
+        .collect();
     let uri = uri.filter(|_| errs.0.len() == before)?;
+    // Why: the resource's own origin is the one a browser page on it has.
+    allowed_origins.extend(origin_of(&f.resource));
     let path = uri.path().trim_end_matches('/');
     let metadata_path = format!("{METADATA_PREFIX}{path}");
     let authority = uri.authority().map_or("", |a| a.as_str());
@@ -111,7 +129,18 @@ pub(super) fn mcp_route(
         metadata_path,
         scopes_supported,
         authorization_servers,
+        allowed_origins,
     })
+}
+
+/// `scheme://authority` of an absolute http(s) URL, lower-cased.
+fn origin_of(url: &str) -> Option<String> {
+    let uri = url.parse::<http::Uri>().ok()?;
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    let authority = uri.authority()?;
+    Some(format!("{scheme}://{authority}").to_ascii_lowercase())
 }
 
 /// What MCP clients and Entra would later fail on with an opaque error,
