@@ -90,15 +90,7 @@ async fn a_storm_of_random_kids_causes_at_most_one_fetch_per_cooldown() {
 
 #[tokio::test]
 async fn idp_down_at_start_means_not_ready_and_503() {
-    let idp = TestIdp::start().await;
-    idp.set_mode(JwksMode::Down);
-    let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start_unready(&config(
-        upstream.addr,
-        &oidc_issuer(&idp, ""),
-        DEFAULT_ROUTES,
-    ))
-    .await;
+    let (idp, _upstream, gw) = started_with_the_issuer_down().await;
     let (status, body) = gw.admin_get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("\"idp\""), "{body}");
@@ -266,15 +258,7 @@ async fn discovery_that_names_another_issuer_is_refused() {
 /// backoff says.
 #[tokio::test]
 async fn a_token_after_the_issuer_comes_up_fetches_the_keys_at_once() {
-    let idp = TestIdp::start().await;
-    idp.set_mode(JwksMode::Down);
-    let upstream = TestUpstream::start().await;
-    let gw = TestGateway::start_unready(&config(
-        upstream.addr,
-        &oidc_issuer(&idp, ""),
-        DEFAULT_ROUTES,
-    ))
-    .await;
+    let (idp, _upstream, gw) = started_with_the_issuer_down().await;
     // Two background fetches failed: the next one is two seconds away.
     let mut fetched = gw.running().key_fetches_done();
     tokio::time::timeout(Duration::from_secs(10), fetched.wait_for(|n| *n >= 2))
@@ -286,4 +270,18 @@ async fn a_token_after_the_issuer_comes_up_fetches_the_keys_at_once() {
         get(&gw.url("/x"), Some(&idp.token().sign())).await.status(),
         StatusCode::OK
     );
+}
+
+/// The default stack, started while the issuer's key endpoint is down.
+async fn started_with_the_issuer_down() -> (TestIdp, TestUpstream, TestGateway) {
+    let idp = TestIdp::start().await;
+    idp.set_mode(JwksMode::Down);
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start_unready(&config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        DEFAULT_ROUTES,
+    ))
+    .await;
+    (idp, upstream, gw)
 }
