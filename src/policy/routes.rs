@@ -85,18 +85,19 @@ impl Route {
         self.mcp.as_ref()
     }
 
-    /// Whether a request with this `Origin` may use the route: always on a
-    /// route that is not an MCP route, and without an `Origin` (a client
-    /// that is not a browser page); else when the origin is allowed.
-    pub fn allows_origin(&self, origin: Option<&http::HeaderValue>) -> bool {
-        match (&self.mcp, origin) {
-            (Some(mcp), Some(origin)) => origin.to_str().is_ok_and(|o| {
+    /// Whether a request with these headers may use the route by its
+    /// `Origin`: always on a route that is not an MCP route, and without an
+    /// `Origin` (a client that is not a browser page); else when the
+    /// origin is allowed.
+    pub fn allows_origin(&self, headers: &http::HeaderMap) -> bool {
+        let Some(mcp) = &self.mcp else { return true };
+        headers.get(http::header::ORIGIN).is_none_or(|origin| {
+            origin.to_str().is_ok_and(|o| {
                 mcp.allowed_origins
                     .iter()
                     .any(|allowed| allowed.eq_ignore_ascii_case(o))
-            }),
-            _ => true,
-        }
+            })
+        })
     }
 
     pub fn name(&self) -> &str {

@@ -106,9 +106,7 @@ async fn admit_steps<'a>(
     // Why (MCP transport, DNS rebinding): a page on another origin must not
     // reach an MCP server through a browser that holds a token for it.
     if let Some(m) = &matched
-        && !m
-            .route
-            .allows_origin(parts.headers.get(http::header::ORIGIN))
+        && !m.route.allows_origin(&parts.headers)
     {
         return Err(Rejection::OriginNotAllowed);
     }
