@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::call::Call;
 use crate::policy::{Agent, PolicyOutcome, Route};
 use crate::rejection::Rejection;
 use crate::token::{CacheUse, TokenDigest, VerifiedClaims};
@@ -25,6 +26,9 @@ pub struct Decision {
     pub identity: Option<Arc<VerifiedClaims>>,
     pub agent: Option<Arc<Agent>>,
     pub policies: Vec<PolicyOutcome>,
+    /// What the request asks, as the stages read it (an MCP method and
+    /// its tool, prompt or resource).
+    pub call: Option<Call>,
 }
 
 impl Decision {
@@ -39,6 +43,7 @@ impl Decision {
             identity: None,
             agent: None,
             policies: Vec::new(),
+            call: None,
         }
     }
 

@@ -35,7 +35,8 @@
 //! (and `explain` → `proxy`) → `snapshot`/`audit`/`revocation_file` →
 //! `rejection`/`decision`/`stages`/`mcp` → `upstream`/`policy` → `token` → `keys` →
 //! `config`, with `metrics` above `keys`, and `body`, `text`, `tls`,
-//! `telemetry` and `shutdown` leaves anyone may use. No file imports one
+//! `telemetry`, `shutdown` and `call` (what stages read of a request)
+//! leaves anyone may use. No file imports one
 //! that imports it back (a module's files and their `mod.rs` aside).
 
 #![forbid(unsafe_code)]
@@ -44,6 +45,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod body;
+pub mod call;
 pub mod config;
 pub mod decision;
 pub mod dev;

@@ -14,7 +14,7 @@ use crate::config::{
     TokenCacheConfig, UpstreamConfig,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
-use crate::mcp::ResourceMetadata;
+use crate::mcp::{McpInspector, ResourceMetadata};
 use crate::policy::{Policies, RouteTable};
 use crate::rejection::Challenges;
 use crate::stages::Stages;
@@ -44,8 +44,8 @@ pub struct Snapshot {
     pub version: Arc<str>,
     /// The pooled client for the upstream.
     pub upstream: Upstream,
-    /// What inspects admitted requests and observes their answers (no
-    /// stage is configured yet).
+    /// What inspects admitted requests and observes their answers: the MCP
+    /// stage when a route is an MCP route.
     pub stages: Stages,
     /// What each issuer entry compiled to: the next reload keeps what did
     /// not change (trusts, key sources with their keys, cache entries).
@@ -131,6 +131,11 @@ impl Snapshot {
             .collect();
         let url = &config.upstream.url;
         let policies = Policies::compile(config);
+        let stages = if config.routes.iter().any(|r| r.mcp.is_some()) {
+            Stages::new(vec![Arc::new(McpInspector)])
+        } else {
+            Stages::default()
+        };
         Ok(Self {
             verifier: Verifier::new(trusts, cache),
             challenges: Challenges::new(&config.server.realm, routes.routes(), &policies.policies),
@@ -149,7 +154,7 @@ impl Snapshot {
             key_sources,
             version: Arc::from(config.version.as_str()),
             upstream,
-            stages: Stages::default(),
+            stages,
             issuers,
             upstream_config: config.upstream.clone(),
             token_cache_config: config.token_cache.clone(),

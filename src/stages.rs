@@ -20,6 +20,7 @@ use http::{HeaderValue, Request, header};
 use http_body_util::{BodyExt, LengthLimitError};
 
 use crate::body::{Body, Ended, Watch, Watched, full};
+use crate::call::Call;
 use crate::policy::Grant;
 use crate::rejection::Rejection;
 use crate::telemetry::caused_by;
@@ -33,12 +34,26 @@ pub trait Inspect: Send + Sync {
 
     /// Reads the request (the body when it asked for it), may change what
     /// is forwarded or refuse it, and may start an observer of the answer.
-    fn inspect(
-        &self,
-        grant: &Grant,
-        head: &mut Parts,
-        body: Option<&mut Bytes>,
-    ) -> Result<Option<Box<dyn Observe>>, Rejection>;
+    fn inspect(&self, grant: &Grant, head: &mut Parts, body: Option<&mut Bytes>) -> Inspection;
+}
+
+/// What one inspector made of a request.
+pub struct Inspection {
+    /// What the request asks, as the inspector read it (for the decision
+    /// and the record), also when it is refused.
+    pub call: Option<Call>,
+    /// Refused, or let through with an observer of its answer (or none).
+    pub verdict: Result<Option<Box<dyn Observe>>, Rejection>,
+}
+
+impl Inspection {
+    /// Through, unread and unwatched.
+    pub fn pass() -> Self {
+        Self {
+            call: None,
+            verdict: Ok(None),
+        }
+    }
 }
 
 /// Watches one response as it streams to the client.
@@ -50,8 +65,12 @@ pub trait Observe: Send + Sync {
     fn end(&mut self, ended: Ended);
 }
 
-/// An inspected request, to forward, and the observers of its answer.
-pub type Inspected = (Request<Body>, Observers);
+/// What the stages made of a request: what it asks, and the request to
+/// forward with the observers of its answer, or the refusal.
+pub struct Staged {
+    pub call: Option<Call>,
+    pub result: Result<(Request<Body>, Observers), Rejection>,
+}
 
 /// The inspectors of one config generation.
 #[derive(Clone, Default)]
@@ -77,11 +96,11 @@ impl Stages {
         &'a self,
         grant: &'a Grant,
         request: Request<Body>,
-    ) -> Pin<Box<dyn Future<Output = Result<Inspected, Rejection>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Staged> + Send + 'a>> {
         Box::pin(self.run(grant, request))
     }
 
-    async fn run(&self, grant: &Grant, request: Request<Body>) -> Result<Inspected, Rejection> {
+    async fn run(&self, grant: &Grant, request: Request<Body>) -> Staged {
         let (mut head, body) = request.into_parts();
         let limit = self
             .inspectors
@@ -89,13 +108,31 @@ impl Stages {
             .filter_map(|i| i.body_limit(grant, &head))
             .max();
         let (mut read, body) = match limit {
-            Some(max) => (Some(read_whole(body, max).await?), None),
+            Some(max) => match read_whole(body, max).await {
+                Ok(bytes) => (Some(bytes), None),
+                Err(rejection) => {
+                    return Staged {
+                        call: None,
+                        result: Err(rejection),
+                    };
+                }
+            },
             None => (None, Some(body)),
         };
+        let mut call = None;
         let mut observers = Vec::new();
         for inspector in &self.inspectors {
-            if let Some(o) = inspector.inspect(grant, &mut head, read.as_mut())? {
-                observers.push(o);
+            let inspection = inspector.inspect(grant, &mut head, read.as_mut());
+            call = call.or(inspection.call);
+            match inspection.verdict {
+                Ok(Some(o)) => observers.push(o),
+                Ok(None) => {}
+                Err(rejection) => {
+                    return Staged {
+                        call,
+                        result: Err(rejection),
+                    };
+                }
             }
         }
         let body = match (read, body) {
@@ -109,7 +146,10 @@ impl Stages {
             (None, Some(body)) => body,
             (None, None) => full(Bytes::new()),
         };
-        Ok((Request::from_parts(head, body), Observers(observers)))
+        Staged {
+            call,
+            result: Ok((Request::from_parts(head, body), Observers(observers))),
+        }
     }
 }
 
@@ -165,6 +205,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::call::McpCall;
 
     /// The grant of a public route: what every request here is admitted by.
     fn grant() -> Grant {
@@ -201,18 +242,23 @@ mod tests {
         fn body_limit(&self, _: &Grant, _: &Parts) -> Option<usize> {
             Some(16)
         }
-        fn inspect(
-            &self,
-            _: &Grant,
-            _: &mut Parts,
-            body: Option<&mut Bytes>,
-        ) -> Result<Option<Box<dyn Observe>>, Rejection> {
+        fn inspect(&self, _: &Grant, _: &mut Parts, body: Option<&mut Bytes>) -> Inspection {
             let body = body.expect("asked for");
+            let call = Some(Call::Mcp(McpCall {
+                method: Some(String::from_utf8_lossy(body).into_owned()),
+                ..McpCall::default()
+            }));
             if body.as_ref() == b"no" {
-                return Err(Rejection::BadRequestBody);
+                return Inspection {
+                    call,
+                    verdict: Err(Rejection::BadRequestBody),
+                };
             }
             *body = Bytes::from(body.to_ascii_uppercase());
-            Ok(Some(Box::new(Counter(self.0.clone()))))
+            Inspection {
+                call,
+                verdict: Ok(Some(Box::new(Counter(self.0.clone())))),
+            }
         }
     }
 
@@ -227,7 +273,9 @@ mod tests {
     async fn without_inspectors_a_request_passes_untouched() {
         let stages = Stages::default();
         assert!(stages.is_empty());
-        let (req, observers) = stages.inspect(&grant(), request("hello")).await.unwrap();
+        let staged = stages.inspect(&grant(), request("hello")).await;
+        assert_eq!(staged.call, None);
+        let (req, observers) = staged.result.unwrap();
         assert!(observers.0.is_empty());
         let body = req.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "hello");
@@ -238,7 +286,15 @@ mod tests {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stages = Stages::new(vec![Arc::new(Shouting(seen.clone()))]);
 
-        let (req, observers) = stages.inspect(&grant(), request("hello")).await.unwrap();
+        let staged = stages.inspect(&grant(), request("hello")).await;
+        let read = |method: &str| {
+            Some(Call::Mcp(McpCall {
+                method: Some(method.to_owned()),
+                ..McpCall::default()
+            }))
+        };
+        assert_eq!(staged.call, read("hello"));
+        let (req, observers) = staged.result.unwrap();
         assert_eq!(req.headers()[header::CONTENT_LENGTH], "5");
         let body = req.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "HELLO");
@@ -250,9 +306,11 @@ mod tests {
         };
         assert_eq!((bytes, ended), (12, Some(Ended::Complete)));
 
+        // A refused request keeps what was read of it.
         let refused = stages.inspect(&grant(), request("no")).await;
-        assert_eq!(refused.err(), Some(Rejection::BadRequestBody));
+        assert_eq!(refused.call, read("no"));
+        assert_eq!(refused.result.err(), Some(Rejection::BadRequestBody));
         let too_long = stages.inspect(&grant(), request("seventeen bytes!!")).await;
-        assert_eq!(too_long.err(), Some(Rejection::BodyTooLarge));
+        assert_eq!(too_long.result.err(), Some(Rejection::BodyTooLarge));
     }
 }

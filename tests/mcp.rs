@@ -163,3 +163,102 @@ async fn pages_from_other_origins_cannot_call_an_mcp_route() {
         assert_eq!(resp.status(), StatusCode::OK, "{origin:?}");
     }
 }
+
+fn post_body(gw: &TestGateway, token: &str, body: &'static str) -> Request<Full<bytes::Bytes>> {
+    Request::post(gw.url("/mcp"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("mcp-session-id", "session-7f3a")
+        .body(Full::from(body))
+        .unwrap()
+}
+
+/// A message is read once, strictly: the upstream gets the bytes the
+/// client sent, and the record says what the message asks.
+#[tokio::test]
+async fn messages_are_forwarded_as_sent_and_recorded_by_what_they_ask() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), ROUTES)).await;
+    let token = idp.token().scp("Tools.Call").sign();
+    const CALL: &str = r#"{ "jsonrpc": "2.0", "id": "call-1", "method": "tools/call",
+        "params": {"name": "search", "arguments": {"q": "tickets"}} }"#;
+    let echoed = echoed(send(post_body(&gw, &token, CALL)).await).await;
+    assert_eq!(echoed["body"]["bytes"], CALL.len());
+    assert_eq!(echoed["body"]["json"]["params"]["name"], "search");
+
+    let resp = send(post_body(
+        &gw,
+        &token,
+        r#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///tickets/7"}}"#,
+    ))
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let records = gw.audit_records(2).await;
+    assert_eq!(
+        records[0]["mcp"],
+        json!({
+            "mcp.method.name": "tools/call",
+            "gen_ai.tool.name": "search",
+            "jsonrpc.request.id": "call-1",
+            "mcp.protocol.version": "2025-06-18",
+            "mcp.session.id": records[0]["mcp"]["mcp.session.id"].clone(),
+        })
+    );
+    let session = records[0]["mcp"]["mcp.session.id"].as_str().unwrap();
+    assert!(
+        session.starts_with("sha256:") && !session.contains("7f3a"),
+        "{session}"
+    );
+    assert_eq!(records[1]["mcp"]["mcp.resource.uri"], "file:///tickets/7");
+    assert_eq!(records[1]["mcp"]["jsonrpc.request.id"], "2");
+}
+
+/// What the server could read otherwise than the gateway is refused with
+/// a JSON-RPC error, and never reaches the server.
+#[tokio::test]
+async fn messages_that_could_be_read_two_ways_are_refused() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), ROUTES)).await;
+    let token = idp.token().scp("Tools.Call").sign();
+    for (n, (body, reason)) in [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","name":"delete_everything"}}"#,
+            "mcp_malformed",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["delete_everything"]}"#,
+            "mcp_malformed",
+        ),
+        (
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}]"#,
+            "mcp_batch",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resp = send(post_body(&gw, &token, body)).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body}");
+        let error: Value = serde_json::from_str(&text(resp).await).unwrap();
+        assert_eq!(error["jsonrpc"], "2.0");
+        assert_eq!(error["id"], Value::Null);
+        assert_eq!(error["error"]["code"], -32600, "{body}");
+        let records = gw.audit_records(n as u64 + 1).await;
+        assert_eq!(records[n]["reason"], reason);
+    }
+    let mut req = post_body(
+        &gw,
+        &token,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}"#,
+    );
+    req.headers_mut().insert(
+        "mcp-name",
+        http::HeaderValue::from_static("delete_everything"),
+    );
+    assert_eq!(send(req).await.status(), StatusCode::BAD_REQUEST);
+    assert!(upstream.seen().is_empty(), "the server was asked");
+}

@@ -7,6 +7,7 @@ use http::Version;
 use serde::Serialize;
 
 use super::record::{Event, Field, Record, SCHEMA};
+use crate::call::Call;
 use crate::decision::Decision;
 use crate::text::{write_hex, write_ip};
 use crate::token::CacheUse;
@@ -147,7 +148,32 @@ impl Record {
             w.raw(o.result.as_str().as_bytes());
             w.raw(b"\"}");
         }
-        w.raw(b"],\"config_version\":");
+        w.raw(b"],\"mcp\":");
+        match decision.and_then(|d| d.call.as_ref()) {
+            None => w.raw(b"null"),
+            Some(Call::Mcp(c)) => {
+                w.raw(b"{\"mcp.method.name\":");
+                w.opt_str(c.method.as_deref())?;
+                if let Some(target) = &c.target {
+                    w.raw(b",\"");
+                    w.raw(target.attribute().as_bytes());
+                    w.raw(b"\":");
+                    w.str(target.name())?;
+                }
+                w.raw(b",\"jsonrpc.request.id\":");
+                match c.id.as_deref() {
+                    // A string id is JSON text already; a number becomes one.
+                    Some(id) if id.starts_with('"') => w.raw(id.as_bytes()),
+                    id => w.opt_str(id)?,
+                }
+                w.raw(b",\"mcp.protocol.version\":");
+                w.opt_str(c.protocol_version.as_deref())?;
+                w.raw(b",\"mcp.session.id\":");
+                w.opt_str(c.session.as_deref())?;
+                w.raw(b"}");
+            }
+        }
+        w.raw(b",\"config_version\":");
         w.str(&r.config_version)?;
         w.raw(b",\"upstream\":");
         match &r.upstream {

@@ -15,7 +15,7 @@ pub use mint::{
     DEV_AGENT, DEV_AGENT_USER, DEV_APP, DEV_BLUEPRINT, DEV_TENANT, DEV_USER, DEV_USER_APP, DevKind,
     TokenRequest,
 };
-pub use server::{DevIssuer, EchoUpstream, JwksMode, echo, serve_http};
+pub use server::{DevIssuer, EchoUpstream, JwksMode, echo, echo_with_body, serve_http};
 pub use signing::{KeyGenError, SigningKey};
 
 /// The audience of dev tokens.

@@ -3,8 +3,13 @@
 //! An MCP route (a route with an `mcp` table) is where the gateway checks
 //! tokens for an MCP server, so the gateway also says how to get one: it
 //! serves the route's protected-resource metadata (RFC 9728) itself and
-//! names it in every challenge on the route.
+//! names it in every challenge on the route. It reads every message posted
+//! to the route, strictly, refuses what the server could read otherwise,
+//! and records the method and the tool, prompt or resource it reaches.
 
+mod inspect;
+mod message;
 mod metadata;
 
+pub use inspect::McpInspector;
 pub use metadata::ResourceMetadata;

@@ -226,8 +226,10 @@ impl Gateway {
                 now,
                 revoked: &revoked,
             };
-            let Admission { decision, admitted } =
-                pipeline::admit(ctx.snapshot, &parts, circumstances).await;
+            let Admission {
+                mut decision,
+                admitted,
+            } = pipeline::admit(ctx.snapshot, &parts, circumstances).await;
             let body_bytes = pending
                 .filter(|_| !hyper::body::Body::is_end_stream(&body))
                 .map(Pending::count_bytes_in);
@@ -268,7 +270,10 @@ impl Gateway {
                     let (req, observers) = if snapshot.stages.is_empty() {
                         (req, None)
                     } else {
-                        match snapshot.stages.inspect(&grant, req).await {
+                        let staged = snapshot.stages.inspect(&grant, req).await;
+                        // What the stages read is part of what was decided on.
+                        decision.call = staged.call;
+                        match staged.result {
                             Ok((req, observers)) => (req, Some(observers)),
                             Err(rejection) => {
                                 let mut refused = ctx.refuse(rejection, Some(route), None);

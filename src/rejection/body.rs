@@ -11,7 +11,7 @@ use crate::policy::Denial;
 use crate::token::TokenError;
 use crate::upstream::ForwardError;
 
-use super::Rejection;
+use super::{McpFault, Rejection};
 
 /// One body, built at compile time. Messages hold no `"` or `\`.
 macro_rules! envelope {
@@ -63,6 +63,7 @@ pub(crate) fn of(rejection: &Rejection) -> &'static str {
             "origin_not_allowed",
             "Pages from this origin may not call this MCP server; its allowed_origins name the ones that may."
         ),
+        Rejection::McpInvalid(f) => mcp(*f),
         Rejection::InvalidToken(e) => token(*e),
         Rejection::Denied(d) => denial(d),
         Rejection::KeysUnavailable => envelope!(
@@ -74,6 +75,37 @@ pub(crate) fn of(rejection: &Rejection) -> &'static str {
             "api_error",
             "audit_unavailable",
             "The gateway cannot record requests right now; retry later."
+        ),
+    }
+}
+
+/// A JSON-RPC error without an id: what MCP clients read from a refused
+/// message (the id of a message that could be read two ways is not known).
+macro_rules! jsonrpc_error {
+    ($code:literal, $message:literal) => {
+        concat!(
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":"#,
+            $code,
+            r#","message":""#,
+            $message,
+            r#""}}"#
+        )
+    };
+}
+
+fn mcp(f: McpFault) -> &'static str {
+    match f {
+        McpFault::Malformed => jsonrpc_error!(
+            -32600,
+            "Invalid Request: not one JSON-RPC 2.0 message (a key given twice, a field of the wrong type, or not JSON)."
+        ),
+        McpFault::Batch => jsonrpc_error!(
+            -32600,
+            "Invalid Request: batches are not part of MCP; send one message per request."
+        ),
+        McpFault::HeaderMismatch => jsonrpc_error!(
+            -32600,
+            "Invalid Request: the Mcp-Method or Mcp-Name header does not match the message."
         ),
     }
 }

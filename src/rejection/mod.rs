@@ -38,6 +38,9 @@ pub enum Rejection {
     /// A browser page from another origin calls an MCP route (403: the
     /// MCP transport's protection against DNS rebinding).
     OriginNotAllowed,
+    /// A message to an MCP route that could be read two ways (400, with a
+    /// JSON-RPC error).
+    McpInvalid(McpFault),
     InvalidToken(TokenError),
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
@@ -45,6 +48,28 @@ pub enum Rejection {
     /// The audit trail cannot record the request (its queue stayed full,
     /// or its sink fails with `on_failure = "deny"`): 503 + Retry-After.
     AuditUnavailable,
+}
+
+/// Why a message to an MCP route is refused before it is authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpFault {
+    /// Not one JSON-RPC 2.0 message: not JSON, a key twice, a field of the
+    /// wrong type, or no `jsonrpc: "2.0"`.
+    Malformed,
+    /// An array of messages: batching left the protocol (2025-06-18).
+    Batch,
+    /// `Mcp-Method` or `Mcp-Name` says something the body does not.
+    HeaderMismatch,
+}
+
+impl McpFault {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Malformed => "mcp_malformed",
+            Self::Batch => "mcp_batch",
+            Self::HeaderMismatch => "mcp_header_mismatch",
+        }
+    }
 }
 
 impl From<BearerError> for Rejection {
@@ -68,6 +93,7 @@ impl Rejection {
             Self::BodyTooLarge => "body_too_large",
             Self::BadRequestBody => "bad_request_body",
             Self::OriginNotAllowed => "origin_not_allowed",
+            Self::McpInvalid(f) => f.reason(),
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -78,9 +104,11 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest | Self::BadPath | Self::BadHost | Self::BadRequestBody => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidRequest
+            | Self::BadPath
+            | Self::BadHost
+            | Self::BadRequestBody
+            | Self::McpInvalid(_) => StatusCode::BAD_REQUEST,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,

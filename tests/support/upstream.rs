@@ -102,6 +102,10 @@ async fn route(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
         "/ws" => websocket(req),
         "/upload" => upload(req).await,
         "/dies" => dies(),
+        // Reports the body it read: what an MCP server would have parsed.
+        "/mcp" => portcullis::dev::echo_with_body(req)
+            .await
+            .map(|b| b.map_err(|never| match never {}).boxed()),
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             full(StatusCode::OK, "late")

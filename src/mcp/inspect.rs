@@ -1,0 +1,69 @@
+//! The MCP stage: reads every message posted to an MCP route, refuses what
+//! could be read two ways, and records what it asks.
+
+use bytes::Bytes;
+use http::Method;
+use http::request::Parts;
+
+use super::message;
+use crate::call::{Call, McpCall};
+use crate::policy::Grant;
+use crate::rejection::Rejection;
+use crate::stages::{Inspect, Inspection};
+use crate::text::write_hex;
+
+/// The most of a message read on an MCP route that sets no
+/// `max_body_bytes`: tool arguments are JSON, not uploads.
+const DEFAULT_LIMIT: usize = 4 << 20;
+
+pub struct McpInspector;
+
+impl Inspect for McpInspector {
+    fn body_limit(&self, grant: &Grant, head: &Parts) -> Option<usize> {
+        let route = grant.route();
+        route.mcp()?;
+        // `GET` opens the server's stream and `DELETE` ends a session:
+        // neither has a message to read.
+        (head.method == Method::POST).then(|| {
+            route.max_body_bytes().map_or(DEFAULT_LIMIT, |max| {
+                usize::try_from(max).unwrap_or(usize::MAX)
+            })
+        })
+    }
+
+    fn inspect(&self, grant: &Grant, head: &mut Parts, body: Option<&mut Bytes>) -> Inspection {
+        if grant.route().mcp().is_none() {
+            return Inspection::pass();
+        }
+        let read = match body {
+            Some(body) => message::read(&head.headers, body),
+            None => Ok(McpCall::default()),
+        };
+        let header = |name: &str| {
+            head.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let fill = |mut call: McpCall| {
+            call.protocol_version = header("mcp-protocol-version");
+            call.session = head.headers.get("mcp-session-id").map(|id| {
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
+                let mut out = b"sha256:".to_vec();
+                write_hex(&mut out, &d.as_ref()[..8]);
+                String::from_utf8_lossy(&out).into_owned()
+            });
+            Some(Call::Mcp(call))
+        };
+        match read {
+            Ok(call) => Inspection {
+                call: fill(call),
+                verdict: Ok(None),
+            },
+            Err(fault) => Inspection {
+                call: fill(McpCall::default()),
+                verdict: Err(Rejection::McpInvalid(fault)),
+            },
+        }
+    }
+}
