@@ -14,7 +14,7 @@ use crate::config::{
     TokenCacheConfig, UpstreamConfig,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
-use crate::mcp::{McpInspector, ResourceMetadata};
+use crate::mcp::{McpInspector, McpRules, ResourceMetadata};
 use crate::policy::{Policies, RouteTable};
 use crate::rejection::Challenges;
 use crate::stages::Stages;
@@ -132,7 +132,8 @@ impl Snapshot {
         let url = &config.upstream.url;
         let policies = Policies::compile(config);
         let stages = if config.routes.iter().any(|r| r.mcp.is_some()) {
-            Stages::new(vec![Arc::new(McpInspector)])
+            let rules = McpRules::compile(&config.mcp_rules, &config.agents);
+            Stages::new(vec![Arc::new(McpInspector::new(rules))])
         } else {
             Stages::default()
         };

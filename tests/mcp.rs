@@ -262,3 +262,114 @@ async fn messages_that_could_be_read_two_ways_are_refused() {
     assert_eq!(send(req).await.status(), StatusCode::BAD_REQUEST);
     assert!(upstream.seen().is_empty(), "the server was asked");
 }
+
+const RULED: &str = r#"
+[[routes]]
+name = "mcp"
+path = "/mcp"
+methods = ["POST", "GET", "DELETE"]
+scopes = ["Tools.Read", "Tools.Write"]
+roles = ["Tools.Read", "Tools.Write"]
+
+[routes.mcp]
+resource = "https://mcp.contoso.example/mcp"
+scopes_supported = ["api://portcullis/Tools.Read", "api://portcullis/Tools.Write"]
+
+[[mcp_rules]]
+route = "mcp"
+tools = ["search_*"]
+scopes = ["Tools.Read"]
+roles = ["Tools.Read"]
+
+[[mcp_rules]]
+route = "mcp"
+tools = ["delete_*"]
+scopes = ["Tools.Write"]
+roles = ["Tools.Write"]
+kinds = ["user"]
+"#;
+
+fn tool_call(id: u32, name: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{name}","arguments":{{}}}}}}"#
+    )
+}
+
+/// Per tool: a call reaches the server only when a rule allows it; a
+/// delegated caller short of a scope is told which (step-up), an app is
+/// answered as by a server without the tool.
+#[tokio::test]
+async fn each_tool_call_needs_a_rule_and_each_denial_fits_its_caller() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), RULED)).await;
+    let post = |token: String, body: String| {
+        Request::post(gw.url("/mcp"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::from(body))
+            .unwrap()
+    };
+    let reader = idp.token().scp("Tools.Read").sign();
+    let app = idp
+        .token()
+        .without("scp")
+        .claim("idtyp", "app")
+        .roles(&["Tools.Read"])
+        .sign();
+
+    // Allowed: forwarded as sent.
+    let echoed = echoed(send(post(reader.clone(), tool_call(1, "search_docs"))).await).await;
+    assert_eq!(echoed["body"]["json"]["params"]["name"], "search_docs");
+
+    // A user short of Tools.Write: 403 naming it, in full form, with the
+    // metadata to get it from.
+    let resp = send(post(reader.clone(), tool_call(2, "delete_everything"))).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        challenge(resp.headers()).unwrap(),
+        format!(
+            "Bearer realm=\"test\", error=\"insufficient_scope\", scope=\"api://portcullis/Tools.Write\", resource_metadata=\"{METADATA}\""
+        )
+    );
+
+    // An app: the JSON-RPC error of a server without the tool, with the
+    // call's id, so that it cannot tell what exists from what it may use.
+    for (n, name) in ["delete_everything", "no_such_tool"].iter().enumerate() {
+        let resp = send(post(app.clone(), tool_call(10 + n as u32, name))).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let error: Value = serde_json::from_str(&text(resp).await).unwrap();
+        assert_eq!(
+            error,
+            json!({"jsonrpc": "2.0", "id": 10 + n,
+                "error": {"code": -32602, "message": format!("Unknown tool: {name}")}})
+        );
+    }
+    // Lists and the handshake need only the route.
+    let list = r#"{"jsonrpc":"2.0","id":20,"method":"tools/list"}"#.to_owned();
+    assert_eq!(send(post(app.clone(), list)).await.status(), StatusCode::OK);
+
+    assert_eq!(
+        upstream.seen().len(),
+        2,
+        "only allowed calls reach the server"
+    );
+    let records = gw.audit_records(5).await;
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "allowed",
+            "mcp_scope_missing",
+            "mcp_not_allowed",
+            "mcp_not_allowed",
+            "allowed"
+        ]
+    );
+    assert_eq!(records[2]["mcp"]["gen_ai.tool.name"], "delete_everything");
+    assert_eq!(records[2]["decision"], "deny");
+}

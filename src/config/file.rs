@@ -131,6 +131,8 @@ pub struct FileConfig {
     pub agents: Vec<AgentFile>,
     #[serde(default)]
     pub policies: Vec<PolicyFile>,
+    #[serde(default)]
+    pub mcp_rules: Vec<McpRuleFile>,
     pub revocation: Option<RevocationSourceFile>,
     #[serde(default)]
     pub audit: AuditFile,
@@ -202,6 +204,7 @@ pub struct AgentFile {
     pub params: std::collections::BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub permissions: Vec<String>,
+    pub tools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -382,6 +385,26 @@ pub struct McpRouteFile {
     pub scopes_supported: Option<Vec<String>>,
     pub authorization_servers: Option<Vec<String>>,
     pub allowed_origins: Option<Vec<String>>,
+    pub hide_denied: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpRuleFile {
+    #[serde(default)]
+    pub route: String,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub kinds: Option<Vec<String>>,
+    pub agents: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

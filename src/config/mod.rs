@@ -45,6 +45,8 @@ pub struct Config {
     /// Shared with the snapshot's registry as they are.
     pub agents: Vec<Arc<AgentConfig>>,
     pub policies: Vec<PolicyConfig>,
+    /// Which tools, prompts and resources of MCP routes a call may reach.
+    pub mcp_rules: Vec<McpRule>,
     /// The revocation list, watched and applied on change.
     pub revocation_file: Option<PathBuf>,
     pub audit: AuditConfig,
@@ -98,6 +100,9 @@ pub struct AgentConfig {
     pub params: Vec<(String, Vec<String>)>,
     /// Scopes or roles the token must hold, all of them, on top of the route's.
     pub permissions: Vec<String>,
+    /// MCP tools (patterns) it may call, on top of the MCP rules; `None`
+    /// for whatever the rules allow.
+    pub tools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,6 +405,28 @@ pub struct McpRoute {
     /// the route; a request without `Origin` (not from a browser) is not
     /// asked.
     pub allowed_origins: Vec<String>,
+    /// A call the rules deny looks like one to a tool, prompt or resource
+    /// that does not exist.
+    pub hide_denied: bool,
+}
+
+/// One MCP rule: calls on `route` to these tools, prompts or resources
+/// (patterns, `*` for any run of characters) are allowed to callers that
+/// meet its conditions. A call on a route with rules needs one that
+/// allows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpRule {
+    pub route: String,
+    pub tools: Vec<String>,
+    pub prompts: Vec<String>,
+    pub resources: Vec<String>,
+    /// Any one of these scopes or roles (none: no permission asked).
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    /// Identity kinds; `None` for every kind.
+    pub kinds: Option<Vec<String>>,
+    /// Agent ids (lower case); `None` for any caller.
+    pub agents: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

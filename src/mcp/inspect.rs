@@ -6,7 +6,8 @@ use http::Method;
 use http::request::Parts;
 
 use super::message;
-use crate::call::{Call, McpCall};
+use super::rules::{McpRules, Verdict};
+use crate::call::{Call, McpCall, McpTarget};
 use crate::policy::Grant;
 use crate::rejection::Rejection;
 use crate::stages::{Inspect, Inspection};
@@ -16,7 +17,16 @@ use crate::text::write_hex;
 /// `max_body_bytes`: tool arguments are JSON, not uploads.
 const DEFAULT_LIMIT: usize = 4 << 20;
 
-pub struct McpInspector;
+/// Reads MCP messages and decides on their calls by the config's rules.
+pub struct McpInspector {
+    rules: McpRules,
+}
+
+impl McpInspector {
+    pub fn new(rules: McpRules) -> Self {
+        Self { rules }
+    }
+}
 
 impl Inspect for McpInspector {
     fn body_limit(&self, grant: &Grant, head: &Parts) -> Option<usize> {
@@ -32,9 +42,10 @@ impl Inspect for McpInspector {
     }
 
     fn inspect(&self, grant: &Grant, head: &mut Parts, body: Option<&mut Bytes>) -> Inspection {
-        if grant.route().mcp().is_none() {
+        let route = grant.route();
+        let Some(mcp) = route.mcp() else {
             return Inspection::pass();
-        }
+        };
         let read = match body {
             Some(body) => message::read(&head.headers, body),
             None => Ok(McpCall::default()),
@@ -56,10 +67,35 @@ impl Inspect for McpInspector {
             Some(Call::Mcp(call))
         };
         match read {
-            Ok(call) => Inspection {
-                call: fill(call),
-                verdict: Ok(None),
-            },
+            Ok(call) => {
+                let verdict = match grant.claims() {
+                    Some(claims) => self.rules.decide(
+                        route,
+                        claims,
+                        call.method.as_deref(),
+                        call.target.as_ref(),
+                    ),
+                    // An MCP route is never public (checked at load).
+                    None => Verdict::Allowed,
+                };
+                let verdict = match (verdict, &call.target) {
+                    (Verdict::Allowed, _) => Ok(None),
+                    (Verdict::ScopeShort(scope), _) => Err(Rejection::McpScopeMissing {
+                        scope: scope.into(),
+                    }),
+                    (Verdict::NotAllowed, target) => Err(Rejection::McpNotAllowed {
+                        // A call that names nothing is answered as one to
+                        // an unknown tool without a name.
+                        target: target.clone().unwrap_or(McpTarget::Tool(String::new())),
+                        id: call.id.clone(),
+                        hidden: mcp.hide_denied,
+                    }),
+                };
+                Inspection {
+                    call: fill(call),
+                    verdict,
+                }
+            }
             Err(fault) => Inspection {
                 call: fill(McpCall::default()),
                 verdict: Err(Rejection::McpInvalid(fault)),

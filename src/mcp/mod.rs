@@ -10,6 +10,8 @@
 mod inspect;
 mod message;
 mod metadata;
+mod rules;
 
 pub use inspect::McpInspector;
 pub use metadata::ResourceMetadata;
+pub use rules::{McpRules, Verdict};

@@ -11,7 +11,10 @@ use crate::policy::Denial;
 use crate::token::TokenError;
 use crate::upstream::ForwardError;
 
+use bytes::Bytes;
+
 use super::{McpFault, Rejection};
+use crate::call::McpTarget;
 
 /// One body, built at compile time. Messages hold no `"` or `\`.
 macro_rules! envelope {
@@ -29,8 +32,44 @@ macro_rules! envelope {
 }
 
 /// The body for `rejection`.
-pub(crate) fn of(rejection: &Rejection) -> &'static str {
-    match rejection {
+pub(crate) fn of(rejection: &Rejection) -> Bytes {
+    match (constant(rejection), rejection) {
+        (Some(body), _) => Bytes::from_static(body.as_bytes()),
+        (None, Rejection::McpNotAllowed { target, id, hidden }) => {
+            Bytes::from(mcp_not_allowed(target, id.as_deref(), *hidden))
+        }
+        (None, _) => Bytes::new(),
+    }
+}
+
+/// The JSON-RPC error of a call no rule allows: by default what a server
+/// answers for a tool or prompt it does not have (`-32602`) or a resource
+/// it cannot find (`-32002`), so that what the caller may not use cannot
+/// be told from what does not exist.
+fn mcp_not_allowed(target: &McpTarget, id: Option<&str>, hidden: bool) -> String {
+    let (code, message) = match (target, hidden) {
+        (McpTarget::Tool(n), true) => (-32602, format!("Unknown tool: {n}")),
+        (McpTarget::Prompt(n), true) => (-32602, format!("Unknown prompt: {n}")),
+        (McpTarget::Resource(u), true) => (-32002, format!("Resource not found: {u}")),
+        (McpTarget::Tool(n), false) => (-32602, format!("Tool not allowed for this caller: {n}")),
+        (McpTarget::Prompt(n), false) => {
+            (-32602, format!("Prompt not allowed for this caller: {n}"))
+        }
+        (McpTarget::Resource(u), false) => {
+            (-32002, format!("Resource not allowed for this caller: {u}"))
+        }
+    };
+    // The id is JSON text the message parser read (a string or a number).
+    let id = id.unwrap_or("null");
+    let message = serde_json::Value::String(message);
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}}}}}"#)
+}
+
+/// The constant body of a rejection; `None` for one whose answer carries
+/// what the call asked.
+fn constant(rejection: &Rejection) -> Option<&'static str> {
+    Some(match rejection {
+        Rejection::McpNotAllowed { .. } => return None,
         Rejection::MissingToken => envelope!(
             "authentication_error",
             "missing_token",
@@ -64,6 +103,11 @@ pub(crate) fn of(rejection: &Rejection) -> &'static str {
             "Pages from this origin may not call this MCP server; its allowed_origins name the ones that may."
         ),
         Rejection::McpInvalid(f) => mcp(*f),
+        Rejection::McpScopeMissing { .. } => envelope!(
+            "permission_error",
+            "mcp_scope_missing",
+            "This call needs a scope the access token does not have; the WWW-Authenticate header names it."
+        ),
         Rejection::InvalidToken(e) => token(*e),
         Rejection::Denied(d) => denial(d),
         Rejection::KeysUnavailable => envelope!(
@@ -76,7 +120,7 @@ pub(crate) fn of(rejection: &Rejection) -> &'static str {
             "audit_unavailable",
             "The gateway cannot record requests right now; retry later."
         ),
-    }
+    })
 }
 
 /// A JSON-RPC error without an id: what MCP clients read from a refused

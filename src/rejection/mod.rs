@@ -2,7 +2,9 @@
 //! 400/401/403/503 for auth (RFC 6750 §3, §3.1), 413/414 for limits, with
 //! the bodies of [`body`]. Challenge values are built once per snapshot with
 //! the realm baked in and cloned per rejection (a refcount bump). Nothing
-//! from the request, the token or a library message reaches a header or body.
+//! from the request, the token or a library message reaches a header or
+//! body, but for the JSON-RPC id and the name of a denied MCP call, which
+//! its answer must carry (JSON-encoded).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
+use crate::call::McpTarget;
 use crate::policy::{Denial, PolicySet, Route};
 use crate::token::{BearerError, TokenError};
 
@@ -41,6 +44,20 @@ pub enum Rejection {
     /// A message to an MCP route that could be read two ways (400, with a
     /// JSON-RPC error).
     McpInvalid(McpFault),
+    /// No MCP rule lets this caller reach the tool, prompt or resource:
+    /// answered 200 with the JSON-RPC error a server without it would send
+    /// (`hidden`), or one that says it is not allowed.
+    McpNotAllowed {
+        target: McpTarget,
+        /// The call's JSON-RPC id, as its JSON text.
+        id: Option<String>,
+        hidden: bool,
+    },
+    /// A delegated caller short of the scopes an MCP rule asks for this
+    /// call (403 `insufficient_scope` naming them, in full form).
+    McpScopeMissing {
+        scope: Arc<str>,
+    },
     InvalidToken(TokenError),
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
@@ -94,6 +111,8 @@ impl Rejection {
             Self::BadRequestBody => "bad_request_body",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::McpInvalid(f) => f.reason(),
+            Self::McpNotAllowed { .. } => "mcp_not_allowed",
+            Self::McpScopeMissing { .. } => "mcp_scope_missing",
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -117,7 +136,12 @@ impl Rejection {
                 claims_challenge: Some(_),
                 ..
             }) => StatusCode::UNAUTHORIZED,
-            Self::Denied(_) | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::Denied(_) | Self::OriginNotAllowed | Self::McpScopeMissing { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            // Why: what a server without the tool answers; clients treat a
+            // 4xx as an authentication failure and stop.
+            Self::McpNotAllowed { .. } => StatusCode::OK,
             Self::KeysUnavailable | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -209,6 +233,12 @@ impl Challenges {
                 claims_challenge: Some(policy),
                 ..
             }) => self.insufficient_claims.get(policy).cloned(),
+            // The scope comes from the config (checked quoted-string safe).
+            Rejection::McpScopeMissing { scope } => HeaderValue::from_str(&format!(
+                "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{scope}\"",
+                self.realm
+            ))
+            .ok(),
             _ => None,
         };
         // Why (MCP authorization, RFC 9728 §5.1): an MCP client finds the
@@ -217,8 +247,7 @@ impl Challenges {
             (Some(c), Some(mcp)) => Some(with_resource_metadata(&c, &mcp.metadata_url)),
             (c, _) => c,
         };
-        let body = body::of(rejection);
-        let mut resp = Response::new(Bytes::from_static(body.as_bytes()));
+        let mut resp = Response::new(body::of(rejection));
         *resp.status_mut() = rejection.status();
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -353,7 +382,12 @@ mod tests {
             messages.insert(message.to_owned());
         };
         for r in &rejections {
-            check(body::of(r), r.status().as_u16(), r.reason());
+            let body = body::of(r);
+            check(
+                std::str::from_utf8(&body).unwrap(),
+                r.status().as_u16(),
+                r.reason(),
+            );
         }
         use crate::upstream::ForwardError;
         for e in [

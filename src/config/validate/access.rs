@@ -110,6 +110,9 @@ pub(super) fn agents(
                 .as_ref()
                 .map(|ms| parse_methods(errs, || at("methods"), ms));
             check_names(errs, || at("permissions"), &f.permissions);
+            if let Some(tools) = &f.tools {
+                check_names(errs, || at("tools"), tools);
+            }
             Arc::new(AgentConfig {
                 id,
                 name: f.name,
@@ -125,6 +128,7 @@ pub(super) fn agents(
                 methods,
                 params: f.params.into_iter().collect(),
                 permissions: f.permissions,
+                tools: f.tools,
             })
         })
         .collect()

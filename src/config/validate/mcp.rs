@@ -4,9 +4,11 @@
 
 use std::collections::HashSet;
 
-use super::{ConfigError, Errors, IssuerConfig, IssuerKind, RouteConfig, check_names, is_guid};
-use crate::config::file::{McpRouteFile, RouteFile};
-use crate::config::{METADATA_PREFIX, McpRoute};
+use super::{
+    ConfigError, Errors, IssuerConfig, IssuerKind, RouteConfig, check_kinds, check_names, is_guid,
+};
+use crate::config::file::{McpRouteFile, McpRuleFile, RouteFile};
+use crate::config::{METADATA_PREFIX, McpRoute, McpRule};
 
 /// A route's `mcp` table, checked against the route it belongs to.
 pub(super) fn mcp_route(
@@ -130,7 +132,68 @@ pub(super) fn mcp_route(
         scopes_supported,
         authorization_servers,
         allowed_origins,
+        hide_denied: f.hide_denied.unwrap_or(true),
     })
+}
+
+/// `[[mcp_rules]]`: each names an MCP route and something to allow.
+pub(super) fn mcp_rules(
+    errs: &mut Errors,
+    files: Vec<McpRuleFile>,
+    routes: &[RouteConfig],
+) -> Vec<McpRule> {
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let at = |field: &str| format!("mcp_rules[{i}].{field}");
+            match routes.iter().find(|r| r.name == f.route) {
+                None => errs.push(at("route"), format!("no route named {:?}", f.route)),
+                Some(r) if r.mcp.is_none() => errs.push(
+                    at("route"),
+                    format!(
+                        "route {:?} is not an MCP route (give it a [routes.mcp] table)",
+                        f.route
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if f.tools.is_empty() && f.prompts.is_empty() && f.resources.is_empty() {
+                errs.push(
+                    format!("mcp_rules[{i}]"),
+                    "allows nothing: name tools, prompts or resources (\"*\" for all)",
+                );
+            }
+            for (field, patterns) in [
+                ("tools", &f.tools),
+                ("prompts", &f.prompts),
+                ("resources", &f.resources),
+            ] {
+                for (j, p) in patterns.iter().enumerate() {
+                    if p.is_empty() {
+                        errs.push(format!("{}[{j}]", at(field)), "must not be empty");
+                    }
+                }
+            }
+            check_names(errs, || at("scopes"), &f.scopes);
+            check_names(errs, || at("roles"), &f.roles);
+            if let Some(kinds) = &f.kinds {
+                check_kinds(errs, &at("kinds"), kinds);
+            }
+            McpRule {
+                route: f.route,
+                tools: f.tools,
+                prompts: f.prompts,
+                resources: f.resources,
+                scopes: f.scopes,
+                roles: f.roles,
+                kinds: f.kinds,
+                agents: f
+                    .agents
+                    .map(|ids| ids.into_iter().map(|id| id.to_ascii_lowercase()).collect()),
+            }
+        })
+        .collect()
 }
 
 /// `scheme://authority` of an absolute http(s) URL, lower-cased.

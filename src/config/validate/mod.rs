@@ -192,6 +192,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let agents = agents(&mut errs, &mut warnings, file.agents, &route_names);
     let location_names: Vec<&str> = locations.iter().map(|l| l.name.as_str()).collect();
     let policies = policies(&mut errs, file.policies, &route_names, &location_names);
+    let mcp_rules = mcp::mcp_rules(&mut errs, file.mcp_rules, &routes);
     let revocation_file = file
         .revocation
         .map(|r| existing_file(&mut errs, "revocation.file", &r.file, base));
@@ -211,6 +212,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             locations,
             agents,
             policies,
+            mcp_rules,
             revocation_file,
             audit,
             limits,
