@@ -1,5 +1,6 @@
 //! The clients people use, through the gateway: what the official `openai`
-//! Python SDK shows its user when the gateway says no.
+//! Python SDK shows its user when the gateway says no, and the official MCP
+//! SDK's client and server on either side of an MCP route.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
 
 mod support;
@@ -104,4 +105,140 @@ async fn the_openai_sdk_shows_the_reason_of_every_refusal() {
         assert!(message.contains(words), "{name}: {message}");
         assert!(!message.contains("eyJ"), "{name} echoes a token: {message}");
     }
+}
+
+/// The official MCP SDK's server, on a free loopback port; killed on drop.
+struct McpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl McpServer {
+    /// Starts it and waits for the line that says it listens.
+    fn start() -> Self {
+        use std::io::BufRead;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_server.py");
+        let mut child = std::process::Command::new(python::python())
+            .arg(script)
+            .arg(port.to_string())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("Uvicorn running on") => break,
+                Some(Ok(line)) => seen.push_str(&line),
+                _ => panic!("the MCP server did not start: {seen}"),
+            }
+        }
+        // Keep reading its log, so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, port }
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The official MCP SDK, client and server, through the gateway: a tool
+/// call reaches the server only when a rule allows it, and each refusal
+/// reaches the SDK's user in the form the protocol gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_sdk_calls_only_what_the_rules_allow() {
+    let server = tokio::task::spawn_blocking(McpServer::start).await.unwrap();
+    let idp = TestIdp::start().await;
+    let routes = r#"
+[[routes]]
+name = "mcp"
+path = "/mcp"
+methods = ["POST", "GET", "DELETE"]
+scopes = ["Tools.Read", "Tools.Write"]
+roles = ["Tools.Read", "Tools.Write"]
+
+[routes.mcp]
+resource = "http://127.0.0.1/mcp"
+scopes_supported = ["api://tickets/Tools.Read", "api://tickets/Tools.Write"]
+
+[[mcp_rules]]
+route = "mcp"
+tools = ["search_*"]
+scopes = ["Tools.Read"]
+roles = ["Tools.Read"]
+
+[[mcp_rules]]
+route = "mcp"
+tools = ["delete_*"]
+scopes = ["Tools.Write"]
+kinds = ["user"]
+"#;
+    let upstream: std::net::SocketAddr = ([127, 0, 0, 1], server.port).into();
+    let gw = TestGateway::start(&config(upstream, &oidc_issuer(&idp, ""), routes)).await;
+    let app = idp
+        .token()
+        .without("scp")
+        .claim("idtyp", "app")
+        .roles(&["Tools.Read"])
+        .sign();
+    let cases = json!([
+        {"name": "writer", "token": idp.token().scp("Tools.Read Tools.Write").sign(),
+         "calls": ["search_docs", "delete_everything"]},
+        {"name": "reader", "token": idp.token().scp("Tools.Read").sign(),
+         "calls": ["search_docs", "delete_everything"]},
+        {"name": "app", "token": app, "calls": ["search_docs", "delete_everything"]},
+    ]);
+    let url = gw.url("/mcp");
+    let out = tokio::task::spawn_blocking(move || {
+        python::script("mcp_client.py", &[&url, &cases.to_string()])
+    })
+    .await
+    .unwrap();
+    let results: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_name = |name: &str| results.iter().find(|r| r["name"] == name).unwrap().clone();
+
+    let writer = by_name("writer");
+    assert_eq!(
+        writer["calls"]["search_docs"]["text"], "found: printer",
+        "{writer}"
+    );
+    assert_eq!(
+        writer["calls"]["delete_everything"]["text"], "deleted",
+        "{writer}"
+    );
+    let reader = by_name("reader");
+    assert_eq!(
+        reader["calls"]["search_docs"]["text"], "found: printer",
+        "{reader}"
+    );
+    // Short of a scope: the 403 that asks for it (an SDK with an auth
+    // provider steps up; without one, it raises).
+    assert_eq!(
+        reader["calls"]["delete_everything"]["raised"], "MCPError",
+        "{reader}"
+    );
+    let app = by_name("app");
+    assert_eq!(
+        app["calls"]["search_docs"]["text"], "found: printer",
+        "{app}"
+    );
+    assert_eq!(
+        app["calls"]["delete_everything"]["message"], "Unknown tool: delete_everything",
+        "{app}"
+    );
 }
