@@ -185,7 +185,7 @@ scopes = ["Tools.Write"]
 kinds = ["user"]
 "#;
     let upstream: std::net::SocketAddr = ([127, 0, 0, 1], server.port).into();
-    let gw = TestGateway::start(&config(upstream, &oidc_issuer(&idp, ""), routes)).await;
+    let mut gw = TestGateway::start(&config(upstream, &oidc_issuer(&idp, ""), routes)).await;
     let app = idp
         .token()
         .without("scp")
@@ -198,6 +198,8 @@ kinds = ["user"]
         {"name": "reader", "token": idp.token().scp("Tools.Read").sign(),
          "calls": ["search_docs", "delete_everything"]},
         {"name": "app", "token": app, "calls": ["search_docs", "delete_everything"]},
+        {"name": "legacy", "token": idp.token().scp("Tools.Read").sign(), "mode": "legacy",
+         "calls": ["search_docs", "delete_everything"]},
     ]);
     let url = gw.url("/mcp");
     let out = tokio::task::spawn_blocking(move || {
@@ -240,5 +242,38 @@ kinds = ["user"]
     assert_eq!(
         app["calls"]["delete_everything"]["message"], "Unknown tool: delete_everything",
         "{app}"
+    );
+    // The 2025 protocol too: a session, the handshake, the same decisions.
+    let legacy = by_name("legacy");
+    assert_eq!(
+        legacy["calls"]["search_docs"]["text"], "found: printer",
+        "{legacy}"
+    );
+    assert_eq!(
+        legacy["calls"]["delete_everything"]["raised"], "MCPError",
+        "{legacy}"
+    );
+
+    // Each call is on record with its tool, under both protocols; every
+    // record flushed as the gateway stops (as on SIGTERM).
+    let records = gw.stop().await;
+    let calls = |version_is_2026: bool| {
+        records
+            .iter()
+            .filter(|r| r["mcp"]["gen_ai.tool.name"] == "delete_everything")
+            .filter(|r| (r["mcp"]["mcp.protocol.version"] == "2026-07-28") == version_is_2026)
+            .map(|r| r["reason"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        calls(true),
+        ["allowed", "mcp_scope_missing", "mcp_not_allowed"]
+    );
+    assert_eq!(calls(false), ["mcp_scope_missing"]);
+    assert!(
+        records.iter().any(|r| r["mcp"]["mcp.session.id"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:"))),
+        "the legacy session is followed by its digest"
     );
 }

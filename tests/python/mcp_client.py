@@ -1,5 +1,7 @@
 """Drives the official MCP Python SDK's client through the gateway: for each
-case (a JSON list of {name, token, calls}), connects with the token, lists
+case (a JSON list of {name, token, calls, mode}), connects (mode "auto":
+the newest protocol the server speaks; "legacy": the 2025 handshake with
+sessions) with the token, lists
 the tools and makes each call, and prints one JSON line per case with what
 the SDK returned or raised."""
 
@@ -17,7 +19,8 @@ async def run(url, case):
     headers = {"Authorization": f"Bearer {case['token']}"}
     try:
         async with httpx2.AsyncClient(headers=headers) as http:
-            async with Client(streamable_http_client(url, http_client=http)) as client:
+            transport = streamable_http_client(url, http_client=http)
+            async with Client(transport, mode=case.get("mode", "auto")) as client:
                 tools = await client.list_tools()
                 out["tools"] = sorted(t.name for t in tools.tools)
                 out["calls"] = {}
