@@ -18,7 +18,7 @@
 //! - [`upstream`]: the pooled upstream client, its connector, and the
 //!   headers an upstream sees; [`body`]: the body type of both directions.
 //! - [`proxy`]: the request pipeline and forwarding to the upstream;
-//!   [`stages`]: where the AI-aware stages inspect a request and observe its
+//!   [`stages`]: where the AI-aware stages inspect a request and take part in its
 //!   answer.
 //! - [`revocation_file`]: keeps the revocation list current from its watched file.
 //! - [`reload`]: hot reload of the config file: validate, compile, swap;

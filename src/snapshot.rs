@@ -44,7 +44,7 @@ pub struct Snapshot {
     pub version: Arc<str>,
     /// The pooled client for the upstream.
     pub upstream: Upstream,
-    /// What inspects admitted requests and observes their answers: the MCP
+    /// What inspects admitted requests and takes part in their answers: the MCP
     /// stage when a route is an MCP route.
     pub stages: Stages,
     /// What each issuer entry compiled to: the next reload keeps what did

@@ -4,11 +4,13 @@
 //! request: its head and grant and, on the requests it asks for, its body
 //! up to a bound (read whole, then forwarded as it was or as the inspector
 //! changed it). It may refuse the request with a [`Rejection`], and may
-//! start an **observer** for the answer, which sees the response's frames
-//! as they stream to the client, without holding them back, and its end.
-//! MCP calls (which tool, resource or prompt) and model requests (which
-//! model; how many tokens) are inspected and observed here. A request no
-//! inspector asks for is neither buffered nor wrapped: it streams through.
+//! take part in the answer with a **responder**, which gets the response
+//! as the upstream sent it: it may read or change its head, and watch its
+//! frames as they stream to the client ([`watching`]) or rewrite them
+//! (MCP list filtering). MCP calls (which tool, resource or prompt) and
+//! model requests (which model; how many tokens) are inspected and answered
+//! here. A request no inspector asks for is neither buffered nor wrapped: it
+//! streams through.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,10 +18,10 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use http::{HeaderValue, Request, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, LengthLimitError};
 
-use crate::body::{Body, Ended, Watch, Watched, full};
+use crate::body::{Body, Watch, Watched, full};
 use crate::call::Call;
 use crate::policy::Grant;
 use crate::rejection::Rejection;
@@ -33,7 +35,7 @@ pub trait Inspect: Send + Sync {
     fn body_limit(&self, grant: &Grant, head: &Parts) -> Option<usize>;
 
     /// Reads the request (the body when it asked for it), may change what
-    /// is forwarded or refuse it, and may start an observer of the answer.
+    /// is forwarded or refuse it, and may take part in the answer.
     fn inspect(&self, grant: &Grant, head: &mut Parts, body: Option<&mut Bytes>) -> Inspection;
 }
 
@@ -42,8 +44,8 @@ pub struct Inspection {
     /// What the request asks, as the inspector read it (for the decision
     /// and the record), also when it is refused.
     pub call: Option<Call>,
-    /// Refused, or let through with an observer of its answer (or none).
-    pub verdict: Result<Option<Box<dyn Observe>>, Rejection>,
+    /// Refused, or let through with a responder to its answer (or none).
+    pub verdict: Result<Option<Box<dyn Respond>>, Rejection>,
 }
 
 impl Inspection {
@@ -56,20 +58,34 @@ impl Inspection {
     }
 }
 
-/// Watches one response as it streams to the client.
-pub trait Observe: Send + Sync {
-    /// A data frame, as the client receives it.
-    fn frame(&mut self, data: &Bytes);
-    /// The response ended: complete, failed (the upstream broke off) or
-    /// dropped (the client left, or shutdown cut it).
-    fn end(&mut self, ended: Ended);
+/// Takes part in one answer: gets the response as the upstream sent it,
+/// and returns what the client gets.
+pub trait Respond: Send {
+    fn respond(self: Box<Self>, response: Response<Body>) -> Response<Body>;
+}
+
+/// A responder that only watches: `watch` sees the body's frames as they
+/// stream to the client, without holding them back, and how it ended.
+pub fn watching<W>(watch: W) -> Box<dyn Respond>
+where
+    W: Watch + Send + Sync + Unpin + 'static,
+{
+    Box::new(Watching(watch))
+}
+
+struct Watching<W>(W);
+
+impl<W: Watch + Send + Sync + Unpin + 'static> Respond for Watching<W> {
+    fn respond(self: Box<Self>, response: Response<Body>) -> Response<Body> {
+        response.map(|body| Watched::new(body, self.0).boxed())
+    }
 }
 
 /// What the stages made of a request: what it asks, and the request to
-/// forward with the observers of its answer, or the refusal.
+/// forward with the responders to its answer, or the refusal.
 pub struct Staged {
     pub call: Option<Call>,
-    pub result: Result<(Request<Body>, Observers), Rejection>,
+    pub result: Result<(Request<Body>, Responders), Rejection>,
 }
 
 /// The inspectors of one config generation.
@@ -90,7 +106,7 @@ impl Stages {
     }
 
     /// Runs every inspector on an admitted request: the request to
-    /// forward, and the observers of its answer. Boxed: a request's future
+    /// forward, and the responders to its answer. Boxed: a request's future
     /// carries it only when inspectors are configured.
     pub fn inspect<'a>(
         &'a self,
@@ -120,12 +136,12 @@ impl Stages {
             None => (None, Some(body)),
         };
         let mut call = None;
-        let mut observers = Vec::new();
+        let mut responders = Vec::new();
         for inspector in &self.inspectors {
             let inspection = inspector.inspect(grant, &mut head, read.as_mut());
             call = call.or(inspection.call);
             match inspection.verdict {
-                Ok(Some(o)) => observers.push(o),
+                Ok(Some(r)) => responders.push(r),
                 Ok(None) => {}
                 Err(rejection) => {
                     return Staged {
@@ -148,7 +164,7 @@ impl Stages {
         };
         Staged {
             call,
-            result: Ok((Request::from_parts(head, body), Observers(observers))),
+            result: Ok((Request::from_parts(head, body), Responders(responders))),
         }
     }
 }
@@ -175,28 +191,17 @@ async fn read_whole(mut body: Body, max: usize) -> Result<Bytes, Rejection> {
     Ok(read.freeze())
 }
 
-/// The observers of one response.
+/// The responders to one answer, in the order of their inspectors.
 #[derive(Default)]
-pub struct Observers(Vec<Box<dyn Observe>>);
+pub struct Responders(Vec<Box<dyn Respond>>);
 
-impl Observers {
-    /// `body`, shown to every observer as it streams; as it is when none
-    /// watches.
-    pub fn watch(self, body: Body) -> Body {
-        if self.0.is_empty() {
-            return body;
-        }
-        Watched::new(body, self).boxed()
-    }
-}
-
-impl Watch for Observers {
-    fn frame(&mut self, data: &Bytes) {
-        self.0.iter_mut().for_each(|o| o.frame(data));
-    }
-
-    fn end(mut self, ended: Ended) {
-        self.0.iter_mut().for_each(|o| o.end(ended));
+impl Responders {
+    /// What the client gets: the response through every responder; as it
+    /// is when none takes part.
+    pub fn answer(self, response: Response<Body>) -> Response<Body> {
+        self.0
+            .into_iter()
+            .fold(response, |r, responder| responder.respond(r))
     }
 }
 
@@ -205,6 +210,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::body::Ended;
     use crate::call::McpCall;
 
     /// The grant of a public route: what every request here is admitted by.
@@ -225,11 +231,11 @@ mod tests {
 
     struct Counter(Arc<Mutex<Seen>>);
 
-    impl Observe for Counter {
+    impl Watch for Counter {
         fn frame(&mut self, data: &Bytes) {
             self.0.lock().unwrap().bytes += data.len();
         }
-        fn end(&mut self, ended: Ended) {
+        fn end(self, ended: Ended) {
             self.0.lock().unwrap().ended = Some(ended);
         }
     }
@@ -257,7 +263,7 @@ mod tests {
             *body = Bytes::from(body.to_ascii_uppercase());
             Inspection {
                 call,
-                verdict: Ok(Some(Box::new(Counter(self.0.clone())))),
+                verdict: Ok(Some(watching(Counter(self.0.clone())))),
             }
         }
     }
@@ -275,8 +281,8 @@ mod tests {
         assert!(stages.is_empty());
         let staged = stages.inspect(&grant(), request("hello")).await;
         assert_eq!(staged.call, None);
-        let (req, observers) = staged.result.unwrap();
-        assert!(observers.0.is_empty());
+        let (req, responders) = staged.result.unwrap();
+        assert!(responders.0.is_empty());
         let body = req.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "hello");
     }
@@ -294,12 +300,12 @@ mod tests {
             }))
         };
         assert_eq!(staged.call, read("hello"));
-        let (req, observers) = staged.result.unwrap();
+        let (req, responders) = staged.result.unwrap();
         assert_eq!(req.headers()[header::CONTENT_LENGTH], "5");
         let body = req.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "HELLO");
-        let answer = observers.watch(full("twelve bytes"));
-        let _ = answer.collect().await.unwrap();
+        let answer = responders.answer(Response::new(full("twelve bytes")));
+        let _ = answer.into_body().collect().await.unwrap();
         let (bytes, ended) = {
             let s = seen.lock().unwrap();
             (s.bytes, s.ended)

@@ -197,9 +197,10 @@ kinds = ["user"]
          "calls": ["search_docs", "delete_everything"]},
         {"name": "reader", "token": idp.token().scp("Tools.Read").sign(),
          "calls": ["search_docs", "delete_everything"]},
-        {"name": "app", "token": app, "calls": ["search_docs", "delete_everything"]},
+        {"name": "app", "token": app.clone(), "calls": ["search_docs", "delete_everything"]},
         {"name": "legacy", "token": idp.token().scp("Tools.Read").sign(), "mode": "legacy",
          "calls": ["search_docs", "delete_everything"]},
+        {"name": "legacy-app", "token": app.clone(), "mode": "legacy", "calls": []},
     ]);
     let url = gw.url("/mcp");
     let out = tokio::task::spawn_blocking(move || {
@@ -243,6 +244,15 @@ kinds = ["user"]
         app["calls"]["delete_everything"]["message"], "Unknown tool: delete_everything",
         "{app}"
     );
+    // What each can discover: what it could call (a user may ask for the
+    // scope a tool needs, so it sees it; an app cannot).
+    let both = json!(["delete_everything", "search_docs"]);
+    assert_eq!(writer["tools"], both);
+    assert_eq!(reader["tools"], both);
+    assert_eq!(app["tools"], json!(["search_docs"]));
+    // The 2025 protocol answers in SSE: the list event is filtered there.
+    assert_eq!(by_name("legacy-app")["tools"], json!(["search_docs"]));
+
     // The 2025 protocol too: a session, the handshake, the same decisions.
     let legacy = by_name("legacy");
     assert_eq!(
@@ -270,6 +280,12 @@ kinds = ["user"]
         ["allowed", "mcp_scope_missing", "mcp_not_allowed"]
     );
     assert_eq!(calls(false), ["mcp_scope_missing"]);
+    let lists: Vec<bool> = records
+        .iter()
+        .filter(|r| r["mcp"]["mcp.method.name"] == "tools/list")
+        .map(|r| r["stream"].as_bool().unwrap())
+        .collect();
+    assert!(lists.contains(&true), "an SSE list was filtered: {lists:?}");
     assert!(
         records.iter().any(|r| r["mcp"]["mcp.session.id"]
             .as_str()

@@ -5,12 +5,15 @@ use bytes::Bytes;
 use http::Method;
 use http::request::Parts;
 
+use std::sync::Arc;
+
+use super::filter::{ListFilter, ListKind};
 use super::message;
 use super::rules::{McpRules, Verdict};
 use crate::call::{Call, McpCall, McpTarget};
 use crate::policy::Grant;
 use crate::rejection::Rejection;
-use crate::stages::{Inspect, Inspection};
+use crate::stages::{Inspect, Inspection, Respond};
 use crate::text::write_hex;
 
 /// The most of a message read on an MCP route that sets no
@@ -19,12 +22,37 @@ const DEFAULT_LIMIT: usize = 4 << 20;
 
 /// Reads MCP messages and decides on their calls by the config's rules.
 pub struct McpInspector {
-    rules: McpRules,
+    rules: Arc<McpRules>,
 }
 
 impl McpInspector {
     pub fn new(rules: McpRules) -> Self {
-        Self { rules }
+        Self {
+            rules: Arc::new(rules),
+        }
+    }
+
+    /// The filter of a list answer on a route with rules: what the caller
+    /// could call stays in it (a tool it could get by asking for more
+    /// scopes included, so that it can ask).
+    fn list_filter(&self, grant: &Grant, call: &McpCall) -> Option<Box<dyn Respond>> {
+        let route = grant.route();
+        let kind = ListKind::of(call.method.as_deref()?)?;
+        let claims = grant.claims()?.clone();
+        if !self.rules.governs(route) {
+            return None;
+        }
+        let (rules, route) = (self.rules.clone(), route.clone());
+        let callable = move |target: &McpTarget| {
+            let method = match target {
+                McpTarget::Tool(_) => "tools/call",
+                McpTarget::Prompt(_) => "prompts/get",
+                McpTarget::Resource(_) => "resources/read",
+            };
+            rules.decide(&route, &claims, Some(method), Some(target)) != Verdict::NotAllowed
+        };
+        let id = call.id.as_deref().unwrap_or("null");
+        Some(Box::new(ListFilter::new(kind, id, Arc::new(callable))))
     }
 }
 
@@ -79,7 +107,7 @@ impl Inspect for McpInspector {
                     None => Verdict::Allowed,
                 };
                 let verdict = match (verdict, &call.target) {
-                    (Verdict::Allowed, _) => Ok(None),
+                    (Verdict::Allowed, _) => Ok(self.list_filter(grant, &call)),
                     (Verdict::ScopeShort(scope), _) => Err(Rejection::McpScopeMissing {
                         scope: scope.into(),
                     }),

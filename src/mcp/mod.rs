@@ -7,6 +7,7 @@
 //! to the route, strictly, refuses what the server could read otherwise,
 //! and records the method and the tool, prompt or resource it reaches.
 
+mod filter;
 mod inspect;
 mod message;
 mod metadata;

@@ -102,6 +102,12 @@ impl McpRules {
         }
     }
 
+    /// Whether calls on the route are decided by rules (and its lists
+    /// filtered).
+    pub fn governs(&self, route: &Route) -> bool {
+        self.by_route.contains_key(route.name())
+    }
+
     /// Whether `method` (reaching `target`, if any) may be called on
     /// `route` by `claims`.
     pub fn decide(

@@ -265,16 +265,16 @@ impl Gateway {
                     };
                     let req = Request::from_parts(parts, body);
                     let snapshot = ctx.snapshot;
-                    // The AI-aware stages: inspection of the request, observers of
+                    // The AI-aware stages: inspection of the request, responders to
                     // its answer.
-                    let (req, observers) = if snapshot.stages.is_empty() {
+                    let (req, responders) = if snapshot.stages.is_empty() {
                         (req, None)
                     } else {
                         let staged = snapshot.stages.inspect(&grant, req).await;
                         // What the stages read is part of what was decided on.
                         decision.call = staged.call;
                         match staged.result {
-                            Ok((req, observers)) => (req, Some(observers)),
+                            Ok((req, responders)) => (req, Some(responders)),
                             Err(rejection) => {
                                 let mut refused = ctx.refuse(rejection, Some(route), None);
                                 let read = ended.is_true();
@@ -300,8 +300,8 @@ impl Gateway {
                             self.metrics
                                 .upstream_answered(route.name(), status, elapsed);
                             Outcome::Forwarded {
-                                response: match observers {
-                                    Some(o) => forwarded.response.map(|body| o.watch(body)),
+                                response: match responders {
+                                    Some(r) => r.answer(forwarded.response),
                                     None => forwarded.response,
                                 },
                                 upstream: UpstreamInfo {
