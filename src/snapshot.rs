@@ -14,7 +14,7 @@ use crate::config::{
     TokenCacheConfig, UpstreamConfig,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
-use crate::mcp::{McpInspector, McpRules, ResourceMetadata};
+use crate::mcp::{LocalSessions, McpInspector, McpRules, ResourceMetadata, SessionStore};
 use crate::policy::{Policies, RouteTable};
 use crate::rejection::Challenges;
 use crate::stages::Stages;
@@ -47,6 +47,8 @@ pub struct Snapshot {
     /// What inspects admitted requests and takes part in their answers: the MCP
     /// stage when a route is an MCP route.
     pub stages: Stages,
+    /// Which principal opened each MCP session (kept across reloads).
+    sessions: Arc<dyn SessionStore>,
     /// What each issuer entry compiled to: the next reload keeps what did
     /// not change (trusts, key sources with their keys, cache entries).
     issuers: Vec<CompiledIssuer>,
@@ -131,9 +133,14 @@ impl Snapshot {
             .collect();
         let url = &config.upstream.url;
         let policies = Policies::compile(config);
+        // Sessions outlive a reload: they are the clients'.
+        let sessions: Arc<dyn SessionStore> = match previous {
+            Some(p) => p.sessions.clone(),
+            None => Arc::new(LocalSessions::default()),
+        };
         let stages = if config.routes.iter().any(|r| r.mcp.is_some()) {
             let rules = McpRules::compile(&config.mcp_rules, &config.agents);
-            Stages::new(vec![Arc::new(McpInspector::new(rules))])
+            Stages::new(vec![Arc::new(McpInspector::new(rules, sessions.clone()))])
         } else {
             Stages::default()
         };
@@ -156,6 +163,7 @@ impl Snapshot {
             version: Arc::from(config.version.as_str()),
             upstream,
             stages,
+            sessions,
             issuers,
             upstream_config: config.upstream.clone(),
             token_cache_config: config.token_cache.clone(),

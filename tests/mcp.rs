@@ -373,3 +373,73 @@ async fn each_tool_call_needs_a_rule_and_each_denial_fits_its_caller() {
     assert_eq!(records[2]["mcp"]["gen_ai.tool.name"], "delete_everything");
     assert_eq!(records[2]["decision"], "deny");
 }
+
+/// A session is its opener's: presented by anyone else it is answered as
+/// a session that does not exist (404, the client starts its own), and a
+/// DELETE ends the binding. The gateway never requires, mints or rewrites
+/// a session id.
+#[tokio::test]
+async fn a_session_is_bound_to_the_principal_that_opened_it() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), ROUTES)).await;
+    let ada = idp.token().scp("Tools.Call").claim("oid", "ada").sign();
+    let eve = idp.token().scp("Tools.Call").claim("oid", "eve").sign();
+    let request = |method: &str, token: &str, headers: &[(&str, &str)]| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(gw.url("/mcp"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = if method == "POST" {
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+        } else {
+            ""
+        };
+        req.body(Full::from(body)).unwrap()
+    };
+    // The server names the session in its answer to Ada.
+    let resp = send(request("POST", &ada, &[("x-test-session", "s-1")])).await;
+    assert_eq!(
+        resp.headers()["mcp-session-id"],
+        "s-1",
+        "passed as the server sent it"
+    );
+    let with = [("mcp-session-id", "s-1")];
+    assert_eq!(
+        send(request("POST", &ada, &with)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(request("GET", &ada, &with)).await.status(),
+        StatusCode::OK
+    );
+
+    let seen = upstream.seen().len();
+    let resp = send(request("POST", &eve, &with)).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let error: Value = serde_json::from_str(&text(resp).await).unwrap();
+    assert_eq!(error["error"]["code"], -32001);
+    assert_eq!(upstream.seen().len(), seen, "the server was not asked");
+    // A session the gateway has not seen is the server's to judge.
+    let other = [("mcp-session-id", "s-2")];
+    assert_eq!(
+        send(request("POST", &eve, &other)).await.status(),
+        StatusCode::OK
+    );
+    // Ended by its opener: no longer anyone's.
+    assert_eq!(
+        send(request("DELETE", &ada, &with)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(request("POST", &eve, &with)).await.status(),
+        StatusCode::OK
+    );
+
+    let records = gw.audit_records(7).await;
+    assert_eq!(records[3]["reason"], "mcp_session_not_found");
+}

@@ -386,6 +386,8 @@ pub struct McpRouteFile {
     pub authorization_servers: Option<Vec<String>>,
     pub allowed_origins: Option<Vec<String>>,
     pub hide_denied: Option<bool>,
+    pub bind_sessions: Option<bool>,
+    pub session_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,15 +1,18 @@
 //! The MCP stage: reads every message posted to an MCP route, refuses what
 //! could be read two ways, and records what it asks.
 
-use bytes::Bytes;
-use http::Method;
-use http::request::Parts;
-
 use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, Response};
 
 use super::filter::{ListFilter, ListKind};
 use super::message;
 use super::rules::{McpRules, Verdict};
+use super::sessions::{Binder, Owner, SessionKey, SessionStore};
+use crate::body::Body;
 use crate::call::{Call, McpCall, McpTarget};
 use crate::policy::Grant;
 use crate::rejection::Rejection;
@@ -20,22 +23,25 @@ use crate::text::write_hex;
 /// `max_body_bytes`: tool arguments are JSON, not uploads.
 const DEFAULT_LIMIT: usize = 4 << 20;
 
-/// Reads MCP messages and decides on their calls by the config's rules.
+/// Reads MCP messages, decides on their calls by the config's rules, and
+/// binds sessions to who opened them.
 pub struct McpInspector {
     rules: Arc<McpRules>,
+    sessions: Arc<dyn SessionStore>,
 }
 
 impl McpInspector {
-    pub fn new(rules: McpRules) -> Self {
+    pub fn new(rules: McpRules, sessions: Arc<dyn SessionStore>) -> Self {
         Self {
             rules: Arc::new(rules),
+            sessions,
         }
     }
 
     /// The filter of a list answer on a route with rules: what the caller
     /// could call stays in it (a tool it could get by asking for more
     /// scopes included, so that it can ask).
-    fn list_filter(&self, grant: &Grant, call: &McpCall) -> Option<Box<dyn Respond>> {
+    fn list_filter(&self, grant: &Grant, call: &McpCall) -> Option<ListFilter> {
         let route = grant.route();
         let kind = ListKind::of(call.method.as_deref()?)?;
         let claims = grant.claims()?.clone();
@@ -52,7 +58,54 @@ impl McpInspector {
             rules.decide(&route, &claims, Some(method), Some(target)) != Verdict::NotAllowed
         };
         let id = call.id.as_deref().unwrap_or("null");
-        Some(Box::new(ListFilter::new(kind, id, Arc::new(callable))))
+        Some(ListFilter::new(kind, id, Arc::new(callable)))
+    }
+
+    /// On a route that binds sessions: refuses a session another principal
+    /// opened, and returns what binds the one the answer names (or forgets
+    /// the one a `DELETE` ends).
+    fn session(&self, grant: &Grant, head: &Parts) -> Result<Option<Binder>, Rejection> {
+        let (Some(idle), Some(claims)) = (
+            grant.route().mcp().and_then(|m| m.session_idle_timeout),
+            grant.claims(),
+        ) else {
+            return Ok(None);
+        };
+        let owner = Owner::of(claims);
+        let presented = SessionKey::of(&head.headers);
+        if let Some(session) = presented
+            && self
+                .sessions
+                .owner(session, Instant::now())
+                .is_some_and(|o| o != owner)
+        {
+            return Err(Rejection::McpSessionNotFound);
+        }
+        Ok(Some(Binder {
+            store: self.sessions.clone(),
+            owner,
+            idle,
+            ending: presented.filter(|_| head.method == Method::DELETE),
+        }))
+    }
+}
+
+/// The MCP stage's part in an answer: the session it names, and the list
+/// it carries.
+struct McpAnswer {
+    binder: Option<Binder>,
+    filter: Option<ListFilter>,
+}
+
+impl Respond for McpAnswer {
+    fn respond(self: Box<Self>, response: Response<Body>) -> Response<Body> {
+        if let Some(binder) = &self.binder {
+            binder.answered(response.status(), response.headers());
+        }
+        match self.filter {
+            Some(filter) => Box::new(filter).respond(response),
+            None => response,
+        }
     }
 }
 
@@ -107,7 +160,11 @@ impl Inspect for McpInspector {
                     None => Verdict::Allowed,
                 };
                 let verdict = match (verdict, &call.target) {
-                    (Verdict::Allowed, _) => Ok(self.list_filter(grant, &call)),
+                    (Verdict::Allowed, _) => self.session(grant, head).map(|binder| {
+                        let filter = self.list_filter(grant, &call);
+                        (binder.is_some() || filter.is_some())
+                            .then(|| Box::new(McpAnswer { binder, filter }) as Box<dyn Respond>)
+                    }),
                     (Verdict::ScopeShort(scope), _) => Err(Rejection::McpScopeMissing {
                         scope: scope.into(),
                     }),

@@ -12,7 +12,9 @@ mod inspect;
 mod message;
 mod metadata;
 mod rules;
+mod sessions;
 
 pub use inspect::McpInspector;
 pub use metadata::ResourceMetadata;
 pub use rules::{McpRules, Verdict};
+pub use sessions::{LocalSessions, SessionStore};

@@ -31,6 +31,20 @@ macro_rules! envelope {
     };
 }
 
+/// A JSON-RPC error without an id: what MCP clients read from a refused
+/// message (the id of a message that could be read two ways is not known).
+macro_rules! jsonrpc_error {
+    ($code:literal, $message:literal) => {
+        concat!(
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":"#,
+            $code,
+            r#","message":""#,
+            $message,
+            r#""}}"#
+        )
+    };
+}
+
 /// The body for `rejection`.
 pub(crate) fn of(rejection: &Rejection) -> Bytes {
     match (constant(rejection), rejection) {
@@ -103,6 +117,8 @@ fn constant(rejection: &Rejection) -> Option<&'static str> {
             "Pages from this origin may not call this MCP server; its allowed_origins name the ones that may."
         ),
         Rejection::McpInvalid(f) => mcp(*f),
+        // What MCP servers answer for a session they do not know.
+        Rejection::McpSessionNotFound => jsonrpc_error!(-32001, "Session not found"),
         Rejection::McpScopeMissing { .. } => envelope!(
             "permission_error",
             "mcp_scope_missing",
@@ -121,20 +137,6 @@ fn constant(rejection: &Rejection) -> Option<&'static str> {
             "The gateway cannot record requests right now; retry later."
         ),
     })
-}
-
-/// A JSON-RPC error without an id: what MCP clients read from a refused
-/// message (the id of a message that could be read two ways is not known).
-macro_rules! jsonrpc_error {
-    ($code:literal, $message:literal) => {
-        concat!(
-            r#"{"jsonrpc":"2.0","id":null,"error":{"code":"#,
-            $code,
-            r#","message":""#,
-            $message,
-            r#""}}"#
-        )
-    };
 }
 
 fn mcp(f: McpFault) -> &'static str {

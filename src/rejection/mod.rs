@@ -58,6 +58,9 @@ pub enum Rejection {
     McpScopeMissing {
         scope: Arc<str>,
     },
+    /// An MCP session presented by another principal than the one that
+    /// opened it: 404, as for a session that does not exist.
+    McpSessionNotFound,
     InvalidToken(TokenError),
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
@@ -113,6 +116,7 @@ impl Rejection {
             Self::McpInvalid(f) => f.reason(),
             Self::McpNotAllowed { .. } => "mcp_not_allowed",
             Self::McpScopeMissing { .. } => "mcp_scope_missing",
+            Self::McpSessionNotFound => "mcp_session_not_found",
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -129,6 +133,7 @@ impl Rejection {
             | Self::BadRequestBody
             | Self::McpInvalid(_) => StatusCode::BAD_REQUEST,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::McpSessionNotFound => StatusCode::NOT_FOUND,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,
             // Why (Entra claims challenge): the step-up answer must be a 401.

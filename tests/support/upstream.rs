@@ -102,10 +102,19 @@ async fn route(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
         "/ws" => websocket(req),
         "/upload" => upload(req).await,
         "/dies" => dies(),
-        // Reports the body it read: what an MCP server would have parsed.
-        "/mcp" => portcullis::dev::echo_with_body(req)
-            .await
-            .map(|b| b.map_err(|never| match never {}).boxed()),
+        // Reports the body it read: what an MCP server would have parsed;
+        // names the session the test asks it to (as a server does in its
+        // answer to `initialize`).
+        "/mcp" => {
+            let session = req.headers().get("x-test-session").cloned();
+            let mut resp = portcullis::dev::echo_with_body(req)
+                .await
+                .map(|b| b.map_err(|never| match never {}).boxed());
+            if let Some(id) = session {
+                resp.headers_mut().insert("mcp-session-id", id);
+            }
+            resp
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             full(StatusCode::OK, "late")

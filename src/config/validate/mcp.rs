@@ -3,6 +3,7 @@
 //! and Entra then report only as opaque errors.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use super::{
     ConfigError, Errors, IssuerConfig, IssuerKind, RouteConfig, check_kinds, check_names, is_guid,
@@ -118,6 +119,11 @@ pub(super) fn mcp_route(
             }
         })
         .collect();
+    let idle = errs.duration(
+        &format!("{at}.mcp.session_idle_timeout"),
+        f.session_idle_timeout.as_deref(),
+        Duration::from_secs(3600),
+    );
     let uri = uri.filter(|_| errs.0.len() == before)?;
     // Why: the resource's own origin is the one a browser page on it has.
     allowed_origins.extend(origin_of(&f.resource));
@@ -133,6 +139,7 @@ pub(super) fn mcp_route(
         authorization_servers,
         allowed_origins,
         hide_denied: f.hide_denied.unwrap_or(true),
+        session_idle_timeout: f.bind_sessions.unwrap_or(true).then_some(idle),
     })
 }
 

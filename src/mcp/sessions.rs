@@ -1,0 +1,198 @@
+//! MCP sessions bound to who opened them.
+//!
+//! The server names a session in the `Mcp-Session-Id` of its answer to
+//! `initialize`; the gateway remembers which principal that answer went
+//! to. A request that presents the session for another principal is
+//! answered 404, as for a session that does not exist (the client starts a
+//! new one), so a session id that leaks is of no use to anyone else. The
+//! gateway never mints, rewrites or requires session ids: a request
+//! without one, or with one it has not seen (another replica's, or from
+//! before a restart), goes to the server, which decides.
+//!
+//! The store keeps digests, not ids, and forgets a session on `DELETE`
+//! or after it has been idle for its route's `session_idle_timeout`. It is
+//! a trait so that a fleet of replicas can share one (issue 21's Redis).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest::{Context, SHA256};
+use http::{HeaderMap, HeaderValue};
+
+use crate::token::VerifiedClaims;
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Most sessions remembered by one replica; past it the least recently
+/// used are forgotten (their requests then go to the server unchecked by
+/// the binding, as after a restart).
+const CAPACITY: usize = 100_000;
+
+/// A session id's digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey([u8; 16]);
+
+impl SessionKey {
+    pub fn of(headers: &HeaderMap) -> Option<Self> {
+        headers.get(SESSION_HEADER).map(Self::from_value)
+    }
+
+    fn from_value(id: &HeaderValue) -> Self {
+        Self(truncated(&[id.as_bytes()]))
+    }
+}
+
+/// Who a session belongs to: the digest of the tenant, the principal, the
+/// client application and the agent of the token that opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner([u8; 16]);
+
+impl Owner {
+    pub fn of(claims: &VerifiedClaims) -> Self {
+        fn part(s: Option<&str>) -> &[u8] {
+            s.unwrap_or("").as_bytes()
+        }
+        Self(truncated(&[
+            claims.iss().as_bytes(),
+            b"\0",
+            part(claims.tid()),
+            b"\0",
+            part(claims.principal()),
+            b"\0",
+            part(claims.client_app()),
+            b"\0",
+            part(claims.agent_id()),
+        ]))
+    }
+}
+
+fn truncated(parts: &[&[u8]]) -> [u8; 16] {
+    let mut context = Context::new(&SHA256);
+    for p in parts {
+        context.update(p);
+    }
+    let digest = context.finish();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest.as_ref()[..16]);
+    out
+}
+
+/// Where bindings live.
+pub trait SessionStore: Send + Sync {
+    /// The session's owner, if it is bound and not idle past its timeout;
+    /// using it keeps it alive.
+    fn owner(&self, session: SessionKey, now: Instant) -> Option<Owner>;
+    fn bind(&self, session: SessionKey, owner: Owner, idle: Duration, now: Instant);
+    fn end(&self, session: SessionKey);
+}
+
+/// The bindings of one replica, bounded.
+pub struct LocalSessions {
+    entries: quick_cache::sync::Cache<SessionKey, Binding>,
+}
+
+#[derive(Clone, Copy)]
+struct Binding {
+    owner: Owner,
+    idle: Duration,
+    last_used: Instant,
+}
+
+impl Default for LocalSessions {
+    fn default() -> Self {
+        Self {
+            entries: quick_cache::sync::Cache::new(CAPACITY),
+        }
+    }
+}
+
+impl SessionStore for LocalSessions {
+    fn owner(&self, session: SessionKey, now: Instant) -> Option<Owner> {
+        let binding = self.entries.get(&session)?;
+        if now.saturating_duration_since(binding.last_used) > binding.idle {
+            self.entries.remove(&session);
+            return None;
+        }
+        self.entries.insert(
+            session,
+            Binding {
+                last_used: now,
+                ..binding
+            },
+        );
+        Some(binding.owner)
+    }
+
+    fn bind(&self, session: SessionKey, owner: Owner, idle: Duration, now: Instant) {
+        self.entries.insert(
+            session,
+            Binding {
+                owner,
+                idle,
+                last_used: now,
+            },
+        );
+    }
+
+    fn end(&self, session: SessionKey) {
+        self.entries.remove(&session);
+    }
+}
+
+/// Binds the session an answer names to the caller, or forgets one a
+/// `DELETE` ended.
+pub struct Binder {
+    pub store: Arc<dyn SessionStore>,
+    pub owner: Owner,
+    pub idle: Duration,
+    /// The request was a `DELETE` of this session.
+    pub ending: Option<SessionKey>,
+}
+
+impl Binder {
+    pub fn answered(&self, status: http::StatusCode, headers: &HeaderMap) {
+        if let Some(ended) = self.ending {
+            if status.is_success() {
+                self.store.end(ended);
+            }
+            return;
+        }
+        if let Some(session) = SessionKey::of(headers).filter(|_| status.is_success()) {
+            self.store
+                .bind(session, self.owner, self.idle, Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &'static str) -> SessionKey {
+        SessionKey::from_value(&HeaderValue::from_static(id))
+    }
+
+    #[test]
+    fn a_binding_is_kept_while_used_and_forgotten_when_idle_or_ended() {
+        let store = LocalSessions::default();
+        let (a, b) = (Owner([1; 16]), Owner([2; 16]));
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(60);
+        store.bind(key("s1"), a, idle, t0);
+        store.bind(key("s2"), b, idle, t0);
+        assert_eq!(
+            store.owner(key("s1"), t0 + Duration::from_secs(50)),
+            Some(a)
+        );
+        // Used at 50 s: alive at 100 s.
+        assert_eq!(
+            store.owner(key("s1"), t0 + Duration::from_secs(100)),
+            Some(a)
+        );
+        // Not used since 0 s: gone at 61 s.
+        assert_eq!(store.owner(key("s2"), t0 + Duration::from_secs(61)), None);
+        store.end(key("s1"));
+        assert_eq!(store.owner(key("s1"), t0 + Duration::from_secs(101)), None);
+        assert_eq!(store.owner(key("never"), t0), None);
+    }
+}
