@@ -37,6 +37,20 @@ pub enum McpTarget {
 }
 
 impl McpTarget {
+    /// What a call of `method` reaches by `name` (its `params.name`, or
+    /// `params.uri` for a resource): `None` for a method that reaches no
+    /// tool, prompt or resource.
+    pub fn of(method: &str, name: String) -> Option<Self> {
+        match method {
+            "tools/call" => Some(Self::Tool(name)),
+            "prompts/get" => Some(Self::Prompt(name)),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                Some(Self::Resource(name))
+            }
+            _ => None,
+        }
+    }
+
     /// The OpenTelemetry attribute that names it.
     pub fn attribute(&self) -> &'static str {
         match self {

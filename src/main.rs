@@ -266,6 +266,13 @@ struct ExplainArgs {
     /// Evaluate time conditions at this RFC 3339 time instead of now.
     #[arg(long)]
     at: Option<String>,
+    /// On an MCP route: the JSON-RPC method of the message (e.g. tools/call).
+    #[arg(long, value_name = "METHOD")]
+    mcp_method: Option<String>,
+    /// On an MCP route: the tool or prompt name, or the resource URI, the
+    /// message reaches.
+    #[arg(long, value_name = "NAME", requires = "mcp_method")]
+    mcp_name: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -275,7 +282,7 @@ struct ExplainArgs {
 const EXIT_EXPLAIN_ERROR: u8 = 2;
 
 fn explain(args: ExplainArgs) -> ExitCode {
-    use portcullis::explain::{Credential, ExplainRequest};
+    use portcullis::explain::{Credential, ExplainRequest, McpRequest};
     let fail = |message: String| {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_EXPLAIN_ERROR)
@@ -317,6 +324,10 @@ fn explain(args: ExplainArgs) -> ExitCode {
         client_ip: args.client_ip,
         at,
         credential,
+        mcp: args.mcp_method.map(|method| McpRequest {
+            method,
+            name: args.mcp_name,
+        }),
     };
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -11,8 +11,10 @@ use std::time::SystemTime;
 use http::{Method, Request};
 use serde_json::{Value, json};
 
+use crate::call::{Call, McpCall, McpTarget};
 use crate::config::Config;
 use crate::decision::Decision;
+use crate::mcp::{McpRules, Verdict};
 use crate::policy::{self, RevocationList, path};
 use crate::proxy::pipeline::{self, Circumstances};
 use crate::rejection::Rejection;
@@ -39,6 +41,14 @@ pub struct ExplainRequest {
     pub client_ip: IpAddr,
     pub at: SystemTime,
     pub credential: Credential,
+    /// The MCP message, on an MCP route.
+    pub mcp: Option<McpRequest>,
+}
+
+/// An MCP message: its method and the name (or URI) it reaches.
+pub struct McpRequest {
+    pub method: String,
+    pub name: Option<String>,
 }
 
 /// The answer, ready to print as text or JSON.
@@ -163,7 +173,32 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
         circumstances,
         &mut decision,
     );
-    decision.verdict = verdict.map(|_| ());
+    decision.verdict = match (verdict, request.mcp) {
+        // The MCP stage's decision, as the gateway makes it on the message.
+        (Ok(grant), Some(message)) if grant.route().mcp().is_some() => {
+            let target = message.name.and_then(|n| McpTarget::of(&message.method, n));
+            let call = McpCall {
+                method: Some(message.method),
+                target,
+                ..McpCall::default()
+            };
+            let rules = McpRules::compile(&config.mcp_rules, &config.agents);
+            let verdict = match grant.claims() {
+                Some(c) => rules.decide(
+                    grant.route(),
+                    c,
+                    call.method.as_deref(),
+                    call.target.as_ref(),
+                ),
+                None => Verdict::Allowed,
+            };
+            let hidden = grant.route().mcp().is_some_and(|m| m.hide_denied);
+            let result = verdict.into_result(&call, hidden);
+            decision.call = Some(Call::Mcp(call));
+            result
+        }
+        (verdict, _) => verdict.map(|_| ()),
+    };
     out.decision = decision;
     Ok(out)
 }
@@ -202,6 +237,13 @@ impl Explanation {
             "params": self.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
             "claims": self.claims.iter().map(ClaimCheck::to_json).collect::<Vec<_>>(),
             "policies": self.decision.policies.iter().map(|p| json!({"policy": &*p.policy, "result": p.result.as_str()})).collect::<Vec<_>>(),
+            "mcp": match &self.decision.call {
+                Some(Call::Mcp(c)) => json!({
+                    "method": c.method,
+                    "target": c.target.as_ref().map(|t| json!({t.attribute(): t.name()})),
+                }),
+                None => Value::Null,
+            },
             "decision": self.decision_json(),
         })
     }
@@ -287,6 +329,14 @@ impl Explanation {
             Some(r) => writeln!(t, "route:     {r} ({})", params.join(", ")),
             None => writeln!(t, "route:     none matches (default deny)"),
         };
+        if let Some(Call::Mcp(call)) = &self.decision.call {
+            let _ = writeln!(
+                t,
+                "mcp:       {} {}",
+                call.method.as_deref().unwrap_or("-"),
+                call.target.as_ref().map_or("", McpTarget::name)
+            );
+        }
         if self.decision.policies.is_empty() {
             let _ = writeln!(t, "policies:  none evaluated");
         }

@@ -159,23 +159,13 @@ impl Inspect for McpInspector {
                     // An MCP route is never public (checked at load).
                     None => Verdict::Allowed,
                 };
-                let verdict = match (verdict, &call.target) {
-                    (Verdict::Allowed, _) => self.session(grant, head).map(|binder| {
-                        let filter = self.list_filter(grant, &call);
-                        (binder.is_some() || filter.is_some())
-                            .then(|| Box::new(McpAnswer { binder, filter }) as Box<dyn Respond>)
-                    }),
-                    (Verdict::ScopeShort(scope), _) => Err(Rejection::McpScopeMissing {
-                        scope: scope.into(),
-                    }),
-                    (Verdict::NotAllowed, target) => Err(Rejection::McpNotAllowed {
-                        // A call that names nothing is answered as one to
-                        // an unknown tool without a name.
-                        target: target.clone().unwrap_or(McpTarget::Tool(String::new())),
-                        id: call.id.clone(),
-                        hidden: mcp.hide_denied,
-                    }),
-                };
+                let hidden = mcp.hide_denied;
+                let verdict = verdict.into_result(&call, hidden).and_then(|()| {
+                    let binder = self.session(grant, head)?;
+                    let filter = self.list_filter(grant, &call);
+                    Ok((binder.is_some() || filter.is_some())
+                        .then(|| Box::new(McpAnswer { binder, filter }) as Box<dyn Respond>))
+                });
                 Inspection {
                     call: fill(call),
                     verdict,

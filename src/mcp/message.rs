@@ -61,16 +61,14 @@ pub fn read(headers: &HeaderMap, body: &[u8]) -> Result<McpCall, Fault> {
         Some(_) => return Err(Fault::Malformed),
     };
     let target = match (method.as_deref(), params) {
-        (Some("tools/call"), Some(Params { name: Some(n), .. })) => {
-            Some(McpTarget::Tool(n.into_owned()))
+        (Some(m), Some(p)) => {
+            let name = if m.starts_with("resources/") {
+                p.uri
+            } else {
+                p.name
+            };
+            name.and_then(|n| McpTarget::of(m, n.into_owned()))
         }
-        (Some("prompts/get"), Some(Params { name: Some(n), .. })) => {
-            Some(McpTarget::Prompt(n.into_owned()))
-        }
-        (
-            Some("resources/read" | "resources/subscribe" | "resources/unsubscribe"),
-            Some(Params { uri: Some(u), .. }),
-        ) => Some(McpTarget::Resource(u.into_owned())),
         _ => None,
     };
     // Why: a server of the 2026-07-28 revision may route on these headers

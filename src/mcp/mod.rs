@@ -14,7 +14,9 @@ mod metadata;
 mod rules;
 mod sessions;
 
+pub use filter::{Callable, ListFilter, ListKind};
 pub use inspect::McpInspector;
+pub use message::read as read_message;
 pub use metadata::ResourceMetadata;
 pub use rules::{McpRules, Verdict};
 pub use sessions::{LocalSessions, SessionStore};

@@ -12,9 +12,10 @@ use std::collections::HashMap;
 
 use wildmatch::WildMatch;
 
-use crate::call::McpTarget;
+use crate::call::{McpCall, McpTarget};
 use crate::config::{AgentConfig, McpRule};
 use crate::policy::Route;
+use crate::rejection::Rejection;
 use crate::token::VerifiedClaims;
 
 /// The verdict on one call.
@@ -166,6 +167,30 @@ impl McpRules {
         };
         let scopes: Vec<String> = wanted.into_iter().map(in_full_form).collect();
         Verdict::ScopeShort(scopes.join(" "))
+    }
+}
+
+impl Verdict {
+    /// The verdict as the caller gets it: through, or the refusal that
+    /// fits it (step-up for a scope it could get, else the error of a
+    /// missing tool, `hidden` or plainly not allowed).
+    pub fn into_result(self, call: &McpCall, hidden: bool) -> Result<(), Rejection> {
+        match self {
+            Self::Allowed => Ok(()),
+            Self::ScopeShort(scope) => Err(Rejection::McpScopeMissing {
+                scope: scope.into(),
+            }),
+            Self::NotAllowed => Err(Rejection::McpNotAllowed {
+                // A call that names nothing is answered as one to an
+                // unknown tool without a name.
+                target: call
+                    .target
+                    .clone()
+                    .unwrap_or(McpTarget::Tool(String::new())),
+                id: call.id.clone(),
+                hidden,
+            }),
+        }
     }
 }
 

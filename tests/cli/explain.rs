@@ -311,3 +311,56 @@ fn explain_errors_exit_2() {
         "missing --token/--claims is a usage error"
     );
 }
+
+/// `explain` takes an MCP message: the decision the MCP stage makes on it,
+/// with the shipped MCP example config.
+#[test]
+fn explain_decides_an_mcp_call_as_the_gateway_does() {
+    let dir = temp_dir();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mcp-server.toml");
+    let claims = |extra: serde_json::Value| {
+        let mut c = serde_json::json!({
+            "iss": "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0",
+            "tid": "aaaabbbb-0000-cccc-1111-dddd2222eeee", "aud": "11112222-bbbb-3333-cccc-4444dddd5555",
+            "ver": "2.0", "oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474",
+            "azp": "00001111-aaaa-2222-bbbb-3333cccc4444", "idtyp": "user", "scp": "Tools.Call",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let path = dir
+            .path()
+            .join(format!("claims-{}.json", fastrand::u32(..)));
+        std::fs::write(&path, c.to_string()).unwrap();
+        path
+    };
+    let run = |claims: &Path, tool: &str| {
+        let out = portcullis()
+            .args(["explain", "--config"])
+            .arg(&config)
+            .arg("--claims")
+            .arg(claims)
+            .args(["--method", "POST", "--path", "/mcp", "--json"])
+            .args(["--mcp-method", "tools/call", "--mcp-name", tool])
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), json)
+    };
+    let user = claims(serde_json::json!({}));
+    let (code, json) = run(&user, "search_tickets");
+    assert_eq!(
+        (code, &json["decision"]["result"]),
+        (Some(0), &"allow".into()),
+        "{json}"
+    );
+    assert_eq!(json["mcp"]["target"]["gen_ai.tool.name"], "search_tickets");
+    let (code, json) = run(&user, "delete_ticket");
+    assert_eq!(code, Some(1));
+    assert_eq!(json["decision"]["reason"], "mcp_scope_missing", "{json}");
+    let app = claims(serde_json::json!({"idtyp": "app", "scp": null, "roles": ["Tools.Call"]}));
+    let (_, json) = run(&app, "delete_ticket");
+    assert_eq!(json["decision"]["reason"], "mcp_not_allowed", "{json}");
+    assert_eq!(json["decision"]["status"], 200);
+}
