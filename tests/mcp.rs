@@ -372,6 +372,20 @@ async fn each_tool_call_needs_a_rule_and_each_denial_fits_its_caller() {
     );
     assert_eq!(records[2]["mcp"]["gen_ai.tool.name"], "delete_everything");
     assert_eq!(records[2]["decision"], "deny");
+    let series = |reason: &str| {
+        format!(
+            "gateway_mcp_messages_total{{method=\"tools/call\",reason=\"{reason}\",route=\"mcp\"}}"
+        )
+    };
+    assert_eq!(gw.metric(&series("mcp_not_allowed")).await, 2);
+    assert_eq!(gw.metric(&series("allowed")).await, 1);
+    assert_eq!(
+        gw.metric(
+            "gateway_mcp_messages_total{method=\"tools/list\",reason=\"allowed\",route=\"mcp\"}"
+        )
+        .await,
+        1
+    );
 }
 
 /// A session is its opener's: presented by anyone else it is answered as

@@ -5,10 +5,11 @@
 //!
 //! Each file holds one area's families and the events that move them:
 //! requests and the upstream here, key sources in `keys.rs`, the audit
-//! trail in `audit.rs`.
+//! trail in `audit.rs`, MCP messages in `mcp.rs`.
 
 mod audit;
 mod keys;
+mod mcp;
 
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     keys: keys::Families,
     audit: audit::Families,
+    mcp: mcp::Families,
 }
 
 /// How a request ended, for the metric labels.
@@ -183,6 +185,7 @@ impl Metrics {
             .set(1);
         let keys = keys::Families::new(&mut r)?;
         let audit = audit::Families::new(&mut r)?;
+        let mcp = mcp::Families::new(&mut r)?;
         Ok(Self {
             registry: r.registry,
             names: r.names,
@@ -200,6 +203,7 @@ impl Metrics {
             config_reloads,
             keys,
             audit,
+            mcp,
         })
     }
 

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::body::{Body, Watched, full};
+use crate::call::Call;
 use crate::upstream::headers::{self, ClientConn};
 
 use crate::audit::{Auditor, Field, Pending, Record, RequestInfo, UpstreamInfo};
@@ -351,6 +352,10 @@ impl Gateway {
             self.metrics.policy_result(&o.policy, o.result.as_str());
         }
         let route = decision.route.as_ref().map_or("unmatched", |r| r.name());
+        if let Some(Call::Mcp(call)) = &decision.call {
+            self.metrics
+                .mcp_message(route, call.method.as_deref(), outcome.reason());
+        }
         let kind = decision
             .identity
             .as_ref()
