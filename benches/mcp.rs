@@ -1,7 +1,8 @@
 //! MCP stage benchmarks: reading and deciding a 2 KB `tools/call` (the
 //! strict parse, then the rules), and filtering a 200-tool `tools/list`
-//! answer. The caller's claims come from a real token verified through the
-//! gateway's own path against a JWKS served on loopback.
+//! answer (the caller, an app, may call half of them). The caller's claims
+//! come from a real token verified through the gateway's own path against
+//! a JWKS served on loopback.
 //!
 //! Run: `cargo bench --bench mcp`. Besides criterion's timings it prints
 //! heap allocations per operation, counted by the allocator below.
@@ -38,6 +39,7 @@ resource = "https://mcp.contoso.com/mcp"
 route = "mcp"
 tools = ["search_*", "get_*", "list_*"]
 scopes = ["Tools.Read"]
+roles = ["Tools.Read"]
 
 [[mcp_rules]]
 route = "mcp"
@@ -78,7 +80,7 @@ async fn fixture() -> Fixture {
     let token = key.sign(&json!({
         "iss": issuer.url(), "aud": "api://bench", "iat": now, "exp": now + 3600,
         "oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474", "azp": "00001111-aaaa-2222-bbbb-3333cccc4444",
-        "scp": "Tools.Read", "idtyp": "user",
+        "roles": ["Tools.Read"], "idtyp": "app",
     }));
     let claims = snapshot
         .verifier

@@ -14,7 +14,9 @@ use crate::config::{
     TokenCacheConfig, UpstreamConfig,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
-use crate::mcp::{LocalSessions, McpInspector, McpRules, ResourceMetadata, SessionStore};
+use crate::mcp::{
+    CallLimiter, LocalSessions, McpInspector, McpRules, ResourceMetadata, SessionStore,
+};
 use crate::policy::{Policies, RouteTable};
 use crate::rejection::Challenges;
 use crate::stages::Stages;
@@ -49,6 +51,8 @@ pub struct Snapshot {
     pub stages: Stages,
     /// Which principal opened each MCP session (kept across reloads).
     sessions: Arc<dyn SessionStore>,
+    /// The MCP tools' call-rate buckets (kept across reloads).
+    limiter: Arc<CallLimiter>,
     /// What each issuer entry compiled to: the next reload keeps what did
     /// not change (trusts, key sources with their keys, cache entries).
     issuers: Vec<CompiledIssuer>,
@@ -133,14 +137,18 @@ impl Snapshot {
             .collect();
         let url = &config.upstream.url;
         let policies = Policies::compile(config);
-        // Sessions outlive a reload: they are the clients'.
-        let sessions: Arc<dyn SessionStore> = match previous {
-            Some(p) => p.sessions.clone(),
-            None => Arc::new(LocalSessions::default()),
+        // Sessions and call budgets outlive a reload: they are the clients'.
+        let (sessions, limiter): (Arc<dyn SessionStore>, _) = match previous {
+            Some(p) => (p.sessions.clone(), p.limiter.clone()),
+            None => (
+                Arc::new(LocalSessions::default()),
+                Arc::new(CallLimiter::default()),
+            ),
         };
         let stages = if config.routes.iter().any(|r| r.mcp.is_some()) {
             let rules = McpRules::compile(&config.mcp_rules, &config.agents);
-            Stages::new(vec![Arc::new(McpInspector::new(rules, sessions.clone()))])
+            let inspector = McpInspector::new(rules, sessions.clone(), limiter.clone());
+            Stages::new(vec![Arc::new(inspector)])
         } else {
             Stages::default()
         };
@@ -164,6 +172,7 @@ impl Snapshot {
             upstream,
             stages,
             sessions,
+            limiter,
             issuers,
             upstream_config: config.upstream.clone(),
             token_cache_config: config.token_cache.clone(),

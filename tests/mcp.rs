@@ -457,3 +457,57 @@ async fn a_session_is_bound_to_the_principal_that_opened_it() {
     let records = gw.audit_records(7).await;
     assert_eq!(records[3]["reason"], "mcp_session_not_found");
 }
+
+/// Tool calls are rate-limited per rule, caller and tool: past the limit,
+/// 429 with Retry-After and a JSON-RPC error with the call's id; others
+/// are not held back.
+#[tokio::test]
+async fn tool_calls_past_a_rules_rate_get_429_for_that_caller_and_tool_only() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let routes = RULED.replacen(
+        "tools = [\"search_*\"]\n",
+        "tools = [\"search_*\"]\ncalls_per_minute = 2\n",
+        1,
+    );
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let call = |token: &str, id: u32, tool: &str| {
+        Request::post(gw.url("/mcp"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::from(tool_call(id, tool)))
+            .unwrap()
+    };
+    let ada = idp.token().scp("Tools.Read").claim("oid", "ada").sign();
+    let bob = idp.token().scp("Tools.Read").claim("oid", "bob").sign();
+    for id in 1..=2 {
+        assert_eq!(
+            send(call(&ada, id, "search_docs")).await.status(),
+            StatusCode::OK
+        );
+    }
+    let resp = send(call(&ada, 3, "search_docs")).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    let error: Value = serde_json::from_str(&text(resp).await).unwrap();
+    assert_eq!(
+        (error["id"].clone(), error["error"]["code"].clone()),
+        (json!(3), json!(-32000))
+    );
+    // Another tool, another caller: their own budgets.
+    assert_eq!(
+        send(call(&ada, 4, "search_tickets")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(call(&bob, 5, "search_docs")).await.status(),
+        StatusCode::OK
+    );
+    let records = gw.audit_records(5).await;
+    assert_eq!(records[2]["reason"], "mcp_rate_limited");
+}

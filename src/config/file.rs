@@ -407,6 +407,7 @@ pub struct McpRuleFile {
     pub roles: Vec<String>,
     pub kinds: Option<Vec<String>>,
     pub agents: Option<Vec<String>>,
+    pub calls_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -430,6 +430,8 @@ pub struct McpRule {
     pub kinds: Option<Vec<String>>,
     /// Agent ids (lower case); `None` for any caller.
     pub agents: Option<Vec<String>>,
+    /// Tool calls this rule allows one caller per tool per minute.
+    pub calls_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

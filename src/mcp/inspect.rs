@@ -9,6 +9,7 @@ use http::request::Parts;
 use http::{Method, Response};
 
 use super::filter::{ListFilter, ListKind};
+use super::limits::{CallLimiter, LimitKey};
 use super::message;
 use super::rules::{McpRules, Verdict};
 use super::sessions::{Binder, Owner, SessionKey, SessionStore};
@@ -28,14 +29,43 @@ const DEFAULT_LIMIT: usize = 4 << 20;
 pub struct McpInspector {
     rules: Arc<McpRules>,
     sessions: Arc<dyn SessionStore>,
+    limiter: Arc<CallLimiter>,
 }
 
 impl McpInspector {
-    pub fn new(rules: McpRules, sessions: Arc<dyn SessionStore>) -> Self {
+    pub fn new(
+        rules: McpRules,
+        sessions: Arc<dyn SessionStore>,
+        limiter: Arc<CallLimiter>,
+    ) -> Self {
         Self {
             rules: Arc::new(rules),
             sessions,
+            limiter,
         }
+    }
+
+    /// Takes an allowed tool call from its rule's rate limit, if it has one.
+    fn rate(&self, grant: &Grant, call: &McpCall) -> Result<(), Rejection> {
+        let (Some(target @ McpTarget::Tool(tool)), Some(claims)) = (&call.target, grant.claims())
+        else {
+            return Ok(());
+        };
+        let Some((rule, per_minute)) = self.rules.limit(grant.route(), claims, target) else {
+            return Ok(());
+        };
+        let key = LimitKey {
+            route: grant.route().name_arc().clone(),
+            rule,
+            owner: Owner::of(claims),
+            tool: tool.as_str().into(),
+        };
+        self.limiter
+            .take(key, per_minute, Instant::now())
+            .map_err(|wait| Rejection::McpRateLimited {
+                id: call.id.clone(),
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            })
     }
 
     /// The filter of a list answer on a route with rules: what the caller
@@ -161,6 +191,7 @@ impl Inspect for McpInspector {
                 };
                 let hidden = mcp.hide_denied;
                 let verdict = verdict.into_result(&call, hidden).and_then(|()| {
+                    self.rate(grant, &call)?;
                     let binder = self.session(grant, head)?;
                     let filter = self.list_filter(grant, &call);
                     Ok((binder.is_some() || filter.is_some())

@@ -9,6 +9,7 @@
 
 mod filter;
 mod inspect;
+mod limits;
 mod message;
 mod metadata;
 mod rules;
@@ -16,6 +17,7 @@ mod sessions;
 
 pub use filter::{Callable, ListFilter, ListKind};
 pub use inspect::McpInspector;
+pub use limits::CallLimiter;
 pub use message::read as read_message;
 pub use metadata::ResourceMetadata;
 pub use rules::{McpRules, Verdict};

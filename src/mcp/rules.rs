@@ -39,6 +39,7 @@ struct Rule {
     roles: Vec<String>,
     kinds: Option<Vec<String>>,
     agents: Option<Vec<String>>,
+    per_minute: Option<u32>,
 }
 
 impl Rule {
@@ -91,6 +92,7 @@ impl McpRules {
                 roles: r.roles.clone(),
                 kinds: r.kinds.clone(),
                 agents: r.agents.clone(),
+                per_minute: r.calls_per_minute,
             });
         }
         let agent_tools = agents
@@ -101,6 +103,22 @@ impl McpRules {
             by_route,
             agent_tools,
         }
+    }
+
+    /// The call-rate limit that holds for an allowed call: that of the
+    /// first rule allowing it that has one (its index, calls per minute).
+    pub fn limit(
+        &self,
+        route: &Route,
+        claims: &VerifiedClaims,
+        target: &McpTarget,
+    ) -> Option<(usize, u32)> {
+        self.by_route
+            .get(route.name())?
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.names(target) && r.is_for(claims) && r.permits(claims))
+            .find_map(|(i, r)| r.per_minute.map(|n| (i, n)))
     }
 
     /// Whether calls on the route are decided by rules (and its lists

@@ -44,7 +44,7 @@ impl SessionKey {
 
 /// Who a session belongs to: the digest of the tenant, the principal, the
 /// client application and the agent of the token that opened it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Owner([u8; 16]);
 
 impl Owner {
@@ -63,6 +63,13 @@ impl Owner {
             b"\0",
             part(claims.agent_id()),
         ]))
+    }
+}
+
+#[cfg(test)]
+impl Owner {
+    pub(super) fn for_tests(n: u8) -> Self {
+        Self([n; 16])
     }
 }
 

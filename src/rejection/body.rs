@@ -52,6 +52,18 @@ pub(crate) fn of(rejection: &Rejection) -> Bytes {
         (None, Rejection::McpNotAllowed { target, id, hidden }) => {
             Bytes::from(mcp_not_allowed(target, id.as_deref(), *hidden))
         }
+        (
+            None,
+            Rejection::McpRateLimited {
+                id,
+                retry_after_secs,
+            },
+        ) => {
+            let id = id.as_deref().unwrap_or("null");
+            Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32000,"message":"Too many calls to this tool; retry in {retry_after_secs} s."}}}}"#
+            ))
+        }
         (None, _) => Bytes::new(),
     }
 }
@@ -83,7 +95,7 @@ fn mcp_not_allowed(target: &McpTarget, id: Option<&str>, hidden: bool) -> String
 /// what the call asked.
 fn constant(rejection: &Rejection) -> Option<&'static str> {
     Some(match rejection {
-        Rejection::McpNotAllowed { .. } => return None,
+        Rejection::McpNotAllowed { .. } | Rejection::McpRateLimited { .. } => return None,
         Rejection::MissingToken => envelope!(
             "authentication_error",
             "missing_token",

@@ -61,6 +61,12 @@ pub enum Rejection {
     /// An MCP session presented by another principal than the one that
     /// opened it: 404, as for a session that does not exist.
     McpSessionNotFound,
+    /// A caller past a rule's `calls_per_minute` for a tool: 429 with
+    /// `Retry-After`, and a JSON-RPC error with the call's id.
+    McpRateLimited {
+        id: Option<String>,
+        retry_after_secs: u64,
+    },
     InvalidToken(TokenError),
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
@@ -117,6 +123,7 @@ impl Rejection {
             Self::McpNotAllowed { .. } => "mcp_not_allowed",
             Self::McpScopeMissing { .. } => "mcp_scope_missing",
             Self::McpSessionNotFound => "mcp_session_not_found",
+            Self::McpRateLimited { .. } => "mcp_rate_limited",
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -134,6 +141,7 @@ impl Rejection {
             | Self::McpInvalid(_) => StatusCode::BAD_REQUEST,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::McpSessionNotFound => StatusCode::NOT_FOUND,
+            Self::McpRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,
             // Why (Entra claims challenge): the step-up answer must be a 401.
@@ -267,6 +275,11 @@ impl Challenges {
             }
             Rejection::AuditUnavailable => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Rejection::McpRateLimited {
+                retry_after_secs, ..
+            } => {
+                h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

@@ -187,6 +187,12 @@ pub(super) fn mcp_rules(
             if let Some(kinds) = &f.kinds {
                 check_kinds(errs, &at("kinds"), kinds);
             }
+            if f.calls_per_minute == Some(0) {
+                errs.push(
+                    at("calls_per_minute"),
+                    "must be at least 1 (leave the tools out of the rule to allow none)",
+                );
+            }
             McpRule {
                 route: f.route,
                 tools: f.tools,
@@ -198,6 +204,7 @@ pub(super) fn mcp_rules(
                 agents: f
                     .agents
                     .map(|ids| ids.into_iter().map(|id| id.to_ascii_lowercase()).collect()),
+                calls_per_minute: f.calls_per_minute,
             }
         })
         .collect()
