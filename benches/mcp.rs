@@ -21,7 +21,7 @@ use http::{HeaderMap, Method, Response};
 use http_body_util::BodyExt;
 use portcullis::call::McpTarget;
 use portcullis::dev::{DevIssuer, SigningKey};
-use portcullis::mcp::{ListFilter, ListKind, McpRules, read_message};
+use portcullis::mcp::{Args, ListFilter, ListKind, McpRules, read_message};
 use portcullis::snapshot::{KeyEnv, Snapshot};
 use portcullis::stages::Respond;
 use portcullis::token::VerifiedClaims;
@@ -143,12 +143,14 @@ fn bench(c: &mut Criterion) {
     let headers = HeaderMap::new();
 
     let read_and_decide = || {
-        let call = read_message(&headers, black_box(&body)).expect("a call");
+        let read = read_message(&headers, black_box(&body)).expect("a call");
+        let call = &read.call;
         f.rules.decide(
             &route,
             &f.claims,
             call.method.as_deref(),
             call.target.as_ref(),
+            Args::Given(read.arguments),
         )
     };
     c.bench_function("mcp/read_and_decide_2KB_tools_call", |b| {
@@ -162,7 +164,7 @@ fn bench(c: &mut Criterion) {
     let filter = || {
         let (rules, route, claims) = (f.rules.clone(), route.clone(), f.claims.clone());
         let callable = move |t: &McpTarget| {
-            rules.decide(&route, &claims, Some("tools/call"), Some(t))
+            rules.decide(&route, &claims, Some("tools/call"), Some(t), Args::Unknown)
                 != portcullis::mcp::Verdict::NotAllowed
         };
         let response = Response::builder()

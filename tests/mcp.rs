@@ -511,3 +511,45 @@ async fn tool_calls_past_a_rules_rate_get_429_for_that_caller_and_tool_only() {
     let records = gw.audit_records(5).await;
     assert_eq!(records[2]["reason"], "mcp_rate_limited");
 }
+
+/// Arguments a rule looks into must fit it, read as strictly as the
+/// message: a project outside the list, or one given twice, is not
+/// allowed.
+#[tokio::test]
+async fn a_rule_can_hold_a_tools_arguments_to_a_list() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let routes = format!(
+        "{RULED}\n[[mcp_rules]]\nroute = \"mcp\"\ntools = [\"close_*\"]\nscopes = [\"Tools.Read\"]\narguments = [{{ pointer = \"/project\", in = [\"ops\", \"sec\"] }}]\n"
+    );
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let token = idp.token().scp("Tools.Read").sign();
+    let call = |id: u32, arguments: &str| {
+        Request::post(gw.url("/mcp"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::from(format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"close_ticket","arguments":{arguments}}}}}"#
+            )))
+            .unwrap()
+    };
+    let echoed = echoed(send(call(1, r#"{"project":"ops","ticket":7}"#)).await).await;
+    assert_eq!(
+        echoed["body"]["json"]["params"]["arguments"]["project"],
+        "ops"
+    );
+    for (id, arguments) in [
+        (2, r#"{"project":"prod"}"#),
+        (3, r#"{"ticket":7}"#),
+        (4, r#"{"project":"ops","project":"prod"}"#),
+    ] {
+        let resp = send(call(id, arguments)).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{arguments}");
+        let error: Value = serde_json::from_str(&text(resp).await).unwrap();
+        assert_eq!(
+            error["error"]["message"], "Unknown tool: close_ticket",
+            "{arguments}"
+        );
+    }
+    assert_eq!(upstream.seen().len(), 1);
+}

@@ -408,6 +408,17 @@ pub struct McpRuleFile {
     pub kinds: Option<Vec<String>>,
     pub agents: Option<Vec<String>>,
     pub calls_per_minute: Option<u32>,
+    #[serde(default)]
+    pub arguments: Vec<McpArgumentFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpArgumentFile {
+    #[serde(default)]
+    pub pointer: String,
+    #[serde(default)]
+    pub r#in: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

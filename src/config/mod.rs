@@ -432,6 +432,28 @@ pub struct McpRule {
     pub agents: Option<Vec<String>>,
     /// Tool calls this rule allows one caller per tool per minute.
     pub calls_per_minute: Option<u32>,
+    /// Conditions on a tool call's arguments, all of them.
+    pub arguments: Vec<McpArgument>,
+}
+
+/// The value a JSON pointer names in a tool call's arguments must be one of
+/// `allowed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpArgument {
+    /// The pointer's segments, unescaped (`~1` is `/`, `~0` is `~`).
+    pub path: Vec<String>,
+    pub allowed: Vec<String>,
+}
+
+/// The segments of an RFC 6901 JSON pointer into objects (`/project`,
+/// `/filter/team`), unescaped; `None` if it is not one.
+pub fn json_pointer(pointer: &str) -> Option<Vec<String>> {
+    let rest = pointer.strip_prefix('/')?;
+    Some(
+        rest.split('/')
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::call::{Call, McpCall, McpTarget};
 use crate::config::Config;
 use crate::decision::Decision;
-use crate::mcp::{McpRules, Verdict};
+use crate::mcp::{Args, McpRules, Verdict};
 use crate::policy::{self, RevocationList, path};
 use crate::proxy::pipeline::{self, Circumstances};
 use crate::rejection::Rejection;
@@ -184,11 +184,13 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
             };
             let rules = McpRules::compile(&config.mcp_rules, &config.agents);
             let verdict = match grant.claims() {
+                // Its arguments are not given: decided as if they fit.
                 Some(c) => rules.decide(
                     grant.route(),
                     c,
                     call.method.as_deref(),
                     call.target.as_ref(),
+                    Args::Unknown,
                 ),
                 None => Verdict::Allowed,
             };

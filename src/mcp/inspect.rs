@@ -11,7 +11,7 @@ use http::{Method, Response};
 use super::filter::{ListFilter, ListKind};
 use super::limits::{CallLimiter, LimitKey};
 use super::message;
-use super::rules::{McpRules, Verdict};
+use super::rules::{Args, McpRules, Verdict};
 use super::sessions::{Binder, Owner, SessionKey, SessionStore};
 use crate::body::Body;
 use crate::call::{Call, McpCall, McpTarget};
@@ -46,12 +46,12 @@ impl McpInspector {
     }
 
     /// Takes an allowed tool call from its rule's rate limit, if it has one.
-    fn rate(&self, grant: &Grant, call: &McpCall) -> Result<(), Rejection> {
+    fn rate(&self, grant: &Grant, call: &McpCall, args: Args<'_>) -> Result<(), Rejection> {
         let (Some(target @ McpTarget::Tool(tool)), Some(claims)) = (&call.target, grant.claims())
         else {
             return Ok(());
         };
-        let Some((rule, per_minute)) = self.rules.limit(grant.route(), claims, target) else {
+        let Some((rule, per_minute)) = self.rules.limit(grant.route(), claims, target, args) else {
             return Ok(());
         };
         let key = LimitKey {
@@ -85,7 +85,8 @@ impl McpInspector {
                 McpTarget::Prompt(_) => "prompts/get",
                 McpTarget::Resource(_) => "resources/read",
             };
-            rules.decide(&route, &claims, Some(method), Some(target)) != Verdict::NotAllowed
+            let verdict = rules.decide(&route, &claims, Some(method), Some(target), Args::Unknown);
+            verdict != Verdict::NotAllowed
         };
         let id = call.id.as_deref().unwrap_or("null");
         Some(ListFilter::new(kind, id, Arc::new(callable)))
@@ -157,9 +158,12 @@ impl Inspect for McpInspector {
         let Some(mcp) = route.mcp() else {
             return Inspection::pass();
         };
-        let read = match body {
+        let read = match body.as_deref() {
             Some(body) => message::read(&head.headers, body),
-            None => Ok(McpCall::default()),
+            None => Ok(message::Read {
+                call: McpCall::default(),
+                arguments: None,
+            }),
         };
         let header = |name: &str| {
             head.headers
@@ -178,20 +182,22 @@ impl Inspect for McpInspector {
             Some(Call::Mcp(call))
         };
         match read {
-            Ok(call) => {
+            Ok(message::Read { call, arguments }) => {
+                let args = Args::Given(arguments);
                 let verdict = match grant.claims() {
                     Some(claims) => self.rules.decide(
                         route,
                         claims,
                         call.method.as_deref(),
                         call.target.as_ref(),
+                        args,
                     ),
                     // An MCP route is never public (checked at load).
                     None => Verdict::Allowed,
                 };
                 let hidden = mcp.hide_denied;
                 let verdict = verdict.into_result(&call, hidden).and_then(|()| {
-                    self.rate(grant, &call)?;
+                    self.rate(grant, &call, args)?;
                     let binder = self.session(grant, head)?;
                     let filter = self.list_filter(grant, &call);
                     Ok((binder.is_some() || filter.is_some())

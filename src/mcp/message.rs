@@ -41,10 +41,19 @@ struct Params<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     uri: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
+}
+
+/// A message as read: what it asks, and a tool call's arguments as sent
+/// (read further only where a rule looks into them).
+pub struct Read<'a> {
+    pub call: McpCall,
+    pub arguments: Option<&'a RawValue>,
 }
 
 /// Reads `body` (a `POST` to an MCP route) with the request's headers.
-pub fn read(headers: &HeaderMap, body: &[u8]) -> Result<McpCall, Fault> {
+pub fn read<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Read<'a>, Fault> {
     if body.trim_ascii_start().first() == Some(&b'[') {
         return Err(Fault::Batch);
     }
@@ -60,16 +69,19 @@ pub fn read(headers: &HeaderMap, body: &[u8]) -> Result<McpCall, Fault> {
         }
         Some(_) => return Err(Fault::Malformed),
     };
-    let target = match (method.as_deref(), params) {
+    let (target, arguments) = match (method.as_deref(), params) {
         (Some(m), Some(p)) => {
             let name = if m.starts_with("resources/") {
                 p.uri
             } else {
                 p.name
             };
-            name.and_then(|n| McpTarget::of(m, n.into_owned()))
+            (
+                name.and_then(|n| McpTarget::of(m, n.into_owned())),
+                p.arguments,
+            )
         }
-        _ => None,
+        _ => (None, None),
     };
     // Why: a server of the 2026-07-28 revision may route on these headers
     // (they must equal the body there); a gateway that decided on the body
@@ -80,11 +92,14 @@ pub fn read(headers: &HeaderMap, body: &[u8]) -> Result<McpCall, Fault> {
     {
         return Err(Fault::HeaderMismatch);
     }
-    Ok(McpCall {
-        method,
-        target,
-        id: message.id.map(|id| id.get().to_owned()),
-        ..McpCall::default()
+    Ok(Read {
+        call: McpCall {
+            method,
+            target,
+            id: message.id.map(|id| id.get().to_owned()),
+            ..McpCall::default()
+        },
+        arguments,
     })
 }
 
@@ -93,7 +108,7 @@ mod tests {
     use super::*;
 
     fn call(body: &str) -> Result<McpCall, Fault> {
-        read(&HeaderMap::new(), body.as_bytes())
+        read(&HeaderMap::new(), body.as_bytes()).map(|r| r.call)
     }
 
     #[test]
@@ -188,7 +203,7 @@ mod tests {
             for (k, v) in pairs {
                 h.insert(*k, http::HeaderValue::from_static(v));
             }
-            read(&h, body)
+            read(&h, body).map(|r| r.call)
         };
         assert!(with(&[("mcp-method", "tools/call"), ("mcp-name", "search")]).is_ok());
         for pairs in [

@@ -7,6 +7,7 @@
 //! to the route, strictly, refuses what the server could read otherwise,
 //! and records the method and the tool, prompt or resource it reaches.
 
+mod arguments;
 mod filter;
 mod inspect;
 mod limits;
@@ -20,5 +21,5 @@ pub use inspect::McpInspector;
 pub use limits::CallLimiter;
 pub use message::read as read_message;
 pub use metadata::ResourceMetadata;
-pub use rules::{McpRules, Verdict};
+pub use rules::{Args, McpRules, Verdict};
 pub use sessions::{LocalSessions, SessionStore};

@@ -13,7 +13,10 @@ use std::collections::HashMap;
 use wildmatch::WildMatch;
 
 use crate::call::{McpCall, McpTarget};
-use crate::config::{AgentConfig, McpRule};
+use serde_json::value::RawValue;
+
+use super::arguments;
+use crate::config::{AgentConfig, McpArgument, McpRule};
 use crate::policy::Route;
 use crate::rejection::Rejection;
 use crate::token::VerifiedClaims;
@@ -40,9 +43,26 @@ struct Rule {
     kinds: Option<Vec<String>>,
     agents: Option<Vec<String>>,
     per_minute: Option<u32>,
+    arguments: Vec<McpArgument>,
+}
+
+/// What the rules know of a call's arguments.
+#[derive(Debug, Clone, Copy)]
+pub enum Args<'a> {
+    /// Nothing: a list is filtered as if they would fit.
+    Unknown,
+    /// The call's `params.arguments`, if it has them.
+    Given(Option<&'a RawValue>),
 }
 
 impl Rule {
+    fn takes(&self, args: Args<'_>) -> bool {
+        match args {
+            Args::Unknown => true,
+            Args::Given(a) => self.arguments.iter().all(|c| arguments::fits(c, a)),
+        }
+    }
+
     fn names(&self, target: &McpTarget) -> bool {
         let patterns = match target {
             McpTarget::Tool(_) => &self.tools,
@@ -93,6 +113,7 @@ impl McpRules {
                 kinds: r.kinds.clone(),
                 agents: r.agents.clone(),
                 per_minute: r.calls_per_minute,
+                arguments: r.arguments.clone(),
             });
         }
         let agent_tools = agents
@@ -112,12 +133,15 @@ impl McpRules {
         route: &Route,
         claims: &VerifiedClaims,
         target: &McpTarget,
+        args: Args<'_>,
     ) -> Option<(usize, u32)> {
         self.by_route
             .get(route.name())?
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.names(target) && r.is_for(claims) && r.permits(claims))
+            .filter(|(_, r)| {
+                r.names(target) && r.is_for(claims) && r.permits(claims) && r.takes(args)
+            })
             .find_map(|(i, r)| r.per_minute.map(|n| (i, n)))
     }
 
@@ -135,6 +159,7 @@ impl McpRules {
         claims: &VerifiedClaims,
         method: Option<&str>,
         target: Option<&McpTarget>,
+        args: Args<'_>,
     ) -> Verdict {
         let Some(rules) = self.by_route.get(route.name()) else {
             return Verdict::Allowed;
@@ -156,7 +181,10 @@ impl McpRules {
             return Verdict::NotAllowed;
         }
         let naming: Vec<&Rule> = rules.iter().filter(|r| r.names(target)).collect();
-        if naming.iter().any(|r| r.is_for(claims) && r.permits(claims)) {
+        if naming
+            .iter()
+            .any(|r| r.is_for(claims) && r.permits(claims) && r.takes(args))
+        {
             return Verdict::Allowed;
         }
         // Why: a delegated caller can get more scopes (consent, step-up);
@@ -166,7 +194,7 @@ impl McpRules {
             return Verdict::NotAllowed;
         }
         let mut wanted: Vec<&str> = Vec::new();
-        for r in naming.iter().filter(|r| r.is_for(claims)) {
+        for r in naming.iter().filter(|r| r.is_for(claims) && r.takes(args)) {
             for s in &r.scopes {
                 if !wanted.contains(&s.as_str()) {
                     wanted.push(s);
@@ -322,8 +350,13 @@ tools = ["search_*"]
                 c[k] = v.clone();
             }
             let claims = crate::token::VerifiedClaims::for_tests("idp", c);
-            self.rules
-                .decide(route, &claims, Some(method), target.as_ref())
+            self.rules.decide(
+                route,
+                &claims,
+                Some(method),
+                target.as_ref(),
+                Args::Given(None),
+            )
         }
     }
 

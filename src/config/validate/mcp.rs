@@ -10,6 +10,7 @@ use super::{
 };
 use crate::config::file::{McpRouteFile, McpRuleFile, RouteFile};
 use crate::config::{METADATA_PREFIX, McpRoute, McpRule};
+use crate::config::{McpArgument, json_pointer};
 
 /// A route's `mcp` table, checked against the route it belongs to.
 pub(super) fn mcp_route(
@@ -187,6 +188,27 @@ pub(super) fn mcp_rules(
             if let Some(kinds) = &f.kinds {
                 check_kinds(errs, &at("kinds"), kinds);
             }
+            for (j, a) in f.arguments.iter().enumerate() {
+                let at = |field: &str| format!("mcp_rules[{i}].arguments[{j}].{field}");
+                if json_pointer(&a.pointer).is_none() {
+                    errs.push(
+                        at("pointer"),
+                        format!(
+                            "{:?} is not a JSON pointer (\"/project\", \"/filter/team\")",
+                            a.pointer
+                        ),
+                    );
+                }
+                if a.r#in.is_empty() {
+                    errs.push(at("in"), "must list the values allowed");
+                }
+            }
+            if !f.arguments.is_empty() && f.tools.is_empty() {
+                errs.push(
+                    at("arguments"),
+                    "only tool calls have arguments: name the tools",
+                );
+            }
             if f.calls_per_minute == Some(0) {
                 errs.push(
                     at("calls_per_minute"),
@@ -205,6 +227,16 @@ pub(super) fn mcp_rules(
                     .agents
                     .map(|ids| ids.into_iter().map(|id| id.to_ascii_lowercase()).collect()),
                 calls_per_minute: f.calls_per_minute,
+                arguments: f
+                    .arguments
+                    .into_iter()
+                    .filter_map(|a| {
+                        Some(McpArgument {
+                            path: json_pointer(&a.pointer)?,
+                            allowed: a.r#in,
+                        })
+                    })
+                    .collect(),
             }
         })
         .collect()
