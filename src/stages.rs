@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, LengthLimitError};
 
 use crate::body::{Body, Watch, Watched, full};
 use crate::call::Call;
-use crate::policy::Grant;
+use crate::policy::{Grant, PolicyOutcome};
 use crate::rejection::Rejection;
 use crate::telemetry::caused_by;
 
@@ -46,6 +46,8 @@ pub struct Inspection {
     pub call: Option<Call>,
     /// Refused, or let through with a responder to its answer (or none).
     pub verdict: Result<Option<Box<dyn Respond>>, Rejection>,
+    /// Report-only policy results, for the decision's record.
+    pub reports: Vec<PolicyOutcome>,
 }
 
 impl Inspection {
@@ -54,6 +56,7 @@ impl Inspection {
         Self {
             call: None,
             verdict: Ok(None),
+            reports: Vec::new(),
         }
     }
 }
@@ -85,6 +88,7 @@ impl<W: Watch + Send + Sync + Unpin + 'static> Respond for Watching<W> {
 /// forward with the responders to its answer, or the refusal.
 pub struct Staged {
     pub call: Option<Call>,
+    pub reports: Vec<PolicyOutcome>,
     pub result: Result<(Request<Body>, Responders), Rejection>,
 }
 
@@ -129,6 +133,7 @@ impl Stages {
                 Err(rejection) => {
                     return Staged {
                         call: None,
+                        reports: Vec::new(),
                         result: Err(rejection),
                     };
                 }
@@ -136,16 +141,19 @@ impl Stages {
             None => (None, Some(body)),
         };
         let mut call = None;
+        let mut reports = Vec::new();
         let mut responders = Vec::new();
         for inspector in &self.inspectors {
             let inspection = inspector.inspect(grant, &mut head, read.as_mut());
             call = call.or(inspection.call);
+            reports.extend(inspection.reports);
             match inspection.verdict {
                 Ok(Some(r)) => responders.push(r),
                 Ok(None) => {}
                 Err(rejection) => {
                     return Staged {
                         call,
+                        reports,
                         result: Err(rejection),
                     };
                 }
@@ -164,6 +172,7 @@ impl Stages {
         };
         Staged {
             call,
+            reports,
             result: Ok((Request::from_parts(head, body), Responders(responders))),
         }
     }
@@ -258,12 +267,14 @@ mod tests {
                 return Inspection {
                     call,
                     verdict: Err(Rejection::BadRequestBody),
+                    reports: Vec::new(),
                 };
             }
             *body = Bytes::from(body.to_ascii_uppercase());
             Inspection {
                 call,
                 verdict: Ok(Some(watching(Counter(self.0.clone())))),
+                reports: Vec::new(),
             }
         }
     }

@@ -553,3 +553,49 @@ async fn a_rule_can_hold_a_tools_arguments_to_a_list() {
     }
     assert_eq!(upstream.seen().len(), 1);
 }
+
+/// Rules that only report: every call goes through, and the record says
+/// what enforcing them would have done, as a report-only policy result.
+#[tokio::test]
+async fn rules_in_report_mode_record_what_they_would_have_done() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let routes = RULED.replacen("[routes.mcp]\n", "[routes.mcp]\nrules = \"report\"\n", 1);
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let app = idp
+        .token()
+        .without("scp")
+        .claim("idtyp", "app")
+        .roles(&["Tools.Read"])
+        .sign();
+    for (id, tool) in [(1, "delete_everything"), (2, "search_docs")] {
+        let req = Request::post(gw.url("/mcp"))
+            .header("authorization", format!("Bearer {app}"))
+            .header("content-type", "application/json")
+            .body(Full::from(tool_call(id, tool)))
+            .unwrap();
+        let echoed = echoed(send(req).await).await;
+        assert_eq!(echoed["body"]["json"]["params"]["name"], tool);
+    }
+    let records = gw.audit_records(2).await;
+    let report = |r: &Value| (r["reason"].clone(), r["policies"].clone());
+    assert_eq!(
+        report(&records[0]),
+        (
+            json!("allowed"),
+            json!([{"name": "mcp:mcp", "result": "reportOnlyFailure"}])
+        )
+    );
+    assert_eq!(
+        report(&records[1]),
+        (
+            json!("allowed"),
+            json!([{"name": "mcp:mcp", "result": "reportOnlySuccess"}])
+        )
+    );
+    assert_eq!(
+        gw.metric("gateway_policy_results_total{policy=\"mcp:mcp\",result=\"reportOnlyFailure\"}")
+            .await,
+        1
+    );
+}

@@ -387,6 +387,7 @@ pub struct McpRouteFile {
     pub allowed_origins: Option<Vec<String>>,
     pub hide_denied: Option<bool>,
     pub bind_sessions: Option<bool>,
+    pub rules: Option<String>,
     pub session_idle_timeout: Option<String>,
 }
 

@@ -408,6 +408,9 @@ pub struct McpRoute {
     /// A call the rules deny looks like one to a tool, prompt or resource
     /// that does not exist.
     pub hide_denied: bool,
+    /// `rules = "report"`: the MCP rules are evaluated and recorded as a
+    /// report-only policy, not enforced (lists unfiltered, no rate limit).
+    pub report_only: bool,
     /// Sessions are bound to the principal that opened them, and forgotten
     /// after `session_idle_timeout` unused; `None`: not bound.
     pub session_idle_timeout: Option<Duration>,

@@ -183,17 +183,18 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
                 ..McpCall::default()
             };
             let rules = McpRules::compile(&config.mcp_rules, &config.agents);
-            let verdict = match grant.claims() {
+            let (verdict, report) = match grant.claims() {
                 // Its arguments are not given: decided as if they fit.
-                Some(c) => rules.decide(
+                Some(c) => rules.judge(
                     grant.route(),
                     c,
                     call.method.as_deref(),
                     call.target.as_ref(),
                     Args::Unknown,
                 ),
-                None => Verdict::Allowed,
+                None => (Verdict::Allowed, None),
             };
+            decision.policies.extend(report);
             let hidden = grant.route().mcp().is_some_and(|m| m.hide_denied);
             let result = verdict.into_result(&call, hidden);
             decision.call = Some(Call::Mcp(call));

@@ -184,8 +184,8 @@ impl Inspect for McpInspector {
         match read {
             Ok(message::Read { call, arguments }) => {
                 let args = Args::Given(arguments);
-                let verdict = match grant.claims() {
-                    Some(claims) => self.rules.decide(
+                let (verdict, report) = match grant.claims() {
+                    Some(claims) => self.rules.judge(
                         route,
                         claims,
                         call.method.as_deref(),
@@ -193,24 +193,29 @@ impl Inspect for McpInspector {
                         args,
                     ),
                     // An MCP route is never public (checked at load).
-                    None => Verdict::Allowed,
+                    None => (Verdict::Allowed, None),
                 };
-                let hidden = mcp.hide_denied;
-                let verdict = verdict.into_result(&call, hidden).and_then(|()| {
-                    self.rate(grant, &call, args)?;
+                // Rules that only report neither limit nor filter.
+                let enforced = !mcp.report_only;
+                let verdict = verdict.into_result(&call, mcp.hide_denied).and_then(|()| {
+                    if enforced {
+                        self.rate(grant, &call, args)?;
+                    }
                     let binder = self.session(grant, head)?;
-                    let filter = self.list_filter(grant, &call);
+                    let filter = self.list_filter(grant, &call).filter(|_| enforced);
                     Ok((binder.is_some() || filter.is_some())
                         .then(|| Box::new(McpAnswer { binder, filter }) as Box<dyn Respond>))
                 });
                 Inspection {
                     call: fill(call),
                     verdict,
+                    reports: report.into_iter().collect(),
                 }
             }
             Err(fault) => Inspection {
                 call: fill(McpCall::default()),
                 verdict: Err(Rejection::McpInvalid(fault)),
+                reports: Vec::new(),
             },
         }
     }

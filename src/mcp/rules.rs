@@ -9,6 +9,7 @@
 //! need only the route's decision.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use wildmatch::WildMatch;
 
@@ -17,7 +18,7 @@ use serde_json::value::RawValue;
 
 use super::arguments;
 use crate::config::{AgentConfig, McpArgument, McpRule};
-use crate::policy::Route;
+use crate::policy::{PolicyOutcome, PolicyResult, Route};
 use crate::rejection::Rejection;
 use crate::token::VerifiedClaims;
 
@@ -100,7 +101,7 @@ pub struct McpRules {
 }
 
 impl McpRules {
-    pub fn compile(rules: &[McpRule], agents: &[std::sync::Arc<AgentConfig>]) -> Self {
+    pub fn compile(rules: &[McpRule], agents: &[Arc<AgentConfig>]) -> Self {
         let patterns = |list: &[String]| list.iter().map(|p| WildMatch::new(p)).collect();
         let mut by_route: HashMap<String, Vec<Rule>> = HashMap::new();
         for r in rules {
@@ -124,6 +125,32 @@ impl McpRules {
             by_route,
             agent_tools,
         }
+    }
+
+    /// The decision as the route applies it: on a route whose rules only
+    /// report, always allowed, with what enforcing them would have done as
+    /// a report-only policy result (`mcp:<route>`) for the record.
+    pub fn judge(
+        &self,
+        route: &Route,
+        claims: &VerifiedClaims,
+        method: Option<&str>,
+        target: Option<&McpTarget>,
+        args: Args<'_>,
+    ) -> (Verdict, Option<PolicyOutcome>) {
+        let verdict = self.decide(route, claims, method, target, args);
+        if !route.mcp().is_some_and(|m| m.report_only)
+            || !self.governs(route)
+            || !reaches_a_target(method)
+        {
+            return (verdict, None);
+        }
+        let result = match verdict {
+            Verdict::Allowed => PolicyResult::ReportOnlySuccess,
+            _ => PolicyResult::ReportOnlyFailure,
+        };
+        let policy = Arc::from(format!("mcp:{}", route.name()));
+        (Verdict::Allowed, Some(PolicyOutcome { policy, result }))
     }
 
     /// The call-rate limit that holds for an allowed call: that of the

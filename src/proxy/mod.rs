@@ -274,6 +274,7 @@ impl Gateway {
                         let staged = snapshot.stages.inspect(&grant, req).await;
                         // What the stages read is part of what was decided on.
                         decision.call = staged.call;
+                        decision.policies.extend(staged.reports);
                         match staged.result {
                             Ok((req, responders)) => (req, Some(responders)),
                             Err(rejection) => {

@@ -125,6 +125,17 @@ pub(super) fn mcp_route(
         f.session_idle_timeout.as_deref(),
         Duration::from_secs(3600),
     );
+    let report_only = match f.rules.as_deref() {
+        None | Some("enforce") => false,
+        Some("report") => true,
+        Some(other) => {
+            errs.push(
+                format!("{at}.mcp.rules"),
+                format!("{other:?} is not \"enforce\" or \"report\""),
+            );
+            false
+        }
+    };
     let uri = uri.filter(|_| errs.0.len() == before)?;
     // Why: the resource's own origin is the one a browser page on it has.
     allowed_origins.extend(origin_of(&f.resource));
@@ -140,6 +151,7 @@ pub(super) fn mcp_route(
         authorization_servers,
         allowed_origins,
         hide_denied: f.hide_denied.unwrap_or(true),
+        report_only,
         session_idle_timeout: f.bind_sessions.unwrap_or(true).then_some(idle),
     })
 }
