@@ -48,7 +48,13 @@ pub struct Inspection {
     pub verdict: Result<Option<Box<dyn Respond>>, Rejection>,
     /// Report-only policy results, for the decision's record.
     pub reports: Vec<PolicyOutcome>,
+    /// What the request waits on before it is forwarded (bounded by the
+    /// inspector), if anything.
+    pub hold: Option<Hold>,
 }
+
+/// A wait a request owes before it is forwarded.
+pub type Hold = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Inspection {
     /// Through, unread and unwatched.
@@ -57,6 +63,7 @@ impl Inspection {
             call: None,
             verdict: Ok(None),
             reports: Vec::new(),
+            hold: None,
         }
     }
 }
@@ -143,10 +150,12 @@ impl Stages {
         let mut call = None;
         let mut reports = Vec::new();
         let mut responders = Vec::new();
+        let mut holds = Vec::new();
         for inspector in &self.inspectors {
             let inspection = inspector.inspect(grant, &mut head, read.as_mut());
             call = call.or(inspection.call);
             reports.extend(inspection.reports);
+            holds.extend(inspection.hold);
             match inspection.verdict {
                 Ok(Some(r)) => responders.push(r),
                 Ok(None) => {}
@@ -158,6 +167,9 @@ impl Stages {
                     };
                 }
             }
+        }
+        for hold in holds {
+            hold.await;
         }
         let body = match (read, body) {
             (Some(bytes), _) => {
@@ -268,6 +280,7 @@ mod tests {
                     call,
                     verdict: Err(Rejection::BadRequestBody),
                     reports: Vec::new(),
+                    hold: None,
                 };
             }
             *body = Bytes::from(body.to_ascii_uppercase());
@@ -275,6 +288,7 @@ mod tests {
                 call,
                 verdict: Ok(Some(watching(Counter(self.0.clone())))),
                 reports: Vec::new(),
+                hold: None,
             }
         }
     }

@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
         client_ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
         at,
         credential: Credential::Claims(claims),
+        mcp: None,
     };
     let _ = rt.block_on(explain(config, request));
 });

@@ -11,6 +11,7 @@ use http::{Method, Response};
 use super::filter::{ListFilter, ListKind};
 use super::limits::{CallLimiter, LimitKey};
 use super::message;
+use super::order::{OpenGuard, Opening};
 use super::rules::{Args, McpRules, Verdict};
 use super::sessions::{Binder, Owner, SessionKey, SessionStore};
 use crate::body::Body;
@@ -30,6 +31,7 @@ pub struct McpInspector {
     rules: Arc<McpRules>,
     sessions: Arc<dyn SessionStore>,
     limiter: Arc<CallLimiter>,
+    opening: Arc<Opening>,
 }
 
 impl McpInspector {
@@ -42,6 +44,7 @@ impl McpInspector {
             rules: Arc::new(rules),
             sessions,
             limiter,
+            opening: Arc::new(Opening::default()),
         }
     }
 
@@ -126,6 +129,8 @@ impl McpInspector {
 struct McpAnswer {
     binder: Option<Binder>,
     filter: Option<ListFilter>,
+    /// A `GET` stream being opened: released once the server answers.
+    opening: Option<OpenGuard>,
 }
 
 impl Respond for McpAnswer {
@@ -133,6 +138,8 @@ impl Respond for McpAnswer {
         if let Some(binder) = &self.binder {
             binder.answered(response.status(), response.headers());
         }
+        // The stream is open (or refused): the session's messages may go.
+        drop(self.opening);
         match self.filter {
             Some(filter) => Box::new(filter).respond(response),
             None => response,
@@ -158,6 +165,7 @@ impl Inspect for McpInspector {
         let Some(mcp) = route.mcp() else {
             return Inspection::pass();
         };
+        let session = SessionKey::of(&head.headers);
         let read = match body.as_deref() {
             Some(body) => message::read(&head.headers, body),
             None => Ok(message::Read {
@@ -203,19 +211,34 @@ impl Inspect for McpInspector {
                     }
                     let binder = self.session(grant, head)?;
                     let filter = self.list_filter(grant, &call).filter(|_| enforced);
-                    Ok((binder.is_some() || filter.is_some())
-                        .then(|| Box::new(McpAnswer { binder, filter }) as Box<dyn Respond>))
+                    let opening = session
+                        .filter(|_| head.method == Method::GET)
+                        .map(|s| self.opening.open(s));
+                    let answer = McpAnswer {
+                        binder,
+                        filter,
+                        opening,
+                    };
+                    let takes_part = answer.binder.is_some()
+                        || answer.filter.is_some()
+                        || answer.opening.is_some();
+                    Ok(takes_part.then(|| Box::new(answer) as Box<dyn Respond>))
                 });
+                let hold = session
+                    .filter(|_| head.method == Method::POST && verdict.is_ok())
+                    .and_then(|s| self.opening.wait(s));
                 Inspection {
                     call: fill(call),
                     verdict,
                     reports: report.into_iter().collect(),
+                    hold,
                 }
             }
             Err(fault) => Inspection {
                 call: fill(McpCall::default()),
                 verdict: Err(Rejection::McpInvalid(fault)),
                 reports: Vec::new(),
+                hold: None,
             },
         }
     }

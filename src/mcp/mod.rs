@@ -13,6 +13,7 @@ mod inspect;
 mod limits;
 mod message;
 mod metadata;
+mod order;
 mod rules;
 mod sessions;
 
