@@ -453,6 +453,18 @@ async fn a_session_is_bound_to_the_principal_that_opened_it() {
         send(request("POST", &eve, &with)).await.status(),
         StatusCode::OK
     );
+    // An answer that repeats the session a request named binds nothing
+    // (after a restart, the first to present a session must not take it).
+    let echoing = [("mcp-session-id", "s-3"), ("x-test-session", "s-3")];
+    assert_eq!(
+        send(request("POST", &eve, &echoing)).await.status(),
+        StatusCode::OK
+    );
+    let s3 = [("mcp-session-id", "s-3")];
+    assert_eq!(
+        send(request("POST", &ada, &s3)).await.status(),
+        StatusCode::OK
+    );
 
     let records = gw.audit_records(7).await;
     assert_eq!(records[3]["reason"], "mcp_session_not_found");

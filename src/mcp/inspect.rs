@@ -19,7 +19,6 @@ use crate::call::{Call, McpCall, McpTarget};
 use crate::policy::Grant;
 use crate::rejection::Rejection;
 use crate::stages::{Inspect, Inspection, Respond};
-use crate::text::write_hex;
 
 /// The most of a message read on an MCP route that sets no
 /// `max_body_bytes`: tool arguments are JSON, not uploads.
@@ -120,6 +119,7 @@ impl McpInspector {
             owner,
             idle,
             ending: presented.filter(|_| head.method == Method::DELETE),
+            opens: presented.is_none(),
         }))
     }
 }
@@ -181,12 +181,7 @@ impl Inspect for McpInspector {
         };
         let fill = |mut call: McpCall| {
             call.protocol_version = header("mcp-protocol-version");
-            call.session = head.headers.get("mcp-session-id").map(|id| {
-                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
-                let mut out = b"sha256:".to_vec();
-                write_hex(&mut out, &d.as_ref()[..8]);
-                String::from_utf8_lossy(&out).into_owned()
-            });
+            call.session = session.map(|s| s.for_record());
             Some(Call::Mcp(call))
         };
         match read {

@@ -40,6 +40,15 @@ impl SessionKey {
     fn from_value(id: &HeaderValue) -> Self {
         Self(truncated(&[id.as_bytes()]))
     }
+
+    /// As the audit record shows it: `sha256:` and the digest's first 8
+    /// bytes in hex (follows a session through the records, cannot take
+    /// it over).
+    pub fn for_record(&self) -> String {
+        let mut out = b"sha256:".to_vec();
+        crate::text::write_hex(&mut out, &self.0[..8]);
+        String::from_utf8_lossy(&out).into_owned()
+    }
 }
 
 /// Who a session belongs to: the digest of the tenant, the principal, the
@@ -154,6 +163,11 @@ pub struct Binder {
     pub idle: Duration,
     /// The request was a `DELETE` of this session.
     pub ending: Option<SessionKey>,
+    /// The request named no session: a session its answer names is new
+    /// (the answer to `initialize`), and the caller's. (An answer that
+    /// repeats a session the request named binds nothing: after a restart
+    /// the first to present a session must not take it.)
+    pub opens: bool,
 }
 
 impl Binder {
@@ -164,7 +178,8 @@ impl Binder {
             }
             return;
         }
-        if let Some(session) = SessionKey::of(headers).filter(|_| status.is_success()) {
+        if let Some(session) = SessionKey::of(headers).filter(|_| self.opens && status.is_success())
+        {
             self.store
                 .bind(session, self.owner, self.idle, Instant::now());
         }
