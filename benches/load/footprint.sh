@@ -11,7 +11,10 @@
 #    (`Accept: text/event-stream`); a client on a keep-alive connection
 #    times request → first `data:` bytes, SAMPLES times directly and SAMPLES
 #    times through the gateway (alternating), and the medians' difference is
-#    what the gateway adds.
+#    what the gateway adds. The same through an MCP route whose rules filter
+#    lists: the message (a `tools/list`) is read and decided, and the answer
+#    streams through the list filter (the echo's events are not the list's
+#    answer, so they pass byte for byte).
 # 3. Peak RSS with TOKENS (default 100,000) cached tokens: wrk sends each of
 #    TOKENS distinct valid tokens (ES256, minted by the fixtures) until the
 #    verified-token cache holds them all, then the process's peak RSS.
@@ -45,6 +48,18 @@ prefix = "/health"
 public = true
 
 [[routes]]
+name = "mcp"
+path = "/mcp"
+scopes = ["Models.Read"]
+[routes.mcp]
+resource = "http://127.0.0.1/mcp"
+
+[[mcp_rules]]
+route = "mcp"
+tools = ["search_*"]
+scopes = ["Models.Read"]
+
+[[routes]]
 name = "read"
 prefix = "/"
 scopes = ["Models.Read"]
@@ -76,20 +91,24 @@ IDLE=$(rss VmRSS)
 import http.client, json, statistics, sys, time
 direct, gateway, token, samples = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {token}"}
-conns = {name: http.client.HTTPConnection(*addr.split(":")) for name, addr in (("direct", direct), ("gateway", gateway))}
-times = {"direct": [], "gateway": []}
-for i in range(samples * 2 + 20):
-    name = ("direct", "gateway")[i % 2]
+conns = {name: http.client.HTTPConnection(*addr.split(":")) for name, addr in (("direct", direct), ("gateway", gateway), ("mcp", gateway))}
+times = {"direct": [], "gateway": [], "mcp": []}
+message = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+for i in range(samples * 3 + 30):
+    name = ("direct", "gateway", "mcp")[i % 3]
     conn = conns[name]
     started = time.perf_counter()
-    conn.request("POST", "/openai/deployments/d/chat/completions?events=1", headers=headers)
+    if name == "mcp":
+        conn.request("POST", "/mcp?events=1", body=message, headers={**headers, "Content-Type": "application/json"})
+    else:
+        conn.request("POST", "/openai/deployments/d/chat/completions?events=1", headers=headers)
     resp = conn.getresponse()
     assert resp.status == 200, resp.status
     first = resp.read1()
     elapsed = time.perf_counter() - started
     assert first.startswith(b"data:"), first
     resp.read()
-    if i >= 20:  # warm-up: connections, caches, the token's first verification
+    if i >= 30:  # warm-up: connections, caches, the token's first verification
         times[name].append(elapsed * 1000)
 out = {}
 for name, ts in times.items():
@@ -125,6 +144,9 @@ d, g = sse["direct"], sse["gateway"]
 print(f"| SSE first event, direct (p50 / p99) | {d['p50_ms']:.3f} / {d['p99_ms']:.3f} ms | |")
 print(f"| SSE first event, through the gateway (p50 / p99) | {g['p50_ms']:.3f} / {g['p99_ms']:.3f} ms | |")
 print(f"| Added by the gateway (p50) | {g['p50_ms'] - d['p50_ms']:.3f} ms | < 1 ms |")
+m = sse["mcp"]
+print(f"| SSE first event, through an MCP route with list filtering (p50 / p99) | {m['p50_ms']:.3f} / {m['p99_ms']:.3f} ms | |")
+print(f"| Added by the gateway on the MCP route (p50) | {m['p50_ms'] - d['p50_ms']:.3f} ms | < 1 ms |")
 if filled < tokens:
     sys.exit(f"the cache holds {filled} of {tokens} tokens: not a valid run")
 PY
