@@ -110,20 +110,21 @@ impl<W: Watch> Drop for Watched<W> {
     }
 }
 
+/// A watcher for tests: what it saw, and that it heard of the end once.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use std::sync::{Arc, Mutex};
 
     use super::*;
 
     /// What the watcher saw: bytes, and how the body ended.
     #[derive(Default)]
-    struct Seen {
-        bytes: usize,
-        ended: Option<Ended>,
+    pub(crate) struct Seen {
+        pub(crate) bytes: usize,
+        pub(crate) ended: Option<Ended>,
     }
 
-    struct Counter(Arc<Mutex<Seen>>);
+    pub(crate) struct Counter(pub(crate) Arc<Mutex<Seen>>);
 
     impl Watch for Counter {
         fn frame(&mut self, data: &Bytes) {
@@ -135,6 +136,14 @@ mod tests {
             seen.ended = Some(ended);
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::testing::{Counter, Seen};
+    use super::*;
 
     fn watched(body: Body) -> (Watched<Counter>, Arc<Mutex<Seen>>) {
         let seen = Arc::new(Mutex::new(Seen::default()));

@@ -232,6 +232,7 @@ mod tests {
 
     use super::*;
     use crate::body::Ended;
+    use crate::body::testing::{Counter, Seen};
     use crate::call::McpCall;
 
     /// The grant of a public route: what every request here is admitted by.
@@ -241,24 +242,6 @@ mod tests {
         let routes = crate::policy::RouteTable::compile(&config.routes).unwrap();
         let matched = routes.find(&http::Method::POST, None, "/x").unwrap();
         crate::policy::admit_public(matched.route).unwrap()
-    }
-
-    /// What the test observer saw: bytes, and how the response ended.
-    #[derive(Default)]
-    struct Seen {
-        bytes: usize,
-        ended: Option<Ended>,
-    }
-
-    struct Counter(Arc<Mutex<Seen>>);
-
-    impl Watch for Counter {
-        fn frame(&mut self, data: &Bytes) {
-            self.0.lock().unwrap().bytes += data.len();
-        }
-        fn end(self, ended: Ended) {
-            self.0.lock().unwrap().ended = Some(ended);
-        }
     }
 
     /// Reads up to 16 bytes, refuses a body that says "no", upper-cases
