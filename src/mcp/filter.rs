@@ -158,6 +158,7 @@ impl Respond for ListFilter {
                 scanned: 0,
                 stream,
                 done: false,
+                cut: false,
             }
             .boxed()
         })
@@ -176,6 +177,9 @@ struct Filtered {
     stream: bool,
     /// The list answer was sent: the rest passes unread.
     done: bool,
+    /// The list was too long to filter: its error was sent and the answer
+    /// ends there (what followed would be the unfiltered rest).
+    cut: bool,
 }
 
 impl Filtered {
@@ -183,14 +187,18 @@ impl Filtered {
     fn events(&mut self) -> Option<Bytes> {
         let mut out = BytesMut::new();
         while !self.done {
-            let Some(end) = event_end(&self.buffer, self.scanned) else {
-                self.scanned = self.buffer.len().saturating_sub(1);
-                if self.buffer.len() > MAX_LIST_BYTES {
-                    out.extend_from_slice(&sse_event(&self.filter.too_long()));
-                    self.buffer.clear();
-                    self.done = true;
+            let end = match event_end(&self.buffer, self.scanned) {
+                Ok(end) => end,
+                Err(resume) => {
+                    self.scanned = resume;
+                    if self.buffer.len() > MAX_LIST_BYTES {
+                        out.extend_from_slice(&sse_event(&self.filter.too_long()));
+                        self.buffer.clear();
+                        self.cut = true;
+                        return Some(out.freeze());
+                    }
+                    break;
                 }
-                break;
             };
             let event = self.buffer.split_to(end);
             self.scanned = 0;
@@ -237,26 +245,22 @@ fn sse_event(data: &[u8]) -> Vec<u8> {
 }
 
 /// The end of the first complete event in `buf` (just past the blank line
-/// that ends it), searching from `from`. Lines end in CRLF, LF or CR; a CR
-/// at the end of what has come may be half of a CRLF, so it waits.
-fn event_end(buf: &[u8], from: usize) -> Option<usize> {
-    // Back up to the start of the line `from` is in: a blank line is one
-    // whose terminator follows another's directly.
-    let mut line_start = buf[..from.min(buf.len())]
-        .iter()
-        .rposition(|b| *b == b'\n' || *b == b'\r')
-        .map_or(0, |i| i + 1);
+/// that ends it), searching from `line_start`, the start of a line; or,
+/// when no event is complete yet, where the search resumes (the start of
+/// the last, unfinished line). Lines end in CRLF, LF or CR; a CR at the end
+/// of what has come may be half of a CRLF, so its line waits.
+fn event_end(buf: &[u8], mut line_start: usize) -> Result<usize, usize> {
     let mut i = line_start;
     while i < buf.len() {
         match buf[i] {
             b'\n' | b'\r' => {
                 let end = match (buf[i], buf.get(i + 1)) {
-                    (b'\r', None) => return None,
+                    (b'\r', None) => return Err(line_start),
                     (b'\r', Some(b'\n')) => i + 2,
                     _ => i + 1,
                 };
                 if i == line_start {
-                    return Some(end);
+                    return Ok(end);
                 }
                 line_start = end;
                 i = end;
@@ -264,7 +268,7 @@ fn event_end(buf: &[u8], from: usize) -> Option<usize> {
             _ => i += 1,
         }
     }
-    None
+    Err(line_start)
 }
 
 impl HttpBody for Filtered {
@@ -277,6 +281,9 @@ impl HttpBody for Filtered {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
+            if this.cut {
+                return Poll::Ready(None);
+            }
             if this.done && this.buffer.is_empty() {
                 return Pin::new(&mut this.inner).poll_frame(cx);
             }
@@ -294,7 +301,7 @@ impl HttpBody for Filtered {
                         }
                     } else if this.buffer.len() > MAX_LIST_BYTES {
                         this.buffer.clear();
-                        this.done = true;
+                        this.cut = true;
                         let error = this.filter.too_long();
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(error)))));
                     }
@@ -319,7 +326,7 @@ impl HttpBody for Filtered {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.buffer.is_empty() && self.inner.is_end_stream()
+        self.cut || (self.done && self.buffer.is_empty() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -396,18 +403,42 @@ mod tests {
         }
     }
 
+    /// A list too long to filter is never passed on, in part or whole: the
+    /// answer is the error, and ends there.
+    #[tokio::test]
+    async fn a_list_too_long_to_filter_is_an_error_and_nothing_after_it() {
+        let chunk: &'static [u8] = Box::leak(vec![b'x'; 1 << 20].into_boxed_slice());
+        for (content_type, head) in [
+            ("application/json", &b"{"[..]),
+            ("text/event-stream", &b"data: {"[..]),
+        ] {
+            let mut chunks = vec![head];
+            chunks.extend(std::iter::repeat_n(chunk, 18));
+            chunks.push(b"}\n\n");
+            let filter = ListFilter::new(ListKind::Tools, "7", only(&[]));
+            let out = through(filter, content_type, chunks).await;
+            let error = r#"{"error":{"code":-32603,"message":"The list is too long for the gateway to filter."},"id":7,"jsonrpc":"2.0"}"#;
+            let expected = match content_type {
+                "application/json" => error.to_owned(),
+                _ => format!("data: {error}\n\n"),
+            };
+            assert_eq!(out, expected, "{content_type}");
+        }
+    }
+
     #[test]
     fn an_event_ends_at_a_blank_line_whatever_the_line_ends() {
-        assert_eq!(event_end(b"data: a\n\nrest", 0), Some(9));
-        assert_eq!(event_end(b"data: a\r\n\r\n", 0), Some(11));
+        assert_eq!(event_end(b"data: a\n\nrest", 0), Ok(9));
+        assert_eq!(event_end(b"data: a\r\n\r\n", 0), Ok(11));
         assert_eq!(
             event_end(b"data: a\r\r", 0),
-            None,
+            Err(8),
             "the CR may be half a CRLF"
         );
-        assert_eq!(event_end(b"data: a\r\rx", 0), Some(9));
-        assert_eq!(event_end(b"data: a\ndata: b\n", 0), None);
-        assert_eq!(event_end(b"data: a\ndata: b\n\n", 10), Some(17));
-        assert_eq!(event_end(b"\n", 0), Some(1));
+        assert_eq!(event_end(b"data: a\r\rx", 8), Ok(9));
+        assert_eq!(event_end(b"data: a\ndata: b\n", 0), Err(16));
+        assert_eq!(event_end(b"data: a\ndata: b\n\n", 16), Ok(17));
+        assert_eq!(event_end(b"data: a\ndata", 0), Err(8));
+        assert_eq!(event_end(b"\n", 0), Ok(1));
     }
 }
