@@ -24,7 +24,7 @@ impl ResourceMetadata {
         let mut documents: Vec<(String, Arc<Route>, Bytes)> = routes
             .iter()
             .filter_map(|route| {
-                let mcp = route.mcp()?;
+                let mcp = route.mcp().filter(|m| !m.metadata_path.is_empty())?;
                 let document = serde_json::json!({
                     "resource": mcp.resource,
                     "authorization_servers": mcp.authorization_servers,

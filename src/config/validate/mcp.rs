@@ -22,12 +22,6 @@ pub(super) fn mcp_route(
 ) -> Option<McpRoute> {
     let before = errs.0.len();
     let at_resource = format!("{at}.mcp.resource");
-    if route.public {
-        errs.push(
-            format!("{at}.public"),
-            "an MCP route is where the gateway checks tokens for the MCP server: it cannot be public",
-        );
-    }
     if route.forward_authorization {
         errs.push(
             format!("{at}.forward_authorization"),
@@ -35,8 +29,12 @@ pub(super) fn mcp_route(
         );
     }
     let resource = f.resource.as_str();
+    // Why: a public MCP route checks no token, so it is no one's resource
+    // server; its messages are still read strictly and Origin checked.
     let uri = if resource.is_empty() {
-        errs.push(&at_resource, "required: the MCP endpoint's public URL");
+        if !route.public {
+            errs.push(&at_resource, "required: the MCP endpoint's public URL");
+        }
         None
     } else if resource.contains('#') {
         errs.push(
@@ -136,16 +134,25 @@ pub(super) fn mcp_route(
             false
         }
     };
-    let uri = uri.filter(|_| errs.0.len() == before)?;
+    if errs.0.len() != before {
+        return None;
+    }
     // Why: the resource's own origin is the one a browser page on it has.
     allowed_origins.extend(origin_of(&f.resource));
-    let path = uri.path().trim_end_matches('/');
-    let metadata_path = format!("{METADATA_PREFIX}{path}");
-    let authority = uri.authority().map_or("", |a| a.as_str());
-    let scheme = uri.scheme_str().unwrap_or("https");
+    let (metadata_path, metadata_url) = match &uri {
+        // A public route has no metadata: no token, no resource server.
+        Some(uri) if !route.public => {
+            let path = format!("{METADATA_PREFIX}{}", uri.path().trim_end_matches('/'));
+            let authority = uri.authority().map_or("", |a| a.as_str());
+            let scheme = uri.scheme_str().unwrap_or("https");
+            let url = format!("{scheme}://{authority}{path}");
+            (path, url)
+        }
+        _ => (String::new(), String::new()),
+    };
     Some(McpRoute {
         resource: f.resource,
-        metadata_url: format!("{scheme}://{authority}{metadata_path}"),
+        metadata_url,
         metadata_path,
         scopes_supported,
         authorization_servers,
@@ -173,6 +180,13 @@ pub(super) fn mcp_rules(
                     at("route"),
                     format!(
                         "route {:?} is not an MCP route (give it a [routes.mcp] table)",
+                        f.route
+                    ),
+                ),
+                Some(r) if r.public => errs.push(
+                    at("route"),
+                    format!(
+                        "route {:?} is public: it knows no caller to decide for",
                         f.route
                     ),
                 ),
@@ -421,6 +435,27 @@ mod tests {
             mcp_route("mcp", "/mcp", "resource = \"http://127.0.0.1:8080/mcp\"")
         ))
         .unwrap();
+    }
+
+    /// A public MCP route checks no token: no resource, no metadata, no
+    /// rules; its messages are still read and its Origin checked.
+    #[test]
+    fn a_public_mcp_route_has_no_resource_server_and_no_rules() {
+        let public = "[[routes]]\nname = \"open\"\npath = \"/mcp\"\npublic = true\n[routes.mcp]\nallowed_origins = [\"http://127.0.0.1:8080\"]\n";
+        let config = parse(&format!("{UPSTREAM}{public}")).unwrap();
+        let mcp = config.routes[0].mcp.as_ref().unwrap();
+        assert_eq!(
+            (mcp.metadata_path.as_str(), mcp.resource.as_str()),
+            ("", "")
+        );
+        assert_eq!(mcp.allowed_origins, ["http://127.0.0.1:8080"]);
+        let errs = errors(&format!(
+            "{UPSTREAM}{public}[[mcp_rules]]\nroute = \"open\"\ntools = [\"*\"]\n"
+        ));
+        assert_eq!(
+            errs,
+            ["mcp_rules[0].route: route \"open\" is public: it knows no caller to decide for"]
+        );
     }
 
     #[test]
