@@ -164,6 +164,19 @@ async fn pages_from_other_origins_cannot_call_an_mcp_route() {
     }
 }
 
+/// A JSON-RPC message posted to the MCP route with `token`.
+fn message(
+    gw: &TestGateway,
+    token: &str,
+    body: impl Into<bytes::Bytes>,
+) -> Request<Full<bytes::Bytes>> {
+    Request::post(gw.url("/mcp"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
 fn post_body(gw: &TestGateway, token: &str, body: &'static str) -> Request<Full<bytes::Bytes>> {
     Request::post(gw.url("/mcp"))
         .header("authorization", format!("Bearer {token}"))
@@ -303,13 +316,7 @@ async fn each_tool_call_needs_a_rule_and_each_denial_fits_its_caller() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
     let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), RULED)).await;
-    let post = |token: String, body: String| {
-        Request::post(gw.url("/mcp"))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Full::from(body))
-            .unwrap()
-    };
+    let post = |token: String, body: String| message(&gw, &token, body);
     let reader = idp.token().scp("Tools.Read").sign();
     let app = idp
         .token()
@@ -483,13 +490,7 @@ async fn tool_calls_past_a_rules_rate_get_429_for_that_caller_and_tool_only() {
         1,
     );
     let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
-    let call = |token: &str, id: u32, tool: &str| {
-        Request::post(gw.url("/mcp"))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Full::from(tool_call(id, tool)))
-            .unwrap()
-    };
+    let call = |token: &str, id: u32, tool: &str| message(&gw, token, tool_call(id, tool));
     let ada = idp.token().scp("Tools.Read").claim("oid", "ada").sign();
     let bob = idp.token().scp("Tools.Read").claim("oid", "bob").sign();
     for id in 1..=2 {
@@ -537,13 +538,10 @@ async fn a_rule_can_hold_a_tools_arguments_to_a_list() {
     let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
     let token = idp.token().scp("Tools.Read").sign();
     let call = |id: u32, arguments: &str| {
-        Request::post(gw.url("/mcp"))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Full::from(format!(
-                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"close_ticket","arguments":{arguments}}}}}"#
-            )))
-            .unwrap()
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"close_ticket","arguments":{arguments}}}}}"#
+        );
+        message(&gw, &token, body)
     };
     let echoed = echoed(send(call(1, r#"{"project":"ops","ticket":7}"#)).await).await;
     assert_eq!(
@@ -581,12 +579,7 @@ async fn rules_in_report_mode_record_what_they_would_have_done() {
         .roles(&["Tools.Read"])
         .sign();
     for (id, tool) in [(1, "delete_everything"), (2, "search_docs")] {
-        let req = Request::post(gw.url("/mcp"))
-            .header("authorization", format!("Bearer {app}"))
-            .header("content-type", "application/json")
-            .body(Full::from(tool_call(id, tool)))
-            .unwrap();
-        let echoed = echoed(send(req).await).await;
+        let echoed = echoed(send(message(&gw, &app, tool_call(id, tool))).await).await;
         assert_eq!(echoed["body"]["json"]["params"]["name"], tool);
     }
     let records = gw.audit_records(2).await;
