@@ -87,17 +87,28 @@ async fn a_scrape_passes_promtool_check_metrics() {
     );
     let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
     let token = idp.token().sign();
-    assert_eq!(
-        get(&gw.url("/x"), Some(&token)).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        get(&gw.url("/x"), None).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(get(&gw.url("/health"), None).await.status(), StatusCode::OK);
+    // One client, each answer read to its end: every request on the one
+    // pooled connection, so that exactly one is open when the scrape runs
+    // (a connection a dropped client closed may not be seen closed yet).
+    let client = client();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = Request::get(gw.url(path));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        client.request(req.body(Full::default()).unwrap())
+    };
+    for (path, token, status) in [
+        ("/x", Some(token.as_str()), StatusCode::OK),
+        ("/x", None, StatusCode::UNAUTHORIZED),
+        ("/health", None, StatusCode::OK),
+    ] {
+        let resp = get(path, token).await.unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        text(resp).await;
+    }
     // A stream held open: its connection is counted while the scrape runs.
-    let mut sse = get(&gw.url("/sse"), Some(&token)).await;
+    let mut sse = get("/sse", Some(&token)).await.unwrap();
     assert!(sse.body_mut().frame().await.unwrap().unwrap().is_data());
     gw.audit_records(3).await;
 
