@@ -60,6 +60,15 @@ impl McpTarget {
         }
     }
 
+    /// The method that reaches it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Tool(_) => "tools/call",
+            Self::Prompt(_) => "prompts/get",
+            Self::Resource(_) => "resources/read",
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Self::Tool(n) | Self::Prompt(n) | Self::Resource(n) => n,

@@ -82,12 +82,8 @@ impl McpInspector {
         }
         let (rules, route) = (self.rules.clone(), route.clone());
         let callable = move |target: &McpTarget| {
-            let method = match target {
-                McpTarget::Tool(_) => "tools/call",
-                McpTarget::Prompt(_) => "prompts/get",
-                McpTarget::Resource(_) => "resources/read",
-            };
-            let verdict = rules.decide(&route, &claims, Some(method), Some(target), Args::Unknown);
+            let method = Some(target.method());
+            let verdict = rules.decide(&route, &claims, method, Some(target), Args::Unknown);
             verdict != Verdict::NotAllowed
         };
         let id = call.id.as_deref().unwrap_or("null");
@@ -97,7 +93,12 @@ impl McpInspector {
     /// On a route that binds sessions: refuses a session another principal
     /// opened, and returns what binds the one the answer names (or forgets
     /// the one a `DELETE` ends).
-    fn session(&self, grant: &Grant, head: &Parts) -> Result<Option<Binder>, Rejection> {
+    fn session(
+        &self,
+        grant: &Grant,
+        head: &Parts,
+        presented: Option<SessionKey>,
+    ) -> Result<Option<Binder>, Rejection> {
         let (Some(idle), Some(claims)) = (
             grant.route().mcp().and_then(|m| m.session_idle_timeout),
             grant.claims(),
@@ -105,7 +106,6 @@ impl McpInspector {
             return Ok(None);
         };
         let owner = Owner::of(claims);
-        let presented = SessionKey::of(&head.headers);
         if let Some(session) = presented
             && self
                 .sessions
@@ -173,14 +173,12 @@ impl Inspect for McpInspector {
                 arguments: None,
             }),
         };
-        let header = |name: &str| {
-            head.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
         let fill = |mut call: McpCall| {
-            call.protocol_version = header("mcp-protocol-version");
+            call.protocol_version = head
+                .headers
+                .get("mcp-protocol-version")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             call.session = session.map(|s| s.for_record());
             Some(Call::Mcp(call))
         };
@@ -195,7 +193,8 @@ impl Inspect for McpInspector {
                         call.target.as_ref(),
                         args,
                     ),
-                    // An MCP route is never public (checked at load).
+                    // A public MCP route: no caller to decide for (rules on
+                    // one are refused at load).
                     None => (Verdict::Allowed, None),
                 };
                 // Rules that only report neither limit nor filter.
@@ -204,7 +203,7 @@ impl Inspect for McpInspector {
                     if enforced {
                         self.rate(grant, &call, args)?;
                     }
-                    let binder = self.session(grant, head)?;
+                    let binder = self.session(grant, head, session)?;
                     let filter = self.list_filter(grant, &call).filter(|_| enforced);
                     let opening = session
                         .filter(|_| head.method == Method::GET)

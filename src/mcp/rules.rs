@@ -92,20 +92,33 @@ impl Rule {
     }
 }
 
+/// One route's rules, and the name its report-only results go by.
+struct RouteRules {
+    rules: Vec<Rule>,
+    /// `mcp:<route>`.
+    report_as: Arc<str>,
+}
+
 /// Every MCP rule of one config, by route, and the registered agents'
 /// tool lists.
 #[derive(Default)]
 pub struct McpRules {
-    by_route: HashMap<String, Vec<Rule>>,
+    by_route: HashMap<String, RouteRules>,
     agent_tools: HashMap<String, Vec<WildMatch>>,
 }
 
 impl McpRules {
     pub fn compile(rules: &[McpRule], agents: &[Arc<AgentConfig>]) -> Self {
         let patterns = |list: &[String]| list.iter().map(|p| WildMatch::new(p)).collect();
-        let mut by_route: HashMap<String, Vec<Rule>> = HashMap::new();
+        let mut by_route: HashMap<String, RouteRules> = HashMap::new();
         for r in rules {
-            by_route.entry(r.route.clone()).or_default().push(Rule {
+            let route = by_route
+                .entry(r.route.clone())
+                .or_insert_with(|| RouteRules {
+                    rules: Vec::new(),
+                    report_as: Arc::from(format!("mcp:{}", r.route)),
+                });
+            route.rules.push(Rule {
                 tools: patterns(&r.tools),
                 prompts: patterns(&r.prompts),
                 resources: patterns(&r.resources),
@@ -139,17 +152,18 @@ impl McpRules {
         args: Args<'_>,
     ) -> (Verdict, Option<PolicyOutcome>) {
         let verdict = self.decide(route, claims, method, target, args);
-        if !route.mcp().is_some_and(|m| m.report_only)
-            || !self.governs(route)
-            || !reaches_a_target(method)
-        {
+        let reporting = self
+            .by_route
+            .get(route.name())
+            .filter(|_| route.mcp().is_some_and(|m| m.report_only) && reaches_a_target(method));
+        let Some(RouteRules { report_as, .. }) = reporting else {
             return (verdict, None);
-        }
+        };
         let result = match verdict {
             Verdict::Allowed => PolicyResult::ReportOnlySuccess,
             _ => PolicyResult::ReportOnlyFailure,
         };
-        let policy = Arc::from(format!("mcp:{}", route.name()));
+        let policy = report_as.clone();
         (Verdict::Allowed, Some(PolicyOutcome { policy, result }))
     }
 
@@ -164,6 +178,7 @@ impl McpRules {
     ) -> Option<(usize, u32)> {
         self.by_route
             .get(route.name())?
+            .rules
             .iter()
             .enumerate()
             .filter(|(_, r)| {
@@ -188,7 +203,7 @@ impl McpRules {
         target: Option<&McpTarget>,
         args: Args<'_>,
     ) -> Verdict {
-        let Some(rules) = self.by_route.get(route.name()) else {
+        let Some(RouteRules { rules, .. }) = self.by_route.get(route.name()) else {
             return Verdict::Allowed;
         };
         if !reaches_a_target(method) {
