@@ -46,7 +46,7 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" => self.ready(),
+            "/readyz" => self.ready().await,
             "/metrics" => self.metrics(),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
@@ -81,11 +81,19 @@ impl Admin {
         json(status, format!("{}\n", outcome.to_json()))
     }
 
-    /// Ready when every key source has usable keys and the audit trail
-    /// takes records (a failing sink with `on_failure = "allow"` is shown
-    /// but does not make the gateway unready).
-    fn ready(&self) -> Response<Body> {
-        let snapshot = self.snapshot.load();
+    /// Ready when every key source has usable keys, the audit trail takes
+    /// records (a failing sink with `on_failure = "allow"` is shown but
+    /// does not make the gateway unready), and a shared budget store that
+    /// requests would be refused without answers (one with `on_error =
+    /// "allow"` or `"local"` is shown, likewise).
+    async fn ready(&self) -> Response<Body> {
+        let snapshot = self.snapshot.load_full();
+        let store = snapshot.budgets.store();
+        let budget_store = match store.ping().await {
+            None => "local",
+            Some(true) => "ok",
+            Some(false) => "failing",
+        };
         let waiting: Vec<&str> = snapshot
             .key_sources
             .iter()
@@ -108,11 +116,13 @@ impl Admin {
             })
             .collect();
         let refuses = self.audit.as_ref().is_some_and(|a| a.refuses_requests());
-        let ready = waiting.is_empty() && !refuses;
+        let store_refuses = budget_store == "failing" && store.denies_when_down();
+        let ready = waiting.is_empty() && !refuses && !store_refuses;
         let body = serde_json::json!({
             "ready": ready,
             "config_version": &*snapshot.version,
             "audit": audit,
+            "budget_store": budget_store,
             "waiting_for_keys": waiting,
             "key_errors": key_errors,
         });
@@ -131,6 +141,9 @@ impl Admin {
         let queued = self.audit.as_ref().map_or(0, |a| a.queued());
         self.metrics
             .observe_state(&keys, entries, snapshot.is_ready(), queued);
+        let store = snapshot.budgets.store();
+        self.metrics
+            .observe_budget_store(store.is_up(), store.errors());
         let mut resp = Response::new(full(self.metrics.encode()));
         resp.headers_mut().insert(
             CONTENT_TYPE,

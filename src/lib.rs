@@ -15,6 +15,9 @@
 //! - [`rejection`]: the only author of the gateway's own refusals (RFC 6750).
 //! - [`mcp`]: the gateway as the resource server of MCP servers (their
 //!   protected-resource metadata).
+//! - [`model`]: model APIs: the effective model of a request, the usage
+//!   its answer reports; [`budget`]: token budgets and their counters
+//!   (in process, or in Redis for a fleet).
 //! - [`upstream`]: the pooled upstream client, its connector, and the
 //!   headers an upstream sees; [`body`]: the body type of both directions.
 //! - [`proxy`]: the request pipeline and forwarding to the upstream;
@@ -33,9 +36,9 @@
 //!
 //! Dependencies point one way: `app` → `proxy`/`serve`/`admin`/`reload`
 //! (and `explain` → `proxy`) → `snapshot`/`audit`/`revocation_file` →
-//! `rejection`/`decision`/`stages`/`mcp` → `upstream`/`policy` → `token` → `keys` →
+//! `rejection`/`decision`/`stages`/`mcp`/`model` → `budget` → `upstream`/`policy` → `token` → `keys` →
 //! `config`, with `metrics` above `keys`, and `body`, `text`, `tls`,
-//! `telemetry`, `shutdown` and `call` (what stages read of a request)
+//! `telemetry`, `shutdown`, `sse` and `call` (what stages read of a request)
 //! leaves anyone may use. No file imports one
 //! that imports it back (a module's files and their `mod.rs` aside).
 
@@ -45,6 +48,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod body;
+pub mod budget;
 pub mod call;
 pub mod config;
 pub mod decision;
@@ -53,6 +57,7 @@ pub mod explain;
 pub mod keys;
 pub mod mcp;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod proxy;
 pub mod rejection;
@@ -61,6 +66,7 @@ pub mod revocation_file;
 pub mod serve;
 pub mod shutdown;
 pub mod snapshot;
+pub mod sse;
 pub mod stages;
 pub mod telemetry;
 pub mod text;

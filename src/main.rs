@@ -273,6 +273,11 @@ struct ExplainArgs {
     /// message reaches.
     #[arg(long, value_name = "NAME", requires = "mcp_method")]
     mcp_name: Option<String>,
+    /// On a model API route: the model the request names (on an Azure
+    /// OpenAI path, its deployment is taken from the path). The budgets
+    /// that apply are shown with their counters.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -328,6 +333,7 @@ fn explain(args: ExplainArgs) -> ExitCode {
             method,
             name: args.mcp_name,
         }),
+        model: args.model,
     };
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -9,14 +9,16 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
+use crate::budget::{Budgets, LocalCounters, RedisCounters, Store};
 use crate::config::{
-    Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig, KeyLocation,
-    TokenCacheConfig, UpstreamConfig,
+    BudgetStoreConfig, Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig,
+    KeyLocation, TokenCacheConfig, UpstreamConfig,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::mcp::{
     CallLimiter, LocalSessions, McpInspector, McpRules, ResourceMetadata, SessionStore,
 };
+use crate::model::{ModelInspector, ModelObserver};
 use crate::policy::{Policies, RouteTable};
 use crate::rejection::Challenges;
 use crate::stages::Stages;
@@ -28,7 +30,9 @@ pub struct Snapshot {
     pub verifier: Verifier,
     pub routes: RouteTable,
     /// Agents and conditional-access policies.
-    pub policies: Policies,
+    pub policies: Arc<Policies>,
+    /// Token budgets and where their counters are.
+    pub budgets: Arc<Budgets>,
     pub challenges: Challenges,
     /// The protected-resource metadata of every MCP route.
     pub resource_metadata: ResourceMetadata,
@@ -53,6 +57,9 @@ pub struct Snapshot {
     sessions: Arc<dyn SessionStore>,
     /// The MCP tools' call-rate buckets (kept across reloads).
     limiter: Arc<CallLimiter>,
+    /// `[budget_store]` as configured: a reload that keeps it keeps the
+    /// counters.
+    budget_store_config: BudgetStoreConfig,
     /// What each issuer entry compiled to: the next reload keeps what did
     /// not change (trusts, key sources with their keys, cache entries).
     issuers: Vec<CompiledIssuer>,
@@ -67,11 +74,17 @@ struct CompiledIssuer {
     sources: Vec<Arc<KeySource>>,
 }
 
-/// Shared by every key source: the observer of fetches.
+/// What compiled snapshots report to: key fetches, and what model answers
+/// used.
 #[derive(Clone)]
 pub struct KeyEnv {
-    pub observer: Arc<dyn KeyObserver>,
+    pub observer: Arc<dyn Observer>,
 }
+
+/// Told of key fetches and of model usage (the metrics).
+pub trait Observer: KeyObserver + ModelObserver {}
+
+impl<T: KeyObserver + ModelObserver> Observer for T {}
 
 impl Snapshot {
     /// Compiles a validated config. Fails only on what validation cannot see
@@ -136,7 +149,23 @@ impl Snapshot {
             .flat_map(|c| c.sources.iter().cloned())
             .collect();
         let url = &config.upstream.url;
-        let policies = Policies::compile(config);
+        let policies = Arc::new(Policies::compile(config));
+        let store = match previous.filter(|p| p.budget_store_config == config.budget_store) {
+            Some(p) => p.budgets.store().clone(),
+            None => match &config.budget_store {
+                BudgetStoreConfig::Local => Arc::new(Store::Local(LocalCounters::default())),
+                BudgetStoreConfig::Redis(redis) => match RedisCounters::new(redis) {
+                    Ok(r) => Arc::new(Store::Redis(Box::new(r))),
+                    Err(message) => {
+                        return Err(ConfigErrors(vec![ConfigError {
+                            path: "budget_store.url".into(),
+                            message,
+                        }]));
+                    }
+                },
+            },
+        };
+        let budgets = Arc::new(Budgets::compile(&config.budgets, store));
         // Sessions and call budgets outlive a reload: they are the clients'.
         let (sessions, limiter): (Arc<dyn SessionStore>, _) = match previous {
             Some(p) => (p.sessions.clone(), p.limiter.clone()),
@@ -145,19 +174,30 @@ impl Snapshot {
                 Arc::new(CallLimiter::default()),
             ),
         };
-        let stages = if config.routes.iter().any(|r| r.mcp.is_some()) {
+        let mut inspectors: Vec<Arc<dyn crate::stages::Inspect>> = Vec::new();
+        if config.routes.iter().any(|r| r.mcp.is_some()) {
             let rules = McpRules::compile(&config.mcp_rules, &config.agents);
             let inspector = McpInspector::new(rules, sessions.clone(), limiter.clone());
-            Stages::new(vec![Arc::new(inspector)])
-        } else {
-            Stages::default()
-        };
+            inspectors.push(Arc::new(inspector));
+        }
+        if config.routes.iter().any(|r| r.model.is_some()) {
+            let observer: Arc<dyn ModelObserver> = env.observer.clone();
+            inspectors.push(Arc::new(ModelInspector::new(
+                policies.clone(),
+                &config.agents,
+                budgets.clone(),
+                config.metering.clone(),
+                observer,
+            )));
+        }
+        let stages = Stages::new(inspectors);
         Ok(Self {
             verifier: Verifier::new(trusts, cache),
             challenges: Challenges::new(&config.server.realm, routes.routes(), &policies.policies),
             resource_metadata: ResourceMetadata::compile(routes.routes()),
             routes,
             policies,
+            budgets,
             identity_headers: config.identity_headers.clone(),
             inbound_strip: InboundStrip::new(&config.identity_headers, &config.strip_headers),
             upstream_scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
@@ -173,6 +213,7 @@ impl Snapshot {
             stages,
             sessions,
             limiter,
+            budget_store_config: config.budget_store.clone(),
             issuers,
             upstream_config: config.upstream.clone(),
             token_cache_config: config.token_cache.clone(),
@@ -191,13 +232,14 @@ fn compile_issuer(issuer: &IssuerConfig, env: &KeyEnv) -> Result<CompiledIssuer,
     let fetcher = Fetcher::new(issuer.keys.ca_file.as_deref(), issuer.keys.fetch_timeout)
         .map_err(|e| e.to_string())?;
     let name: Arc<str> = Arc::from(issuer.name.as_str());
+    let key_observer: Arc<dyn KeyObserver> = env.observer.clone();
     let source = |label: String, endpoint: KeyEndpoint| {
         Arc::new(KeySource::new(
             label,
             endpoint,
             issuer.keys.clone(),
             fetcher.clone(),
-            env.observer.clone(),
+            key_observer.clone(),
         ))
     };
     let mut trusts = Vec::new();

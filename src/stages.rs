@@ -35,9 +35,18 @@ pub trait Inspect: Send + Sync {
     fn body_limit(&self, grant: &Grant, head: &Parts) -> Option<usize>;
 
     /// Reads the request (the body when it asked for it), may change what
-    /// is forwarded or refuse it, and may take part in the answer.
-    fn inspect(&self, grant: &Grant, head: &mut Parts, body: Option<&mut Bytes>) -> Inspection;
+    /// is forwarded or refuse it, and may take part in the answer. Async:
+    /// an inspector may ask a store (budgets in Redis).
+    fn inspect<'a>(
+        &'a self,
+        grant: &'a Grant,
+        head: &'a mut Parts,
+        body: Option<&'a mut Bytes>,
+    ) -> Inspecting<'a>;
 }
+
+/// An inspection under way.
+pub type Inspecting<'a> = Pin<Box<dyn Future<Output = Inspection> + Send + 'a>>;
 
 /// What one inspector made of a request.
 pub struct Inspection {
@@ -152,7 +161,7 @@ impl Stages {
         let mut responders = Vec::new();
         let mut holds = Vec::new();
         for inspector in &self.inspectors {
-            let inspection = inspector.inspect(grant, &mut head, read.as_mut());
+            let inspection = inspector.inspect(grant, &mut head, read.as_mut()).await;
             call = call.or(inspection.call);
             reports.extend(inspection.reports);
             holds.extend(inspection.hold);
@@ -252,8 +261,18 @@ mod tests {
         fn body_limit(&self, _: &Grant, _: &Parts) -> Option<usize> {
             Some(16)
         }
-        fn inspect(&self, _: &Grant, _: &mut Parts, body: Option<&mut Bytes>) -> Inspection {
-            let body = body.expect("asked for");
+        fn inspect<'a>(
+            &'a self,
+            _: &'a Grant,
+            _: &'a mut Parts,
+            body: Option<&'a mut Bytes>,
+        ) -> Inspecting<'a> {
+            Box::pin(std::future::ready(self.shout(body.expect("asked for"))))
+        }
+    }
+
+    impl Shouting {
+        fn shout(&self, body: &mut Bytes) -> Inspection {
             let call = Some(Call::Mcp(McpCall {
                 method: Some(String::from_utf8_lossy(body).into_owned()),
                 ..McpCall::default()

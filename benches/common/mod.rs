@@ -45,3 +45,5 @@ impl KeyObserver for Quiet {
     fn refreshed(&self, _: &str, _: Result<RefreshChange, &KeyFetchError>) {}
     fn refresh_suppressed(&self, _: &str) {}
 }
+
+impl portcullis::model::ModelObserver for Quiet {}

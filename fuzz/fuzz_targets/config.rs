@@ -16,6 +16,8 @@ impl KeyObserver for Quiet {
     fn refresh_suppressed(&self, _: &str) {}
 }
 
+impl portcullis::model::ModelObserver for Quiet {}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;

@@ -28,6 +28,8 @@ impl KeyObserver for Quiet {
     fn refresh_suppressed(&self, _: &str) {}
 }
 
+impl portcullis::model::ModelObserver for Quiet {}
+
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {

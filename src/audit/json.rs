@@ -149,8 +149,9 @@ impl Record {
             w.raw(b"\"}");
         }
         w.raw(b"],\"mcp\":");
-        match decision.and_then(|d| d.call.as_ref()) {
-            None => w.raw(b"null"),
+        let call = decision.and_then(|d| d.call.as_ref());
+        match call {
+            None | Some(Call::Model(_)) => w.raw(b"null"),
             Some(Call::Mcp(c)) => {
                 w.raw(b"{\"mcp.method.name\":");
                 w.opt_str(c.method.as_deref())?;
@@ -172,6 +173,36 @@ impl Record {
                 w.opt_str(c.session.as_deref())?;
                 w.raw(b"}");
             }
+        }
+        w.raw(b",\"model\":");
+        match call {
+            Some(Call::Model(c)) => {
+                w.raw(b"{\"gen_ai.operation.name\":\"");
+                w.raw(c.operation.as_str().as_bytes());
+                w.raw(b"\",\"gen_ai.request.model\":");
+                w.opt_str(c.model.as_deref())?;
+                w.raw(b",\"stream\":");
+                w.bool(c.stream);
+                w.raw(b",\"usage\":");
+                match c.usage.get() {
+                    None => w.raw(b"null"),
+                    Some(u) => {
+                        w.raw(b"{\"gen_ai.usage.input_tokens\":");
+                        w.num(u.input)?;
+                        w.raw(b",\"gen_ai.usage.output_tokens\":");
+                        w.num(u.output)?;
+                        w.raw(b",\"cached_input_tokens\":");
+                        w.num(u.cached_input)?;
+                        w.raw(b",\"reasoning_tokens\":");
+                        w.num(u.reasoning)?;
+                        w.raw(b",\"source\":\"");
+                        w.raw(u.source.as_str().as_bytes());
+                        w.raw(b"\"}");
+                    }
+                }
+                w.raw(b"}");
+            }
+            _ => w.raw(b"null"),
         }
         w.raw(b",\"config_version\":");
         w.str(&r.config_version)?;

@@ -133,6 +133,11 @@ pub struct FileConfig {
     pub policies: Vec<PolicyFile>,
     #[serde(default)]
     pub mcp_rules: Vec<McpRuleFile>,
+    #[serde(default)]
+    pub budgets: Vec<BudgetFile>,
+    #[serde(default)]
+    pub metering: MeteringFile,
+    pub budget_store: Option<BudgetStoreFile>,
     pub revocation: Option<RevocationSourceFile>,
     #[serde(default)]
     pub audit: AuditFile,
@@ -205,6 +210,7 @@ pub struct AgentFile {
     #[serde(default)]
     pub permissions: Vec<String>,
     pub tools: Option<Vec<String>>,
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +269,8 @@ pub struct PolicyFile {
     pub token_older_than: Option<String>,
     #[serde(default)]
     pub client_capabilities: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
     // grant
     #[serde(default)]
     pub grant: String,
@@ -375,6 +383,59 @@ pub struct RouteFile {
     #[serde(default)]
     pub allow_matrix_params: bool,
     pub mcp: Option<McpRouteFile>,
+    pub model: Option<ModelRouteFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRouteFile {
+    pub models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFile {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub key: Vec<String>,
+    pub tokens_per_minute: Option<u64>,
+    pub tokens: Option<u64>,
+    pub period: Option<String>,
+    pub count: Option<String>,
+    pub weights: Option<WeightsFile>,
+    pub routes: Option<Vec<String>>,
+    pub models: Option<Vec<String>>,
+    pub kinds: Option<Vec<String>>,
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsFile {
+    pub input: Option<f64>,
+    pub cached_input: Option<f64>,
+    pub output: Option<f64>,
+    pub reasoning: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeteringFile {
+    pub reserve: Option<String>,
+    pub max_output_tokens: Option<u64>,
+    pub inject_include_usage: Option<bool>,
+    pub remaining_header: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetStoreFile {
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub prefix: Option<String>,
+    pub timeout: Option<String>,
+    pub on_error: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

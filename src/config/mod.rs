@@ -47,6 +47,12 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// Which tools, prompts and resources of MCP routes a call may reach.
     pub mcp_rules: Vec<McpRule>,
+    /// Token budgets on model routes.
+    pub budgets: Vec<BudgetConfig>,
+    /// How model requests are reserved for and their usage read.
+    pub metering: MeteringConfig,
+    /// Where budget counters live (and MCP session bindings, with Redis).
+    pub budget_store: BudgetStoreConfig,
     /// The revocation list, watched and applied on change.
     pub revocation_file: Option<PathBuf>,
     pub audit: AuditConfig,
@@ -103,6 +109,8 @@ pub struct AgentConfig {
     /// MCP tools (patterns) it may call, on top of the MCP rules; `None`
     /// for whatever the rules allow.
     pub tools: Option<Vec<String>>,
+    /// Models (patterns) it may call on model routes; `None` for any.
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +166,9 @@ pub struct Conditions {
     pub params: Vec<(String, Vec<String>)>,
     pub token_older_than: Option<Duration>,
     pub client_capabilities: Vec<String>,
+    /// Effective models (patterns) on model routes: a policy with this
+    /// condition is decided once the request's model is read.
+    pub models: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,6 +390,167 @@ pub struct RouteConfig {
     /// The route is an MCP server's endpoint, and the gateway its resource
     /// server.
     pub mcp: Option<McpRoute>,
+    /// The route is a model API: each request's model is read, its usage
+    /// metered and its budgets enforced.
+    pub model: Option<ModelRoute>,
+}
+
+/// A model API route's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRoute {
+    /// Models (patterns, `*` for any run of characters) the route serves;
+    /// `None` for any.
+    pub models: Option<Vec<String>>,
+}
+
+/// One `[[budgets]]` entry: how many tokens each key may use per period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetConfig {
+    pub name: String,
+    /// What one counter is kept for: parts of the verified identity and
+    /// the request, never a header or an address.
+    pub key: Vec<BudgetKey>,
+    pub tokens: u64,
+    pub period: BudgetPeriod,
+    pub count: TokenCount,
+    /// Route names; `None` for every model route.
+    pub routes: Option<Vec<String>>,
+    /// Model patterns; `None` for every model.
+    pub models: Option<Vec<String>>,
+    /// Identity kinds; `None` for every kind.
+    pub kinds: Option<Vec<String>>,
+    /// Counted and recorded, never refused.
+    pub report_only: bool,
+}
+
+/// A part of a budget's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetKey {
+    /// `tid`
+    Tenant,
+    /// `oid` (else `sub`): the principal.
+    Principal,
+    /// `azp`/`appid`: the client application.
+    ClientApp,
+    /// The agent identity.
+    Agent,
+    /// The agent's blueprint.
+    Blueprint,
+    /// The identity kind.
+    Kind,
+    Route,
+    Model,
+}
+
+impl BudgetKey {
+    /// As the config names them.
+    pub const NAMES: [(&'static str, Self); 8] = [
+        ("tid", Self::Tenant),
+        ("oid", Self::Principal),
+        ("azp", Self::ClientApp),
+        ("agent", Self::Agent),
+        ("blueprint", Self::Blueprint),
+        ("kind", Self::Kind),
+        ("route", Self::Route),
+        ("model", Self::Model),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("", |(n, _)| n)
+    }
+}
+
+/// A budget's window: fixed, in UTC. A minute's is a rate (429 when
+/// spent); longer ones are quotas (403 until the next window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetPeriod {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+/// Which tokens a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TokenCount {
+    Input,
+    Output,
+    Total,
+    /// Each kind of token times its weight, rounded up.
+    Weighted(TokenWeights),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenWeights {
+    /// Input tokens not served from the cache.
+    pub input: f64,
+    pub cached_input: f64,
+    /// Output tokens not spent on reasoning.
+    pub output: f64,
+    pub reasoning: f64,
+}
+
+/// `[metering]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeteringConfig {
+    /// Reserve an estimate at admission (prompt size plus the output cap)
+    /// and settle from the answer's usage; `false`: charge after the
+    /// answer only.
+    pub reserve: bool,
+    /// The output cap reserved for a request that sets none.
+    pub max_output_tokens: u64,
+    /// Ask a streamed chat or text completion for its usage when the
+    /// client did not, and keep that usage-only chunk from the client.
+    pub inject_include_usage: bool,
+    /// The response header that tells the tokens left in the tightest
+    /// budget; `None` for none.
+    pub remaining_header: Option<HeaderName>,
+}
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        Self {
+            reserve: true,
+            max_output_tokens: 4096,
+            inject_include_usage: true,
+            remaining_header: None,
+        }
+    }
+}
+
+/// `[budget_store]`: where counters live.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BudgetStoreConfig {
+    /// In this process: one replica, nothing to run.
+    #[default]
+    Local,
+    Redis(RedisStoreConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStoreConfig {
+    /// `redis://[user:password@]host[:port][/db]`
+    pub url: String,
+    /// Prefix of every key the gateway writes.
+    pub prefix: String,
+    /// One command's deadline; past it the store counts as unreachable.
+    pub timeout: Duration,
+    pub on_error: StoreFailure,
+}
+
+/// What a request meets when the shared store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Refused (503): no budget is overspent.
+    Deny,
+    /// Let through uncounted.
+    Allow,
+    /// Counted in this replica until the store is back.
+    Local,
 }
 
 /// Where RFC 9728 §3 puts a resource's metadata: this, then the

@@ -11,10 +11,13 @@ use std::time::SystemTime;
 use http::{Method, Request};
 use serde_json::{Value, json};
 
+use crate::budget::{Asking, Store};
 use crate::call::{Call, McpCall, McpTarget};
+use crate::call::{Metered, ModelCall, Operation};
 use crate::config::Config;
 use crate::decision::Decision;
 use crate::mcp::{Args, McpRules, Verdict};
+use crate::model::{ModelInspector, request};
 use crate::policy::{self, RevocationList, path};
 use crate::proxy::pipeline::{self, Circumstances};
 use crate::rejection::Rejection;
@@ -43,6 +46,22 @@ pub struct ExplainRequest {
     pub credential: Credential,
     /// The MCP message, on an MCP route.
     pub mcp: Option<McpRequest>,
+    /// The model a model API request names (its body's `model`).
+    pub model: Option<String>,
+}
+
+/// One budget that applies, with its counter now.
+pub struct BudgetState {
+    pub name: String,
+    pub limit: u64,
+    /// Tokens counted in the current window, read from a shared store;
+    /// `None` when the counters are in the gateway's own process (or the
+    /// store did not answer).
+    pub used: Option<u64>,
+    pub shared: bool,
+    /// Seconds until the window renews.
+    pub renews_in: u64,
+    pub enforced: bool,
 }
 
 /// An MCP message: its method and the name (or URI) it reaches.
@@ -61,6 +80,8 @@ pub struct Explanation {
     /// The token's decisive claims beside what the config accepts (none on
     /// a public route).
     pub claims: Vec<ClaimCheck>,
+    /// On a model API route: the budgets that apply and their counters.
+    pub budgets: Vec<BudgetState>,
 }
 
 /// Runs the decision. Fails only when the config or the request cannot be
@@ -118,6 +139,7 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
         params: Vec::new(),
         decision: Decision::pending(),
         claims: Vec::new(),
+        budgets: Vec::new(),
     };
 
     let normalized = match path::normalize(parts.uri.path()) {
@@ -173,6 +195,36 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
         circumstances,
         &mut decision,
     );
+    let model = match &verdict {
+        Ok(grant) if grant.route().is_model_api() => request::deployment(parts.uri.path())
+            .ok()
+            .flatten()
+            .or_else(|| request::in_query(parts.uri.query()).ok().flatten())
+            .or(request.model.map(|m| m.to_ascii_lowercase())),
+        _ => None,
+    };
+    if let (Ok(grant), Some(model)) = (&verdict, &model) {
+        let now = request.at;
+        let asking = Asking {
+            claims: grant.claims().map(|c| &**c),
+            route: grant.route().name(),
+            model: Some(model),
+        };
+        out.budgets = snapshot
+            .budgets
+            .state(&asking, now)
+            .await
+            .into_iter()
+            .map(|(name, counter, used)| BudgetState {
+                name: name.to_string(),
+                limit: counter.limit,
+                used,
+                shared: !matches!(&**snapshot.budgets.store(), Store::Local(_)),
+                renews_in: counter.window.seconds_left(now),
+                enforced: counter.enforce,
+            })
+            .collect();
+    }
     decision.verdict = match (verdict, request.mcp) {
         // The MCP stage's decision, as the gateway makes it on the message.
         (Ok(grant), Some(message)) if grant.route().mcp().is_some() => {
@@ -200,6 +252,28 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
             decision.call = Some(Call::Mcp(call));
             result
         }
+        // The model stage's decision on the model, as the gateway makes it.
+        (Ok(grant), None) if grant.route().is_model_api() => match &model {
+            None => Err(Rejection::ModelMissing),
+            Some(m) => {
+                let inspector = ModelInspector::new(
+                    snapshot.policies.clone(),
+                    &config.agents,
+                    snapshot.budgets.clone(),
+                    config.metering.clone(),
+                    env.observer.clone(),
+                );
+                let (verdict, reports) = inspector.decide(&grant, &parts.method, m);
+                decision.policies.extend(reports);
+                decision.call = Some(Call::Model(ModelCall {
+                    operation: Operation::of(parts.uri.path()).unwrap_or(Operation::Chat),
+                    model: Some(m.clone()),
+                    stream: false,
+                    usage: Metered::default(),
+                }));
+                verdict
+            }
+        },
         (verdict, _) => verdict.map(|_| ()),
     };
     out.decision = decision;
@@ -245,8 +319,16 @@ impl Explanation {
                     "method": c.method,
                     "target": c.target.as_ref().map(|t| json!({t.attribute(): t.name()})),
                 }),
-                None => Value::Null,
+                _ => Value::Null,
             },
+            "model": match &self.decision.call {
+                Some(Call::Model(c)) => json!({"gen_ai.request.model": c.model}),
+                _ => Value::Null,
+            },
+            "budgets": self.budgets.iter().map(|b| json!({
+                "name": b.name, "limit": b.limit, "used": b.used,
+                "renews_in_secs": b.renews_in, "mode": if b.enforced { "enforce" } else { "report" },
+            })).collect::<Vec<_>>(),
             "decision": self.decision_json(),
         })
     }
@@ -338,6 +420,29 @@ impl Explanation {
                 "mcp:       {} {}",
                 call.method.as_deref().unwrap_or("-"),
                 call.target.as_ref().map_or("", McpTarget::name)
+            );
+        }
+        if let Some(Call::Model(call)) = &self.decision.call {
+            let _ = writeln!(t, "model:     {}", call.model.as_deref().unwrap_or("-"));
+        }
+        for (i, b) in self.budgets.iter().enumerate() {
+            let label = if i == 0 { "budgets: " } else { "         " };
+            let used = match (b.used, b.shared) {
+                (Some(u), _) => format!("{u} of {} used", b.limit),
+                (None, true) => format!("{} (the store did not answer)", b.limit),
+                (None, false) => format!("{} (counted in the gateway's process)", b.limit),
+            };
+            let mode = if b.enforced { "" } else { ", report-only" };
+            let _ = writeln!(
+                t,
+                "{label}  {:<24} {used}, renews in {} s{mode}",
+                b.name, b.renews_in
+            );
+        }
+        if !self.budgets.is_empty() {
+            let _ = writeln!(
+                t,
+                "           (a budget is overspent only by answers past their reservation)"
             );
         }
         if self.decision.policies.is_empty() {

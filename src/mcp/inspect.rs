@@ -18,7 +18,7 @@ use crate::body::Body;
 use crate::call::{Call, McpCall, McpTarget};
 use crate::policy::Grant;
 use crate::rejection::Rejection;
-use crate::stages::{Inspect, Inspection, Respond};
+use crate::stages::{Inspect, Inspecting, Inspection, Respond};
 
 /// The most of a message read on an MCP route that sets no
 /// `max_body_bytes`: tool arguments are JSON, not uploads.
@@ -160,13 +160,25 @@ impl Inspect for McpInspector {
         })
     }
 
-    fn inspect(&self, grant: &Grant, head: &mut Parts, body: Option<&mut Bytes>) -> Inspection {
+    fn inspect<'a>(
+        &'a self,
+        grant: &'a Grant,
+        head: &'a mut Parts,
+        body: Option<&'a mut Bytes>,
+    ) -> Inspecting<'a> {
+        Box::pin(std::future::ready(self.read(grant, head, body.as_deref())))
+    }
+}
+
+impl McpInspector {
+    /// The MCP stage decides without waiting: its stores are in process.
+    fn read(&self, grant: &Grant, head: &Parts, body: Option<&Bytes>) -> Inspection {
         let route = grant.route();
         let Some(mcp) = route.mcp() else {
             return Inspection::pass();
         };
         let session = SessionKey::of(&head.headers);
-        let read = match body.as_deref() {
+        let read = match body {
             Some(body) => message::read(&head.headers, body),
             None => Ok(message::Read {
                 call: McpCall::default(),

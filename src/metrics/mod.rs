@@ -10,6 +10,7 @@
 mod audit;
 mod keys;
 mod mcp;
+mod model;
 
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ pub struct Metrics {
     keys: keys::Families,
     audit: audit::Families,
     mcp: mcp::Families,
+    model: model::Families,
 }
 
 /// How a request ended, for the metric labels.
@@ -186,6 +188,7 @@ impl Metrics {
         let keys = keys::Families::new(&mut r)?;
         let audit = audit::Families::new(&mut r)?;
         let mcp = mcp::Families::new(&mut r)?;
+        let model = model::Families::new(&mut r)?;
         Ok(Self {
             registry: r.registry,
             names: r.names,
@@ -204,6 +207,7 @@ impl Metrics {
             keys,
             audit,
             mcp,
+            model,
         })
     }
 

@@ -14,6 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::Method;
 use ipnet::IpNet;
+use wildmatch::WildMatch;
 
 use super::routes::{kind_bit, kind_mask};
 use super::{Denial, RequestFacts};
@@ -94,6 +95,9 @@ struct Policy {
     params: Vec<(String, Vec<String>)>,
     token_older_than: Option<Duration>,
     client_capabilities: Vec<String>,
+    /// Model patterns (lower case): the policy is decided once a model
+    /// route's request names its model, not at admission.
+    models: Vec<WildMatch>,
     grant: PolicyGrant,
     /// The Entra claims challenge for an unmet authentication context.
     claims_challenge: Option<Arc<str>>,
@@ -195,6 +199,11 @@ impl PolicySet {
                 params: c.params.clone(),
                 token_older_than: c.token_older_than,
                 client_capabilities: c.client_capabilities.clone(),
+                models: c
+                    .models
+                    .iter()
+                    .map(|m| WildMatch::new(&m.to_ascii_lowercase()))
+                    .collect(),
                 grant: p.grant.clone(),
                 claims_challenge,
             });
@@ -216,14 +225,36 @@ impl PolicySet {
             .filter_map(|p| p.claims_challenge.as_ref().map(|c| (&p.name, c)))
     }
 
-    /// Evaluates every policy that can apply to `route`. Returns the first
-    /// enforced denial (any block wins over unmet requirements) and every
-    /// policy's result.
+    /// Evaluates every policy that can apply to `route`, but those on
+    /// models. Returns the first enforced denial (any block wins over unmet
+    /// requirements) and every policy's result.
     pub fn evaluate(
         &self,
         route: &str,
         claims: &VerifiedClaims,
         facts: &RequestFacts<'_>,
+    ) -> (Result<(), Denial>, Vec<PolicyOutcome>) {
+        self.run(route, claims, facts, None)
+    }
+
+    /// Evaluates the policies on models for a request to `model` (lower
+    /// case), as [`Self::evaluate`] does the rest.
+    pub fn evaluate_model(
+        &self,
+        route: &str,
+        claims: &VerifiedClaims,
+        facts: &RequestFacts<'_>,
+        model: &str,
+    ) -> (Result<(), Denial>, Vec<PolicyOutcome>) {
+        self.run(route, claims, facts, Some(model))
+    }
+
+    fn run(
+        &self,
+        route: &str,
+        claims: &VerifiedClaims,
+        facts: &RequestFacts<'_>,
+        model: Option<&str>,
     ) -> (Result<(), Denial>, Vec<PolicyOutcome>) {
         let by_route = self.by_route.get(route).map_or(&[][..], Vec::as_slice);
         let by_agent = claims
@@ -242,12 +273,19 @@ impl PolicySet {
         candidates.extend_from_slice(by_agent);
         candidates.extend_from_slice(by_kind);
         candidates.sort_unstable();
+        // Each policy is decided once: those on models when the model is read.
+        candidates.retain(|&i| self.policies[i].models.is_empty() == model.is_none());
         let mut outcomes = Vec::with_capacity(candidates.len());
         let mut block = None;
         let mut unmet = None;
         for &i in &candidates {
             let p = &self.policies[i];
-            let (result, denial) = match self.applies(p, route, claims, facts) {
+            let on_model = model.is_none_or(|m| p.models.iter().any(|w| w.matches(m)));
+            let applies = match on_model {
+                true => self.applies(p, route, claims, facts),
+                false => Applies::No,
+            };
+            let (result, denial) = match applies {
                 Applies::No => (PolicyResult::NotApplied, None),
                 Applies::GroupsUnknown => (PolicyResult::Failure, Some(Denial::GroupsOverage)),
                 Applies::Yes => match &p.grant {

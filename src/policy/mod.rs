@@ -47,6 +47,9 @@ pub enum Denial {
     AgentNotAllowed,
     /// The token lacks a permission the agent's registration requires.
     AgentPermissionMissing,
+    /// The route, or the agent's registration, does not allow the model
+    /// the request asks for.
+    ModelNotAllowed,
     /// A policy depends on groups, but the token has a groups overage.
     GroupsOverage,
     PolicyBlock(Arc<str>),
@@ -73,6 +76,7 @@ impl Denial {
             Self::AgentExpired => "agent_expired",
             Self::AgentNotAllowed => "agent_not_allowed",
             Self::AgentPermissionMissing => "agent_permission_missing",
+            Self::ModelNotAllowed => "model_not_allowed",
             Self::GroupsOverage => "groups_overage",
             Self::PolicyBlock(_) => "policy_block",
             Self::PolicyUnmet { .. } => "policy_unmet",
@@ -114,9 +118,23 @@ impl RequestFacts<'_> {
 pub struct Grant {
     route: Arc<Route>,
     claims: Option<Arc<VerifiedClaims>>,
+    /// Where the request came from and when it was decided: for the
+    /// policies decided once a stage has read the body.
+    client_ip: Option<IpAddr>,
+    decided_at: SystemTime,
 }
 
 impl Grant {
+    /// The facts a stage decides the rest of the policies on (no route
+    /// parameters: policies on models take none).
+    pub fn facts<'a>(&self, method: &'a Method) -> Option<RequestFacts<'a>> {
+        Some(RequestFacts {
+            method,
+            params: &[],
+            client_ip: self.client_ip?,
+            now: self.decided_at,
+        })
+    }
     pub fn route(&self) -> &Arc<Route> {
         &self.route
     }
@@ -153,6 +171,8 @@ pub fn admit_public(route: &Arc<Route>) -> Option<Grant> {
     route.is_public().then(|| Grant {
         route: route.clone(),
         claims: None,
+        client_ip: None,
+        decided_at: SystemTime::now(),
     })
 }
 
@@ -176,8 +196,26 @@ pub fn authorize(
     let result = verdict.map(|()| Grant {
         route: route.clone(),
         claims: Some(claims),
+        client_ip: Some(facts.client_ip),
+        decided_at: facts.now,
     });
     (result, outcomes)
+}
+
+/// The conditional-access policies on models, for a request whose model
+/// a stage has read: any block wins, report-only never enforces.
+pub fn authorize_model(
+    rules: &Policies,
+    grant: &Grant,
+    method: &Method,
+    model: &str,
+) -> (Result<(), Denial>, Vec<PolicyOutcome>) {
+    let (Some(claims), Some(facts)) = (grant.claims(), grant.facts(method)) else {
+        return (Ok(()), Vec::new());
+    };
+    rules
+        .policies
+        .evaluate_model(grant.route().name(), claims, &facts, model)
 }
 
 /// The route's own requirements.

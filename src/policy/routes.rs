@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::Method;
+use wildmatch::WildMatch;
 
 use crate::config::{ConfigError, McpRoute, RouteConfig, RouteMatch};
 use crate::token::IdentityKind;
@@ -49,6 +50,9 @@ pub struct Route {
     allow_matrix_params: bool,
     /// An MCP route's resource-server settings.
     mcp: Option<McpRoute>,
+    /// Model patterns (lower case) a model API route serves; `Some` on
+    /// every model API route (empty: any model).
+    models: Option<Vec<WildMatch>>,
 }
 
 impl Route {
@@ -77,7 +81,26 @@ impl Route {
             upgrades: cfg.upgrades.clone(),
             allow_matrix_params: cfg.allow_matrix_params,
             mcp: cfg.mcp.clone(),
+            models: cfg.model.as_ref().map(|m| {
+                m.models
+                    .iter()
+                    .flatten()
+                    .map(|p| WildMatch::new(&p.to_ascii_lowercase()))
+                    .collect()
+            }),
         }
+    }
+
+    /// Whether the route is a model API.
+    pub fn is_model_api(&self) -> bool {
+        self.models.is_some()
+    }
+
+    /// Whether a model API route serves `model` (lower case).
+    pub fn serves_model(&self, model: &str) -> bool {
+        self.models
+            .as_ref()
+            .is_some_and(|ms| ms.is_empty() || ms.iter().any(|w| w.matches(model)))
     }
 
     /// The resource-server settings of an MCP route.
@@ -283,6 +306,7 @@ mod tests {
             upgrades: vec!["websocket".to_owned()],
             allow_matrix_params: false,
             mcp: None,
+            model: None,
         }
     }
 

@@ -64,6 +64,27 @@ pub(crate) fn of(rejection: &Rejection) -> Bytes {
                 r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32000,"message":"Too many calls to this tool; retry in {retry_after_secs} s."}}}}"#
             ))
         }
+        (
+            None,
+            Rejection::BudgetExceeded {
+                budget,
+                quota,
+                retry_after_secs,
+            },
+        ) => {
+            // The name comes from the config (letters, digits, '_-.').
+            let (code, what) = match quota {
+                true => ("budget_quota_exceeded", "quota"),
+                false => ("budget_rate_exceeded", "rate"),
+            };
+            let ty = match quota {
+                true => "permission_error",
+                false => "rate_limit_error",
+            };
+            Bytes::from(format!(
+                r#"{{"error":{{"message":"Token budget '{budget}' ({what}) is spent for this caller; it renews in {retry_after_secs} s.","type":"{ty}","code":"{code}"}}}}"#
+            ))
+        }
         (None, _) => Bytes::new(),
     }
 }
@@ -95,7 +116,24 @@ fn mcp_not_allowed(target: &McpTarget, id: Option<&str>, hidden: bool) -> String
 /// what the call asked.
 fn constant(rejection: &Rejection) -> Option<&'static str> {
     Some(match rejection {
-        Rejection::McpNotAllowed { .. } | Rejection::McpRateLimited { .. } => return None,
+        Rejection::McpNotAllowed { .. }
+        | Rejection::McpRateLimited { .. }
+        | Rejection::BudgetExceeded { .. } => return None,
+        Rejection::ModelInvalid => envelope!(
+            "invalid_request_error",
+            "model_request_invalid",
+            "The request body is not one JSON object with the fields a model API reads (a key given twice, a field of the wrong type, or not JSON)."
+        ),
+        Rejection::ModelMissing => envelope!(
+            "invalid_request_error",
+            "model_missing",
+            "The request names no model (in its path, body or query)."
+        ),
+        Rejection::BudgetUnavailable => envelope!(
+            "api_error",
+            "budget_store_unavailable",
+            "Token budgets cannot be checked right now (their store is unreachable); retry later."
+        ),
         Rejection::MissingToken => envelope!(
             "authentication_error",
             "missing_token",
@@ -352,6 +390,11 @@ fn denial(d: &Denial) -> &'static str {
             "permission_error",
             "agent_permission_missing",
             "The access token lacks a permission this agent's registration requires."
+        ),
+        Denial::ModelNotAllowed => envelope!(
+            "permission_error",
+            "model_not_allowed",
+            "This caller may not use the model the request names (see the route's and the agent's model lists)."
         ),
         Denial::GroupsOverage => envelope!(
             "permission_error",

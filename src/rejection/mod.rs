@@ -67,6 +67,21 @@ pub enum Rejection {
         id: Option<String>,
         retry_after_secs: u64,
     },
+    /// A model API request whose body cannot be read one way (400).
+    ModelInvalid,
+    /// A model API request that names no model (400).
+    ModelMissing,
+    /// A budget that applies has no room for the request: 429 with
+    /// `Retry-After` for a per-minute rate, 403 for a longer quota.
+    BudgetExceeded {
+        budget: Arc<str>,
+        quota: bool,
+        /// Until the budget's window renews.
+        retry_after_secs: u64,
+    },
+    /// The shared budget store cannot be reached and is configured to
+    /// deny (503 + Retry-After).
+    BudgetUnavailable,
     InvalidToken(TokenError),
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
@@ -124,6 +139,11 @@ impl Rejection {
             Self::McpScopeMissing { .. } => "mcp_scope_missing",
             Self::McpSessionNotFound => "mcp_session_not_found",
             Self::McpRateLimited { .. } => "mcp_rate_limited",
+            Self::ModelInvalid => "model_request_invalid",
+            Self::ModelMissing => "model_missing",
+            Self::BudgetExceeded { quota: false, .. } => "budget_rate_exceeded",
+            Self::BudgetExceeded { quota: true, .. } => "budget_quota_exceeded",
+            Self::BudgetUnavailable => "budget_store_unavailable",
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -138,10 +158,17 @@ impl Rejection {
             | Self::BadPath
             | Self::BadHost
             | Self::BadRequestBody
-            | Self::McpInvalid(_) => StatusCode::BAD_REQUEST,
+            | Self::McpInvalid(_)
+            | Self::ModelInvalid
+            | Self::ModelMissing => StatusCode::BAD_REQUEST,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::McpSessionNotFound => StatusCode::NOT_FOUND,
-            Self::McpRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::McpRateLimited { .. } | Self::BudgetExceeded { quota: false, .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            // Why (as Azure API Management answers a spent token quota):
+            // retrying before the window renews cannot succeed.
+            Self::BudgetExceeded { quota: true, .. } => StatusCode::FORBIDDEN,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,
             // Why (Entra claims challenge): the step-up answer must be a 401.
@@ -155,7 +182,9 @@ impl Rejection {
             // Why: what a server without the tool answers; clients treat a
             // 4xx as an authentication failure and stop.
             Self::McpNotAllowed { .. } => StatusCode::OK,
-            Self::KeysUnavailable | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeysUnavailable | Self::AuditUnavailable | Self::BudgetUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -273,8 +302,13 @@ impl Challenges {
             Rejection::KeysUnavailable => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("30"));
             }
-            Rejection::AuditUnavailable => {
+            Rejection::AuditUnavailable | Rejection::BudgetUnavailable => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Rejection::BudgetExceeded {
+                retry_after_secs, ..
+            } => {
+                h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Rejection::McpRateLimited {
                 retry_after_secs, ..

@@ -98,6 +98,7 @@ impl Drop for TestUpstream {
 
 async fn route(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
     match req.uri().path() {
+        p if p.starts_with("/openai/") && p.ends_with("/chat/completions") => completion(req).await,
         "/sse" => sse(gate),
         "/ws" => websocket(req),
         "/upload" => upload(req).await,
@@ -121,6 +122,65 @@ async fn route(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
         }
         _ => portcullis::dev::echo(&req).map(|b| b.map_err(|never| match never {}).boxed()),
     }
+}
+
+/// What every completion of the OpenAI-compatible endpoint uses.
+pub const PROMPT_TOKENS: u64 = 11;
+pub const COMPLETION_TOKENS: u64 = 7;
+pub const CACHED_TOKENS: u64 = 2;
+
+/// An OpenAI-compatible chat completion: a JSON answer with its usage, or
+/// a stream of three deltas whose usage comes in a chunk of its own only
+/// when the request asked (`stream_options.include_usage`), as OpenAI's
+/// and Azure's do. `?cut=1` ends the stream after its deltas, unfinished.
+async fn completion(req: Request<Incoming>) -> Response<Body> {
+    let cut = req.uri().query().is_some_and(|q| q.contains("cut=1"));
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let model = request["model"].as_str().unwrap_or("deployment").to_owned();
+    let usage = serde_json::json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS, "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS}});
+    if request["stream"] != true {
+        let answer = serde_json::json!({"id": "c1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"}, "finish_reason": "stop"}],
+            "usage": usage});
+        let mut resp = Response::new(Full::new(Bytes::from(answer.to_string())).boxed());
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        return resp;
+    }
+    let asked = request["stream_options"]["include_usage"] == true;
+    let chunk = |choices: serde_json::Value, usage: serde_json::Value| {
+        let mut c = serde_json::json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": choices});
+        if asked {
+            c["usage"] = usage;
+        }
+        format!("data: {c}\n\n")
+    };
+    let mut events: Vec<String> = ["hi", " there", "!"]
+        .iter()
+        .map(|t| {
+            chunk(
+                serde_json::json!([{"index": 0, "delta": {"content": t}, "finish_reason": null}]),
+                serde_json::Value::Null,
+            )
+        })
+        .collect();
+    if !cut {
+        if asked {
+            events.push(chunk(serde_json::json!([]), usage));
+        }
+        events.push("data: [DONE]\n\n".to_owned());
+    }
+    let frames = futures_util::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, Infallible>(Frame::data(Bytes::from(e)))),
+    );
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+    resp
 }
 
 fn full(status: StatusCode, text: &'static str) -> Response<Body> {

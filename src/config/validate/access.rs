@@ -113,6 +113,9 @@ pub(super) fn agents(
             if let Some(tools) = &f.tools {
                 check_names(errs, || at("tools"), tools);
             }
+            if let Some(models) = &f.models {
+                super::models::check_patterns(errs, || at("models"), models, false);
+            }
             Arc::new(AgentConfig {
                 id,
                 name: f.name,
@@ -129,6 +132,7 @@ pub(super) fn agents(
                 params: f.params.into_iter().collect(),
                 permissions: f.permissions,
                 tools: f.tools,
+                models: f.models,
             })
         })
         .collect()
@@ -258,6 +262,13 @@ pub(super) fn policies(
                     PolicyGrant::Block
                 }
             };
+            super::models::check_patterns(errs, || format!("{at}.models"), &f.models, false);
+            if !f.models.is_empty() && !f.params.is_empty() {
+                // Why: a policy on models is decided once the body is read,
+                // where route parameters are not at hand; on Azure paths the
+                // deployment is the model.
+                errs.push(format!("{at}.models"), "set models or params, not both (the model of an Azure OpenAI path is its deployment)");
+            }
             let lower = |v: Vec<String>| v.into_iter().map(|x| x.to_ascii_lowercase()).collect::<Vec<_>>();
             PolicyConfig {
                 name: f.name,
@@ -290,6 +301,7 @@ pub(super) fn policies(
                     params: f.params.into_iter().collect(),
                     token_older_than,
                     client_capabilities: f.client_capabilities,
+                    models: f.models,
                 },
                 grant,
             }

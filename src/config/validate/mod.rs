@@ -31,6 +31,7 @@ mod access;
 mod audit;
 mod issuers;
 mod mcp;
+mod models;
 mod routes;
 mod server;
 
@@ -193,6 +194,9 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let location_names: Vec<&str> = locations.iter().map(|l| l.name.as_str()).collect();
     let policies = policies(&mut errs, file.policies, &route_names, &location_names);
     let mcp_rules = mcp::mcp_rules(&mut errs, file.mcp_rules, &routes);
+    let budgets = models::budgets(&mut errs, file.budgets, &routes);
+    let metering = models::metering(&mut errs, file.metering, &identity_headers);
+    let budget_store = models::budget_store(&mut errs, file.budget_store);
     let revocation_file = file
         .revocation
         .map(|r| existing_file(&mut errs, "revocation.file", &r.file, base));
@@ -213,6 +217,9 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             agents,
             policies,
             mcp_rules,
+            budgets,
+            metering,
+            budget_store,
             revocation_file,
             audit,
             limits,

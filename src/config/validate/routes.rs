@@ -9,10 +9,15 @@ pub(super) fn route(
     issuers: &[IssuerConfig],
 ) -> Option<RouteConfig> {
     let before = errs.0.len();
+    let is_mcp = f.mcp.is_some();
     let mcp = f
         .mcp
         .take()
         .and_then(|m| super::mcp::mcp_route(errs, at, m, &f, issuers));
+    let model = f
+        .model
+        .take()
+        .and_then(|m| super::models::model_route(errs, at, m, is_mcp));
     if f.name.is_empty()
         || !f
             .name
@@ -151,6 +156,7 @@ pub(super) fn route(
         upgrades,
         allow_matrix_params: f.allow_matrix_params,
         mcp,
+        model,
     })
 }
 
