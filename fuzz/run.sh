@@ -12,7 +12,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 fi
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(bearer token path config policy mcp)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(bearer token path config policy mcp model)
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t"
   cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true

@@ -8,7 +8,7 @@ mod support;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use support::upstream::{CACHED_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS};
 use support::*;
@@ -254,4 +254,171 @@ async fn a_model_no_list_allows_and_a_spent_budget_are_refused_before_the_upstre
             .await,
         2 * (PROMPT_TOKENS + COMPLETION_TOKENS)
     );
+}
+
+/// A streamed request whose answer the test controls: `path` picks the
+/// upstream's behaviour (`?cut=1`, `?gate=1`).
+fn stream_request(
+    gw: &TestGateway,
+    token: &str,
+    path: &str,
+    max_tokens: u64,
+) -> Request<Full<Bytes>> {
+    chat(
+        gw,
+        token,
+        path,
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": true, "max_tokens": max_tokens}),
+    )
+}
+
+/// What the gateway reserves for [`stream_request`]: its prompt's estimate
+/// and its output cap.
+fn reserved(max_tokens: u64) -> u64 {
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": true, "max_tokens": max_tokens});
+    portcullis::model::request::prompt_estimate(body.to_string().as_bytes()) + max_tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_after_the_last_delta_is_charged_its_reservation() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let routes = format!(
+        "{ROUTES}\n[[budgets]]\nname = \"b\"\nkey = [\"oid\"]\ntokens = 100000\nperiod = \"day\"\n"
+    );
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let token = idp.token().sign();
+
+    let resp = send(stream_request(&gw, &token, &format!("{V1}?gate=1"), 300)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Every delta read; then the client leaves before the usage chunk,
+    // which the upstream holds.
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    while seen.matches("data: ").count() < 3 {
+        let frame = body.frame().await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
+    }
+    drop(body);
+
+    let records = gw.audit_records(1).await;
+    let (input, output, _, source) = usage_of(&records[0]);
+    assert_eq!((input + output, source), (reserved(300), "reserved"));
+    assert_eq!(records[0]["end"], "client_gone");
+    assert_eq!(
+        gw.metric("gateway_budget_tokens_total{budget=\"b\"}").await,
+        reserved(300)
+    );
+}
+
+fn redis_store(redis: &support::redis::RedisServer, on_error: &str) -> String {
+    format!(
+        "\n[budget_store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"\non_error = \"{on_error}\"\n",
+        redis.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_sharing_redis_admit_a_concurrent_burst_up_to_the_budget_and_no_further() {
+    let redis = support::redis::RedisServer::start();
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    // Room for ten reservations and a half; every answer is cut before its
+    // usage, so each admitted request is charged exactly its reservation.
+    let each = reserved(100);
+    let limit = each * 10 + each / 2;
+    let routes = format!(
+        "{ROUTES}\n[[budgets]]\nname = \"fleet\"\nkey = [\"oid\"]\ntokens = {limit}\nperiod = \"day\"\n{}",
+        redis_store(&redis, "deny")
+    );
+    let both = config(upstream.addr, &oidc_issuer(&idp, ""), &routes);
+    let (a, b) = (
+        TestGateway::start(&both).await,
+        TestGateway::start(&both).await,
+    );
+    let token = idp.token().sign();
+    let path = format!("{V1}?cut=1");
+
+    let burst = (0..40).map(|i| {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let req = stream_request(gw, &token, &path, 100);
+        async move {
+            let resp = send(req).await;
+            let status = resp.status();
+            let _ = text(resp).await;
+            status
+        }
+    });
+    let statuses = futures_util::future::join_all(burst).await;
+    let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::FORBIDDEN)
+        .count();
+    assert_eq!((admitted, refused), (10, 30), "{statuses:?}");
+
+    // One counter for both: ten reservations, within the limit.
+    let keys = redis.command("KEYS portcullis:budget:fleet:*").unwrap();
+    assert_eq!(keys.len(), 3, "one counter: {keys:?}");
+    let counter = redis.command(&format!("GET {}", keys[2])).unwrap();
+    assert_eq!(counter.last().unwrap().parse::<u64>().unwrap(), 10 * each);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_met_as_configured_and_its_return_is_used_at_once() {
+    let mut redis = support::redis::RedisServer::start();
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let gateway = |on_error: &str| {
+        let routes = format!(
+            "{ROUTES}\n[[budgets]]\nname = \"b\"\nkey = [\"oid\"]\ntokens_per_minute = 1000000\n{}",
+            redis_store(&redis, on_error)
+        );
+        config(upstream.addr, &oidc_issuer(&idp, ""), &routes)
+    };
+    let deny = TestGateway::start(&gateway("deny")).await;
+    let local = TestGateway::start(&gateway("local")).await;
+    let allow = TestGateway::start(&gateway("allow")).await;
+    let token = idp.token().sign();
+    let call = |gw: &TestGateway| {
+        send(chat(
+            gw,
+            &token,
+            V1,
+            json!({"model": "gpt-4o", "messages": []}),
+        ))
+    };
+
+    for gw in [&deny, &local, &allow] {
+        assert_eq!(call(gw).await.status(), StatusCode::OK);
+    }
+    let (status, ready) = deny.admin_get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert!(ready.contains("\"budget_store\":\"ok\""), "{ready}");
+
+    redis.kill();
+    let resp = call(&deny).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let error: Value = serde_json::from_str(&text(resp).await).unwrap();
+    assert_eq!(error["error"]["code"], "budget_store_unavailable");
+    assert_eq!(
+        call(&local).await.status(),
+        StatusCode::OK,
+        "counted in the replica"
+    );
+    assert_eq!(call(&allow).await.status(), StatusCode::OK, "let through");
+    let (status, ready) = deny.admin_get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert!(ready.contains("\"budget_store\":\"failing\""), "{ready}");
+    let (status, ready) = local.admin_get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(deny.metric("gateway_budget_store_up").await, 0);
+    assert!(deny.metric("gateway_budget_store_errors_total").await > 0);
+
+    redis.restart();
+    let (status, ready) = deny.admin_get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(call(&deny).await.status(), StatusCode::OK);
+    assert_eq!(deny.metric("gateway_budget_store_up").await, 1);
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: fixtures; a failure here is a test failure
 
 pub mod python;
+pub mod redis;
 pub mod secrets;
 pub mod upstream;
 

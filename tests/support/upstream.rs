@@ -98,7 +98,9 @@ impl Drop for TestUpstream {
 
 async fn route(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
     match req.uri().path() {
-        p if p.starts_with("/openai/") && p.ends_with("/chat/completions") => completion(req).await,
+        p if p.starts_with("/openai/") && p.ends_with("/chat/completions") => {
+            completion(req, gate).await
+        }
         "/sse" => sse(gate),
         "/ws" => websocket(req),
         "/upload" => upload(req).await,
@@ -132,9 +134,13 @@ pub const CACHED_TOKENS: u64 = 2;
 /// An OpenAI-compatible chat completion: a JSON answer with its usage, or
 /// a stream of three deltas whose usage comes in a chunk of its own only
 /// when the request asked (`stream_options.include_usage`), as OpenAI's
-/// and Azure's do. `?cut=1` ends the stream after its deltas, unfinished.
-async fn completion(req: Request<Incoming>) -> Response<Body> {
-    let cut = req.uri().query().is_some_and(|q| q.contains("cut=1"));
+/// and Azure's do. `?cut=1` ends the stream after its deltas, unfinished;
+/// `?gate=1` holds its usage chunk until the test releases it
+/// ([`TestUpstream::release_sse_event`]).
+async fn completion(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let cut = query.contains("cut=1");
+    let gated = query.contains("gate=1");
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let model = request["model"].as_str().unwrap_or("deployment").to_owned();
@@ -172,10 +178,18 @@ async fn completion(req: Request<Incoming>) -> Response<Body> {
         }
         events.push("data: [DONE]\n\n".to_owned());
     }
-    let frames = futures_util::stream::iter(
-        events
-            .into_iter()
-            .map(|e| Ok::<_, Infallible>(Frame::data(Bytes::from(e)))),
+    // The usage chunk, when there is one: the last but `[DONE]`.
+    let usage_at = (asked && !cut).then(|| events.len() - 2);
+    let frames = futures_util::stream::unfold(
+        (events.into_iter().enumerate(), gate),
+        move |(mut events, gate)| async move {
+            let (i, event) = events.next()?;
+            if gated && Some(i) == usage_at {
+                gate.notified().await;
+            }
+            let frame = Ok::<_, Infallible>(Frame::data(Bytes::from(event)));
+            Some((frame, (events, gate)))
+        },
     );
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     resp.headers_mut()
