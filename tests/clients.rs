@@ -1,6 +1,7 @@
 //! The clients people use, through the gateway: what the official `openai`
-//! Python SDK shows its user when the gateway says no, and the official MCP
-//! SDK's client and server on either side of an MCP route.
+//! Python SDK shows its user when the gateway says no, and what it iterates
+//! of a model route's streams; the official MCP SDK's client and server on
+//! either side of an MCP route.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
 
 mod support;
@@ -105,6 +106,142 @@ async fn the_openai_sdk_shows_the_reason_of_every_refusal() {
         assert!(message.contains(words), "{name}: {message}");
         assert!(!message.contains("eyJ"), "{name} echoes a token: {message}");
     }
+}
+
+/// Runs `openai_client.py` on `cases`: one result per case.
+async fn openai_cases(gw: &TestGateway, cases: Value) -> Vec<Value> {
+    let base = gw.url("");
+    let out = tokio::task::spawn_blocking(move || {
+        python::script("openai_client.py", &[&base, &cases.to_string()])
+    })
+    .await
+    .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_streams_through_a_model_route_sees_only_what_it_asked_and_meets_budgets_as_its_own_errors()
+ {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let routes = r#"
+[[routes]]
+name = "models"
+prefix = "/openai/v1/"
+scopes = ["Models.Invoke"]
+[routes.model]
+models = ["gpt-4o*"]
+
+[[budgets]]
+name = "tight"
+key = ["oid"]
+models = ["gpt-4o-mini"]
+tokens_per_minute = 9000
+"#;
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), routes)).await;
+    let token = idp.token().sign();
+    let case = |name: &str, extra: Value| {
+        let mut c = json!({"name": name, "token": token, "base": "/openai/v1", "model": "gpt-4o"});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let cases = json!([
+        case("json", json!({})),
+        case("stream", json!({"stream": true})),
+        case(
+            "stream asking",
+            json!({"stream": true, "include_usage": true})
+        ),
+        case("denied model", json!({"model": "o3"})),
+        // 4,096 output tokens reserved each; settled at 18.
+        case("budget 1", json!({"model": "gpt-4o-mini", "stream": true})),
+        case("budget 2", json!({"model": "gpt-4o-mini"})),
+        // A cap the budget cannot hold: refused before the upstream.
+        case(
+            "budget spent",
+            json!({"model": "gpt-4o-mini", "max_tokens": 9000})
+        ),
+    ]);
+    let results = openai_cases(&gw, cases).await;
+    let by_name = |name: &str| results.iter().find(|r| r["name"] == name).unwrap();
+    let usage = json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18});
+    let json_call = by_name("json");
+    assert_eq!(json_call["status"], 200, "{json_call}");
+    for key in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(json_call["usage"][key], usage[key], "{json_call}");
+    }
+    // The SDK iterates every chunk of the stream: none without choices.
+    let stream = by_name("stream");
+    assert_eq!(
+        (stream["chunks"].as_u64(), stream["empty_choices"].as_u64()),
+        (Some(3), Some(0)),
+        "{stream}"
+    );
+    assert_eq!(stream["usage"], Value::Null, "{stream}");
+    assert_eq!(stream["text"], "hi there!");
+    let asking = by_name("stream asking");
+    assert_eq!(
+        (asking["chunks"].as_u64(), asking["empty_choices"].as_u64()),
+        (Some(4), Some(1)),
+        "{asking}"
+    );
+    assert_eq!(asking["usage"]["completion_tokens"], 7, "{asking}");
+    let denied = by_name("denied model");
+    assert_eq!(
+        (denied["status"].as_u64(), denied["class"].as_str()),
+        (Some(403), Some("PermissionDeniedError")),
+        "{denied}"
+    );
+    assert_eq!(denied["code"], "model_not_allowed");
+    assert!(
+        denied["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not use the model"),
+        "{denied}"
+    );
+    assert_eq!(by_name("budget 1")["status"], 200);
+    assert_eq!(by_name("budget 2")["status"], 200);
+    let spent = by_name("budget spent");
+    assert_eq!(
+        (spent["status"].as_u64(), spent["class"].as_str()),
+        (Some(429), Some("RateLimitError")),
+        "{spent}"
+    );
+    assert_eq!(
+        (spent["code"].as_str(), spent["type"].as_str()),
+        (Some("budget_rate_exceeded"), Some("rate_limit_error"))
+    );
+    assert!(
+        spent["message"]
+            .as_str()
+            .unwrap()
+            .contains("Token budget 'tight' (rate) is spent"),
+        "{spent}"
+    );
+    let budget_tokens = "gateway_budget_tokens_total{budget=\"tight\"}";
+    assert_eq!(gw.metric(budget_tokens).await, 36);
+
+    // The usage of every answer, as the upstream reported it, in the
+    // records: the SDK's streams included, whether they asked or not.
+    let records = gw.audit_records(7).await;
+    assert_eq!(records.len(), 7);
+    let reported: Vec<_> = records
+        .iter()
+        .filter(|r| r["model"]["usage"]["source"] == "reported")
+        .map(|r| {
+            r["model"]["usage"]["gen_ai.usage.output_tokens"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(reported, [7; 5]);
 }
 
 /// The official MCP SDK's server, on a free loopback port; killed on drop.
