@@ -2,7 +2,9 @@
 //! every request it forwards: a static answer or a stream, boxed. And the
 //! one way to watch a body stream past: [`Watched`].
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -111,6 +113,51 @@ impl<W: Watch> Drop for Watched<W> {
         // audit record). An empty body takes its place: no allocation.
         drop(std::mem::replace(&mut self.inner, empty()));
         self.end(ended);
+    }
+}
+
+/// `body`, once `first` has run: its frames wait for it (its head does
+/// not). What an answer's reader must not see before a write is done (a
+/// session binding, stored where other replicas read it).
+pub fn after(first: Pin<Box<dyn Future<Output = ()> + Send>>, body: Body) -> Body {
+    After {
+        first: Some(Mutex::new(first)),
+        body,
+    }
+    .boxed()
+}
+
+struct After {
+    /// In a mutex only to be `Sync` (as a boxed body must): it is reached
+    /// through `&mut self`, never locked.
+    first: Option<Mutex<Pin<Box<dyn Future<Output = ()> + Send>>>>,
+    body: Body,
+}
+
+impl HttpBody for After {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.as_mut() {
+            let first = first.get_mut().unwrap_or_else(|e| e.into_inner());
+            match first.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => self.first = None,
+            }
+        }
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

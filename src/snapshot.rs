@@ -9,15 +9,13 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
-use crate::budget::{Budgets, LocalCounters, RedisCounters, Store};
+use crate::budget::{Budgets, LocalCounters, RedisStore, Store};
 use crate::config::{
     BudgetStoreConfig, Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig,
     KeyLocation, TokenCacheConfig, UpstreamConfig,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
-use crate::mcp::{
-    CallLimiter, LocalSessions, McpInspector, McpRules, ResourceMetadata, SessionStore,
-};
+use crate::mcp::{CallLimiter, McpInspector, McpRules, ResourceMetadata, Sessions};
 use crate::model::{ModelInspector, ModelObserver};
 use crate::policy::{Policies, RouteTable};
 use crate::rejection::Challenges;
@@ -54,7 +52,7 @@ pub struct Snapshot {
     /// stage when a route is an MCP route.
     pub stages: Stages,
     /// Which principal opened each MCP session (kept across reloads).
-    sessions: Arc<dyn SessionStore>,
+    sessions: Arc<Sessions>,
     /// The MCP tools' call-rate buckets (kept across reloads).
     limiter: Arc<CallLimiter>,
     /// `[budget_store]` as configured: a reload that keeps it keeps the
@@ -154,7 +152,7 @@ impl Snapshot {
             Some(p) => p.budgets.store().clone(),
             None => match &config.budget_store {
                 BudgetStoreConfig::Local => Arc::new(Store::Local(LocalCounters::default())),
-                BudgetStoreConfig::Redis(redis) => match RedisCounters::new(redis) {
+                BudgetStoreConfig::Redis(redis) => match RedisStore::new(redis) {
                     Ok(r) => Arc::new(Store::Redis(Box::new(r))),
                     Err(message) => {
                         return Err(ConfigErrors(vec![ConfigError {
@@ -165,15 +163,14 @@ impl Snapshot {
                 },
             },
         };
-        let budgets = Arc::new(Budgets::compile(&config.budgets, store));
+        let budgets = Arc::new(Budgets::compile(&config.budgets, store.clone()));
         // Sessions and call budgets outlive a reload: they are the clients'.
-        let (sessions, limiter): (Arc<dyn SessionStore>, _) = match previous {
-            Some(p) => (p.sessions.clone(), p.limiter.clone()),
-            None => (
-                Arc::new(LocalSessions::default()),
-                Arc::new(CallLimiter::default()),
-            ),
+        // (Bindings live where the store is: a new store, new bindings.)
+        let sessions = match previous.filter(|p| p.sessions.uses(&store)) {
+            Some(p) => p.sessions.clone(),
+            None => Arc::new(Sessions::new(store.clone())),
         };
+        let limiter: Arc<CallLimiter> = previous.map_or_else(Arc::default, |p| p.limiter.clone());
         let mut inspectors: Vec<Arc<dyn crate::stages::Inspect>> = Vec::new();
         if config.routes.iter().any(|r| r.mcp.is_some()) {
             let rules = McpRules::compile(&config.mcp_rules, &config.agents);

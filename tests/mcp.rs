@@ -477,6 +477,63 @@ async fn a_session_is_bound_to_the_principal_that_opened_it() {
     assert_eq!(records[3]["reason"], "mcp_session_not_found");
 }
 
+/// With the store in Redis, a session opened through one replica is bound
+/// on every replica: its answer's body waits for the binding to be
+/// written, so the client's next message, wherever it lands, finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_share_session_bindings() {
+    let redis = support::redis::RedisServer::start();
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let store = format!(
+        "\n[budget_store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"\n",
+        redis.url()
+    );
+    let both = config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        &format!("{ROUTES}{store}"),
+    );
+    let (a, b) = (
+        TestGateway::start(&both).await,
+        TestGateway::start(&both).await,
+    );
+    let ada = idp.token().scp("Tools.Call").claim("oid", "ada").sign();
+    let eve = idp.token().scp("Tools.Call").claim("oid", "eve").sign();
+    let post = |gw: &TestGateway, token: &str, headers: &[(&str, &str)]| {
+        let mut req = Request::post(gw.url("/mcp"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(Full::from(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#))
+            .unwrap()
+    };
+    // Opened through A: the answer read whole, the binding is everywhere.
+    let resp = send(post(&a, &ada, &[("x-test-session", "s-1")])).await;
+    assert_eq!(resp.headers()["mcp-session-id"], "s-1");
+    let _ = text(resp).await;
+    let with = [("mcp-session-id", "s-1")];
+    assert_eq!(
+        send(post(&b, &eve, &with)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(send(post(&b, &ada, &with)).await.status(), StatusCode::OK);
+    let keys = redis.command("KEYS portcullis:mcp-session:*").unwrap();
+    assert_eq!(keys.len(), 3, "one binding: {keys:?}");
+    // Ended through B: no longer anyone's, on A either.
+    let end = Request::delete(b.url("/mcp"))
+        .header("authorization", format!("Bearer {ada}"))
+        .header("mcp-session-id", "s-1")
+        .body(Full::default())
+        .unwrap();
+    let resp = send(end).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let _ = text(resp).await;
+    assert_eq!(send(post(&a, &eve, &with)).await.status(), StatusCode::OK);
+}
+
 /// Tool calls are rate-limited per rule, caller and tool: past the limit,
 /// 429 with Retry-After and a JSON-RPC error with the call's id; others
 /// are not held back.

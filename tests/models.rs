@@ -401,7 +401,7 @@ async fn redis_down_is_met_as_configured_and_its_return_is_used_at_once() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()["retry-after"], "1");
     let error: Value = serde_json::from_str(&text(resp).await).unwrap();
-    assert_eq!(error["error"]["code"], "budget_store_unavailable");
+    assert_eq!(error["error"]["code"], "store_unavailable");
     assert_eq!(
         call(&local).await.status(),
         StatusCode::OK,

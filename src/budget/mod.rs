@@ -30,7 +30,7 @@ use crate::rejection::Rejection;
 use crate::token::VerifiedClaims;
 
 pub use local::LocalCounters;
-pub use redis::RedisCounters;
+pub use redis::RedisStore;
 pub use window::Window;
 
 /// The budgets of one config generation, and where their counters are.
@@ -58,7 +58,7 @@ struct Budget {
 /// Where the counters live: this process, or Redis for a fleet.
 pub enum Store {
     Local(LocalCounters),
-    Redis(Box<RedisCounters>),
+    Redis(Box<RedisStore>),
 }
 
 /// One counter a request reserves in.
@@ -247,7 +247,7 @@ impl Budgets {
         let counters: Vec<Counter> = held.iter().map(|(_, c)| c.clone()).collect();
         let (reserved, fallback) = match self.store.reserve(&counters, now).await {
             Ok(r) => r,
-            Err(Unavailable::Deny) => return Err((Rejection::BudgetUnavailable, Vec::new())),
+            Err(Unavailable::Deny) => return Err((Rejection::StoreUnavailable, Vec::new())),
             Err(Unavailable::Allow) => {
                 return Ok(Admitted {
                     reservation: None,

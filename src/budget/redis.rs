@@ -59,7 +59,7 @@ end
 return total
 ";
 
-pub struct RedisCounters {
+pub struct RedisStore {
     client: Client,
     connection: OnceCell<ConnectionManager>,
     prefix: String,
@@ -73,7 +73,7 @@ pub struct RedisCounters {
     errors: AtomicU64,
 }
 
-impl RedisCounters {
+impl RedisStore {
     /// A store for `config`; nothing is connected until it is used.
     pub fn new(config: &RedisStoreConfig) -> Result<Self, String> {
         let client = Client::open(config.url.as_str()).map_err(|e| e.to_string())?;
@@ -116,20 +116,7 @@ impl RedisCounters {
             invocation.invoke_async::<T>(&mut connection).await
         })
         .await;
-        match result {
-            Ok(Ok(v)) => {
-                self.up.store(true, Ordering::Relaxed);
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                self.failed(&e.to_string());
-                Err(())
-            }
-            Err(_) => {
-                self.failed("timed out");
-                Err(())
-            }
-        }
+        self.noted(result)
     }
 
     fn failed(&self, error: &str) {
@@ -210,18 +197,12 @@ impl RedisCounters {
     }
 
     pub async fn used(&self, key: &str) -> Option<u64> {
-        let connection = self.connection().await.ok()?;
-        let read = async {
-            let mut c = connection;
-            redis::cmd("GET")
-                .arg(self.key(key))
-                .query_async::<Option<u64>>(&mut c)
-                .await
-        };
-        match tokio::time::timeout(self.timeout, read).await {
-            Ok(Ok(used)) => Some(used.unwrap_or(0)),
-            _ => None,
-        }
+        let mut get = redis::cmd("GET");
+        get.arg(self.key(key));
+        self.query::<Option<u64>>(get)
+            .await
+            .ok()
+            .map(|u| u.unwrap_or(0))
     }
 
     /// Whether the last command reached the store.
@@ -238,26 +219,78 @@ impl RedisCounters {
         self.on_error == StoreFailure::Deny
     }
 
-    /// Asks the store whether it answers (for readiness while no request
-    /// comes).
-    pub async fn ping(&self) -> bool {
-        let ping = async {
-            let mut c = self.connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut c).await
+    fn session_key(&self, session: &str) -> String {
+        format!("{}:mcp-session:{session}", self.prefix)
+    }
+
+    /// The owner a session is bound to (its digest, in hex), refreshing
+    /// the binding's idle timeout: one `GETEX`. `Err` when the store did
+    /// not answer.
+    pub async fn session_owner(&self, session: &str, idle: Duration) -> Result<Option<String>, ()> {
+        let mut cmd = redis::cmd("GETEX");
+        cmd.arg(self.session_key(session))
+            .arg("PX")
+            .arg(idle.as_millis() as u64);
+        self.query(cmd).await
+    }
+
+    /// Binds a session to its owner for `idle`, or forgets it (`None`).
+    pub async fn session_set(&self, session: &str, owner: Option<&str>, idle: Duration) {
+        let key = self.session_key(session);
+        let cmd = match owner {
+            Some(owner) => {
+                let mut c = redis::cmd("SET");
+                c.arg(key).arg(owner).arg("PX").arg(idle.as_millis() as u64);
+                c
+            }
+            None => {
+                let mut c = redis::cmd("DEL");
+                c.arg(key);
+                c
+            }
         };
-        match tokio::time::timeout(self.timeout, ping).await {
-            Ok(Ok(_)) => {
+        let _ = self.query::<redis::Value>(cmd).await;
+    }
+
+    /// Runs one command with the deadline, and notes whether the store
+    /// answered.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, ()> {
+        let result = tokio::time::timeout(self.timeout, async {
+            let mut connection = self.connection().await?;
+            cmd.query_async::<T>(&mut connection).await
+        })
+        .await;
+        self.noted(result)
+    }
+
+    fn noted<T>(
+        &self,
+        result: Result<Result<T, redis::RedisError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, ()> {
+        match result {
+            Ok(Ok(v)) => {
                 self.up.store(true, Ordering::Relaxed);
-                true
+                Ok(v)
             }
             Ok(Err(e)) => {
                 self.failed(&e.to_string());
-                false
+                Err(())
             }
             Err(_) => {
                 self.failed("timed out");
-                false
+                Err(())
             }
         }
+    }
+
+    /// What a request meets while the store is down.
+    pub fn on_error(&self) -> StoreFailure {
+        self.on_error
+    }
+
+    /// Asks the store whether it answers (for readiness while no request
+    /// comes).
+    pub async fn ping(&self) -> bool {
+        self.query::<String>(redis::cmd("PING")).await.is_ok()
     }
 }

@@ -13,7 +13,7 @@ use super::limits::{CallLimiter, LimitKey};
 use super::message;
 use super::order::{OpenGuard, Opening};
 use super::rules::{Args, McpRules, Verdict};
-use super::sessions::{Binder, Owner, SessionKey, SessionStore};
+use super::sessions::{Binder, Owner, SessionKey, Sessions};
 use crate::body::Body;
 use crate::call::{Call, McpCall, McpTarget};
 use crate::policy::Grant;
@@ -28,17 +28,13 @@ const DEFAULT_LIMIT: usize = 4 << 20;
 /// binds sessions to who opened them.
 pub struct McpInspector {
     rules: Arc<McpRules>,
-    sessions: Arc<dyn SessionStore>,
+    sessions: Arc<Sessions>,
     limiter: Arc<CallLimiter>,
     opening: Arc<Opening>,
 }
 
 impl McpInspector {
-    pub fn new(
-        rules: McpRules,
-        sessions: Arc<dyn SessionStore>,
-        limiter: Arc<CallLimiter>,
-    ) -> Self {
+    pub fn new(rules: McpRules, sessions: Arc<Sessions>, limiter: Arc<CallLimiter>) -> Self {
         Self {
             rules: Arc::new(rules),
             sessions,
@@ -93,7 +89,7 @@ impl McpInspector {
     /// On a route that binds sessions: refuses a session another principal
     /// opened, and returns what binds the one the answer names (or forgets
     /// the one a `DELETE` ends).
-    fn session(
+    async fn session(
         &self,
         grant: &Grant,
         head: &Parts,
@@ -109,7 +105,8 @@ impl McpInspector {
         if let Some(session) = presented
             && self
                 .sessions
-                .owner(session, Instant::now())
+                .owner(session, idle, Instant::now())
+                .await?
                 .is_some_and(|o| o != owner)
         {
             return Err(Rejection::McpSessionNotFound);
@@ -124,6 +121,37 @@ impl McpInspector {
     }
 }
 
+impl McpInspector {
+    /// An allowed call's rate, session and list filter: the stage's part
+    /// in the answer, if it takes one.
+    async fn answer(
+        &self,
+        grant: &Grant,
+        head: &Parts,
+        call: &McpCall,
+        args: Args<'_>,
+        session: Option<SessionKey>,
+        enforced: bool,
+    ) -> Result<Option<Box<dyn Respond>>, Rejection> {
+        if enforced {
+            self.rate(grant, call, args)?;
+        }
+        let binder = self.session(grant, head, session).await?;
+        let filter = self.list_filter(grant, call).filter(|_| enforced);
+        let opening = session
+            .filter(|_| head.method == Method::GET)
+            .map(|s| self.opening.open(s));
+        let answer = McpAnswer {
+            binder,
+            filter,
+            opening,
+        };
+        let takes_part =
+            answer.binder.is_some() || answer.filter.is_some() || answer.opening.is_some();
+        Ok(takes_part.then(|| Box::new(answer) as Box<dyn Respond>))
+    }
+}
+
 /// The MCP stage's part in an answer: the session it names, and the list
 /// it carries.
 struct McpAnswer {
@@ -135,13 +163,18 @@ struct McpAnswer {
 
 impl Respond for McpAnswer {
     fn respond(self: Box<Self>, response: Response<Body>) -> Response<Body> {
-        if let Some(binder) = &self.binder {
-            binder.answered(response.status(), response.headers());
-        }
+        let write = self
+            .binder
+            .as_ref()
+            .and_then(|b| b.answered(response.status(), response.headers()));
         // The stream is open (or refused): the session's messages may go.
         drop(self.opening);
-        match self.filter {
+        let response = match self.filter {
             Some(filter) => Box::new(filter).respond(response),
+            None => response,
+        };
+        match write {
+            Some(write) => response.map(|body| crate::body::after(write, body)),
             None => response,
         }
     }
@@ -166,13 +199,12 @@ impl Inspect for McpInspector {
         head: &'a mut Parts,
         body: Option<&'a mut Bytes>,
     ) -> Inspecting<'a> {
-        Box::pin(std::future::ready(self.read(grant, head, body.as_deref())))
+        Box::pin(self.read(grant, head, body.map(|b| &*b)))
     }
 }
 
 impl McpInspector {
-    /// The MCP stage decides without waiting: its stores are in process.
-    fn read(&self, grant: &Grant, head: &Parts, body: Option<&Bytes>) -> Inspection {
+    async fn read(&self, grant: &Grant, head: &Parts, body: Option<&Bytes>) -> Inspection {
         let route = grant.route();
         let Some(mcp) = route.mcp() else {
             return Inspection::pass();
@@ -211,25 +243,13 @@ impl McpInspector {
                 };
                 // Rules that only report neither limit nor filter.
                 let enforced = !mcp.report_only;
-                let verdict = verdict.into_result(&call, mcp.hide_denied).and_then(|()| {
-                    if enforced {
-                        self.rate(grant, &call, args)?;
+                let verdict = match verdict.into_result(&call, mcp.hide_denied) {
+                    Ok(()) => {
+                        self.answer(grant, head, &call, args, session, enforced)
+                            .await
                     }
-                    let binder = self.session(grant, head, session)?;
-                    let filter = self.list_filter(grant, &call).filter(|_| enforced);
-                    let opening = session
-                        .filter(|_| head.method == Method::GET)
-                        .map(|s| self.opening.open(s));
-                    let answer = McpAnswer {
-                        binder,
-                        filter,
-                        opening,
-                    };
-                    let takes_part = answer.binder.is_some()
-                        || answer.filter.is_some()
-                        || answer.opening.is_some();
-                    Ok(takes_part.then(|| Box::new(answer) as Box<dyn Respond>))
-                });
+                    Err(refused) => Err(refused),
+                };
                 let hold = session
                     .filter(|_| head.method == Method::POST && verdict.is_ok())
                     .and_then(|s| self.opening.wait(s));

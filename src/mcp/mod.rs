@@ -23,4 +23,4 @@ pub use limits::CallLimiter;
 pub use message::read as read_message;
 pub use metadata::ResourceMetadata;
 pub use rules::{Args, McpRules, Verdict};
-pub use sessions::{LocalSessions, SessionStore};
+pub use sessions::Sessions;

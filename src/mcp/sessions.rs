@@ -10,8 +10,10 @@
 //! before a restart), goes to the server, which decides.
 //!
 //! The store keeps digests, not ids, and forgets a session on `DELETE`
-//! or after it has been idle for its route's `session_idle_timeout`. It is
-//! a trait so that a fleet of replicas can share one (issue 21's Redis).
+//! or after it has been idle for its route's `session_idle_timeout`. A
+//! fleet of replicas shares its bindings in the Redis of `[budget_store]`
+//! (a session opened through one replica is bound on all); each replica
+//! also keeps its own, for when Redis is down and `on_error = "local"`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +21,9 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::digest::{Context, SHA256};
 use http::{HeaderMap, HeaderValue};
 
+use crate::budget::Store;
+use crate::config::StoreFailure;
+use crate::rejection::Rejection;
 use crate::token::VerifiedClaims;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -47,6 +52,13 @@ impl SessionKey {
     pub fn for_record(&self) -> String {
         let mut out = b"sha256:".to_vec();
         crate::text::write_hex(&mut out, &self.0[..8]);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// As the shared store's key names it.
+    fn hex(&self) -> String {
+        let mut out = Vec::with_capacity(32);
+        crate::text::write_hex(&mut out, &self.0);
         String::from_utf8_lossy(&out).into_owned()
     }
 }
@@ -93,13 +105,102 @@ fn truncated(parts: &[&[u8]]) -> [u8; 16] {
     out
 }
 
-/// Where bindings live.
-pub trait SessionStore: Send + Sync {
+/// Where bindings live: this replica's, and the fleet's when the store
+/// is Redis.
+pub struct Sessions {
+    local: LocalSessions,
+    shared: Arc<Store>,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            local: LocalSessions::default(),
+            shared: store,
+        }
+    }
+
+    /// Whether these bindings live in `store`.
+    pub fn uses(&self, store: &Arc<Store>) -> bool {
+        Arc::ptr_eq(&self.shared, store)
+    }
+
     /// The session's owner, if it is bound and not idle past its timeout;
-    /// using it keeps it alive.
-    fn owner(&self, session: SessionKey, now: Instant) -> Option<Owner>;
-    fn bind(&self, session: SessionKey, owner: Owner, idle: Duration, now: Instant);
-    fn end(&self, session: SessionKey);
+    /// using it keeps it alive. A shared store that does not answer is met
+    /// as its `on_error` says: refused, unknown (the server decides), or
+    /// this replica's binding.
+    pub async fn owner(
+        &self,
+        session: SessionKey,
+        idle: Duration,
+        now: Instant,
+    ) -> Result<Option<Owner>, Rejection> {
+        let Store::Redis(redis) = &*self.shared else {
+            return Ok(self.local.owner(session, now));
+        };
+        match redis.session_owner(&session.hex(), idle).await {
+            Ok(owner) => Ok(owner.map(|stored| Owner::from_stored(&stored))),
+            Err(()) => match redis.on_error() {
+                StoreFailure::Deny => Err(Rejection::StoreUnavailable),
+                StoreFailure::Allow => Ok(None),
+                StoreFailure::Local => Ok(self.local.owner(session, now)),
+            },
+        }
+    }
+
+    /// Binds a session here; with a shared store, also returns the write
+    /// that binds it for the fleet.
+    fn bind(
+        self: &Arc<Self>,
+        session: SessionKey,
+        owner: Owner,
+        idle: Duration,
+        now: Instant,
+    ) -> Option<Write> {
+        self.local.bind(session, owner, idle, now);
+        self.shared_set(session, Some(owner), idle)
+    }
+
+    fn end(self: &Arc<Self>, session: SessionKey) -> Option<Write> {
+        self.local.end(session);
+        self.shared_set(session, None, Duration::ZERO)
+    }
+
+    fn shared_set(
+        self: &Arc<Self>,
+        session: SessionKey,
+        owner: Option<Owner>,
+        idle: Duration,
+    ) -> Option<Write> {
+        if !matches!(&*self.shared, Store::Redis(_)) {
+            return None;
+        }
+        let sessions = self.clone();
+        Some(Box::pin(async move {
+            if let Store::Redis(redis) = &*sessions.shared {
+                let owner = owner.map(Owner::to_stored);
+                redis
+                    .session_set(&session.hex(), owner.as_deref(), idle)
+                    .await;
+            }
+        }))
+    }
+}
+
+/// A write to the shared store, to finish before the answer's body goes.
+pub type Write = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Owner {
+    /// As the shared store keeps it: the digest as one decimal number.
+    fn to_stored(self) -> String {
+        u128::from_be_bytes(self.0).to_string()
+    }
+
+    /// From the shared store; a value that is not one (written by
+    /// something else) owns nothing anyone has.
+    fn from_stored(text: &str) -> Self {
+        Self(text.parse::<u128>().unwrap_or(u128::MAX).to_be_bytes())
+    }
 }
 
 /// The bindings of one replica, bounded.
@@ -122,7 +223,7 @@ impl Default for LocalSessions {
     }
 }
 
-impl SessionStore for LocalSessions {
+impl LocalSessions {
     fn owner(&self, session: SessionKey, now: Instant) -> Option<Owner> {
         let binding = self.entries.get(&session)?;
         if now.saturating_duration_since(binding.last_used) > binding.idle {
@@ -158,7 +259,7 @@ impl SessionStore for LocalSessions {
 /// Binds the session an answer names to the caller, or forgets one a
 /// `DELETE` ended.
 pub struct Binder {
-    pub store: Arc<dyn SessionStore>,
+    pub store: Arc<Sessions>,
     pub owner: Owner,
     pub idle: Duration,
     /// The request was a `DELETE` of this session.
@@ -171,18 +272,17 @@ pub struct Binder {
 }
 
 impl Binder {
-    pub fn answered(&self, status: http::StatusCode, headers: &HeaderMap) {
+    /// Binds the session the answer names, or ends the one a `DELETE`
+    /// ended; with a shared store, returns the write that the answer's
+    /// body waits for (so that a client that read the answer finds the
+    /// binding on every replica).
+    pub fn answered(&self, status: http::StatusCode, headers: &HeaderMap) -> Option<Write> {
         if let Some(ended) = self.ending {
-            if status.is_success() {
-                self.store.end(ended);
-            }
-            return;
+            return status.is_success().then(|| self.store.end(ended)).flatten();
         }
-        if let Some(session) = SessionKey::of(headers).filter(|_| self.opens && status.is_success())
-        {
-            self.store
-                .bind(session, self.owner, self.idle, Instant::now());
-        }
+        let session = SessionKey::of(headers).filter(|_| self.opens && status.is_success())?;
+        self.store
+            .bind(session, self.owner, self.idle, Instant::now())
     }
 }
 

@@ -129,10 +129,10 @@ fn constant(rejection: &Rejection) -> Option<&'static str> {
             "model_missing",
             "The request names no model (in its path, body or query)."
         ),
-        Rejection::BudgetUnavailable => envelope!(
+        Rejection::StoreUnavailable => envelope!(
             "api_error",
-            "budget_store_unavailable",
-            "Token budgets cannot be checked right now (their store is unreachable); retry later."
+            "store_unavailable",
+            "Token budgets and MCP session bindings cannot be checked right now (their store is unreachable); retry later."
         ),
         Rejection::MissingToken => envelope!(
             "authentication_error",

@@ -79,9 +79,9 @@ pub enum Rejection {
         /// Until the budget's window renews.
         retry_after_secs: u64,
     },
-    /// The shared budget store cannot be reached and is configured to
-    /// deny (503 + Retry-After).
-    BudgetUnavailable,
+    /// The shared store (budgets, MCP session bindings) cannot be reached
+    /// and is configured to deny (503 + Retry-After).
+    StoreUnavailable,
     InvalidToken(TokenError),
     Denied(Denial),
     /// The issuer's keys are not loaded or are too stale (503 + Retry-After).
@@ -143,7 +143,7 @@ impl Rejection {
             Self::ModelMissing => "model_missing",
             Self::BudgetExceeded { quota: false, .. } => "budget_rate_exceeded",
             Self::BudgetExceeded { quota: true, .. } => "budget_quota_exceeded",
-            Self::BudgetUnavailable => "budget_store_unavailable",
+            Self::StoreUnavailable => "store_unavailable",
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -182,7 +182,7 @@ impl Rejection {
             // Why: what a server without the tool answers; clients treat a
             // 4xx as an authentication failure and stop.
             Self::McpNotAllowed { .. } => StatusCode::OK,
-            Self::KeysUnavailable | Self::AuditUnavailable | Self::BudgetUnavailable => {
+            Self::KeysUnavailable | Self::AuditUnavailable | Self::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -302,7 +302,7 @@ impl Challenges {
             Rejection::KeysUnavailable => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("30"));
             }
-            Rejection::AuditUnavailable | Rejection::BudgetUnavailable => {
+            Rejection::AuditUnavailable | Rejection::StoreUnavailable => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Rejection::BudgetExceeded {
