@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         at,
         credential: Credential::Claims(claims),
         mcp: None,
+        model: None,
     };
     let _ = rt.block_on(explain(config, request));
 });
