@@ -14,7 +14,11 @@
 #    what the gateway adds. The same through an MCP route whose rules filter
 #    lists: the message (a `tools/list`) is read and decided, and the answer
 #    streams through the list filter (the echo's events are not the list's
-#    answer, so they pass byte for byte).
+#    answer, so they pass byte for byte). And through a model route with a
+#    budget: a streamed chat completion is read, decided, reserved in the
+#    budget and asked for its usage, and its answer streams through the
+#    meter (which reads every event, and holds an event until it is whole
+#    to drop the usage chunk the client did not ask for).
 # 3. Peak RSS with TOKENS (default 100,000) cached tokens: wrk sends each of
 #    TOKENS distinct valid tokens (ES256, minted by the fixtures) until the
 #    verified-token cache holds them all, then the process's peak RSS.
@@ -60,6 +64,17 @@ tools = ["search_*"]
 scopes = ["Models.Read"]
 
 [[routes]]
+name = "v1"
+prefix = "/openai/v1/"
+scopes = ["Models.Read"]
+[routes.model]
+
+[[budgets]]
+name = "per-user-tpm"
+key = ["oid"]
+tokens_per_minute = 1000000000000
+
+[[routes]]
 name = "read"
 prefix = "/"
 scopes = ["Models.Read"]
@@ -91,15 +106,19 @@ IDLE=$(rss VmRSS)
 import http.client, json, statistics, sys, time
 direct, gateway, token, samples = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {token}"}
-conns = {name: http.client.HTTPConnection(*addr.split(":")) for name, addr in (("direct", direct), ("gateway", gateway), ("mcp", gateway))}
-times = {"direct": [], "gateway": [], "mcp": []}
+names = ("direct", "gateway", "mcp", "model")
+conns = {name: http.client.HTTPConnection(*(direct if name == "direct" else gateway).split(":")) for name in names}
+times = {name: [] for name in names}
 message = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
-for i in range(samples * 3 + 30):
-    name = ("direct", "gateway", "mcp")[i % 3]
+chat = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+for i in range(samples * len(names) + 40):
+    name = names[i % len(names)]
     conn = conns[name]
     started = time.perf_counter()
     if name == "mcp":
         conn.request("POST", "/mcp?events=1", body=message, headers={**headers, "Content-Type": "application/json"})
+    elif name == "model":
+        conn.request("POST", "/openai/v1/chat/completions?events=1", body=chat, headers={**headers, "Content-Type": "application/json"})
     else:
         conn.request("POST", "/openai/deployments/d/chat/completions?events=1", headers=headers)
     resp = conn.getresponse()
@@ -108,7 +127,7 @@ for i in range(samples * 3 + 30):
     elapsed = time.perf_counter() - started
     assert first.startswith(b"data:"), first
     resp.read()
-    if i >= 30:  # warm-up: connections, caches, the token's first verification
+    if i >= 40:  # warm-up: connections, caches, the token's first verification
         times[name].append(elapsed * 1000)
 out = {}
 for name, ts in times.items():
@@ -147,6 +166,9 @@ print(f"| Added by the gateway (p50) | {g['p50_ms'] - d['p50_ms']:.3f} ms | < 1 
 m = sse["mcp"]
 print(f"| SSE first event, through an MCP route with list filtering (p50 / p99) | {m['p50_ms']:.3f} / {m['p99_ms']:.3f} ms | |")
 print(f"| Added by the gateway on the MCP route (p50) | {m['p50_ms'] - d['p50_ms']:.3f} ms | < 1 ms |")
+o = sse["model"]
+print(f"| SSE first event, through a model route with a budget and usage metering (p50 / p99) | {o['p50_ms']:.3f} / {o['p99_ms']:.3f} ms | |")
+print(f"| Added by the gateway on the model route (p50) | {o['p50_ms'] - d['p50_ms']:.3f} ms | < 1 ms |")
 if filled < tokens:
     sys.exit(f"the cache holds {filled} of {tokens} tokens: not a valid run")
 PY

@@ -49,6 +49,15 @@
 #   nginx        nginx (if installed) as a plain reverse proxy, one worker,
 #                keep-alive to the upstream, pinned like the gateway
 #
+# Model scenarios (SCENARIOS="model budget-local budget-redis"; audit off,
+# a 2 KB chat completion POSTed to a model route, the upstream's fixed
+# 1 KiB JSON answer, which reports no usage, so each request settles at
+# its reservation):
+#   model         the model stage alone: strict read, model decision, meter
+#   budget-local  and two budgets reserved in the local store
+#   budget-redis  and the same two in Redis (a redis-server the script
+#                 starts on the load core): one round trip per request
+#
 # Reload scenarios (SCENARIOS="steady reload-storm reload-storm-cold"): a
 # large config (10,000 agents, 1,000 routes, audit to a file) under a fixed
 # request rate (RATE requests/s from `oha --latency-correction`, an
@@ -109,6 +118,24 @@ TOKENS=0
 case " $SCENARIOS " in *" distinct "* | *" distinct@b "*) TOKENS=1000 ;; esac
 start_fixtures --tokens "$TOKENS"
 
+REDIS_PORT=$((PORT + 50))
+case " $SCENARIOS " in
+  *" budget-redis"*)
+    command -v redis-server >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    "${LOAD[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >"$WORK/redis.log" &
+    PIDS+=($!)
+    until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+    ;;
+esac
+# The chat completion the model scenarios post (about 2 KB).
+python3 - >"$WORK/chat.lua" <<'PY'
+import json
+body = json.dumps({"model": "gpt-4o-mini", "max_completion_tokens": 512,
+    "messages": [{"role": "system", "content": "You are terse."},
+                 {"role": "user", "content": "lorem ipsum dolor sit amet " * 68}]})
+print(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(body)}')
+PY
+
 config() { # scenario -> config text
   config_head
   cat <<TOML
@@ -123,6 +150,11 @@ level = "warn"
 TOML
   case "${1%@b}" in
     audit-off | cached) printf '\n[audit]\nsink = "off"\n' ;;
+    model | budget-local | budget-redis)
+      printf '\n[audit]\nsink = "off"\n[[routes]]\nname = "v1"\nprefix = "/openai/v1/"\nscopes = ["Models.Read"]\n[routes.model]\n'
+      [ "${1%@b}" = model ] || printf '\n[[budgets]]\nname = "per-user-tpm"\nkey = ["tid", "oid"]\ntokens_per_minute = 1000000000000\n[[budgets]]\nname = "per-app-monthly"\nkey = ["azp", "model"]\ntokens = 1000000000000\nperiod = "month"\n'
+      [ "${1%@b}" != budget-redis ] || printf '\n[budget_store]\nkind = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT"
+      ;;
     public) printf '\n[audit]\nsink = "off"\n[[routes]]\nname = "open"\nprefix = "/open"\npublic = true\n' ;;
     distinct) printf '\n[audit]\nsink = "off"\n[token_cache]\nenabled = false\n' ;;
     audit-file) printf '\n[audit]\nsink = "file"\nfile = "%s/%s.audit.jsonl"\n' "$OUT" "$1" ;;
@@ -281,6 +313,9 @@ start_scenario() { # scenario port
       ;;
   esac
   [ "${scenario%@b}" != public ] || TARGET[$scenario]="http://127.0.0.1:$PORT/open/models$answer"
+  case "${scenario%@b}" in
+    model | budget-local | budget-redis) TARGET[$scenario]="http://127.0.0.1:$PORT/openai/v1/chat/completions$answer" ;;
+  esac
   RELOADS0[$scenario]=$(reloads)
   STORMER[$scenario]=""
   case "${scenario%@b}" in
@@ -307,6 +342,7 @@ drive() { # scenario round: the load, then the gateway's figures for the round
   local scenario=$1 round=$2 script=() perf=""
   local pid=${PID[$scenario]}
   [ "${scenario%@b}" != distinct ] || script=(-s "$WORK/tokens.lua")
+  case "${scenario%@b}" in model | budget-local | budget-redis) script=(-s "$WORK/chat.lua") ;; esac
   if [ -n "${PROFILE:-}" ]; then
     # Call graphs of the process under test, from its own core's samples.
     mkdir -p "$PROFILE"

@@ -5,7 +5,9 @@
 
 What the Kubernetes schemas cannot see: the ports, probes and shutdown
 timing of the sidecar must agree with its config (carried in the
-ConfigMap). Exits 1 with every disagreement.
+ConfigMap), and a Redis budget store it names must be a Service of the
+kustomization that its NetworkPolicy lets it reach. Exits 1 with every
+disagreement.
 """
 
 import re
@@ -31,8 +33,14 @@ def main(path):
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
     problems = []
-    (deployment,) = by_kind["Deployment"]
+    # The sidecar's Deployment (an overlay may add others, as the budget
+    # store's).
+    (deployment,) = [
+        d for d in by_kind["Deployment"]
+        if any(c["name"] == "portcullis" for c in d["spec"]["template"]["spec"]["containers"])
+    ]
     pod = deployment["spec"]["template"]["spec"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     sidecar = next(c for c in pod["containers"] if c["name"] == "portcullis")
     mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "config")
     volume = next(v for v in pod["volumes"] if v["name"] == "config")
@@ -69,7 +77,10 @@ def main(path):
     if grace < pre_stop + drain:
         problems.append(f"terminationGracePeriodSeconds {grace} < preStop {pre_stop} + drain_timeout {drain}")
     upstream = port(config["upstream"]["url"].rstrip("/").split("//", 1)[1].split("/")[0])
-    (service,) = by_kind["Service"]
+    (service,) = [
+        s for s in by_kind["Service"]
+        if all(pod_labels.get(k) == v for k, v in s["spec"]["selector"].items())
+    ]
     for p in service["spec"]["ports"]:
         if p["targetPort"] != "http":
             problems.append(f"the Service exposes {p['targetPort']}, not only the gateway")
@@ -78,6 +89,25 @@ def main(path):
             for p in rule.get("ports", []):
                 if p["port"] == upstream:
                     problems.append(f"the NetworkPolicy admits the upstream's port {upstream}")
+    store = config.get("budget_store", {})
+    if store.get("kind") == "redis":
+        host, _, store_port = store["url"].split("//", 1)[1].split("/")[0].rpartition("@")[2].partition(":")
+        store_port = int(store_port or 6379)
+        services = [s for s in by_kind["Service"] if s["metadata"]["name"] == host]
+        if not services:
+            problems.append(f"budget_store.url names {host}, which is no Service here")
+        elif store_port not in [p["port"] for p in services[0]["spec"]["ports"]]:
+            problems.append(f"the Service {host} has no port {store_port}")
+        own = [
+            n for n in by_kind.get("NetworkPolicy", [])
+            if all(pod_labels.get(k) == v for k, v in n["spec"]["podSelector"]["matchLabels"].items())
+        ]
+        reaches = any(
+            p["port"] == store_port
+            for n in own for rule in n["spec"].get("egress", []) for p in rule.get("ports", [])
+        )
+        if own and not reaches:
+            problems.append(f"the sidecar's NetworkPolicy lets it reach no port {store_port} (budget_store.url)")
     for problem in problems:
         print(f"{path}: {problem}")
     if not problems:
