@@ -300,6 +300,10 @@ async fn a_client_that_leaves_after_the_last_delta_is_charged_its_reservation() 
         seen.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
     }
     drop(body);
+    // The gateway closed the upstream's connection: the model stops.
+    tokio::time::timeout(std::time::Duration::from_secs(10), upstream.abandoned())
+        .await
+        .expect("the upstream's stream is dropped");
 
     let records = gw.audit_records(1).await;
     let (input, output, _, source) = usage_of(&records[0]);
@@ -421,4 +425,54 @@ async fn redis_down_is_met_as_configured_and_its_return_is_used_at_once() {
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(call(&deny).await.status(), StatusCode::OK);
     assert_eq!(deny.metric("gateway_budget_store_up").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realtime_session_is_decided_on_the_model_its_query_names() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let routes = ROUTES.replace(
+        "[routes.model]",
+        "upgrades = [\"websocket\"]\n[routes.model]",
+    );
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let connect = |query: &str| {
+        let mut req = format!(
+            "ws://{}/openai/realtime?api-version=2025-04-01&{query}",
+            gw.addr
+        )
+        .into_client_request()
+        .unwrap();
+        let bearer = format!("Bearer {}", idp.token().sign());
+        req.headers_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    let (mut ws, resp) = connect("deployment=gpt-4o-realtime")
+        .await
+        .expect("handshake");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("session.update")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "session.update");
+    ws.close(None).await.unwrap();
+    for (query, status) in [
+        ("deployment=o3-realtime", StatusCode::FORBIDDEN),
+        (
+            "model=gpt-4o-realtime&deployment=o3-realtime",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("", StatusCode::BAD_REQUEST),
+    ] {
+        match connect(query).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), status, "{query}")
+            }
+            other => panic!("{query}: expected a refused handshake, got {other:?}"),
+        }
+    }
 }

@@ -27,9 +27,19 @@ type Body = BoxBody<Bytes, Infallible>;
 
 pub struct TestUpstream {
     pub addr: SocketAddr,
-    sse_gate: Arc<Notify>,
+    gates: Arc<Gates>,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: JoinHandle<()>,
+}
+
+/// What the tests hold streams back with, and hear of them by.
+#[derive(Default)]
+struct Gates {
+    /// Lets a held event go.
+    sse: Notify,
+    /// Told when a held completion stream is dropped before its end: its
+    /// client (the gateway) closed the connection.
+    abandoned: Notify,
 }
 
 /// A request as the upstream parsed it: the smuggling tests count these.
@@ -44,8 +54,8 @@ impl TestUpstream {
     pub async fn start() -> Self {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let sse_gate = Arc::new(Notify::new());
-        let gate = sse_gate.clone();
+        let gates = Arc::new(Gates::default());
+        let gate = gates.clone();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         let task = tokio::spawn(async move {
@@ -73,7 +83,7 @@ impl TestUpstream {
         });
         Self {
             addr,
-            sse_gate,
+            gates,
             seen,
             task,
         }
@@ -86,7 +96,12 @@ impl TestUpstream {
 
     /// Lets the `/sse` stream send its next event.
     pub fn release_sse_event(&self) {
-        self.sse_gate.notify_one();
+        self.gates.sse.notify_one();
+    }
+
+    /// Waits until a held completion stream is dropped unfinished.
+    pub async fn abandoned(&self) {
+        self.gates.abandoned.notified().await;
     }
 }
 
@@ -96,13 +111,14 @@ impl Drop for TestUpstream {
     }
 }
 
-async fn route(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
+async fn route(req: Request<Incoming>, gates: Arc<Gates>) -> Response<Body> {
     match req.uri().path() {
         p if p.starts_with("/openai/") && p.ends_with("/chat/completions") => {
-            completion(req, gate).await
+            completion(req, gates).await
         }
-        "/sse" => sse(gate),
-        "/ws" => websocket(req),
+        "/sse" => sse(gates),
+        // The Realtime API of a model API: a WebSocket echo too.
+        p if p == "/ws" || p.ends_with("/realtime") => websocket(req),
         "/upload" => upload(req).await,
         "/dies" => dies(),
         // Reports the body it read: what an MCP server would have parsed;
@@ -137,7 +153,7 @@ pub const CACHED_TOKENS: u64 = 2;
 /// and Azure's do. `?cut=1` ends the stream after its deltas, unfinished;
 /// `?gate=1` holds its usage chunk until the test releases it
 /// ([`TestUpstream::release_sse_event`]).
-async fn completion(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body> {
+async fn completion(req: Request<Incoming>, gates: Arc<Gates>) -> Response<Body> {
     let query = req.uri().query().unwrap_or("").to_owned();
     let cut = query.contains("cut=1");
     let gated = query.contains("gate=1");
@@ -180,21 +196,38 @@ async fn completion(req: Request<Incoming>, gate: Arc<Notify>) -> Response<Body>
     }
     // The usage chunk, when there is one: the last but `[DONE]`.
     let usage_at = (asked && !cut).then(|| events.len() - 2);
+    let unfinished = Unfinished(gated.then(|| gates.clone()));
     let frames = futures_util::stream::unfold(
-        (events.into_iter().enumerate(), gate),
-        move |(mut events, gate)| async move {
-            let (i, event) = events.next()?;
+        (events.into_iter().enumerate(), gates, unfinished),
+        move |(mut events, gates, mut unfinished)| async move {
+            let Some((i, event)) = events.next() else {
+                // Ended: nothing abandoned.
+                unfinished.0.take();
+                return None;
+            };
             if gated && Some(i) == usage_at {
-                gate.notified().await;
+                gates.sse.notified().await;
             }
             let frame = Ok::<_, Infallible>(Frame::data(Bytes::from(event)));
-            Some((frame, (events, gate)))
+            Some((frame, (events, gates, unfinished)))
         },
     );
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
     resp
+}
+
+/// Tells the tests, when dropped while armed, that a held stream was
+/// abandoned.
+struct Unfinished(Option<Arc<Gates>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(gates) = self.0.take() {
+            gates.abandoned.notify_one();
+        }
+    }
 }
 
 fn full(status: StatusCode, text: &'static str) -> Response<Body> {
@@ -229,15 +262,15 @@ fn dies() -> Response<Body> {
 
 /// Three events; each after the first waits for the test's go-ahead, so a
 /// test can prove events arrive before the stream ends.
-fn sse(gate: Arc<Notify>) -> Response<Body> {
+fn sse(gates: Arc<Gates>) -> Response<Body> {
     let events = futures_util::stream::unfold(0u32, move |n| {
-        let gate = gate.clone();
+        let gates = gates.clone();
         async move {
             if n > 2 {
                 return None;
             }
             if n > 0 {
-                gate.notified().await;
+                gates.sse.notified().await;
             }
             let text = if n == 2 {
                 "data: [DONE]\n\n".to_owned()

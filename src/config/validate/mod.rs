@@ -195,6 +195,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let policies = policies(&mut errs, file.policies, &route_names, &location_names);
     let mcp_rules = mcp::mcp_rules(&mut errs, file.mcp_rules, &routes);
     let budgets = models::budgets(&mut errs, file.budgets, &routes);
+    models::doctor(&mut warnings, &routes, &agents, &policies);
     let metering = models::metering(&mut errs, file.metering, &identity_headers);
     let budget_store = models::budget_store(&mut errs, file.budget_store);
     let revocation_file = file

@@ -202,6 +202,35 @@ pub(super) fn budgets(
         .collect()
 }
 
+/// Model lists that can never apply: no route is a model API.
+pub(super) fn doctor(
+    warnings: &mut Vec<ConfigError>,
+    routes: &[RouteConfig],
+    agents: &[Arc<AgentConfig>],
+    policies: &[PolicyConfig],
+) {
+    if routes.iter().any(|r| r.model.is_some()) {
+        return;
+    }
+    let mut warn = |path: String| {
+        warnings.push(ConfigError {
+            path,
+            message: "no route is a model API (a [routes.model] table): this list never applies"
+                .into(),
+        })
+    };
+    for (i, a) in agents.iter().enumerate() {
+        if a.models.is_some() {
+            warn(format!("agents[{i}].models"));
+        }
+    }
+    for (i, p) in policies.iter().enumerate() {
+        if !p.conditions.models.is_empty() {
+            warn(format!("policies[{i}].models"));
+        }
+    }
+}
+
 fn key(errs: &mut Errors, at: &str, parts: &[String]) -> Vec<BudgetKey> {
     if parts.is_empty() {
         let names: Vec<&str> = BudgetKey::NAMES.iter().map(|(n, _)| *n).collect();
@@ -446,6 +475,17 @@ mod tests {
             errs.iter()
                 .any(|e| e.starts_with("budgets: no route is a model API")),
             "{errs:#?}"
+        );
+        // Model lists where no route is a model API are warned of.
+        let c = parse(&format!(
+            "{UPSTREAM}{ISSUER}[[routes]]\nname = \"r\"\nprefix = \"/\"\n[[agents]]\nid = \"a1\"\nname = \"A\"\nowner = \"o\"\nmodels = [\"gpt-4o\"]\n[[policies]]\nname = \"p\"\nmodels = [\"o3\"]\ngrant = \"block\"\n"
+        ))
+        .unwrap();
+        let warned: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warned.len(), 2, "{warned:#?}");
+        assert!(
+            warned[0].starts_with("agents[0].models: no route is a model API"),
+            "{warned:#?}"
         );
     }
 }
