@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: benchmark setup
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 
 mod common;
@@ -20,11 +19,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method, Response};
 use http_body_util::BodyExt;
 use portcullis::call::McpTarget;
-use portcullis::dev::{DevIssuer, SigningKey};
 use portcullis::mcp::{Args, ListFilter, ListKind, McpRules, read_message};
-use portcullis::snapshot::{KeyEnv, Snapshot};
 use portcullis::stages::Respond;
-use portcullis::token::VerifiedClaims;
 use serde_json::json;
 
 const RULES: &str = r#"
@@ -55,45 +51,20 @@ scopes = ["Tools.Read"]
 "#;
 
 struct Fixture {
-    _issuer: DevIssuer,
-    snapshot: Snapshot,
+    signed_in: common::SignedIn,
     rules: Arc<McpRules>,
-    claims: Arc<VerifiedClaims>,
 }
 
 async fn fixture() -> Fixture {
-    let key = SigningKey::rsa("rsa-1").expect("rsa key");
-    let issuer = DevIssuer::start(vec![key.clone()]).await.expect("issuer");
-    let text = format!(
-        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[issuers]]\nname = \"bench\"\nkind = \"oidc\"\nissuer = \"{}\"\naudiences = [\"api://bench\"]\n{RULES}",
-        issuer.url()
-    );
-    let config = portcullis::config::parse(&text, Path::new(".")).expect("config");
-    let env = KeyEnv {
-        observer: Arc::new(common::Quiet),
-    };
-    let snapshot = Snapshot::compile(&config, &env).expect("snapshot");
-    for source in &snapshot.key_sources {
-        source.refresh().await.expect("keys");
-    }
-    let now = jsonwebtoken::get_current_timestamp();
-    let token = key.sign(&json!({
-        "iss": issuer.url(), "aud": "api://bench", "iat": now, "exp": now + 3600,
-        "oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474", "azp": "00001111-aaaa-2222-bbbb-3333cccc4444",
-        "roles": ["Tools.Read"], "idtyp": "app",
-    }));
-    let claims = snapshot
-        .verifier
-        .verify(&token)
-        .await
-        .result
-        .expect("verified");
-    Fixture {
-        _issuer: issuer,
-        rules: Arc::new(McpRules::compile(&config.mcp_rules, &config.agents)),
-        snapshot,
-        claims,
-    }
+    let signed_in = common::signed_in(
+        RULES,
+        json!({"oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474", "azp": "00001111-aaaa-2222-bbbb-3333cccc4444",
+            "roles": ["Tools.Read"], "idtyp": "app"}),
+    )
+    .await;
+    let config = &signed_in.config;
+    let rules = Arc::new(McpRules::compile(&config.mcp_rules, &config.agents));
+    Fixture { signed_in, rules }
 }
 
 /// A `tools/call` of about 2 KB: a tool name and arguments with text.
@@ -133,6 +104,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let f = rt.block_on(fixture());
     let route = f
+        .signed_in
         .snapshot
         .routes
         .find(&Method::POST, None, "/mcp")
@@ -147,7 +119,7 @@ fn bench(c: &mut Criterion) {
         let call = &read.call;
         f.rules.decide(
             &route,
-            &f.claims,
+            &f.signed_in.claims,
             call.method.as_deref(),
             call.target.as_ref(),
             Args::Given(read.arguments),
@@ -162,7 +134,7 @@ fn bench(c: &mut Criterion) {
 
     let list = tools_list();
     let filter = || {
-        let (rules, route, claims) = (f.rules.clone(), route.clone(), f.claims.clone());
+        let (rules, route, claims) = (f.rules.clone(), route.clone(), f.signed_in.claims.clone());
         let callable = move |t: &McpTarget| {
             rules.decide(&route, &claims, Some("tools/call"), Some(t), Args::Unknown)
                 != portcullis::mcp::Verdict::NotAllowed

@@ -13,8 +13,6 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 mod common;
@@ -24,9 +22,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use portcullis::budget::{Asking, Estimate};
-use portcullis::dev::{DevIssuer, SigningKey};
 use portcullis::policy::{Grant, RequestFacts, authorize};
-use portcullis::snapshot::{KeyEnv, Snapshot};
 use serde_json::json;
 
 const ROUTES: &str = r#"
@@ -52,39 +48,18 @@ weights = { cached_input = 0.1, output = 4.0 }
 "#;
 
 struct Fixture {
-    _issuer: DevIssuer,
-    snapshot: Snapshot,
+    signed_in: common::SignedIn,
     grant: Grant,
 }
 
 async fn fixture() -> Fixture {
-    let key = SigningKey::rsa("rsa-1").expect("rsa key");
-    let issuer = DevIssuer::start(vec![key.clone()]).await.expect("issuer");
-    let text = format!(
-        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[issuers]]\nname = \"bench\"\nkind = \"oidc\"\nissuer = \"{}\"\naudiences = [\"api://bench\"]\n{ROUTES}",
-        issuer.url()
-    );
-    let config = portcullis::config::parse(&text, Path::new(".")).expect("config");
-    let env = KeyEnv {
-        observer: Arc::new(common::Quiet),
-    };
-    let snapshot = Snapshot::compile(&config, &env).expect("snapshot");
-    for source in &snapshot.key_sources {
-        source.refresh().await.expect("keys");
-    }
-    let now = jsonwebtoken::get_current_timestamp();
-    let token = key.sign(&json!({
-        "iss": issuer.url(), "aud": "api://bench", "iat": now, "exp": now + 3600,
-        "tid": "aaaabbbb-0000-cccc-1111-dddd2222eeee",
-        "oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474", "azp": "00001111-aaaa-2222-bbbb-3333cccc4444",
-        "roles": ["Models.Invoke"], "idtyp": "app",
-    }));
-    let claims = snapshot
-        .verifier
-        .verify(&token)
-        .await
-        .result
-        .expect("verified");
+    let signed_in = common::signed_in(
+        ROUTES,
+        json!({"tid": "aaaabbbb-0000-cccc-1111-dddd2222eeee", "oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474",
+            "azp": "00001111-aaaa-2222-bbbb-3333cccc4444", "roles": ["Models.Invoke"], "idtyp": "app"}),
+    )
+    .await;
+    let snapshot = &signed_in.snapshot;
     let matched = snapshot
         .routes
         .find(&Method::POST, None, "/openai/v1/chat/completions")
@@ -95,11 +70,11 @@ async fn fixture() -> Fixture {
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         now: SystemTime::now(),
     };
+    let claims = signed_in.claims.clone();
     let (grant, _) = authorize(&snapshot.policies, matched.route, claims, &facts);
     Fixture {
-        _issuer: issuer,
         grant: grant.expect("granted"),
-        snapshot,
+        signed_in,
     }
 }
 
@@ -149,7 +124,7 @@ fn bench(c: &mut Criterion) {
     // Read, decide, reserve in two budgets; the answer never comes, so the
     // reservation is given back when the responders are dropped.
     let admit = || {
-        let staged = rt.block_on(f.snapshot.stages.inspect(&f.grant, request()));
+        let staged = rt.block_on(f.signed_in.snapshot.stages.inspect(&f.grant, request()));
         black_box(staged.result.is_ok())
     };
     assert!(admit());
@@ -171,7 +146,8 @@ fn bench(c: &mut Criterion) {
     let budgets = || {
         let admitted = rt
             .block_on(
-                f.snapshot
+                f.signed_in
+                    .snapshot
                     .budgets
                     .admit(&asking, estimate, SystemTime::now()),
             )
@@ -188,7 +164,7 @@ fn bench(c: &mut Criterion) {
     // usage-only chunk dropped.
     let frames = stream();
     let meter = || {
-        let staged = rt.block_on(f.snapshot.stages.inspect(&f.grant, request()));
+        let staged = rt.block_on(f.signed_in.snapshot.stages.inspect(&f.grant, request()));
         let (_, responders) = staged.result.ok().unwrap();
         let chunks = futures_util::stream::iter(
             frames
@@ -222,7 +198,7 @@ fn bench(c: &mut Criterion) {
     // (each chunk's are freed as it passes; nothing accumulates).
     let long: Vec<Bytes> = (0..10).flat_map(|_| frames[..200].to_vec()).collect();
     let meter_long = || {
-        let staged = rt.block_on(f.snapshot.stages.inspect(&f.grant, request()));
+        let staged = rt.block_on(f.signed_in.snapshot.stages.inspect(&f.grant, request()));
         let (_, responders) = staged.result.ok().unwrap();
         let chunks = futures_util::stream::iter(
             long.clone()

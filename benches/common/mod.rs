@@ -47,3 +47,53 @@ impl KeyObserver for Quiet {
 }
 
 impl portcullis::model::ModelObserver for Quiet {}
+
+/// A gateway's snapshot for `routes` (config text after the issuer), its
+/// issuer on loopback with keys loaded, and the claims of one token it
+/// signed (`iss`, `aud`, `iat` and `exp` added to `claims`), verified
+/// through the gateway's own path.
+pub struct SignedIn {
+    pub issuer: portcullis::dev::DevIssuer,
+    pub config: portcullis::config::Config,
+    pub snapshot: portcullis::snapshot::Snapshot,
+    pub claims: std::sync::Arc<portcullis::token::VerifiedClaims>,
+}
+
+pub async fn signed_in(routes: &str, claims: serde_json::Value) -> SignedIn {
+    use portcullis::snapshot::{KeyEnv, Snapshot};
+    let key = portcullis::dev::SigningKey::rsa("rsa-1").expect("rsa key");
+    let issuer = portcullis::dev::DevIssuer::start(vec![key.clone()])
+        .await
+        .expect("issuer");
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[issuers]]\nname = \"bench\"\nkind = \"oidc\"\nissuer = \"{}\"\naudiences = [\"api://bench\"]\n{routes}",
+        issuer.url()
+    );
+    let config = portcullis::config::parse(&text, std::path::Path::new(".")).expect("config");
+    let env = KeyEnv {
+        observer: std::sync::Arc::new(Quiet),
+    };
+    let snapshot = Snapshot::compile(&config, &env).expect("snapshot");
+    for source in &snapshot.key_sources {
+        source.refresh().await.expect("keys");
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut claims = claims;
+    claims["iss"] = issuer.url().into();
+    claims["aud"] = "api://bench".into();
+    claims["iat"] = now.into();
+    claims["exp"] = (now + 3600).into();
+    let token = key.sign(&claims);
+    let claims = snapshot
+        .verifier
+        .verify(&token)
+        .await
+        .result
+        .expect("verified");
+    SignedIn {
+        issuer,
+        config,
+        snapshot,
+        claims,
+    }
+}
