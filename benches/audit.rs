@@ -100,6 +100,7 @@ grant = "block"
     record.reason = "allowed";
     record.status = Some(200);
     record.upstream = Some(UpstreamInfo {
+        name: Arc::from("default"),
         status: Some(200),
         duration: Some(Duration::from_micros(412_653)),
         error: None,

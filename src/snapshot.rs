@@ -11,8 +11,8 @@ use ipnet::IpNet;
 
 use crate::budget::{Budgets, LocalCounters, RedisStore, Store};
 use crate::config::{
-    BudgetStoreConfig, Config, ConfigError, ConfigErrors, IdentityHeaders, IssuerConfig,
-    KeyLocation, TokenCacheConfig, UpstreamConfig,
+    BudgetStoreConfig, Config, ConfigError, ConfigErrors, HostHeader, IdentityHeaders,
+    IssuerConfig, KeyLocation, TokenCacheConfig, UpstreamConfig,
 };
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::mcp::{CallLimiter, McpInspector, McpRules, ResourceMetadata, Sessions};
@@ -35,10 +35,6 @@ pub struct Snapshot {
     /// The protected-resource metadata of every MCP route.
     pub resource_metadata: ResourceMetadata,
     pub identity_headers: IdentityHeaders,
-    /// Inbound headers removed before forwarding.
-    pub inbound_strip: InboundStrip,
-    pub upstream_scheme: Scheme,
-    pub upstream_authority: Authority,
     pub trusted_proxies: Vec<IpNet>,
     /// `limits.max_uri_bytes`: the one limit that changes live.
     pub max_uri_bytes: usize,
@@ -46,8 +42,9 @@ pub struct Snapshot {
     pub key_sources: Vec<Arc<KeySource>>,
     /// The config's version (digest of its text), in records and metrics.
     pub version: Arc<str>,
-    /// The pooled client for the upstream.
-    pub upstream: Upstream,
+    /// Where requests go, each with its pooled client; a route names one
+    /// by its index ([`crate::policy::Route::upstream`]).
+    pub upstreams: Vec<Target>,
     /// What inspects admitted requests and takes part in their answers: the MCP
     /// stage when a route is an MCP route.
     pub stages: Stages,
@@ -61,8 +58,20 @@ pub struct Snapshot {
     /// What each issuer entry compiled to: the next reload keeps what did
     /// not change (trusts, key sources with their keys, cache entries).
     issuers: Vec<CompiledIssuer>,
-    upstream_config: UpstreamConfig,
     token_cache_config: TokenCacheConfig,
+}
+
+/// One upstream, ready to forward to.
+pub struct Target {
+    pub name: Arc<str>,
+    /// The pooled client (shared by a reload that keeps the upstream).
+    pub client: Upstream,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub host_header: HostHeader,
+    /// Inbound headers removed before forwarding.
+    pub strip: InboundStrip,
+    config: UpstreamConfig,
 }
 
 #[derive(Clone)]
@@ -117,18 +126,43 @@ impl Snapshot {
                 }),
             }
         }
-        let upstream = match previous.filter(|p| p.upstream_config == config.upstream) {
-            Some(p) => Some(p.upstream.clone()),
-            None => Upstream::new(&config.upstream)
-                .map_err(|e| {
-                    errors.push(ConfigError {
-                        path: "upstream.ca_file".into(),
-                        message: e.to_string(),
-                    })
-                })
-                .ok(),
-        };
-        let (Some(routes), Some(upstream), true) = (routes, upstream, errors.is_empty()) else {
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for (i, u) in config.upstreams.iter().enumerate() {
+            let kept = previous.and_then(|p| p.upstreams.iter().find(|t| t.config == *u));
+            let client = match kept {
+                Some(t) => t.client.clone(),
+                None => match Upstream::new(u) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // `default` is `[upstream]`'s name only, and first.
+                        let has_default = config.upstreams[0].name == "default";
+                        let at = match (i, has_default) {
+                            (0, true) => "upstream".to_owned(),
+                            _ => format!("upstreams[{}]", i - usize::from(has_default)),
+                        };
+                        errors.push(ConfigError {
+                            path: format!("{at}.ca_file"),
+                            message: e.to_string(),
+                        });
+                        continue;
+                    }
+                },
+            };
+            upstreams.push(Target {
+                name: Arc::from(u.name.as_str()),
+                client,
+                scheme: u.url.scheme().cloned().unwrap_or(Scheme::HTTP),
+                authority: u
+                    .url
+                    .authority()
+                    .cloned()
+                    .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
+                host_header: u.host_header,
+                strip: InboundStrip::new(&config.identity_headers, &u.strip_headers),
+                config: u.clone(),
+            });
+        }
+        let (Some(routes), true) = (routes, errors.is_empty()) else {
             return Err(ConfigErrors(errors));
         };
         let cache = match previous.filter(|p| p.token_cache_config == config.token_cache) {
@@ -146,7 +180,6 @@ impl Snapshot {
             .iter()
             .flat_map(|c| c.sources.iter().cloned())
             .collect();
-        let url = &config.upstream.url;
         let policies = Arc::new(Policies::compile(config));
         let store = match previous.filter(|p| p.budget_store_config == config.budget_store) {
             Some(p) => p.budgets.store().clone(),
@@ -196,25 +229,24 @@ impl Snapshot {
             policies,
             budgets,
             identity_headers: config.identity_headers.clone(),
-            inbound_strip: InboundStrip::new(&config.identity_headers, &config.strip_headers),
-            upstream_scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
-            upstream_authority: url
-                .authority()
-                .cloned()
-                .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_uri_bytes: config.limits.max_uri_bytes,
             key_sources,
             version: Arc::from(config.version.as_str()),
-            upstream,
+            upstreams,
             stages,
             sessions,
             limiter,
             budget_store_config: config.budget_store.clone(),
             issuers,
-            upstream_config: config.upstream.clone(),
             token_cache_config: config.token_cache.clone(),
         })
+    }
+
+    /// Where a route's requests go.
+    pub fn upstream_of(&self, route: &crate::policy::Route) -> &Target {
+        // A route's index comes from the same config: always in range.
+        &self.upstreams[route.upstream().min(self.upstreams.len() - 1)]
     }
 
     /// Whether every key source has a usable key set.

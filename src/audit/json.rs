@@ -210,7 +210,9 @@ impl Record {
         match &r.upstream {
             None => w.raw(b"null"),
             Some(u) => {
-                w.raw(b"{\"status\":");
+                w.raw(b"{\"name\":");
+                w.str(&u.name)?;
+                w.raw(b",\"status\":");
                 w.opt_num(u.status)?;
                 w.raw(b",\"duration_ms\":");
                 w.opt_num(u.duration.map(millis))?;
@@ -389,6 +391,7 @@ mod tests {
         request.set(Field::Host, b"h\t");
         let mut record = Record::new(request, Arc::from("v\""));
         record.upstream = Some(UpstreamInfo {
+            name: Arc::from("default"),
             status: None,
             duration: None,
             error: Some("connect \"refused\"\r\n".into()),

@@ -112,6 +112,8 @@ impl RequestInfo {
 /// What the upstream did, when the request was forwarded.
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamInfo {
+    /// Which upstream (`default` for `[upstream]`).
+    pub name: Arc<str>,
     pub status: Option<u16>,
     pub duration: Option<Duration>,
     /// Why forwarding failed (connect error, timeout); internal detail that

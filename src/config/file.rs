@@ -114,6 +114,8 @@ pub struct FileConfig {
     pub server: ServerFile,
     pub upstream: Option<UpstreamFile>,
     #[serde(default)]
+    pub upstreams: Vec<UpstreamFile>,
+    #[serde(default)]
     pub issuers: Vec<IssuerFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
@@ -312,8 +314,10 @@ pub struct TlsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFile {
+    pub name: Option<String>,
     #[serde(default)]
     pub url: String,
+    pub host_header: Option<String>,
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub pool_idle_timeout: Option<String>,
@@ -384,6 +388,7 @@ pub struct RouteFile {
     pub allow_matrix_params: bool,
     pub mcp: Option<McpRouteFile>,
     pub model: Option<ModelRouteFile>,
+    pub upstream: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

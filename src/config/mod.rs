@@ -31,14 +31,13 @@ use jsonwebtoken::Algorithm;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
-    pub upstream: UpstreamConfig,
+    /// Where requests go: `[upstream]` (named `default`) and every
+    /// `[[upstreams]]` entry, in file order; never empty.
+    pub upstreams: Vec<UpstreamConfig>,
     pub issuers: Vec<IssuerConfig>,
     pub routes: Vec<RouteConfig>,
     pub token_cache: TokenCacheConfig,
     pub identity_headers: IdentityHeaders,
-    /// `upstream.strip_headers`: removed from every request before it is
-    /// forwarded.
-    pub strip_headers: Vec<HeaderPattern>,
     pub logging: LoggingConfig,
     pub identity: IdentitySettings,
     pub locations: Vec<Location>,
@@ -292,8 +291,16 @@ pub struct TlsConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
+    /// `default` for `[upstream]`; routes name the others.
+    pub name: String,
     /// Scheme and authority only; the request's path and query are appended.
     pub url: Uri,
+    /// The `Host` the upstream gets: the client's (a sidecar's local
+    /// server), or the upstream's own (a service on its own name, such as
+    /// an Azure OpenAI resource).
+    pub host_header: HostHeader,
+    /// Removed from every request to this upstream before it is forwarded.
+    pub strip_headers: Vec<HeaderPattern>,
     pub connect_timeout: Duration,
     /// Time allowed for the upstream's response headers. Bodies (streams)
     /// have no total timeout.
@@ -302,6 +309,12 @@ pub struct UpstreamConfig {
     /// HTTP/2 to the upstream: prior knowledge on `http`, ALPN on `https`.
     pub http2: bool,
     pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostHeader {
+    Client,
+    Upstream,
 }
 
 /// One `[[issuers]]` entry: where its keys come from and how its tokens are
@@ -393,6 +406,8 @@ pub struct RouteConfig {
     /// The route is a model API: each request's model is read, its usage
     /// metered and its budgets enforced.
     pub model: Option<ModelRoute>,
+    /// Where its requests go: an index into [`Config::upstreams`].
+    pub upstream: usize,
 }
 
 /// A model API route's settings.

@@ -53,6 +53,8 @@ pub struct Route {
     /// Model patterns (lower case) a model API route serves; `Some` on
     /// every model API route (empty: any model).
     models: Option<Vec<WildMatch>>,
+    /// Where its requests go: an index into the snapshot's upstreams.
+    upstream: usize,
 }
 
 impl Route {
@@ -81,6 +83,7 @@ impl Route {
             upgrades: cfg.upgrades.clone(),
             allow_matrix_params: cfg.allow_matrix_params,
             mcp: cfg.mcp.clone(),
+            upstream: cfg.upstream,
             models: cfg.model.as_ref().map(|m| {
                 m.models
                     .iter()
@@ -89,6 +92,11 @@ impl Route {
                     .collect()
             }),
         }
+    }
+
+    /// Where its requests go: an index into the snapshot's upstreams.
+    pub fn upstream(&self) -> usize {
+        self.upstream
     }
 
     /// Whether the route is a model API.
@@ -307,6 +315,7 @@ mod tests {
             allow_matrix_params: false,
             mcp: None,
             model: None,
+            upstream: 0,
         }
     }
 

@@ -15,14 +15,15 @@ use http_body_util::LengthLimitError;
 use super::inbound::ClientBodyError;
 use super::tunnel::Upgrade;
 use crate::body::{Body, full};
+use crate::config::HostHeader;
 use crate::policy::{Grant, Route};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, Target};
 use crate::telemetry::caused_by;
+use crate::upstream::ForwardError;
 use crate::upstream::headers::{
     ClientConn, X_REQUEST_ID, connection_tokens, is_trusted, set_forwarded_headers,
     set_identity_headers, strip_hop_by_hop,
 };
-use crate::upstream::{ForwardError, Upstream};
 
 /// The upstream's answer to a forwarded request.
 pub struct Forwarded {
@@ -38,7 +39,7 @@ pub struct Forwarded {
 /// (Not an `async fn`: see `Gateway::handle`.)
 #[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
 pub fn forward(
-    upstream: &Upstream,
+    target: &Target,
     snapshot: &Snapshot,
     mut req: Request<Body>,
     grant: &Grant,
@@ -47,6 +48,7 @@ pub fn forward(
     request_id: &HeaderValue,
 ) -> impl Future<Output = Result<Forwarded, ForwardError>> {
     async move {
+        let upstream = &target.client;
         // Why: only a protocol switch the route allows is forwarded, so a
         // tunnel never carries requests the gateway cannot see (an h2c
         // upgrade would) (`an_h2c_upgrade_is_never_forwarded_so_nothing_passes_unchecked`).
@@ -75,14 +77,14 @@ pub fn forward(
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         parts.uri = Uri::builder()
-            .scheme(snapshot.upstream_scheme.clone())
-            .authority(snapshot.upstream_authority.clone())
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
             .path_and_query(pq)
             .build()
             .map_err(|e| ForwardError::Protocol(e.to_string()))?;
 
         strip_hop_by_hop(&mut parts.headers);
-        snapshot.inbound_strip.apply(&mut parts.headers);
+        target.strip.apply(&mut parts.headers);
         if let Some(proto) = &offered {
             parts
                 .headers
@@ -102,7 +104,13 @@ pub fn forward(
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
-        if let Some(host) = original_host {
+        // A service on its own name (an Azure resource) is asked by that
+        // name; a sidecar's local server sees the name the client used.
+        let host = match target.host_header {
+            HostHeader::Client => original_host,
+            HostHeader::Upstream => HeaderValue::from_str(target.authority.as_str()).ok(),
+        };
+        if let Some(host) = host {
             parts.headers.insert(header::HOST, host);
         }
 

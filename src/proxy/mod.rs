@@ -285,8 +285,9 @@ impl Gateway {
                             }
                         }
                     };
+                    let target = snapshot.upstream_of(route);
                     let sent = forward::forward(
-                        &snapshot.upstream,
+                        target,
                         snapshot,
                         req,
                         &grant,
@@ -307,6 +308,7 @@ impl Gateway {
                                     None => forwarded.response,
                                 },
                                 upstream: UpstreamInfo {
+                                    name: target.name.clone(),
                                     status: Some(status.as_u16()),
                                     duration: Some(elapsed),
                                     error: None,
@@ -320,6 +322,7 @@ impl Gateway {
                                 // The client's body, not the upstream, ended it.
                                 Some(rejection) => {
                                     let upstream = UpstreamInfo {
+                                        name: target.name.clone(),
                                         status: None,
                                         duration: None,
                                         error: Some(error.to_string()),
@@ -329,7 +332,12 @@ impl Gateway {
                                 None => {
                                     self.metrics.upstream_failed(route.name());
                                     let response = forward::error_response(&error, ctx.request_id);
-                                    Outcome::Failed { response, error }
+                                    let upstream = target.name.clone();
+                                    Outcome::Failed {
+                                        response,
+                                        error,
+                                        upstream,
+                                    }
                                 }
                             }
                         }

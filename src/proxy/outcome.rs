@@ -1,5 +1,7 @@
 //! How one request ended, before it is observed.
 
+use std::sync::Arc;
+
 use http::Response;
 
 use super::tunnel::Upgrade;
@@ -33,6 +35,8 @@ pub(super) enum Outcome {
     Failed {
         response: Response<Body>,
         error: ForwardError,
+        /// The upstream's name.
+        upstream: Arc<str>,
     },
 }
 
@@ -89,8 +93,13 @@ impl Outcome {
                 response, upstream, ..
             } => (response, upstream, None),
             Self::Served { response } => (response, None, None),
-            Self::Failed { response, error } => {
+            Self::Failed {
+                response,
+                error,
+                upstream,
+            } => {
                 let upstream = UpstreamInfo {
+                    name: upstream,
                     status: None,
                     duration: None,
                     error: Some(error.to_string()),

@@ -69,7 +69,7 @@ impl ClientConn {
 
 /// The inbound headers no request may carry upstream, compiled once per
 /// snapshot: every spelling of a header the gateway sets, and the
-/// operator's `upstream.strip_headers`.
+/// operator's `strip_headers` of the upstream.
 #[derive(Debug, Clone)]
 pub struct InboundStrip {
     /// Names the gateway sets or owns, normalized (`_` as `-`).

@@ -1,5 +1,5 @@
 //! Forwarding through the real gateway: streaming both ways, upgrades,
-//! HTTP/2, TLS, header hygiene and upstream failures.
+//! HTTP/2, TLS, header hygiene, upstream failures and named upstreams.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: integration tests; a panic is a failure
 
@@ -10,6 +10,7 @@ mod failures;
 mod headers;
 mod protocols;
 mod streaming;
+mod upstreams;
 
 use std::convert::Infallible;
 use std::sync::Arc;

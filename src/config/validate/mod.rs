@@ -21,10 +21,10 @@ use super::file::{
 use super::{
     AgentConfig, Assignments, AuditConfig, AuditFailure, AuditFileConfig, AuditOverflow,
     AuditPolicy, ClaimPath, ClaimSources, Conditions, Config, ConfigError, ConfigErrors,
-    HeaderPattern, IDENTITY_KINDS, IdentityHeaders, IdentitySettings, IssuerAnchor, IssuerConfig,
-    IssuerKind, KeyFetchConfig, KeyLocation, Limits, Location, LoggingConfig, PolicyConfig,
-    PolicyGrant, PolicyState, RouteConfig, RouteMatch, ServerConfig, TlsConfig, TokenCacheConfig,
-    UpstreamConfig, normalize_header_name,
+    HeaderPattern, HostHeader, IDENTITY_KINDS, IdentityHeaders, IdentitySettings, IssuerAnchor,
+    IssuerConfig, IssuerKind, KeyFetchConfig, KeyLocation, Limits, Location, LoggingConfig,
+    PolicyConfig, PolicyGrant, PolicyState, RouteConfig, RouteMatch, ServerConfig, TlsConfig,
+    TokenCacheConfig, UpstreamConfig, normalize_header_name,
 };
 
 mod access;
@@ -39,7 +39,7 @@ use access::{agents, identity, locations, policies};
 use audit::audit;
 use issuers::{check_issuer_uniqueness, issuer};
 use routes::route;
-use server::{identity_headers, limits, logging, server, strip_headers, token_cache, upstream};
+use server::{identity_headers, limits, logging, server, token_cache, upstream};
 
 /// The public Entra authority.
 pub const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
@@ -136,16 +136,7 @@ impl Errors {
 pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigErrors> {
     let mut errs = Errors(Vec::new());
     let server = server(&mut errs, file.server, base);
-    let (upstream, strip_headers) = match file.upstream {
-        Some(mut u) => {
-            let strip = strip_headers(&mut errs, std::mem::take(&mut u.strip_headers));
-            (Some(upstream(&mut errs, u, base)), strip)
-        }
-        None => {
-            errs.push("upstream", "missing table [upstream]");
-            (None, Vec::new())
-        }
-    };
+    let upstreams = upstreams(&mut errs, file.upstream, file.upstreams, base);
     let issuers_in_file = file.issuers.len();
     let issuers: Vec<_> = file
         .issuers
@@ -159,7 +150,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
         .routes
         .into_iter()
         .enumerate()
-        .filter_map(|(i, r)| route(&mut errs, &format!("routes[{i}]"), r, &issuers))
+        .filter_map(|(i, r)| route(&mut errs, &format!("routes[{i}]"), r, &issuers, &upstreams))
         .collect();
     let mut names = HashSet::new();
     for (i, r) in routes.iter().enumerate() {
@@ -203,15 +194,14 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
         .map(|r| existing_file(&mut errs, "revocation.file", &r.file, base));
     let audit = audit(&mut errs, file.audit, base);
     let limits = limits(&mut errs, file.limits);
-    match (errs.0.is_empty(), upstream) {
-        (true, Some(upstream)) => Ok(Config {
+    match errs.0.is_empty() {
+        true => Ok(Config {
             server,
-            upstream,
+            upstreams,
             issuers,
             routes,
             token_cache,
             identity_headers,
-            strip_headers,
             logging,
             identity,
             locations,
@@ -228,8 +218,57 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             source: None,
             warnings,
         }),
-        _ => Err(ConfigErrors(errs.0)),
+        false => Err(ConfigErrors(errs.0)),
     }
+}
+
+/// `[upstream]` (named `default`) and `[[upstreams]]`: at least one, each
+/// name once.
+fn upstreams(
+    errs: &mut Errors,
+    single: Option<super::file::UpstreamFile>,
+    named: Vec<super::file::UpstreamFile>,
+    base: &Path,
+) -> Vec<UpstreamConfig> {
+    let mut out = Vec::with_capacity(named.len() + 1);
+    if let Some(mut u) = single {
+        if u.name.take().is_some() {
+            errs.push(
+                "upstream.name",
+                "[upstream] is the upstream named \"default\"; name [[upstreams]] entries instead",
+            );
+        }
+        out.push(upstream(errs, "upstream", "default".into(), u, base));
+    }
+    for (i, mut u) in named.into_iter().enumerate() {
+        let at = format!("upstreams[{i}]");
+        let name = u.name.take().unwrap_or_default();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            errs.push(
+                format!("{at}.name"),
+                "must be non-empty letters, digits, '_', '-' or '.'",
+            );
+        } else if name == "default" {
+            errs.push(
+                format!("{at}.name"),
+                "\"default\" is the name of [upstream]; choose another",
+            );
+        } else if out.iter().any(|o: &UpstreamConfig| o.name == name) {
+            errs.push(
+                format!("{at}.name"),
+                format!("duplicate upstream name {name:?}"),
+            );
+        }
+        out.push(upstream(errs, &at, name, u, base));
+    }
+    if out.is_empty() {
+        errs.push("upstream", "missing table [upstream] (or [[upstreams]])");
+    }
+    out
 }
 
 fn check_kinds(errs: &mut Errors, at: &str, kinds: &[String]) {
@@ -386,7 +425,7 @@ mod tests {
         let c = parse(&text).unwrap();
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:9090");
-        assert_eq!(c.upstream.response_timeout, secs(600));
+        assert_eq!(c.upstreams[0].response_timeout, secs(600));
         let i = &c.issuers[0];
         assert_eq!(i.algorithms, vec![Algorithm::RS256]);
         assert_eq!(i.clock_skew, secs(60));

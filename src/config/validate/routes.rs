@@ -7,6 +7,7 @@ pub(super) fn route(
     at: &str,
     mut f: RouteFile,
     issuers: &[IssuerConfig],
+    upstreams: &[UpstreamConfig],
 ) -> Option<RouteConfig> {
     let before = errs.0.len();
     let is_mcp = f.mcp.is_some();
@@ -138,6 +139,24 @@ pub(super) fn route(
             })
             .collect(),
     };
+    let upstream = match f.upstream.as_deref() {
+        Some(name) => upstreams.iter().position(|u| u.name == name).or_else(|| {
+            errs.push(
+                format!("{at}.upstream"),
+                format!("no upstream named {name:?}"),
+            );
+            None
+        }),
+        // `[upstream]` (`default`, first), or the one upstream there is.
+        None if upstreams.len() <= 1 || upstreams[0].name == "default" => Some(0),
+        None => {
+            errs.push(
+                format!("{at}.upstream"),
+                "required: there are several [[upstreams]] and no [upstream]",
+            );
+            None
+        }
+    };
     let matcher = matcher.filter(|_| errs.0.len() == before)?;
     Some(RouteConfig {
         name: f.name,
@@ -157,6 +176,7 @@ pub(super) fn route(
         allow_matrix_params: f.allow_matrix_params,
         mcp,
         model,
+        upstream: upstream.unwrap_or(0),
     })
 }
 

@@ -61,7 +61,15 @@ pub(super) fn server(errs: &mut Errors, f: ServerFile, base: &Path) -> ServerCon
     }
 }
 
-pub(super) fn upstream(errs: &mut Errors, f: UpstreamFile, base: &Path) -> UpstreamConfig {
+/// One upstream at `at` (`upstream` or `upstreams[i]`), named `name`.
+pub(super) fn upstream(
+    errs: &mut Errors,
+    at: &str,
+    name: String,
+    mut f: UpstreamFile,
+    base: &Path,
+) -> UpstreamConfig {
+    let strip = strip_headers(errs, at, std::mem::take(&mut f.strip_headers));
     let url = match f.url.parse::<Uri>() {
         Ok(u)
             if matches!(u.scheme_str(), Some("http" | "https"))
@@ -79,33 +87,45 @@ pub(super) fn upstream(errs: &mut Errors, f: UpstreamFile, base: &Path) -> Upstr
                     f.url
                 )
             };
-            errs.push("upstream.url", message);
+            errs.push(format!("{at}.url"), message);
             Uri::from_static("http://127.0.0.1")
         }
     };
+    let host_header = errs.choice(
+        &format!("{at}.host_header"),
+        f.host_header.as_deref(),
+        &[
+            ("client", HostHeader::Client),
+            ("upstream", HostHeader::Upstream),
+        ],
+        HostHeader::Client,
+    );
     UpstreamConfig {
+        name,
         url,
+        host_header,
+        strip_headers: strip,
         connect_timeout: errs.duration(
-            "upstream.connect_timeout",
+            &format!("{at}.connect_timeout"),
             f.connect_timeout.as_deref(),
             secs(5),
         ),
         // Why 600 s: the OpenAI SDKs' own total timeout; reasoning models can
         // think for minutes before the first header.
         response_timeout: errs.duration(
-            "upstream.response_timeout",
+            &format!("{at}.response_timeout"),
             f.response_timeout.as_deref(),
             secs(600),
         ),
         pool_idle_timeout: errs.duration(
-            "upstream.pool_idle_timeout",
+            &format!("{at}.pool_idle_timeout"),
             f.pool_idle_timeout.as_deref(),
             secs(90),
         ),
         http2: f.http2.unwrap_or(false),
         ca_file: f
             .ca_file
-            .map(|p| existing_file(errs, "upstream.ca_file", &p, base)),
+            .map(|p| existing_file(errs, &format!("{at}.ca_file"), &p, base)),
     }
 }
 
@@ -118,13 +138,13 @@ pub(super) const FRAMING_HEADERS: [&str; 4] = [
     "content-type",
 ];
 
-/// `upstream.strip_headers`: exact names, or prefixes ending in `*`.
-pub(super) fn strip_headers(errs: &mut Errors, entries: Vec<String>) -> Vec<HeaderPattern> {
+/// `strip_headers`: exact names, or prefixes ending in `*`.
+fn strip_headers(errs: &mut Errors, at: &str, entries: Vec<String>) -> Vec<HeaderPattern> {
     entries
         .iter()
         .enumerate()
         .filter_map(|(i, entry)| {
-            let path = format!("upstream.strip_headers[{i}]");
+            let path = format!("{at}.strip_headers[{i}]");
             let (name, is_prefix) = match entry.strip_suffix('*') {
                 Some(prefix) => (prefix, true),
                 None => (entry.as_str(), false),
@@ -329,6 +349,79 @@ mod tests {
     }
 
     #[test]
+    fn routes_go_to_the_upstream_they_name_or_the_default() {
+        let named = "[[upstreams]]\nname = \"search\"\nurl = \"https://search.example\"\nhost_header = \"upstream\"\n";
+        let route = |extra: &str| {
+            format!("[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\n{extra}")
+        };
+        let c = parse(&format!(
+            "{UPSTREAM}{named}{}",
+            route("upstream = \"search\"\n")
+        ))
+        .unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(
+            (c.upstreams[0].name.as_str(), c.upstreams[1].name.as_str()),
+            ("default", "search")
+        );
+        assert_eq!(c.upstreams[1].host_header, HostHeader::Upstream);
+        assert_eq!(c.upstreams[0].host_header, HostHeader::Client);
+        assert_eq!(c.routes[0].upstream, 1);
+        // Unnamed: the default; with only named upstreams, the one there is.
+        assert_eq!(
+            parse(&format!("{UPSTREAM}{named}{}", route("")))
+                .unwrap()
+                .routes[0]
+                .upstream,
+            0
+        );
+        assert_eq!(
+            parse(&format!("{named}{}", route(""))).unwrap().routes[0].upstream,
+            0
+        );
+        let two = format!("{named}{}", named.replace("search", "files"));
+        for (text, expected) in [
+            (
+                format!("{two}{}", route("")),
+                "routes[0].upstream: required: there are several [[upstreams]] and no [upstream]",
+            ),
+            (
+                format!("{UPSTREAM}{}", route("upstream = \"nope\"\n")),
+                "routes[0].upstream: no upstream named \"nope\"",
+            ),
+            (
+                format!("{named}{named}"),
+                "upstreams[1].name: duplicate upstream name \"search\"",
+            ),
+            (
+                format!(
+                    "{UPSTREAM}{}",
+                    named.replace("search\"\nurl", "default\"\nurl")
+                ),
+                "upstreams[0].name: \"default\" is the name of [upstream]",
+            ),
+            (
+                UPSTREAM.replace("[upstream]\n", "[upstream]\nname = \"x\"\n"),
+                "upstream.name: [upstream] is the upstream named \"default\"",
+            ),
+            (
+                format!("{UPSTREAM}{}", named.replace("\"upstream\"", "\"both\"")),
+                "upstreams[0].host_header: \"both\" is not one of",
+            ),
+            (
+                "[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\n".into(),
+                "upstream: missing table [upstream] (or [[upstreams]])",
+            ),
+        ] {
+            let errs = errors(&text);
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "{expected:?} not in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn strip_entries_are_checked() {
         let text = "[upstream]\nurl = \"http://127.0.0.1:8000\"\nstrip_headers = [\"X_MS_Client_Principal\", \"x-auth-request-*\", \"*\", \"a*b\", \"content-*\", \"Host\"]\n";
         assert_eq!(
@@ -342,7 +435,7 @@ mod tests {
         );
         let ok = parse(&text.replace(", \"*\", \"a*b\", \"content-*\", \"Host\"", "")).unwrap();
         assert_eq!(
-            ok.strip_headers,
+            ok.upstreams[0].strip_headers,
             [
                 HeaderPattern::Exact("x-ms-client-principal".into()),
                 HeaderPattern::Prefix("x-auth-request-".into())
