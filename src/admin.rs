@@ -117,12 +117,28 @@ impl Admin {
             .collect();
         let refuses = self.audit.as_ref().is_some_and(|a| a.refuses_requests());
         let store_refuses = budget_store == "failing" && store.denies_when_down();
-        let ready = waiting.is_empty() && !refuses && !store_refuses;
+        // A credential that has failed and holds no token cannot serve its
+        // upstream's routes; one not asked yet is asked on first use.
+        let mut credentials = serde_json::Map::new();
+        let mut credential_missing = false;
+        for c in &snapshot.credentials {
+            let state = match c.status() {
+                (true, _) => "ok".to_owned(),
+                (false, None) => "not yet asked".to_owned(),
+                (false, Some(reason)) => {
+                    credential_missing = true;
+                    format!("failing: {reason}")
+                }
+            };
+            credentials.insert(c.name.to_string(), state.into());
+        }
+        let ready = waiting.is_empty() && !refuses && !store_refuses && !credential_missing;
         let body = serde_json::json!({
             "ready": ready,
             "config_version": &*snapshot.version,
             "audit": audit,
             "budget_store": budget_store,
+            "credentials": credentials,
             "waiting_for_keys": waiting,
             "key_errors": key_errors,
         });

@@ -19,7 +19,8 @@
 //!   its answer reports; [`budget`]: token budgets and their counters
 //!   (in process, or in Redis for a fleet).
 //! - [`upstream`]: the pooled upstream client, its connector, and the
-//!   headers an upstream sees; [`body`]: the body type of both directions.
+//!   headers an upstream sees; [`credentials`]: the gateway's own tokens
+//!   for upstreams; [`body`]: the body type of both directions.
 //! - [`proxy`]: the request pipeline and forwarding to the upstream;
 //!   [`stages`]: where the AI-aware stages inspect a request and take part in its
 //!   answer.
@@ -51,6 +52,7 @@ pub mod body;
 pub mod budget;
 pub mod call;
 pub mod config;
+pub mod credentials;
 pub mod decision;
 pub mod dev;
 pub mod explain;

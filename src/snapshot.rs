@@ -14,6 +14,7 @@ use crate::config::{
     BudgetStoreConfig, Config, ConfigError, ConfigErrors, HostHeader, IdentityHeaders,
     IssuerConfig, KeyLocation, TokenCacheConfig, UpstreamConfig,
 };
+use crate::credentials::Credential;
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::mcp::{CallLimiter, McpInspector, McpRules, ResourceMetadata, Sessions};
 use crate::model::{ModelInspector, ModelObserver};
@@ -45,6 +46,8 @@ pub struct Snapshot {
     /// Where requests go, each with its pooled client; a route names one
     /// by its index ([`crate::policy::Route::upstream`]).
     pub upstreams: Vec<Target>,
+    /// The gateway's own credentials (their tokens kept across reloads).
+    pub credentials: Vec<Arc<Credential>>,
     /// What inspects admitted requests and takes part in their answers: the MCP
     /// stage when a route is an MCP route.
     pub stages: Stages,
@@ -71,6 +74,8 @@ pub struct Target {
     pub host_header: HostHeader,
     /// Inbound headers removed before forwarding.
     pub strip: InboundStrip,
+    /// The gateway's own credential, presented in place of the caller's.
+    pub credential: Option<Arc<Credential>>,
     config: UpstreamConfig,
 }
 
@@ -126,6 +131,21 @@ impl Snapshot {
                 }),
             }
         }
+        // A credential that did not change keeps its token.
+        let mut credentials: Vec<Arc<Credential>> = Vec::with_capacity(config.credentials.len());
+        for (i, c) in config.credentials.iter().enumerate() {
+            let kept = previous.and_then(|p| p.credentials.iter().find(|k| k.config() == c));
+            match kept
+                .cloned()
+                .map_or_else(|| Credential::new(c).map(Arc::new), Ok)
+            {
+                Ok(credential) => credentials.push(credential),
+                Err(e) => errors.push(ConfigError {
+                    path: format!("credentials[{i}]"),
+                    message: e.to_string(),
+                }),
+            }
+        }
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for (i, u) in config.upstreams.iter().enumerate() {
             let kept = previous.and_then(|p| p.upstreams.iter().find(|t| t.config == *u));
@@ -159,6 +179,7 @@ impl Snapshot {
                     .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
                 host_header: u.host_header,
                 strip: InboundStrip::new(&config.identity_headers, &u.strip_headers),
+                credential: u.credential.and_then(|i| credentials.get(i).cloned()),
                 config: u.clone(),
             });
         }
@@ -234,6 +255,7 @@ impl Snapshot {
             key_sources,
             version: Arc::from(config.version.as_str()),
             upstreams,
+            credentials,
             stages,
             sessions,
             limiter,

@@ -116,6 +116,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
     #[serde(default)]
+    pub credentials: Vec<CredentialFile>,
+    #[serde(default)]
     pub issuers: Vec<IssuerFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
@@ -318,6 +320,7 @@ pub struct UpstreamFile {
     #[serde(default)]
     pub url: String,
     pub host_header: Option<String>,
+    pub credential: Option<String>,
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub pool_idle_timeout: Option<String>,
@@ -389,6 +392,22 @@ pub struct RouteFile {
     pub mcp: Option<McpRouteFile>,
     pub model: Option<ModelRouteFile>,
     pub upstream: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialFile {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub kind: String,
+    pub scope: Option<String>,
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    pub token_file: Option<String>,
+    pub authority: Option<String>,
+    pub endpoint: Option<String>,
+    pub refresh_before: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

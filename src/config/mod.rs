@@ -34,6 +34,8 @@ pub struct Config {
     /// Where requests go: `[upstream]` (named `default`) and every
     /// `[[upstreams]]` entry, in file order; never empty.
     pub upstreams: Vec<UpstreamConfig>,
+    /// The gateway's own Entra credentials, for upstreams.
+    pub credentials: Vec<CredentialConfig>,
     pub issuers: Vec<IssuerConfig>,
     pub routes: Vec<RouteConfig>,
     pub token_cache: TokenCacheConfig,
@@ -301,6 +303,10 @@ pub struct UpstreamConfig {
     pub host_header: HostHeader,
     /// Removed from every request to this upstream before it is forwarded.
     pub strip_headers: Vec<HeaderPattern>,
+    /// The gateway's own credential for it: an index into
+    /// [`Config::credentials`]; the caller's `Authorization` and `api-key`
+    /// never reach it.
+    pub credential: Option<usize>,
     pub connect_timeout: Duration,
     /// Time allowed for the upstream's response headers. Bodies (streams)
     /// have no total timeout.
@@ -309,6 +315,41 @@ pub struct UpstreamConfig {
     /// HTTP/2 to the upstream: prior knowledge on `http`, ALPN on `https`.
     pub http2: bool,
     pub ca_file: Option<PathBuf>,
+}
+
+/// One `[[credentials]]` entry: how the gateway gets a token of its own
+/// for `scope`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialConfig {
+    pub name: String,
+    pub source: CredentialSource,
+    /// `<resource>/.default`: what the token is for.
+    pub scope: String,
+    /// A token with less than this left is not used (and is refreshed
+    /// before then).
+    pub refresh_before: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// Kubernetes workload identity: the projected service-account token
+    /// (re-read for every exchange) as the client assertion of a client
+    /// credentials grant at `token_url`.
+    WorkloadIdentity {
+        token_url: Uri,
+        client_id: String,
+        token_file: PathBuf,
+    },
+    /// A managed identity: the instance metadata endpoint (or the App
+    /// Service / Container Apps identity endpoint), asked for `resource`.
+    ManagedIdentity {
+        endpoint: Uri,
+        /// A user-assigned identity; `None` for the system-assigned one.
+        client_id: Option<String>,
+        /// `X-IDENTITY-HEADER` (App Service, Container Apps), read from
+        /// `IDENTITY_HEADER` at start; `None` for IMDS (`Metadata: true`).
+        identity_header: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

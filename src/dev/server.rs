@@ -1,7 +1,9 @@
 //! In-process HTTP servers for dev mode and tests: a development issuer
-//! (OIDC discovery + JWKS, and Entra-shaped per-tenant key endpoints) and an
-//! echo upstream (JSON, or an event stream like a model's). Both bind
-//! `127.0.0.1:0` and stop when dropped.
+//! (OIDC discovery + JWKS, Entra-shaped per-tenant key endpoints, and the
+//! token endpoints the gateway's own credentials use: Entra's client
+//! credentials grant with a client assertion, and a managed identity
+//! endpoint) and an echo upstream (JSON, or an event stream like a
+//! model's). Both bind `127.0.0.1:0` and stop when dropped.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,12 +39,33 @@ struct IssuerState {
     keys: Vec<SigningKey>,
     mode: JwksMode,
     fetches: u64,
+    tokens: TokenEndpoint,
+}
+
+/// How the issuer's token endpoints answer the gateway's own credentials.
+#[derive(Debug, Clone, Default)]
+struct TokenEndpoint {
+    /// The client assertion the client credentials grant accepts: this
+    /// file's contents (the projected token, which tests rotate); `None`:
+    /// any.
+    assertion_file: Option<std::path::PathBuf>,
+    /// Lifetime of the tokens issued (default one hour).
+    lifetime_secs: u64,
+    /// `refresh_in` in the answers, when set.
+    refresh_in: Option<u64>,
+    /// How long each answer takes.
+    delay: Duration,
+    failing: bool,
+    /// Requests answered (or refused) so far.
+    requests: u64,
 }
 
 /// A development identity provider on loopback.
 pub struct DevIssuer {
     addr: SocketAddr,
     state: Arc<Mutex<IssuerState>>,
+    /// The token endpoints' request count, as it changes.
+    token_requests: tokio::sync::watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
@@ -60,19 +83,37 @@ impl DevIssuer {
             keys,
             mode: JwksMode::Serving,
             fetches: 0,
+            tokens: TokenEndpoint {
+                lifetime_secs: 3600,
+                ..TokenEndpoint::default()
+            },
         }));
         let base: Arc<str> = Arc::from(format!("http://{addr}"));
         let shared = state.clone();
+        let (counted, token_requests) = tokio::sync::watch::channel(0);
+        let counted = Arc::new(counted);
         let task = tokio::spawn(serve_http(listener, move |req: Request<Incoming>| {
-            let (base, shared) = (base.clone(), shared.clone());
+            let (base, shared, counted) = (base.clone(), shared.clone(), counted.clone());
             async move {
                 if req.method() == Method::POST && req.uri().path() == "/dev/token" {
                     return mint(&base, &shared, req).await;
                 }
+                let path = req.uri().path();
+                if path.ends_with("/oauth2/v2.0/token") || path == "/metadata/identity/oauth2/token"
+                {
+                    let answer = own_token(&base, &shared, req).await;
+                    counted.send_replace(lock(&shared).tokens.requests);
+                    return answer;
+                }
                 issuer_response(&base, &shared, req.uri().path())
             }
         }));
-        Ok(Self { addr, state, task })
+        Ok(Self {
+            addr,
+            state,
+            token_requests,
+            task,
+        })
     }
 
     /// `http://127.0.0.1:PORT`: the OIDC issuer and the Entra authority.
@@ -91,6 +132,43 @@ impl DevIssuer {
     /// Key set requests served so far (discovery not counted).
     pub fn fetch_count(&self) -> u64 {
         lock(&self.state).fetches
+    }
+
+    /// The client credentials grant accepts only the contents of `file`
+    /// as its client assertion (read at each request).
+    pub fn expect_assertion_from(&self, file: &std::path::Path) {
+        lock(&self.state).tokens.assertion_file = Some(file.to_path_buf());
+    }
+
+    /// The lifetime of the tokens the token endpoints issue.
+    pub fn set_token_lifetime(&self, secs: u64) {
+        lock(&self.state).tokens.lifetime_secs = secs;
+    }
+
+    /// Whether the token endpoints answer 500.
+    pub fn set_token_endpoint_failing(&self, failing: bool) {
+        lock(&self.state).tokens.failing = failing;
+    }
+
+    /// Requests the token endpoints have had.
+    pub fn token_requests(&self) -> u64 {
+        lock(&self.state).tokens.requests
+    }
+
+    /// Waits until the token endpoints have answered `n` requests.
+    pub async fn token_requests_reach(&self, n: u64) {
+        let mut seen = self.token_requests.clone();
+        let _ = seen.wait_for(|c| *c >= n).await;
+    }
+
+    /// `refresh_in` in the token answers (`None`: none).
+    pub fn set_token_refresh_in(&self, secs: Option<u64>) {
+        lock(&self.state).tokens.refresh_in = secs;
+    }
+
+    /// How long each token answer takes.
+    pub fn set_token_delay(&self, delay: Duration) {
+        lock(&self.state).tokens.delay = delay;
     }
 }
 
@@ -146,6 +224,138 @@ async fn mint(
         StatusCode::OK,
         &json!({"access_token": token, "token_type": "Bearer", "expires_in": request.lifetime_secs, "claims": claims}),
     )
+}
+
+/// A token for the gateway itself: `POST /{tenant}/oauth2/v2.0/token`
+/// (the client credentials grant with a client assertion, as Entra takes
+/// it from workload identity), or `GET /metadata/identity/oauth2/token`
+/// (the instance metadata service's managed identity endpoint: the
+/// `Metadata: true` header required, numbers written as strings).
+async fn own_token(
+    base: &str,
+    state: &Mutex<IssuerState>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let refuse = |status: StatusCode, error: &str, code: u64, description: &str| {
+        json_response(
+            status,
+            &json!({"error": error, "error_description": format!("AADSTS{code}: {description}"), "error_codes": [code]}),
+        )
+    };
+    let tokens = {
+        let mut s = lock(state);
+        s.tokens.requests += 1;
+        s.tokens.clone()
+    };
+    tokio::time::sleep(tokens.delay).await;
+    if tokens.failing {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "temporarily_unavailable",
+            50089,
+            "The service is temporarily unavailable.",
+        );
+    }
+    let managed = req.method() == Method::GET;
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let metadata = req.headers().get("metadata").is_some_and(|v| v == "true");
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body is too large.",
+            );
+        }
+    };
+    let field = |text: &[u8], name: &str| {
+        form_urlencoded::parse(text)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let (audience, subject) = if managed {
+        if !metadata {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                0,
+                "Required metadata header not specified",
+            );
+        }
+        let Some(resource) = field(query.as_bytes(), "resource") else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                0,
+                "Required query variable 'resource' is missing",
+            );
+        };
+        let client =
+            field(query.as_bytes(), "client_id").unwrap_or_else(|| "system-assigned".into());
+        (resource, client)
+    } else {
+        if field(&body, "grant_type").as_deref() != Some("client_credentials") {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70003,
+                "The grant type is not supported.",
+            );
+        }
+        let assertion = field(&body, "client_assertion").unwrap_or_default();
+        if let Some(file) = &tokens.assertion_file {
+            let expected = std::fs::read_to_string(file).unwrap_or_default();
+            if assertion != expected.trim() {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    700024,
+                    "Client assertion is not within its valid time range.",
+                );
+            }
+        }
+        let scope = field(&body, "scope").unwrap_or_default();
+        let Some(resource) = scope.strip_suffix("/.default") else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                70011,
+                "The provided value for scope is not valid.",
+            );
+        };
+        (
+            resource.to_owned(),
+            field(&body, "client_id").unwrap_or_default(),
+        )
+    };
+    let key = lock(state).keys.first().cloned();
+    let Some(key) = key else {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            0,
+            "The issuer has no key.",
+        );
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+    let lifetime = tokens.lifetime_secs;
+    let token = key.sign(&json!({
+        "iss": base, "aud": audience, "sub": subject, "oid": subject, "azp": subject,
+        "idtyp": "app", "iat": now, "nbf": now, "exp": now + lifetime,
+        "uti": format!("own-{}", tokens.requests),
+    }));
+    let mut answer = if managed {
+        json!({"access_token": token, "expires_in": lifetime.to_string(), "expires_on": (now + lifetime).to_string(),
+            "resource": audience, "token_type": "Bearer"})
+    } else {
+        json!({"token_type": "Bearer", "expires_in": lifetime, "access_token": token})
+    };
+    if let Some(secs) = tokens.refresh_in {
+        answer["refresh_in"] = secs.into();
+    }
+    json_response(StatusCode::OK, &answer)
 }
 
 fn issuer_response(base: &str, state: &Mutex<IssuerState>, path: &str) -> Response<Full<Bytes>> {

@@ -94,9 +94,17 @@ pub fn forward(
         } else {
             parts.version = upstream.version();
         }
-        if !grant.route().forwards_authorization() {
+        if !grant.route().forwards_authorization() || target.credential.is_some() {
             // Why: the token is for us; the upstream must not be able to replay it.
             parts.headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(credential) = &target.credential {
+            // The gateway's own token in place of the caller's, and no key
+            // the caller sent (only ever on an allowed request: forwarding
+            // needs a grant).
+            parts.headers.remove("api-key");
+            let token = credential.authorization().await?;
+            parts.headers.insert(header::AUTHORIZATION, token);
         }
         set_identity_headers(&mut parts.headers, &snapshot.identity_headers, grant);
         let trusted = is_trusted(&snapshot.trusted_proxies, conn.peer.ip());

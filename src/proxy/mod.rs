@@ -464,7 +464,10 @@ fn client_fault(error: &ForwardError) -> Option<Rejection> {
     match error {
         ForwardError::BodyTooLarge => Some(Rejection::BodyTooLarge),
         ForwardError::ClientBody(_) => Some(Rejection::BadRequestBody),
-        ForwardError::Connect(_) | ForwardError::Protocol(_) | ForwardError::Timeout(_) => None,
+        ForwardError::Connect(_)
+        | ForwardError::Protocol(_)
+        | ForwardError::Timeout(_)
+        | ForwardError::Credential(_) => None,
     }
 }
 

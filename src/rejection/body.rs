@@ -239,6 +239,11 @@ pub(crate) fn forward(e: &ForwardError) -> &'static str {
         ),
         ForwardError::BodyTooLarge => BODY_TOO_LARGE,
         ForwardError::ClientBody(_) => BAD_REQUEST_BODY,
+        ForwardError::Credential(_) => envelope!(
+            "api_error",
+            "upstream_credential_unavailable",
+            "The gateway cannot obtain its own credential for the upstream right now; retry later."
+        ),
     }
 }
 

@@ -39,6 +39,9 @@ pub enum ForwardError {
     /// The client broke its body's framing, or left while sending it.
     #[error("{0}")]
     ClientBody(String),
+    /// The gateway's own credential for the upstream could not be had.
+    #[error(transparent)]
+    Credential(#[from] crate::credentials::CredentialError),
 }
 
 impl ForwardError {
@@ -48,6 +51,7 @@ impl ForwardError {
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -58,6 +62,7 @@ impl ForwardError {
             Self::Timeout(_) => "upstream_timeout",
             Self::BodyTooLarge => "body_too_large",
             Self::ClientBody(_) => "bad_request_body",
+            Self::Credential(_) => "upstream_credential_unavailable",
         }
     }
 }

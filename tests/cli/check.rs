@@ -153,7 +153,7 @@ name = "p"
     let lines: Vec<&str> = stderr.lines().skip(1).map(str::trim).collect();
     for want in [
         "server.listen: invalid type: integer `8080`, expected a string",
-        "upstream.conect_timeout: unknown key `conect_timeout`, expected one of `name`, `url`, `host_header`, `connect_timeout`,",
+        "upstream.conect_timeout: unknown key `conect_timeout`, expected one of `name`, `url`, `host_header`, `credential`, `connect_timeout`,",
         "issuers[0].audiences: invalid type: string \"api://x\", expected a sequence",
         "routes[0].scopes[1]: invalid type: integer `7`, expected a string",
         "routes[1].scpoes: unknown key `scpoes`, expected one of `name`, `path`, `prefix`, `methods`, `scopes`,",

@@ -29,6 +29,7 @@ use super::{
 
 mod access;
 mod audit;
+mod credentials;
 mod issuers;
 mod mcp;
 mod models;
@@ -136,7 +137,8 @@ impl Errors {
 pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigErrors> {
     let mut errs = Errors(Vec::new());
     let server = server(&mut errs, file.server, base);
-    let upstreams = upstreams(&mut errs, file.upstream, file.upstreams, base);
+    let credentials = credentials::credentials(&mut errs, file.credentials);
+    let upstreams = upstreams(&mut errs, file.upstream, file.upstreams, base, &credentials);
     let issuers_in_file = file.issuers.len();
     let issuers: Vec<_> = file
         .issuers
@@ -198,6 +200,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
         true => Ok(Config {
             server,
             upstreams,
+            credentials,
             issuers,
             routes,
             token_cache,
@@ -229,6 +232,7 @@ fn upstreams(
     single: Option<super::file::UpstreamFile>,
     named: Vec<super::file::UpstreamFile>,
     base: &Path,
+    credentials: &[super::CredentialConfig],
 ) -> Vec<UpstreamConfig> {
     let mut out = Vec::with_capacity(named.len() + 1);
     if let Some(mut u) = single {
@@ -238,7 +242,14 @@ fn upstreams(
                 "[upstream] is the upstream named \"default\"; name [[upstreams]] entries instead",
             );
         }
-        out.push(upstream(errs, "upstream", "default".into(), u, base));
+        out.push(upstream(
+            errs,
+            "upstream",
+            "default".into(),
+            u,
+            base,
+            credentials,
+        ));
     }
     for (i, mut u) in named.into_iter().enumerate() {
         let at = format!("upstreams[{i}]");
@@ -263,7 +274,7 @@ fn upstreams(
                 format!("duplicate upstream name {name:?}"),
             );
         }
-        out.push(upstream(errs, &at, name, u, base));
+        out.push(upstream(errs, &at, name, u, base, credentials));
     }
     if out.is_empty() {
         errs.push("upstream", "missing table [upstream] (or [[upstreams]])");

@@ -157,6 +157,12 @@ pub(super) fn route(
             None
         }
     };
+    if f.forward_authorization && upstream.is_some_and(|u| upstreams[u].credential.is_some()) {
+        errs.push(
+            format!("{at}.forward_authorization"),
+            "its upstream gets the gateway's own credential: the caller's token is never forwarded there",
+        );
+    }
     let matcher = matcher.filter(|_| errs.0.len() == before)?;
     Some(RouteConfig {
         name: f.name,

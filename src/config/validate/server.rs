@@ -68,7 +68,18 @@ pub(super) fn upstream(
     name: String,
     mut f: UpstreamFile,
     base: &Path,
+    credentials: &[super::super::CredentialConfig],
 ) -> UpstreamConfig {
+    let credential = f.credential.take().and_then(|c| {
+        let found = credentials.iter().position(|k| k.name == c);
+        if found.is_none() {
+            errs.push(
+                format!("{at}.credential"),
+                format!("no credential named {c:?}"),
+            );
+        }
+        found
+    });
     let strip = strip_headers(errs, at, std::mem::take(&mut f.strip_headers));
     let url = match f.url.parse::<Uri>() {
         Ok(u)
@@ -103,6 +114,7 @@ pub(super) fn upstream(
     UpstreamConfig {
         name,
         url,
+        credential,
         host_header,
         strip_headers: strip,
         connect_timeout: errs.duration(
@@ -411,6 +423,21 @@ mod tests {
             (
                 "[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\n".into(),
                 "upstream: missing table [upstream] (or [[upstreams]])",
+            ),
+            (
+                format!(
+                    "{UPSTREAM}{}",
+                    named.replace("host_header", "credential = \"nope\"\nhost_header")
+                ),
+                "upstreams[0].credential: no credential named \"nope\"",
+            ),
+            (
+                format!(
+                    "[[credentials]]\nname = \"own\"\nkind = \"managed_identity\"\nscope = \"https://search.azure.com/.default\"\n{}{}",
+                    named.replace("host_header", "credential = \"own\"\nhost_header"),
+                    route("forward_authorization = true\n")
+                ),
+                "routes[0].forward_authorization: its upstream gets the gateway's own credential",
             ),
         ] {
             let errs = errors(&text);

@@ -1,0 +1,346 @@
+//! The gateway's own Entra credentials: tokens it presents to upstreams in
+//! place of the caller's.
+//!
+//! A token is obtained from the platform (a managed identity endpoint, or
+//! a client-credentials grant whose client assertion is the projected
+//! workload identity token, re-read for every exchange: a cached copy
+//! expires within the hour, AADSTS700024), cached, and refreshed ahead of
+//! its expiry by one request while the others keep using it (MSAL's rules:
+//! at `refresh_in` when the answer gives one, at half-life for tokens of
+//! two hours or more, else `refresh_before` ahead). A refresh that fails
+//! leaves the cached token in use until it nearly expires, and is retried
+//! with backoff; with no usable token, requests fail at once (503) until
+//! the backoff ends, rather than each asking the endpoint. Tokens are never
+//! logged; redirects are never followed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::config::{CredentialConfig, CredentialSource};
+
+/// One exchange, from request to the answer's last byte.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an identity endpoint's answer read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// A token this close to its expiry is no longer presented.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+/// Waits between failed attempts (the instance metadata service's advice).
+const BACKOFF: [Duration; 5] = [
+    Duration::from_secs(2),
+    Duration::from_secs(6),
+    Duration::from_secs(14),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+];
+
+/// Why no token could be had, as the record and the metrics name it: the
+/// Entra error (`AADSTS700024`, `invalid_client`) or what failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("credential {credential}: {reason}")]
+pub struct CredentialError {
+    pub credential: Arc<str>,
+    pub reason: String,
+}
+
+/// A token, ready to present.
+struct Token {
+    /// `Bearer …`, marked sensitive.
+    header: HeaderValue,
+    expires: Instant,
+    refresh_at: Instant,
+}
+
+struct Failure {
+    reason: String,
+    attempts: usize,
+    /// No new attempt before this.
+    until: Instant,
+}
+
+/// One configured credential and its cached token.
+pub struct Credential {
+    pub name: Arc<str>,
+    config: CredentialConfig,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    token: Mutex<Option<Arc<Token>>>,
+    failure: Mutex<Option<Failure>>,
+    /// A refresh ahead of expiry is under way (one at a time).
+    refreshing: AtomicBool,
+    /// Requests without a usable token wait here for one exchange.
+    exchange: tokio::sync::Mutex<()>,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<Number>,
+    /// Managed identity endpoints: seconds since the epoch.
+    #[serde(default)]
+    expires_on: Option<Number>,
+    #[serde(default)]
+    refresh_in: Option<Number>,
+}
+
+/// The identity endpoints write numbers as numbers or as strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(u64),
+    Text(String),
+}
+
+impl Number {
+    fn get(&self) -> Option<u64> {
+        match self {
+            Self::Int(n) => Some(*n),
+            Self::Text(t) => t.trim().parse().ok(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Refusal {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_codes: Vec<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Credential {
+    pub fn new(config: &CredentialConfig) -> Result<Self, crate::tls::TlsError> {
+        let tls = crate::tls::client_config(None)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Self {
+            name: Arc::from(config.name.as_str()),
+            config: config.clone(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            token: Mutex::new(None),
+            failure: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
+            exchange: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &CredentialConfig {
+        &self.config
+    }
+
+    fn usable(&self, now: Instant) -> Option<Arc<Token>> {
+        lock(&self.token)
+            .clone()
+            .filter(|t| now + EXPIRY_MARGIN < t.expires)
+    }
+
+    /// The `Authorization` value to present: the cached token (starting a
+    /// refresh when one is due), or one obtained now.
+    pub async fn authorization(self: &Arc<Self>) -> Result<HeaderValue, CredentialError> {
+        let now = Instant::now();
+        if let Some(token) = self.usable(now) {
+            if now >= token.refresh_at && !self.refreshing.swap(true, Ordering::AcqRel) {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _ = this.exchange_now().await;
+                    this.refreshing.store(false, Ordering::Release);
+                });
+            }
+            return Ok(token.header.clone());
+        }
+        let _one = self.exchange.lock().await;
+        if let Some(token) = self.usable(Instant::now()) {
+            return Ok(token.header.clone());
+        }
+        if let Some(f) = lock(&self.failure)
+            .as_ref()
+            .filter(|f| Instant::now() < f.until)
+        {
+            return Err(self.error(f.reason.clone()));
+        }
+        self.exchange_now().await
+    }
+
+    /// Asks the identity endpoint, and keeps what it answers (or the
+    /// failure, with its backoff).
+    async fn exchange_now(&self) -> Result<HeaderValue, CredentialError> {
+        let asked = Instant::now();
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, self.ask()).await {
+            Ok(Ok(answer)) => {
+                let token = self.token_of(answer, asked)?;
+                let header = token.header.clone();
+                *lock(&self.token) = Some(Arc::new(token));
+                *lock(&self.failure) = None;
+                Ok(header)
+            }
+            Ok(Err(reason)) => Err(self.failed(reason)),
+            Err(_) => Err(self.failed(format!("no answer within {EXCHANGE_TIMEOUT:?}"))),
+        }
+    }
+
+    fn failed(&self, reason: String) -> CredentialError {
+        let mut failure = lock(&self.failure);
+        let attempts = failure.as_ref().map_or(0, |f| f.attempts) + 1;
+        let wait = BACKOFF[(attempts - 1).min(BACKOFF.len() - 1)];
+        tracing::warn!(credential = %self.name, reason, retry_in = ?wait, "upstream credential refused");
+        *failure = Some(Failure {
+            reason: reason.clone(),
+            attempts,
+            until: Instant::now() + wait,
+        });
+        self.error(reason)
+    }
+
+    fn error(&self, reason: String) -> CredentialError {
+        CredentialError {
+            credential: self.name.clone(),
+            reason,
+        }
+    }
+
+    fn token_of(&self, answer: Answer, asked: Instant) -> Result<Token, CredentialError> {
+        let lifetime = match (
+            answer.expires_in.as_ref().and_then(Number::get),
+            answer.expires_on.as_ref().and_then(Number::get),
+        ) {
+            (Some(secs), _) => Duration::from_secs(secs),
+            (None, Some(epoch)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                Duration::from_secs(epoch.saturating_sub(now.as_secs()))
+            }
+            (None, None) => return Err(self.failed("the answer gives no lifetime".into())),
+        };
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", answer.access_token))
+            .map_err(|_| self.failed("the answer's token is not a header value".into()))?;
+        header.set_sensitive(true);
+        let expires = asked + lifetime;
+        let before = expires
+            .checked_sub(self.config.refresh_before)
+            .unwrap_or(asked);
+        let refresh_at = match answer.refresh_in.as_ref().and_then(Number::get) {
+            // As the identity platform asks.
+            Some(secs) => (asked + Duration::from_secs(secs)).min(before),
+            None if lifetime >= Duration::from_secs(2 * 3600) => asked + lifetime / 2,
+            // A token shorter than refresh_before: at half-life.
+            None if before <= asked => asked + lifetime / 2,
+            None => before,
+        };
+        Ok(Token {
+            header,
+            expires,
+            refresh_at,
+        })
+    }
+
+    /// One request to the identity endpoint: its token answer, or why not.
+    async fn ask(&self) -> Result<Answer, String> {
+        let request = match &self.config.source {
+            CredentialSource::WorkloadIdentity {
+                token_url,
+                client_id,
+                token_file,
+            } => {
+                // Read for every exchange: the kubelet rotates it.
+                let assertion = tokio::fs::read_to_string(token_file)
+                    .await
+                    .map_err(|e| format!("federated token file {}: {e}", token_file.display()))?;
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("client_id", client_id)
+                    .append_pair("scope", &self.config.scope)
+                    .append_pair("grant_type", "client_credentials")
+                    .append_pair(
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    )
+                    .append_pair("client_assertion", assertion.trim())
+                    .finish();
+                Request::post(token_url.clone())
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Full::new(Bytes::from(form)))
+            }
+            CredentialSource::ManagedIdentity {
+                endpoint,
+                client_id,
+                identity_header,
+            } => {
+                let resource = self.config.scope.trim_end_matches("/.default");
+                let version = match identity_header {
+                    Some(_) => "2019-08-01",
+                    None => "2018-02-01",
+                };
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                query
+                    .append_pair("api-version", version)
+                    .append_pair("resource", resource);
+                if let Some(id) = client_id {
+                    query.append_pair("client_id", id);
+                }
+                let separator = if endpoint.query().is_some() { '&' } else { '?' };
+                let uri: Uri = format!("{endpoint}{separator}{}", query.finish())
+                    .parse()
+                    .map_err(|e| format!("identity endpoint: {e}"))?;
+                let builder = Request::get(uri);
+                let builder = match identity_header {
+                    Some(secret) => builder.header("x-identity-header", secret.as_str()),
+                    None => builder.header("metadata", "true"),
+                };
+                builder.body(Full::new(Bytes::new()))
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let response = self.client.request(request).await.map_err(|e| {
+            format!(
+                "identity endpoint unreachable: {}",
+                crate::telemetry::error_chain(&e)
+            )
+        })?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("identity endpoint's answer: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            // Why (no redirect followed): a redirect could point anywhere.
+            let refusal: Option<Refusal> = serde_json::from_slice(&body).ok();
+            let named = refusal.map(|r| {
+                let code = r.error_codes.first().map(|c| format!("AADSTS{c} "));
+                format!(
+                    "{}{}",
+                    code.unwrap_or_default(),
+                    r.error.unwrap_or_default()
+                )
+            });
+            return Err(match named.filter(|n| !n.trim().is_empty()) {
+                Some(n) => format!("{status}: {}", n.trim()),
+                None => status.to_string(),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|_| "the answer is not a token response".to_owned())
+    }
+
+    /// Whether a token is at hand (for readiness), and the last failure.
+    pub fn status(&self) -> (bool, Option<String>) {
+        let ready = self.usable(Instant::now()).is_some();
+        let failure = lock(&self.failure).as_ref().map(|f| f.reason.clone());
+        (ready, failure)
+    }
+}

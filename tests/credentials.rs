@@ -1,0 +1,219 @@
+//! The gateway's own credentials for upstreams, against the dev issuer's
+//! real token endpoints on loopback: the client credentials grant with the
+//! workload identity's projected token as client assertion, and the
+//! managed identity endpoint. The upstream gets the gateway's token, never
+//! the caller's; tokens are cached and refreshed ahead by one request; a
+//! failing endpoint is met with the cached token, or with 503 and backoff.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+use support::*;
+
+const SCOPE: &str = "https://cognitiveservices.azure.com/.default";
+
+fn routes(credential: &str, upstream: &TestUpstream) -> String {
+    format!(
+        r#"
+{credential}
+
+[[upstreams]]
+name = "aoai"
+url = "http://{}"
+host_header = "upstream"
+credential = "own"
+
+[[routes]]
+name = "models"
+prefix = "/openai"
+scopes = ["Models.Invoke"]
+upstream = "aoai"
+"#,
+        upstream.addr
+    )
+}
+
+fn workload_identity(idp: &TestIdp, token_file: &std::path::Path) -> String {
+    format!(
+        "[[credentials]]\nname = \"own\"\nkind = \"workload_identity\"\ntenant = \"{TENANT}\"\nclient_id = \"gateway-app\"\ntoken_file = \"{}\"\nauthority = \"{}/\"\nscope = \"{SCOPE}\"\n",
+        token_file.display(),
+        idp.url()
+    )
+}
+
+fn managed_identity(idp: &TestIdp) -> String {
+    format!(
+        "[[credentials]]\nname = \"own\"\nkind = \"managed_identity\"\nendpoint = \"{}/metadata/identity/oauth2/token\"\nscope = \"{SCOPE}\"\n",
+        idp.url()
+    )
+}
+
+fn call(gw: &TestGateway, token: &str) -> Request<Full<Bytes>> {
+    Request::get(gw.url("/openai/models"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("api-key", "the caller's key")
+        .body(Full::default())
+        .unwrap()
+}
+
+/// The claims of the token the upstream was sent.
+fn presented(echo: &Value) -> Value {
+    let header = echo["headers"]["authorization"][0].as_str().unwrap();
+    let token = header.strip_prefix("Bearer ").unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_upstream_gets_the_gateways_own_token_and_never_the_callers() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "projected-1").unwrap();
+    idp.server.expect_assertion_from(&token_file);
+    let routes = routes(&workload_identity(&idp, &token_file), &upstream);
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let caller = idp.token().sign();
+
+    let echo = echoed(send(call(&gw, &caller)).await).await;
+    let claims = presented(&echo);
+    assert_eq!(claims["aud"], "https://cognitiveservices.azure.com");
+    assert_eq!(claims["sub"], "gateway-app");
+    assert!(echo["headers"].get("api-key").is_none(), "{echo}");
+    assert_eq!(echo["headers"]["host"][0], upstream.addr.to_string());
+    // Cached: a second request asks the token endpoint nothing.
+    let again = echoed(send(call(&gw, &caller)).await).await;
+    assert_eq!(
+        again["headers"]["authorization"],
+        echo["headers"]["authorization"]
+    );
+    assert_eq!(idp.server.token_requests(), 1);
+    // The caller's token never reached the upstream.
+    let seen = format!("{:?}", upstream.seen());
+    assert!(
+        !seen.contains(&caller),
+        "the caller's token reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn the_projected_token_is_read_again_for_every_exchange() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "projected-1").unwrap();
+    idp.server.expect_assertion_from(&token_file);
+    // Tokens too short to keep: every request is an exchange.
+    idp.server.set_token_lifetime(5);
+    let routes = routes(&workload_identity(&idp, &token_file), &upstream);
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let caller = idp.token().sign();
+    assert_eq!(send(call(&gw, &caller)).await.status(), StatusCode::OK);
+    // The kubelet rotates the file: a gateway that kept the old one would
+    // be refused (AADSTS700024).
+    std::fs::write(&token_file, "projected-2").unwrap();
+    assert_eq!(send(call(&gw, &caller)).await.status(), StatusCode::OK);
+    assert_eq!(idp.server.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn a_token_is_refreshed_ahead_of_its_expiry_once_while_requests_go_on() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let routes = routes(&managed_identity(&idp), &upstream);
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let caller = idp.token().sign();
+    // The identity platform asks for a refresh at once; the refresh is slow.
+    idp.server.set_token_refresh_in(Some(0));
+    let first = echoed(send(call(&gw, &caller)).await).await;
+    assert_eq!(
+        presented(&first)["aud"],
+        "https://cognitiveservices.azure.com"
+    );
+    idp.server.set_token_delay(Duration::from_millis(300));
+    idp.server.set_token_refresh_in(None);
+    let burst = (0..20).map(|_| async { send(call(&gw, &caller)).await.status() });
+    let statuses = futures_util::future::join_all(burst).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    // One refresh for the twenty, then the new token is used.
+    tokio::time::timeout(Duration::from_secs(10), idp.server.token_requests_reach(2))
+        .await
+        .unwrap();
+    let after = echoed(send(call(&gw, &caller)).await).await;
+    assert_ne!(
+        after["headers"]["authorization"],
+        first["headers"]["authorization"]
+    );
+    assert_eq!(idp.server.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn a_failing_identity_endpoint_is_met_with_the_cached_token_or_503_and_backoff() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let both = config(
+        upstream.addr,
+        &oidc_issuer(&idp, ""),
+        &routes(&managed_identity(&idp), &upstream),
+    );
+    let gw = TestGateway::start(&both).await;
+    let caller = idp.token().sign();
+    idp.server.set_token_refresh_in(Some(0));
+    assert_eq!(send(call(&gw, &caller)).await.status(), StatusCode::OK);
+    // The refresh fails: the token still valid is used meanwhile.
+    idp.server.set_token_endpoint_failing(true);
+    assert_eq!(send(call(&gw, &caller)).await.status(), StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(10), idp.server.token_requests_reach(2))
+        .await
+        .unwrap();
+    assert_eq!(send(call(&gw, &caller)).await.status(), StatusCode::OK);
+
+    // With no token at all: 503 with a reason, and no second attempt
+    // before the backoff ends.
+    let fresh = TestGateway::start(&both).await;
+    let before = idp.server.token_requests();
+    let resp = send(call(&fresh, &caller)).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let error: Value = serde_json::from_str(&text(resp).await).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_credential_unavailable");
+    assert_eq!(
+        send(call(&fresh, &caller)).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        idp.server.token_requests(),
+        before + 1,
+        "asked once, then backed off"
+    );
+    let records = fresh.audit_records(2).await;
+    assert_eq!(records[0]["reason"], "upstream_credential_unavailable");
+    let (status, ready) = fresh.admin_get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert!(
+        ready.contains(
+            "\"own\":\"failing: 500 Internal Server Error: AADSTS50089 temporarily_unavailable\""
+        ),
+        "{ready}"
+    );
+    assert!(
+        records[0]["upstream"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("AADSTS50089"),
+        "{}",
+        records[0]
+    );
+}
