@@ -101,6 +101,7 @@ grant = "block"
     record.status = Some(200);
     record.upstream = Some(UpstreamInfo {
         name: Arc::from("default"),
+        credential: None,
         status: Some(200),
         duration: Some(Duration::from_micros(412_653)),
         error: None,

@@ -160,6 +160,9 @@ impl Admin {
         let store = snapshot.budgets.store();
         self.metrics
             .observe_budget_store(store.is_up(), store.errors());
+        for c in &snapshot.credentials {
+            self.metrics.observe_credential(&c.name, c.expires_in());
+        }
         let mut resp = Response::new(full(self.metrics.encode()));
         resp.headers_mut().insert(
             CONTENT_TYPE,

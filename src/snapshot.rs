@@ -14,7 +14,7 @@ use crate::config::{
     BudgetStoreConfig, Config, ConfigError, ConfigErrors, HostHeader, IdentityHeaders,
     IssuerConfig, KeyLocation, TokenCacheConfig, UpstreamConfig,
 };
-use crate::credentials::Credential;
+use crate::credentials::{Credential, CredentialObserver};
 use crate::keys::{Fetcher, KeyEndpoint, KeyObserver, KeySource};
 use crate::mcp::{CallLimiter, McpInspector, McpRules, ResourceMetadata, Sessions};
 use crate::model::{ModelInspector, ModelObserver};
@@ -93,10 +93,11 @@ pub struct KeyEnv {
     pub observer: Arc<dyn Observer>,
 }
 
-/// Told of key fetches and of model usage (the metrics).
-pub trait Observer: KeyObserver + ModelObserver {}
+/// Told of key fetches, model usage and credential exchanges (the
+/// metrics).
+pub trait Observer: KeyObserver + ModelObserver + CredentialObserver {}
 
-impl<T: KeyObserver + ModelObserver> Observer for T {}
+impl<T: KeyObserver + ModelObserver + CredentialObserver> Observer for T {}
 
 impl Snapshot {
     /// Compiles a validated config. Fails only on what validation cannot see
@@ -135,10 +136,10 @@ impl Snapshot {
         let mut credentials: Vec<Arc<Credential>> = Vec::with_capacity(config.credentials.len());
         for (i, c) in config.credentials.iter().enumerate() {
             let kept = previous.and_then(|p| p.credentials.iter().find(|k| k.config() == c));
-            match kept
-                .cloned()
-                .map_or_else(|| Credential::new(c).map(Arc::new), Ok)
-            {
+            match kept.cloned().map_or_else(
+                || Credential::new(c, env.observer.clone()).map(Arc::new),
+                Ok,
+            ) {
                 Ok(credential) => credentials.push(credential),
                 Err(e) => errors.push(ConfigError {
                     path: format!("credentials[{i}]"),

@@ -103,6 +103,19 @@ async fn the_upstream_gets_the_gateways_own_token_and_never_the_callers() {
         !seen.contains(&caller),
         "the caller's token reached the upstream"
     );
+    // The record names the gateway's token by its digest, never in full.
+    let records = gw.audit_records(2).await;
+    let digest = records[0]["upstream"]["credential_token"].as_str().unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 23,
+        "{digest}"
+    );
+    assert_eq!(records[1]["upstream"]["credential_token"], digest);
+    let presented = echo["headers"]["authorization"][0].as_str().unwrap();
+    let trail = std::fs::read_to_string(gw.audit_path()).unwrap();
+    assert!(!trail.contains(&presented[7..]));
+    let ok = "gateway_credential_exchanges_total{credential=\"own\",result=\"ok\"}";
+    assert_eq!(gw.metric(ok).await, 1);
 }
 
 #[tokio::test]
@@ -198,6 +211,8 @@ async fn a_failing_identity_endpoint_is_met_with_the_cached_token_or_503_and_bac
         before + 1,
         "asked once, then backed off"
     );
+    let series = "gateway_credential_exchanges_total{credential=\"own\",result=\"AADSTS50089\"}";
+    assert_eq!(fresh.metric(series).await, 1);
     let records = fresh.audit_records(2).await;
     assert_eq!(records[0]["reason"], "upstream_credential_unavailable");
     let (status, ready) = fresh.admin_get("/readyz").await;

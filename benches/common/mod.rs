@@ -48,6 +48,8 @@ impl KeyObserver for Quiet {
 
 impl portcullis::model::ModelObserver for Quiet {}
 
+impl portcullis::credentials::CredentialObserver for Quiet {}
+
 /// A gateway's snapshot for `routes` (config text after the issuer), its
 /// issuer on loopback with keys loaded, and the claims of one token it
 /// signed (`iss`, `aud`, `iat` and `exp` added to `claims`), verified

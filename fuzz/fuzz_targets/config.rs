@@ -18,6 +18,8 @@ impl KeyObserver for Quiet {
 
 impl portcullis::model::ModelObserver for Quiet {}
 
+impl portcullis::credentials::CredentialObserver for Quiet {}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;

@@ -30,6 +30,8 @@ impl KeyObserver for Quiet {
 
 impl portcullis::model::ModelObserver for Quiet {}
 
+impl portcullis::credentials::CredentialObserver for Quiet {}
+
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {

@@ -212,6 +212,8 @@ impl Record {
             Some(u) => {
                 w.raw(b"{\"name\":");
                 w.str(&u.name)?;
+                w.raw(b",\"credential_token\":");
+                w.opt_str(u.credential.as_deref())?;
                 w.raw(b",\"status\":");
                 w.opt_num(u.status)?;
                 w.raw(b",\"duration_ms\":");
@@ -392,6 +394,7 @@ mod tests {
         let mut record = Record::new(request, Arc::from("v\""));
         record.upstream = Some(UpstreamInfo {
             name: Arc::from("default"),
+            credential: None,
             status: None,
             duration: None,
             error: Some("connect \"refused\"\r\n".into()),

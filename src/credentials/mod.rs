@@ -52,10 +52,26 @@ pub struct CredentialError {
     pub reason: String,
 }
 
+/// Told of every exchange with an identity endpoint (the metrics).
+pub trait CredentialObserver: Send + Sync {
+    /// `result`: `ok`, or what failed (`AADSTS700024`, `status_500`,
+    /// `unreachable`, `timeout`, `invalid_answer`, `token_file`).
+    fn exchanged(&self, _credential: &str, _result: &str) {}
+}
+
+/// The token presented to the upstream: its `Authorization` value and a
+/// digest that names it in the audit record.
+#[derive(Clone)]
+pub struct Presented {
+    pub header: HeaderValue,
+    /// `sha256:` and 16 hex digits of the token: follows it through the
+    /// records, cannot be replayed.
+    pub digest: Arc<str>,
+}
+
 /// A token, ready to present.
 struct Token {
-    /// `Bearer …`, marked sensitive.
-    header: HeaderValue,
+    presented: Presented,
     expires: Instant,
     refresh_at: Instant,
 }
@@ -78,6 +94,7 @@ pub struct Credential {
     refreshing: AtomicBool,
     /// Requests without a usable token wait here for one exchange.
     exchange: tokio::sync::Mutex<()>,
+    observer: Arc<dyn CredentialObserver>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +126,22 @@ impl Number {
     }
 }
 
+/// Why an exchange gave no token: a bounded label for the metrics, and
+/// the reason in words for the record.
+struct Refused {
+    label: String,
+    reason: String,
+}
+
+impl Refused {
+    fn new(label: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Refusal {
     #[serde(default)]
@@ -122,7 +155,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Credential {
-    pub fn new(config: &CredentialConfig) -> Result<Self, crate::tls::TlsError> {
+    pub fn new(
+        config: &CredentialConfig,
+        observer: Arc<dyn CredentialObserver>,
+    ) -> Result<Self, crate::tls::TlsError> {
         let tls = crate::tls::client_config(None)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -137,6 +173,7 @@ impl Credential {
             failure: Mutex::new(None),
             refreshing: AtomicBool::new(false),
             exchange: tokio::sync::Mutex::new(()),
+            observer,
         })
     }
 
@@ -152,7 +189,7 @@ impl Credential {
 
     /// The `Authorization` value to present: the cached token (starting a
     /// refresh when one is due), or one obtained now.
-    pub async fn authorization(self: &Arc<Self>) -> Result<HeaderValue, CredentialError> {
+    pub async fn authorization(self: &Arc<Self>) -> Result<Presented, CredentialError> {
         let now = Instant::now();
         if let Some(token) = self.usable(now) {
             if now >= token.refresh_at && !self.refreshing.swap(true, Ordering::AcqRel) {
@@ -162,11 +199,11 @@ impl Credential {
                     this.refreshing.store(false, Ordering::Release);
                 });
             }
-            return Ok(token.header.clone());
+            return Ok(token.presented.clone());
         }
         let _one = self.exchange.lock().await;
         if let Some(token) = self.usable(Instant::now()) {
-            return Ok(token.header.clone());
+            return Ok(token.presented.clone());
         }
         if let Some(f) = lock(&self.failure)
             .as_ref()
@@ -179,18 +216,28 @@ impl Credential {
 
     /// Asks the identity endpoint, and keeps what it answers (or the
     /// failure, with its backoff).
-    async fn exchange_now(&self) -> Result<HeaderValue, CredentialError> {
+    async fn exchange_now(&self) -> Result<Presented, CredentialError> {
         let asked = Instant::now();
-        match tokio::time::timeout(EXCHANGE_TIMEOUT, self.ask()).await {
-            Ok(Ok(answer)) => {
-                let token = self.token_of(answer, asked)?;
-                let header = token.header.clone();
+        let answer = match tokio::time::timeout(EXCHANGE_TIMEOUT, self.ask()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Refused::new(
+                "timeout",
+                format!("no answer within {EXCHANGE_TIMEOUT:?}"),
+            )),
+        };
+        let token = answer.and_then(|a| self.token_of(a, asked));
+        match token {
+            Ok(token) => {
+                self.observer.exchanged(&self.name, "ok");
+                let presented = token.presented.clone();
                 *lock(&self.token) = Some(Arc::new(token));
                 *lock(&self.failure) = None;
-                Ok(header)
+                Ok(presented)
             }
-            Ok(Err(reason)) => Err(self.failed(reason)),
-            Err(_) => Err(self.failed(format!("no answer within {EXCHANGE_TIMEOUT:?}"))),
+            Err(refused) => {
+                self.observer.exchanged(&self.name, &refused.label);
+                Err(self.failed(refused.reason))
+            }
         }
     }
 
@@ -214,7 +261,7 @@ impl Credential {
         }
     }
 
-    fn token_of(&self, answer: Answer, asked: Instant) -> Result<Token, CredentialError> {
+    fn token_of(&self, answer: Answer, asked: Instant) -> Result<Token, Refused> {
         let lifetime = match (
             answer.expires_in.as_ref().and_then(Number::get),
             answer.expires_on.as_ref().and_then(Number::get),
@@ -226,11 +273,22 @@ impl Credential {
                     .unwrap_or_default();
                 Duration::from_secs(epoch.saturating_sub(now.as_secs()))
             }
-            (None, None) => return Err(self.failed("the answer gives no lifetime".into())),
+            (None, None) => {
+                return Err(Refused::new(
+                    "invalid_answer",
+                    "the answer gives no lifetime",
+                ));
+            }
         };
         let mut header = HeaderValue::from_str(&format!("Bearer {}", answer.access_token))
-            .map_err(|_| self.failed("the answer's token is not a header value".into()))?;
+            .map_err(|_| {
+                Refused::new("invalid_answer", "the answer's token is not a header value")
+            })?;
         header.set_sensitive(true);
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, answer.access_token.as_bytes());
+        let mut named = b"sha256:".to_vec();
+        crate::text::write_hex(&mut named, &digest.as_ref()[..8]);
         let expires = asked + lifetime;
         let before = expires
             .checked_sub(self.config.refresh_before)
@@ -244,14 +302,17 @@ impl Credential {
             None => before,
         };
         Ok(Token {
-            header,
+            presented: Presented {
+                header,
+                digest: Arc::from(String::from_utf8_lossy(&named).as_ref()),
+            },
             expires,
             refresh_at,
         })
     }
 
     /// One request to the identity endpoint: its token answer, or why not.
-    async fn ask(&self) -> Result<Answer, String> {
+    async fn ask(&self) -> Result<Answer, Refused> {
         let request = match &self.config.source {
             CredentialSource::WorkloadIdentity {
                 token_url,
@@ -259,9 +320,12 @@ impl Credential {
                 token_file,
             } => {
                 // Read for every exchange: the kubelet rotates it.
-                let assertion = tokio::fs::read_to_string(token_file)
-                    .await
-                    .map_err(|e| format!("federated token file {}: {e}", token_file.display()))?;
+                let assertion = tokio::fs::read_to_string(token_file).await.map_err(|e| {
+                    Refused::new(
+                        "token_file",
+                        format!("federated token file {}: {e}", token_file.display()),
+                    )
+                })?;
                 let form = form_urlencoded::Serializer::new(String::new())
                     .append_pair("client_id", client_id)
                     .append_pair("scope", &self.config.scope)
@@ -296,7 +360,9 @@ impl Credential {
                 let separator = if endpoint.query().is_some() { '&' } else { '?' };
                 let uri: Uri = format!("{endpoint}{separator}{}", query.finish())
                     .parse()
-                    .map_err(|e| format!("identity endpoint: {e}"))?;
+                    .map_err(|e| {
+                        Refused::new("invalid_request", format!("identity endpoint: {e}"))
+                    })?;
                 let builder = Request::get(uri);
                 let builder = match identity_header {
                     Some(secret) => builder.header("x-identity-header", secret.as_str()),
@@ -305,36 +371,40 @@ impl Credential {
                 builder.body(Full::new(Bytes::new()))
             }
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refused::new("invalid_request", e.to_string()))?;
         let response = self.client.request(request).await.map_err(|e| {
-            format!(
-                "identity endpoint unreachable: {}",
-                crate::telemetry::error_chain(&e)
+            let chain = crate::telemetry::error_chain(&e);
+            Refused::new(
+                "unreachable",
+                format!("identity endpoint unreachable: {chain}"),
             )
         })?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("identity endpoint's answer: {e}"))?
+            .map_err(|e| {
+                Refused::new("invalid_answer", format!("identity endpoint's answer: {e}"))
+            })?
             .to_bytes();
         if !status.is_success() {
             // Why (no redirect followed): a redirect could point anywhere.
             let refusal: Option<Refusal> = serde_json::from_slice(&body).ok();
-            let named = refusal.map(|r| {
-                let code = r.error_codes.first().map(|c| format!("AADSTS{c} "));
-                format!(
-                    "{}{}",
-                    code.unwrap_or_default(),
-                    r.error.unwrap_or_default()
-                )
-            });
-            return Err(match named.filter(|n| !n.trim().is_empty()) {
-                Some(n) => format!("{status}: {}", n.trim()),
-                None => status.to_string(),
-            });
+            let code = refusal
+                .as_ref()
+                .and_then(|r| r.error_codes.first())
+                .map(|c| format!("AADSTS{c}"));
+            let error = refusal.and_then(|r| r.error).unwrap_or_default();
+            let named = format!("{} {error}", code.as_deref().unwrap_or(""));
+            let label = code.unwrap_or_else(|| format!("status_{}", status.as_u16()));
+            let reason = match named.trim() {
+                "" => status.to_string(),
+                named => format!("{status}: {named}"),
+            };
+            return Err(Refused::new(label, reason));
         }
-        serde_json::from_slice(&body).map_err(|_| "the answer is not a token response".to_owned())
+        serde_json::from_slice(&body)
+            .map_err(|_| Refused::new("invalid_answer", "the answer is not a token response"))
     }
 
     /// Whether a token is at hand (for readiness), and the last failure.
@@ -342,5 +412,16 @@ impl Credential {
         let ready = self.usable(Instant::now()).is_some();
         let failure = lock(&self.failure).as_ref().map(|f| f.reason.clone());
         (ready, failure)
+    }
+
+    /// Seconds until the cached token expires, if there is one.
+    pub fn expires_in(&self) -> Option<u64> {
+        let token = lock(&self.token).clone()?;
+        Some(
+            token
+                .expires
+                .saturating_duration_since(Instant::now())
+                .as_secs(),
+        )
     }
 }

@@ -8,6 +8,7 @@
 //! trail in `audit.rs`, MCP messages in `mcp.rs`.
 
 mod audit;
+mod credentials;
 mod keys;
 mod mcp;
 mod model;
@@ -49,6 +50,7 @@ pub struct Metrics {
     audit: audit::Families,
     mcp: mcp::Families,
     model: model::Families,
+    credentials: credentials::Families,
 }
 
 /// How a request ended, for the metric labels.
@@ -189,6 +191,7 @@ impl Metrics {
         let audit = audit::Families::new(&mut r)?;
         let mcp = mcp::Families::new(&mut r)?;
         let model = model::Families::new(&mut r)?;
+        let credentials = credentials::Families::new(&mut r)?;
         Ok(Self {
             registry: r.registry,
             names: r.names,
@@ -208,6 +211,7 @@ impl Metrics {
             audit,
             mcp,
             model,
+            credentials,
         })
     }
 

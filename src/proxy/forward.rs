@@ -3,6 +3,7 @@
 //! upstream's pooled client, streaming bodies both ways, and protocol
 //! upgrades a route allows, as tunnels.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,6 +34,8 @@ pub struct Forwarded {
     pub elapsed: Duration,
     /// Set when the upstream switched protocols: the tunnel to run.
     pub upgrade: Option<Upgrade>,
+    /// The gateway's own token it was sent, by its digest.
+    pub credential: Option<Arc<str>>,
 }
 
 /// Forwards the request and returns the upstream's response, streaming.
@@ -98,13 +101,15 @@ pub fn forward(
             // Why: the token is for us; the upstream must not be able to replay it.
             parts.headers.remove(header::AUTHORIZATION);
         }
+        let mut presented = None;
         if let Some(credential) = &target.credential {
             // The gateway's own token in place of the caller's, and no key
             // the caller sent (only ever on an allowed request: forwarding
             // needs a grant).
             parts.headers.remove("api-key");
             let token = credential.authorization().await?;
-            parts.headers.insert(header::AUTHORIZATION, token);
+            parts.headers.insert(header::AUTHORIZATION, token.header);
+            presented = Some(token.digest);
         }
         set_identity_headers(&mut parts.headers, &snapshot.identity_headers, grant);
         let trusted = is_trusted(&snapshot.trusted_proxies, conn.peer.ip());
@@ -192,6 +197,7 @@ pub fn forward(
             response: resp.map(|b| b.map_err(Into::into).boxed()),
             elapsed,
             upgrade,
+            credential: presented,
         })
     }
 }

@@ -309,6 +309,7 @@ impl Gateway {
                                 },
                                 upstream: UpstreamInfo {
                                     name: target.name.clone(),
+                                    credential: forwarded.credential,
                                     status: Some(status.as_u16()),
                                     duration: Some(elapsed),
                                     error: None,
@@ -323,6 +324,7 @@ impl Gateway {
                                 Some(rejection) => {
                                     let upstream = UpstreamInfo {
                                         name: target.name.clone(),
+                                        credential: None,
                                         status: None,
                                         duration: None,
                                         error: Some(error.to_string()),

@@ -100,6 +100,7 @@ impl Outcome {
             } => {
                 let upstream = UpstreamInfo {
                     name: upstream,
+                    credential: None,
                     status: None,
                     duration: None,
                     error: Some(error.to_string()),
