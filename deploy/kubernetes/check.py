@@ -76,7 +76,13 @@ def main(path):
     grace = pod["terminationGracePeriodSeconds"]
     if grace < pre_stop + drain:
         problems.append(f"terminationGracePeriodSeconds {grace} < preStop {pre_stop} + drain_timeout {drain}")
-    upstream = port(config["upstream"]["url"].rstrip("/").split("//", 1)[1].split("/")[0])
+    # `[upstream]` and every `[[upstreams]]` entry.
+    upstreams = ([config["upstream"]] if "upstream" in config else []) + config.get("upstreams", [])
+    upstream_ports = set()
+    for u in upstreams:
+        scheme, rest = u["url"].rstrip("/").split("//", 1)
+        authority = rest.split("/")[0]
+        upstream_ports.add(port(authority) if ":" in authority else (443 if scheme == "https:" else 80))
     (service,) = [
         s for s in by_kind["Service"]
         if all(pod_labels.get(k) == v for k, v in s["spec"]["selector"].items())
@@ -87,8 +93,8 @@ def main(path):
     for policy in by_kind.get("NetworkPolicy", []):
         for rule in policy["spec"].get("ingress", []):
             for p in rule.get("ports", []):
-                if p["port"] == upstream:
-                    problems.append(f"the NetworkPolicy admits the upstream's port {upstream}")
+                if p["port"] in upstream_ports and p["port"] != ports.get("http"):
+                    problems.append(f"the NetworkPolicy admits the upstream's port {p['port']}")
     store = config.get("budget_store", {})
     if store.get("kind") == "redis":
         host, _, store_port = store["url"].split("//", 1)[1].split("/")[0].rpartition("@")[2].partition(":")
