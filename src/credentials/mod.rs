@@ -425,3 +425,96 @@ impl Credential {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Quiet;
+    impl CredentialObserver for Quiet {}
+
+    fn credential() -> Credential {
+        let config = CredentialConfig {
+            name: "c".into(),
+            source: CredentialSource::ManagedIdentity {
+                endpoint: Uri::from_static("http://127.0.0.1:1/token"),
+                client_id: None,
+                identity_header: None,
+            },
+            scope: "https://search.azure.com/.default".into(),
+            refresh_before: Duration::from_secs(300),
+        };
+        Credential::new(&config, Arc::new(Quiet)).unwrap()
+    }
+
+    /// When a token answer is refreshed, and when it expires, after `asked`.
+    fn timing(answer: &str) -> (Duration, Duration) {
+        let asked = Instant::now();
+        let token = credential()
+            .token_of(serde_json::from_str(answer).unwrap(), asked)
+            .ok()
+            .unwrap();
+        (token.refresh_at - asked, token.expires - asked)
+    }
+
+    #[test]
+    fn tokens_are_refreshed_by_msals_rules_whatever_the_endpoint_writes() {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        // An hour: five minutes before it expires.
+        assert_eq!(
+            timing(r#"{"access_token":"t","expires_in":3600}"#),
+            (minutes(55), minutes(60))
+        );
+        // Numbers written as strings (managed identity endpoints).
+        assert_eq!(
+            timing(r#"{"access_token":"t","expires_in":"3600"}"#).0,
+            minutes(55)
+        );
+        // A day (workload identity tokens): at half-life.
+        assert_eq!(
+            timing(r#"{"access_token":"t","expires_in":86400}"#).0,
+            minutes(720)
+        );
+        // As the platform asks, never later than refresh_before.
+        assert_eq!(
+            timing(r#"{"access_token":"t","expires_in":86400,"refresh_in":600}"#).0,
+            minutes(10)
+        );
+        assert_eq!(
+            timing(r#"{"access_token":"t","expires_in":3600,"refresh_in":3590}"#).0,
+            minutes(55)
+        );
+        // Shorter than refresh_before: at half-life.
+        assert_eq!(
+            timing(r#"{"access_token":"t","expires_in":120}"#).0,
+            minutes(1)
+        );
+        // Only expires_on (seconds since the epoch, as a string).
+        let on = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let (_, expires) = timing(&format!(r#"{{"access_token":"t","expires_on":"{on}"}}"#));
+        assert!(
+            expires <= minutes(60) && expires >= minutes(59),
+            "{expires:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_without_a_lifetime_or_a_header_safe_token_is_refused() {
+        let c = credential();
+        for answer in [
+            r#"{"access_token":"t"}"#,
+            r#"{"access_token":"a\nb","expires_in":60}"#,
+        ] {
+            let refused = c.token_of(serde_json::from_str(answer).unwrap(), Instant::now());
+            assert_eq!(
+                refused.err().map(|r| r.label),
+                Some("invalid_answer".to_owned()),
+                "{answer}"
+            );
+        }
+    }
+}

@@ -63,6 +63,26 @@ methods = ["GET"]
 scopes = ["Models.Read", "Models.Invoke"]
 roles = ["Models.Invoke"]
 
+# The echo upstream again, called with the gateway's own token (a managed
+# identity of the dev issuer's) in place of the caller's.
+[[credentials]]
+name = "gateway"
+kind = "managed_identity"
+endpoint = "{issuer}/metadata/identity/oauth2/token"
+scope = "https://cognitiveservices.azure.com/.default"
+
+[[upstreams]]
+name = "as-gateway"
+url = "http://{upstream}"
+credential = "gateway"
+
+[[routes]]
+name = "as-gateway"
+prefix = "/as-gateway/"
+scopes = ["Models.Invoke"]
+roles = ["Models.Invoke"]
+upstream = "as-gateway"
+
 # The agent of `portcullis dev token --kind agent` (and agent-obo, agent-user).
 [[agents]]
 id = "{DEV_AGENT}"
@@ -193,6 +213,9 @@ Allowed: a user token with scope Models.Invoke calling a chat deployment
 
 Allowed: an app-only token with role Models.Invoke
   curl -i http://{gw}/openai/models -H "Authorization: Bearer {app}"
+
+The gateway's own token in place of yours: the echo shows the Authorization it got
+  curl -s http://{gw}/as-gateway/models -H "Authorization: Bearer {user}"
 
 Streaming: the upstream's server-sent events pass through as they are sent
   curl -N -X POST 'http://{gw}/openai/deployments/gpt-4o/chat/completions?events=3&interval_ms=200' -H "Accept: text/event-stream" -H "Authorization: Bearer {user}"

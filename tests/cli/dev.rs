@@ -93,6 +93,18 @@ async fn dev_mode_prints_commands_that_allow_and_deny() {
         )
         .await;
         statuses.push(resp.status().as_u16());
+        if url.contains("/as-gateway/") {
+            // The upstream got the gateway's own token, not the caller's.
+            let echo: serde_json::Value = serde_json::from_str(&support::text(resp).await).unwrap();
+            let got = echo["headers"]["authorization"][0].as_str().unwrap();
+            assert!(got.starts_with("Bearer "), "{echo}");
+            assert_ne!(
+                Some(&got[7..]),
+                token,
+                "the caller's token reached the upstream"
+            );
+            continue;
+        }
         if streams {
             // Three events 200 ms apart, then [DONE]; the first reaches the
             // client before the upstream has even sent the second (a
@@ -117,11 +129,12 @@ async fn dev_mode_prints_commands_that_allow_and_deny() {
             assert!(sent.elapsed() >= Duration::from_millis(400));
         }
     }
-    // As printed: user allowed, app allowed, a stream, expired refused, no
-    // token refused, public allowed, a minted (registered) agent allowed.
+    // As printed: user allowed, app allowed, the gateway's own token, a
+    // stream, expired refused, no token refused, public allowed, a minted
+    // (registered) agent allowed.
     assert_eq!(
         statuses,
-        vec![200, 200, 200, 401, 401, 200, 200],
+        vec![200, 200, 200, 200, 401, 401, 200, 200],
         "{commands:#?}"
     );
 }
