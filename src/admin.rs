@@ -122,6 +122,10 @@ impl Admin {
         let mut credentials = serde_json::Map::new();
         let mut credential_missing = false;
         for c in &snapshot.credentials {
+            if c.config().source.is_on_behalf_of() {
+                credentials.insert(c.name.to_string(), "per caller".into());
+                continue;
+            }
             let state = match c.status() {
                 (true, _) => "ok".to_owned(),
                 (false, None) => "not yet asked".to_owned(),

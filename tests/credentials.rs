@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 const SCOPE: &str = "https://cognitiveservices.azure.com/.default";
@@ -35,6 +35,7 @@ credential = "own"
 name = "models"
 prefix = "/openai"
 scopes = ["Models.Invoke"]
+roles = ["Models.Invoke"]
 upstream = "aoai"
 "#,
         upstream.addr
@@ -231,4 +232,91 @@ async fn a_failing_identity_endpoint_is_met_with_the_cached_token_or_503_and_bac
         "{}",
         records[0]
     );
+}
+
+/// A workload identity the gateway exchanges as, and the on-behalf-of
+/// credential (`own`) that exchanges the caller's token for Graph.
+fn on_behalf_of(idp: &TestIdp, token_file: &std::path::Path) -> String {
+    let client = workload_identity(idp, token_file).replace("name = \"own\"", "name = \"app\"");
+    format!(
+        "{client}\n[[credentials]]\nname = \"own\"\nkind = \"on_behalf_of\"\nclient = \"app\"\nscope = \"https://graph.microsoft.com/.default\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_users_token_is_exchanged_on_their_behalf_and_other_callers_are_refused() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "projected-1").unwrap();
+    idp.server.expect_assertion_from(&token_file);
+    let routes = routes(&on_behalf_of(&idp, &token_file), &upstream);
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+
+    // A user: the upstream gets a Graph token for that user, which never
+    // outlives the user's own.
+    let user = idp.token().claim("uti", "user-1").expires_in(120);
+    let user_exp = user.claims["exp"].as_u64().unwrap();
+    let echo = echoed(send(call(&gw, &user.sign())).await).await;
+    let derived = presented(&echo);
+    assert_eq!(derived["aud"], "https://graph.microsoft.com");
+    assert_eq!(derived["sub"], "690222be-ff1a-4d56-abd1-7e4f7d38e474");
+    assert!(derived["exp"].as_u64().unwrap() <= user_exp, "{derived}");
+    // Cached for that token.
+    assert_eq!(send(call(&gw, &user.sign())).await.status(), StatusCode::OK);
+    assert_eq!(idp.server.token_requests(), 1);
+
+    // An app-only caller is refused here, not sent to Entra.
+    let app = idp
+        .token()
+        .claim("idtyp", "app")
+        .without("scp")
+        .roles(&["Models.Invoke"])
+        .sign();
+    let resp = send(call(&gw, &app)).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let error: Value = serde_json::from_str(&text(resp).await).unwrap();
+    assert_eq!(error["error"]["code"], "obo_not_a_user");
+    assert_eq!(idp.server.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn conditional_access_at_the_exchange_becomes_the_callers_claims_challenge() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "projected-1").unwrap();
+    let routes = routes(&on_behalf_of(&idp, &token_file), &upstream);
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let claims = r#"{"access_token":{"capolids":{"essential":true,"values":["mfa-policy"]}}}"#;
+    idp.server.require_interaction(Some(claims));
+
+    // A client that answers claims challenges gets Entra's, as a 401.
+    let capable = idp
+        .token()
+        .claim("uti", "capable")
+        .claim("xms_cc", json!(["cp1"]))
+        .sign();
+    let resp = send(call(&gw, &capable)).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = challenge(resp.headers()).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(claims);
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{encoded}\""
+        )
+    );
+    // Another gets a 403 that says why.
+    let plain = idp.token().claim("uti", "plain").sign();
+    let resp = send(call(&gw, &plain)).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let error: Value = serde_json::from_str(&text(resp).await).unwrap();
+    assert_eq!(error["error"]["code"], "obo_interaction_required");
+    assert!(upstream.seen().is_empty(), "nothing reached the upstream");
+    let records = gw.audit_records(2).await;
+    assert_eq!(records[0]["reason"], "obo_claims_challenge");
+    assert_eq!(records[1]["reason"], "obo_interaction_required");
 }

@@ -408,6 +408,7 @@ pub struct CredentialFile {
     pub authority: Option<String>,
     pub endpoint: Option<String>,
     pub refresh_before: Option<String>,
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

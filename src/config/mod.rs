@@ -350,6 +350,20 @@ pub enum CredentialSource {
         /// `IDENTITY_HEADER` at start; `None` for IMDS (`Metadata: true`).
         identity_header: Option<String>,
     },
+    /// On-behalf-of: the caller's (delegated, user) token exchanged for
+    /// one to `scope`, the gateway authenticating as a workload identity's
+    /// app (the `client` credential's settings).
+    OnBehalfOf {
+        token_url: Uri,
+        client_id: String,
+        token_file: PathBuf,
+    },
+}
+
+impl CredentialSource {
+    pub fn is_on_behalf_of(&self) -> bool {
+        matches!(self, Self::OnBehalfOf { .. })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,6 +43,20 @@ const BACKOFF: [Duration; 5] = [
     Duration::from_secs(60),
 ];
 
+/// Why an on-behalf-of exchange gave no token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OboError {
+    #[error(transparent)]
+    Failed(#[from] CredentialError),
+    /// Entra asks the user for more first (Conditional Access,
+    /// `interaction_required`): its `claims`, as JSON text.
+    #[error("credential {credential}: the user must answer a claims challenge")]
+    ClaimsChallenge {
+        credential: Arc<str>,
+        claims: String,
+    },
+}
+
 /// Why no token could be had, as the record and the metrics name it: the
 /// Entra error (`AADSTS700024`, `invalid_client`) or what failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,7 +109,12 @@ pub struct Credential {
     /// Requests without a usable token wait here for one exchange.
     exchange: tokio::sync::Mutex<()>,
     observer: Arc<dyn CredentialObserver>,
+    /// On-behalf-of: the derived tokens, by the digest of the caller's.
+    derived: quick_cache::sync::Cache<[u8; 32], Arc<Token>>,
 }
+
+/// Derived tokens kept by one on-behalf-of credential.
+const DERIVED_CAPACITY: usize = 10_000;
 
 #[derive(Deserialize)]
 struct Answer {
@@ -131,6 +150,8 @@ impl Number {
 struct Refused {
     label: String,
     reason: String,
+    /// An `interaction_required` answer's claims challenge.
+    claims: Option<String>,
 }
 
 impl Refused {
@@ -138,12 +159,15 @@ impl Refused {
         Self {
             label: label.into(),
             reason: reason.into(),
+            claims: None,
         }
     }
 }
 
 #[derive(Deserialize)]
 struct Refusal {
+    #[serde(default)]
+    claims: Option<String>,
     #[serde(default)]
     error: Option<String>,
     #[serde(default)]
@@ -174,6 +198,7 @@ impl Credential {
             refreshing: AtomicBool::new(false),
             exchange: tokio::sync::Mutex::new(()),
             observer,
+            derived: quick_cache::sync::Cache::new(DERIVED_CAPACITY),
         })
     }
 
@@ -218,7 +243,7 @@ impl Credential {
     /// failure, with its backoff).
     async fn exchange_now(&self) -> Result<Presented, CredentialError> {
         let asked = Instant::now();
-        let answer = match tokio::time::timeout(EXCHANGE_TIMEOUT, self.ask()).await {
+        let answer = match tokio::time::timeout(EXCHANGE_TIMEOUT, self.ask(None)).await {
             Ok(answer) => answer,
             Err(_) => Err(Refused::new(
                 "timeout",
@@ -311,9 +336,96 @@ impl Credential {
         })
     }
 
+    /// The caller's (user) token exchanged for one to this credential's
+    /// scope, cached by the caller's token and never kept past it.
+    pub async fn on_behalf_of(
+        &self,
+        caller: &str,
+        caller_expires: std::time::SystemTime,
+    ) -> Result<Presented, OboError> {
+        let key: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, caller.as_bytes())
+                .as_ref()
+                .try_into()
+                .unwrap_or([0; 32]);
+        let now = Instant::now();
+        if let Some(token) = self
+            .derived
+            .get(&key)
+            .filter(|t| now + EXPIRY_MARGIN < t.expires)
+        {
+            return Ok(token.presented.clone());
+        }
+        let answer = match tokio::time::timeout(EXCHANGE_TIMEOUT, self.ask(Some(caller))).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Refused::new(
+                "timeout",
+                format!("no answer within {EXCHANGE_TIMEOUT:?}"),
+            )),
+        };
+        let token = answer.and_then(|a| self.token_of(a, now));
+        match token {
+            Ok(mut token) => {
+                self.observer.exchanged(&self.name, "ok");
+                // The derived token never outlives the caller's.
+                let left = caller_expires
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                token.expires = token.expires.min(now + left);
+                let presented = token.presented.clone();
+                self.derived.insert(key, Arc::new(token));
+                Ok(presented)
+            }
+            Err(refused) => {
+                self.observer.exchanged(&self.name, &refused.label);
+                match refused.claims {
+                    Some(claims) => Err(OboError::ClaimsChallenge {
+                        credential: self.name.clone(),
+                        claims,
+                    }),
+                    None => Err(OboError::Failed(self.error(refused.reason))),
+                }
+            }
+        }
+    }
+
     /// One request to the identity endpoint: its token answer, or why not.
-    async fn ask(&self) -> Result<Answer, Refused> {
+    /// `caller`: the token an on-behalf-of exchange is for.
+    async fn ask(&self, caller: Option<&str>) -> Result<Answer, Refused> {
         let request = match &self.config.source {
+            CredentialSource::OnBehalfOf {
+                token_url,
+                client_id,
+                token_file,
+            } => {
+                let Some(caller) = caller else {
+                    return Err(Refused::new(
+                        "invalid_request",
+                        "on-behalf-of needs a caller's token",
+                    ));
+                };
+                let assertion = tokio::fs::read_to_string(token_file).await.map_err(|e| {
+                    Refused::new(
+                        "token_file",
+                        format!("federated token file {}: {e}", token_file.display()),
+                    )
+                })?;
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("client_id", client_id)
+                    .append_pair("scope", &self.config.scope)
+                    .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+                    .append_pair("requested_token_use", "on_behalf_of")
+                    .append_pair("assertion", caller)
+                    .append_pair(
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    )
+                    .append_pair("client_assertion", assertion.trim())
+                    .finish();
+                Request::post(token_url.clone())
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Full::new(Bytes::from(form)))
+            }
             CredentialSource::WorkloadIdentity {
                 token_url,
                 client_id,
@@ -394,6 +506,10 @@ impl Credential {
                 .as_ref()
                 .and_then(|r| r.error_codes.first())
                 .map(|c| format!("AADSTS{c}"));
+            let claims = refusal
+                .as_ref()
+                .filter(|r| r.error.as_deref() == Some("interaction_required"))
+                .and_then(|r| r.claims.clone());
             let error = refusal.and_then(|r| r.error).unwrap_or_default();
             let named = format!("{} {error}", code.as_deref().unwrap_or(""));
             let label = code.unwrap_or_else(|| format!("status_{}", status.as_u16()));
@@ -401,7 +517,10 @@ impl Credential {
                 "" => status.to_string(),
                 named => format!("{status}: {named}"),
             };
-            return Err(Refused::new(label, reason));
+            return Err(Refused {
+                claims,
+                ..Refused::new(label, reason)
+            });
         }
         serde_json::from_slice(&body)
             .map_err(|_| Refused::new("invalid_answer", "the answer is not a token response"))

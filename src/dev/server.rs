@@ -56,6 +56,9 @@ struct TokenEndpoint {
     /// How long each answer takes.
     delay: Duration,
     failing: bool,
+    /// On-behalf-of answers `interaction_required` with these claims (JSON
+    /// text), as Entra does when Conditional Access wants more of the user.
+    interaction_required: Option<String>,
     /// Requests answered (or refused) so far.
     requests: u64,
 }
@@ -170,6 +173,12 @@ impl DevIssuer {
     pub fn set_token_delay(&self, delay: Duration) {
         lock(&self.state).tokens.delay = delay;
     }
+
+    /// On-behalf-of exchanges are answered `interaction_required` with
+    /// these claims (`None`: exchanged).
+    pub fn require_interaction(&self, claims: Option<&str>) {
+        lock(&self.state).tokens.interaction_required = claims.map(str::to_owned);
+    }
 }
 
 impl Drop for DevIssuer {
@@ -275,6 +284,7 @@ async fn own_token(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
     };
+    let mut caller_expires = None;
     let (audience, subject) = if managed {
         if !metadata {
             return refuse(
@@ -296,7 +306,10 @@ async fn own_token(
             field(query.as_bytes(), "client_id").unwrap_or_else(|| "system-assigned".into());
         (resource, client)
     } else {
-        if field(&body, "grant_type").as_deref() != Some("client_credentials") {
+        let grant = field(&body, "grant_type").unwrap_or_default();
+        let on_behalf_of = grant == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+            && field(&body, "requested_token_use").as_deref() == Some("on_behalf_of");
+        if grant != "client_credentials" && !on_behalf_of {
             return refuse(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
@@ -325,10 +338,46 @@ async fn own_token(
                 "The provided value for scope is not valid.",
             );
         };
-        (
-            resource.to_owned(),
-            field(&body, "client_id").unwrap_or_default(),
-        )
+        if !on_behalf_of {
+            (
+                resource.to_owned(),
+                field(&body, "client_id").unwrap_or_default(),
+            )
+        } else {
+            if let Some(claims) = &tokens.interaction_required {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "interaction_required",
+                        "error_description": "AADSTS50076: Due to a configuration change made by your administrator, you must use multi-factor authentication.",
+                        "error_codes": [50076], "claims": claims}),
+                );
+            }
+            // The user's token (verified by whoever sent it; read here).
+            let user_token = field(&body, "assertion").unwrap_or_default();
+            let payload = user_token
+                .split('.')
+                .nth(1)
+                .and_then(|p| {
+                    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, p)
+                        .ok()
+                })
+                .and_then(|p| serde_json::from_slice::<Value>(&p).ok());
+            let Some(user) = payload.filter(|p| p["idtyp"] == "user" || p.get("scp").is_some())
+            else {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    7000114,
+                    "Application is not allowed to make application on-behalf-of calls.",
+                );
+            };
+            caller_expires = user["exp"].as_u64();
+            let subject = user["oid"]
+                .as_str()
+                .or(user["sub"].as_str())
+                .unwrap_or_default();
+            (resource.to_owned(), subject.to_owned())
+        }
     };
     let key = lock(state).keys.first().cloned();
     let Some(key) = key else {
@@ -340,7 +389,10 @@ async fn own_token(
         );
     };
     let now = jsonwebtoken::get_current_timestamp();
-    let lifetime = tokens.lifetime_secs;
+    // A derived token never outlives the one it was derived from.
+    let lifetime = caller_expires.map_or(tokens.lifetime_secs, |exp| {
+        tokens.lifetime_secs.min(exp.saturating_sub(now))
+    });
     let token = key.sign(&json!({
         "iss": base, "aud": audience, "sub": subject, "oid": subject, "azp": subject,
         "idtyp": "app", "iat": now, "nbf": now, "exp": now + lifetime,

@@ -97,6 +97,16 @@ pub fn forward(
         } else {
             parts.version = upstream.version();
         }
+        // An on-behalf-of exchange is for the caller's own token.
+        let caller = target
+            .credential
+            .as_ref()
+            .filter(|c| c.config().source.is_on_behalf_of())
+            .and_then(|_| parts.headers.get(header::AUTHORIZATION))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().to_owned());
         if !grant.route().forwards_authorization() || target.credential.is_some() {
             // Why: the token is for us; the upstream must not be able to replay it.
             parts.headers.remove(header::AUTHORIZATION);
@@ -107,7 +117,13 @@ pub fn forward(
             // the caller sent (only ever on an allowed request: forwarding
             // needs a grant).
             parts.headers.remove("api-key");
-            let token = credential.authorization().await?;
+            let token = match (&caller, grant.claims()) {
+                (Some(caller), Some(claims)) => {
+                    let expires = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp());
+                    credential.on_behalf_of(caller, expires).await?
+                }
+                _ => credential.authorization().await?,
+            };
             parts.headers.insert(header::AUTHORIZATION, token.header);
             presented = Some(token.digest);
         }

@@ -248,6 +248,23 @@ impl Gateway {
                     let (grant, rewritten) = admitted.into_forwarding();
                     let version = parts.version;
                     let route = grant.route();
+                    // Why: Entra exchanges user tokens only; an app's or an
+                    // agent's is refused here, not sent to Entra.
+                    let on_behalf_of = ctx
+                        .snapshot
+                        .upstream_of(route)
+                        .credential
+                        .as_ref()
+                        .is_some_and(|c| c.config().source.is_on_behalf_of());
+                    if on_behalf_of
+                        && grant
+                            .claims()
+                            .is_some_and(|c| c.kind() != crate::token::IdentityKind::User)
+                    {
+                        break 'forward ctx
+                            .refuse_unread(Rejection::OboNotAUser, Some(route), inbound, version)
+                            .await;
+                    }
                     let limit = route.max_body_bytes();
                     if limit.is_some_and(|max| declared_length(&parts).is_some_and(|n| n > max)) {
                         break 'forward ctx
@@ -319,7 +336,9 @@ impl Gateway {
                         }
                         Err(error) => {
                             tracing::debug!(error = %error, route = route.name(), "forwarding failed");
-                            match client_fault(&error) {
+                            let capable =
+                                grant.claims().is_some_and(|c| c.handles_claims_challenge());
+                            match client_fault(&error, capable) {
                                 // The client's body, not the upstream, ended it.
                                 Some(rejection) => {
                                     let upstream = UpstreamInfo {
@@ -461,11 +480,21 @@ impl Context<'_> {
 }
 
 /// A forwarding error that is the client's doing: its body was larger than
-/// the route accepts, or broke its framing. Refused like any other request.
-fn client_fault(error: &ForwardError) -> Option<Rejection> {
+/// the route accepts, or broke its framing, or its user must answer a
+/// claims challenge before the token exchange. Refused like any other
+/// request (`capable`: the client declared it answers claims challenges).
+fn client_fault(error: &ForwardError, capable: bool) -> Option<Rejection> {
     match error {
         ForwardError::BodyTooLarge => Some(Rejection::BodyTooLarge),
         ForwardError::ClientBody(_) => Some(Rejection::BadRequestBody),
+        ForwardError::ClaimsChallenge(claims) => {
+            use base64::Engine;
+            let claims = base64::engine::general_purpose::STANDARD.encode(claims);
+            Some(Rejection::OboClaimsChallenge {
+                claims: Arc::from(claims),
+                capable,
+            })
+        }
         ForwardError::Connect(_)
         | ForwardError::Protocol(_)
         | ForwardError::Timeout(_)

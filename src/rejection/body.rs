@@ -129,6 +129,17 @@ fn constant(rejection: &Rejection) -> Option<&'static str> {
             "model_missing",
             "The request names no model (in its path, body or query)."
         ),
+        Rejection::OboNotAUser => envelope!(
+            "permission_error",
+            "obo_not_a_user",
+            "This API is called on behalf of a signed-in user: app-only and agent callers cannot use it."
+        ),
+        Rejection::OboClaimsChallenge { capable: true, .. } => envelope!(
+            "authentication_error",
+            "obo_claims_challenge",
+            "Additional authentication is required before this API can be called on your behalf: answer the claims challenge in WWW-Authenticate."
+        ),
+        Rejection::OboClaimsChallenge { capable: false, .. } => OBO_INTERACTION_REQUIRED,
         Rejection::StoreUnavailable => envelope!(
             "api_error",
             "store_unavailable",
@@ -206,6 +217,12 @@ fn mcp(f: McpFault) -> &'static str {
     }
 }
 
+const OBO_INTERACTION_REQUIRED: &str = envelope!(
+    "permission_error",
+    "obo_interaction_required",
+    "Entra requires more of the user (Conditional Access) before this API can be called on their behalf; sign in again with a client that answers claims challenges."
+);
+
 const BODY_TOO_LARGE: &str = envelope!(
     "invalid_request_error",
     "body_too_large",
@@ -239,6 +256,7 @@ pub(crate) fn forward(e: &ForwardError) -> &'static str {
         ),
         ForwardError::BodyTooLarge => BODY_TOO_LARGE,
         ForwardError::ClientBody(_) => BAD_REQUEST_BODY,
+        ForwardError::ClaimsChallenge(_) => OBO_INTERACTION_REQUIRED,
         ForwardError::Credential(_) => envelope!(
             "api_error",
             "upstream_credential_unavailable",
@@ -434,6 +452,7 @@ pub(crate) fn error_type(status: u16) -> &'static str {
     match status {
         401 => "authentication_error",
         403 => "permission_error",
+        429 => "rate_limit_error",
         500.. => "api_error",
         _ => "invalid_request_error",
     }

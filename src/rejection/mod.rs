@@ -79,6 +79,17 @@ pub enum Rejection {
         /// Until the budget's window renews.
         retry_after_secs: u64,
     },
+    /// The route's upstream is called on behalf of a user, and the caller
+    /// is not one (403): Entra exchanges user tokens only.
+    OboNotAUser,
+    /// Entra asks the user for more (Conditional Access) before it
+    /// exchanges their token: the claims challenge (401) to a client that
+    /// declared it answers them (`xms_cc` cp1), else 403.
+    OboClaimsChallenge {
+        /// The challenge's `claims`: base64 of Entra's JSON.
+        claims: Arc<str>,
+        capable: bool,
+    },
     /// The shared store (budgets, MCP session bindings) cannot be reached
     /// and is configured to deny (503 + Retry-After).
     StoreUnavailable,
@@ -144,6 +155,9 @@ impl Rejection {
             Self::BudgetExceeded { quota: false, .. } => "budget_rate_exceeded",
             Self::BudgetExceeded { quota: true, .. } => "budget_quota_exceeded",
             Self::StoreUnavailable => "store_unavailable",
+            Self::OboNotAUser => "obo_not_a_user",
+            Self::OboClaimsChallenge { capable: true, .. } => "obo_claims_challenge",
+            Self::OboClaimsChallenge { capable: false, .. } => "obo_interaction_required",
             Self::InvalidToken(e) => e.reason(),
             Self::Denied(d) => d.reason(),
             Self::KeysUnavailable => "keys_unavailable",
@@ -169,6 +183,10 @@ impl Rejection {
             // Why (as Azure API Management answers a spent token quota):
             // retrying before the window renews cannot succeed.
             Self::BudgetExceeded { quota: true, .. } => StatusCode::FORBIDDEN,
+            Self::OboNotAUser | Self::OboClaimsChallenge { capable: false, .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Self::OboClaimsChallenge { capable: true, .. } => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Denied(Denial::IssuerNotAccepted) => StatusCode::UNAUTHORIZED,
             // Why (Entra claims challenge): the step-up answer must be a 401.
@@ -275,6 +293,14 @@ impl Challenges {
                 claims_challenge: Some(policy),
                 ..
             }) => self.insufficient_claims.get(policy).cloned(),
+            // Entra's claims challenge format (base64: header-safe).
+            Rejection::OboClaimsChallenge {
+                claims,
+                capable: true,
+            } => HeaderValue::from_str(&format!(
+                "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{claims}\""
+            ))
+            .ok(),
             // The scope comes from the config (checked quoted-string safe).
             Rejection::McpScopeMissing { scope } => HeaderValue::from_str(&format!(
                 "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{scope}\"",
@@ -391,6 +417,24 @@ mod tests {
             Rejection::OriginNotAllowed,
             Rejection::KeysUnavailable,
             Rejection::AuditUnavailable,
+            Rejection::ModelInvalid,
+            Rejection::ModelMissing,
+            Rejection::BudgetExceeded {
+                budget: Arc::from("b"),
+                quota: false,
+                retry_after_secs: 7,
+            },
+            Rejection::BudgetExceeded {
+                budget: Arc::from("b"),
+                quota: true,
+                retry_after_secs: 7,
+            },
+            Rejection::StoreUnavailable,
+            Rejection::OboNotAUser,
+            Rejection::OboClaimsChallenge {
+                claims: Arc::from("e30="),
+                capable: true,
+            },
         ];
         rejections.extend(TokenError::ALL.map(Rejection::InvalidToken));
         rejections.extend(
@@ -405,6 +449,7 @@ mod tests {
                 Denial::AgentExpired,
                 Denial::AgentNotAllowed,
                 Denial::AgentPermissionMissing,
+                Denial::ModelNotAllowed,
                 Denial::GroupsOverage,
                 Denial::PolicyBlock(policy.clone()),
                 Denial::PolicyUnmet {
@@ -448,13 +493,29 @@ mod tests {
             ForwardError::Timeout(std::time::Duration::ZERO),
             ForwardError::BodyTooLarge,
             ForwardError::ClientBody(String::new()),
+            ForwardError::Credential(crate::credentials::CredentialError {
+                credential: Arc::from("c"),
+                reason: String::new(),
+            }),
+            ForwardError::ClaimsChallenge(String::new()),
         ] {
             check(body::forward(&e), e.status().as_u16(), e.reason());
         }
+        // The claims challenge to a client that cannot answer it has the
+        // forwarding error's body.
+        let unanswerable = Rejection::OboClaimsChallenge {
+            claims: Arc::from("e30="),
+            capable: false,
+        };
+        check(
+            std::str::from_utf8(&body::of(&unanswerable)).unwrap(),
+            403,
+            "obo_interaction_required",
+        );
         // Each reason in its own words (the 401 of a route's issuer list
         // and of the token check are one reason; a forwarding error that is
         // the client's has its rejection's).
-        assert_eq!(messages.len(), rejections.len() + 5 - 3);
+        assert_eq!(messages.len(), rejections.len() + 7 - 3);
     }
 
     #[test]

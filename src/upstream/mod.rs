@@ -42,6 +42,21 @@ pub enum ForwardError {
     /// The gateway's own credential for the upstream could not be had.
     #[error(transparent)]
     Credential(#[from] crate::credentials::CredentialError),
+    /// Entra asks the user for more before it exchanges their token
+    /// (on-behalf-of): the claims, as JSON text.
+    #[error("on-behalf-of: the user must answer a claims challenge")]
+    ClaimsChallenge(String),
+}
+
+impl From<crate::credentials::OboError> for ForwardError {
+    fn from(e: crate::credentials::OboError) -> Self {
+        match e {
+            crate::credentials::OboError::Failed(e) => Self::Credential(e),
+            crate::credentials::OboError::ClaimsChallenge { claims, .. } => {
+                Self::ClaimsChallenge(claims)
+            }
+        }
+    }
 }
 
 impl ForwardError {
@@ -52,6 +67,8 @@ impl ForwardError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientBody(_) => StatusCode::BAD_REQUEST,
             Self::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // Refused as the client's (see `proxy::client_fault`).
+            Self::ClaimsChallenge(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -63,6 +80,7 @@ impl ForwardError {
             Self::BodyTooLarge => "body_too_large",
             Self::ClientBody(_) => "bad_request_body",
             Self::Credential(_) => "upstream_credential_unavailable",
+            Self::ClaimsChallenge(_) => "obo_interaction_required",
         }
     }
 }

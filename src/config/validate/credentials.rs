@@ -23,7 +23,14 @@ pub(super) fn credentials_with(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<CredentialConfig> {
     let mut names = HashSet::new();
-    files
+    // On-behalf-of entries name their client: resolved once all are read.
+    let clients: Vec<(usize, Option<String>)> = files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.kind == "on_behalf_of")
+        .map(|(i, f)| (i, f.client.clone()))
+        .collect();
+    let mut out: Vec<CredentialConfig> = files
         .into_iter()
         .enumerate()
         .map(|(i, f)| {
@@ -106,14 +113,27 @@ pub(super) fn credentials_with(
                         identity_header: env("IDENTITY_HEADER").filter(|h| !h.is_empty()),
                     })
                 }
+                "on_behalf_of" => {
+                    if f.tenant.is_some() || f.token_file.is_some() || f.endpoint.is_some() {
+                        errs.push(
+                            format!("credentials[{i}]"),
+                            "an on_behalf_of credential authenticates as its client: set client, not tenant, token_file or endpoint",
+                        );
+                    }
+                    // Filled in from the client below.
+                    None
+                }
                 other => {
                     errs.push(
                         at("kind"),
-                        format!("{other:?} is not \"workload_identity\" or \"managed_identity\""),
+                        format!("{other:?} is not \"workload_identity\", \"managed_identity\" or \"on_behalf_of\""),
                     );
                     None
                 }
             };
+            if f.client.is_some() && f.kind != "on_behalf_of" {
+                errs.push(at("client"), "only with kind = \"on_behalf_of\"");
+            }
             let refresh_before = errs.duration(
                 &at("refresh_before"),
                 f.refresh_before.as_deref(),
@@ -130,7 +150,36 @@ pub(super) fn credentials_with(
                 refresh_before,
             }
         })
-        .collect()
+        .collect();
+    for (i, client) in clients {
+        let at = format!("credentials[{i}].client");
+        let Some(name) = client else {
+            errs.push(
+                at,
+                "required: the workload_identity credential the gateway exchanges as",
+            );
+            continue;
+        };
+        match out.iter().find(|c| c.name == name).map(|c| c.source.clone()) {
+            Some(CredentialSource::WorkloadIdentity {
+                token_url,
+                client_id,
+                token_file,
+            }) => {
+                out[i].source = CredentialSource::OnBehalfOf {
+                    token_url,
+                    client_id,
+                    token_file,
+                }
+            }
+            Some(_) => errs.push(
+                at,
+                format!("{name:?} is not a workload_identity credential (on-behalf-of needs the app's own client assertion)"),
+            ),
+            None => errs.push(at, format!("no credential named {name:?}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -178,6 +227,59 @@ mod tests {
             Path::new("/var/run/secrets/azure/tokens/azure-identity-token")
         );
         assert_eq!(c[0].refresh_before, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn on_behalf_of_exchanges_as_a_workload_identity_credential() {
+        let env = |name: &str| match name {
+            "AZURE_TENANT_ID" => Some("t1".to_owned()),
+            "AZURE_CLIENT_ID" => Some("app-1".to_owned()),
+            "AZURE_FEDERATED_TOKEN_FILE" => Some("/var/run/token".to_owned()),
+            _ => None,
+        };
+        let obo = |client: Option<&str>| CredentialFile {
+            name: format!("obo-{}", client.unwrap_or("none")),
+            kind: "on_behalf_of".into(),
+            client: client.map(str::to_owned),
+            scope: Some("https://graph.microsoft.com/.default".into()),
+            ..CredentialFile::default()
+        };
+        let mut mi = file("managed_identity");
+        mi.name = "mi".into();
+        let mut errs = Errors(Vec::new());
+        let c = credentials_with(
+            &mut errs,
+            vec![
+                obo(Some("aoai")),
+                file("workload_identity"),
+                mi,
+                obo(Some("mi")),
+                obo(None),
+                obo(Some("nope")),
+            ],
+            &env,
+        );
+        let CredentialSource::OnBehalfOf {
+            client_id,
+            token_url,
+            ..
+        } = &c[0].source
+        else {
+            panic!("on behalf of")
+        };
+        assert_eq!(client_id, "app-1");
+        assert!(token_url.to_string().ends_with("/t1/oauth2/v2.0/token"));
+        let errs: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
+        for expected in [
+            "credentials[3].client: \"mi\" is not a workload_identity credential",
+            "credentials[4].client: required",
+            "credentials[5].client: no credential named \"nope\"",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "{expected:?} not in {errs:#?}"
+            );
+        }
     }
 
     #[test]

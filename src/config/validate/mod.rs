@@ -152,7 +152,16 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
         .routes
         .into_iter()
         .enumerate()
-        .filter_map(|(i, r)| route(&mut errs, &format!("routes[{i}]"), r, &issuers, &upstreams))
+        .filter_map(|(i, r)| {
+            route(
+                &mut errs,
+                &format!("routes[{i}]"),
+                r,
+                &issuers,
+                &upstreams,
+                &credentials,
+            )
+        })
         .collect();
     let mut names = HashSet::new();
     for (i, r) in routes.iter().enumerate() {

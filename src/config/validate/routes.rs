@@ -8,6 +8,7 @@ pub(super) fn route(
     mut f: RouteFile,
     issuers: &[IssuerConfig],
     upstreams: &[UpstreamConfig],
+    credentials: &[super::super::CredentialConfig],
 ) -> Option<RouteConfig> {
     let before = errs.0.len();
     let is_mcp = f.mcp.is_some();
@@ -148,7 +149,9 @@ pub(super) fn route(
             None
         }),
         // `[upstream]` (`default`, first), or the one upstream there is.
-        None if upstreams.len() <= 1 || upstreams[0].name == "default" => Some(0),
+        // (None at all: reported as the missing [upstream] table.)
+        None if upstreams.is_empty() => None,
+        None if upstreams.len() == 1 || upstreams[0].name == "default" => Some(0),
         None => {
             errs.push(
                 format!("{at}.upstream"),
@@ -157,6 +160,30 @@ pub(super) fn route(
             None
         }
     };
+    let on_behalf_of = upstream
+        .and_then(|u| upstreams[u].credential)
+        .is_some_and(|c| {
+            credentials
+                .get(c)
+                .is_some_and(|c| c.source.is_on_behalf_of())
+        });
+    if on_behalf_of && f.public {
+        errs.push(
+            format!("{at}.public"),
+            "its upstream's credential is on_behalf_of: a public route has no caller's token to exchange",
+        );
+    }
+    if on_behalf_of
+        && f.kinds
+            .as_ref()
+            .is_some_and(|ks| !ks.iter().any(|k| k == "user"))
+    {
+        // Why: Entra exchanges user tokens only (AADSTS7000114 for an app).
+        errs.push(
+            format!("{at}.kinds"),
+            "its upstream's credential is on_behalf_of, which exchanges user tokens only: this route admits no user",
+        );
+    }
     if f.forward_authorization && upstream.is_some_and(|u| upstreams[u].credential.is_some()) {
         errs.push(
             format!("{at}.forward_authorization"),

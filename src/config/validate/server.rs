@@ -439,6 +439,14 @@ mod tests {
                 ),
                 "routes[0].forward_authorization: its upstream gets the gateway's own credential",
             ),
+            (
+                format!(
+                    "[[credentials]]\nname = \"app\"\nkind = \"workload_identity\"\ntenant = \"t\"\nclient_id = \"c\"\ntoken_file = \"/t\"\nscope = \"https://x/.default\"\n[[credentials]]\nname = \"own\"\nkind = \"on_behalf_of\"\nclient = \"app\"\nscope = \"https://graph.microsoft.com/.default\"\n{}{}",
+                    named.replace("host_header", "credential = \"own\"\nhost_header"),
+                    route("kinds = [\"app\"]\n").replace("public = true\n", "")
+                ),
+                "routes[0].kinds: its upstream's credential is on_behalf_of, which exchanges user tokens only",
+            ),
         ] {
             let errs = errors(&text);
             assert!(
