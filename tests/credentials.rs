@@ -112,6 +112,7 @@ async fn the_upstream_gets_the_gateways_own_token_and_never_the_callers() {
         "{digest}"
     );
     assert_eq!(records[1]["upstream"]["credential_token"], digest);
+    assert_eq!(records[0]["upstream"]["credential"], "own");
     let presented = echo["headers"]["authorization"][0].as_str().unwrap();
     let trail = std::fs::read_to_string(gw.audit_path()).unwrap();
     assert!(!trail.contains(&presented[7..]));
@@ -319,4 +320,82 @@ async fn conditional_access_at_the_exchange_becomes_the_callers_claims_challenge
     let records = gw.audit_records(2).await;
     assert_eq!(records[0]["reason"], "obo_claims_challenge");
     assert_eq!(records[1]["reason"], "obo_interaction_required");
+}
+
+#[tokio::test]
+async fn an_app_proves_itself_with_a_certificate_or_where_allowed_a_secret() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gateway-app".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+    idp.server.expect_assertion_key(&key.public_key_pem());
+    idp.server.expect_client_secret("s3cret");
+    let app = |kind: &str, proof: &str| {
+        format!(
+            "[[credentials]]\nname = \"own\"\nkind = \"{kind}\"\ntenant = \"{TENANT}\"\nclient_id = \"gateway-app\"\nauthority = \"{}/\"\nscope = \"{SCOPE}\"\n{proof}",
+            idp.url()
+        )
+    };
+    let certificate = app(
+        "client_certificate",
+        &format!(
+            "certificate = \"{}\"\nkey = \"{}\"\n",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display()
+        ),
+    );
+    let secret = app(
+        "client_secret",
+        &format!(
+            "secret_file = \"{}\"\nallow_client_secret = true\n",
+            dir.path().join("secret").display()
+        ),
+    );
+    for credential in [certificate, secret] {
+        let routes = routes(&credential, &upstream);
+        let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+        let echo = echoed(send(call(&gw, &idp.token().sign())).await).await;
+        assert_eq!(presented(&echo)["sub"], "gateway-app", "{credential}");
+    }
+    // A key the endpoint does not know is refused as Entra would.
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    idp.server.expect_assertion_key(&other.public_key_pem());
+    let certificate = app(
+        "client_certificate",
+        &format!(
+            "certificate = \"{}\"\nkey = \"{}\"\n",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display()
+        ),
+    );
+    let routes = routes(&certificate, &upstream);
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let resp = send(call(&gw, &idp.token().sign())).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let series = "gateway_credential_exchanges_total{credential=\"own\",result=\"AADSTS700027\"}";
+    assert_eq!(gw.metric(series).await, 1);
+}
+
+#[tokio::test]
+async fn a_redirect_from_the_identity_endpoint_is_not_followed() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let elsewhere = TestUpstream::start().await;
+    idp.server
+        .redirect_tokens_to(Some(&format!("http://{}/steal", elsewhere.addr)));
+    let routes = routes(&managed_identity(&idp), &upstream);
+    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let resp = send(call(&gw, &idp.token().sign())).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(elsewhere.seen().is_empty(), "the redirect was followed");
+    assert!(upstream.seen().is_empty());
+    let series = "gateway_credential_exchanges_total{credential=\"own\",result=\"status_302\"}";
+    assert_eq!(gw.metric(series).await, 1);
 }

@@ -212,8 +212,10 @@ impl Record {
             Some(u) => {
                 w.raw(b"{\"name\":");
                 w.str(&u.name)?;
+                w.raw(b",\"credential\":");
+                w.opt_str(u.credential.as_ref().map(|(name, _)| &**name))?;
                 w.raw(b",\"credential_token\":");
-                w.opt_str(u.credential.as_deref())?;
+                w.opt_str(u.credential.as_ref().map(|(_, digest)| &**digest))?;
                 w.raw(b",\"status\":");
                 w.opt_num(u.status)?;
                 w.raw(b",\"duration_ms\":");

@@ -114,9 +114,9 @@ impl RequestInfo {
 pub struct UpstreamInfo {
     /// Which upstream (`default` for `[upstream]`).
     pub name: Arc<str>,
-    /// The digest of the gateway's own token it was sent, if the upstream
-    /// has a credential.
-    pub credential: Option<Arc<str>>,
+    /// The gateway's own credential it was sent, if the upstream has one:
+    /// its name and the token's digest.
+    pub credential: Option<(Arc<str>, Arc<str>)>,
     pub status: Option<u16>,
     pub duration: Option<Duration>,
     /// Why forwarding failed (connect error, timeout); internal detail that

@@ -409,6 +409,10 @@ pub struct CredentialFile {
     pub endpoint: Option<String>,
     pub refresh_before: Option<String>,
     pub client: Option<String>,
+    pub certificate: Option<String>,
+    pub key: Option<String>,
+    pub secret_file: Option<String>,
+    pub allow_client_secret: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

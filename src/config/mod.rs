@@ -332,13 +332,12 @@ pub struct CredentialConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CredentialSource {
-    /// Kubernetes workload identity: the projected service-account token
-    /// (re-read for every exchange) as the client assertion of a client
-    /// credentials grant at `token_url`.
-    WorkloadIdentity {
+    /// The client credentials grant at `token_url`, the gateway's app
+    /// authenticated by `auth` (workload identity, a certificate, a secret).
+    ClientCredentials {
         token_url: Uri,
         client_id: String,
-        token_file: PathBuf,
+        auth: ClientAuth,
     },
     /// A managed identity: the instance metadata endpoint (or the App
     /// Service / Container Apps identity endpoint), asked for `resource`.
@@ -351,13 +350,27 @@ pub enum CredentialSource {
         identity_header: Option<String>,
     },
     /// On-behalf-of: the caller's (delegated, user) token exchanged for
-    /// one to `scope`, the gateway authenticating as a workload identity's
-    /// app (the `client` credential's settings).
+    /// one to `scope`, the gateway authenticating as the `client`
+    /// credential's app.
     OnBehalfOf {
         token_url: Uri,
         client_id: String,
-        token_file: PathBuf,
+        auth: ClientAuth,
     },
+}
+
+/// How the gateway's app proves itself at the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Kubernetes workload identity: the projected service-account token
+    /// as client assertion, re-read for every exchange.
+    FederatedToken(PathBuf),
+    /// A client assertion the gateway signs with a certificate's key
+    /// (both read for every exchange: they are rotated in place).
+    Certificate { certificate: PathBuf, key: PathBuf },
+    /// A client secret, read from a file for every exchange (allowed only
+    /// with `allow_client_secret`).
+    Secret(PathBuf),
 }
 
 impl CredentialSource {

@@ -26,7 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use crate::config::{CredentialConfig, CredentialSource};
+use crate::config::{ClientAuth, CredentialConfig, CredentialSource};
 
 /// One exchange, from request to the answer's last byte.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +34,8 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// A token this close to its expiry is no longer presented.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+/// The longest an endpoint's `Retry-After` holds the next attempt back.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// Waits between failed attempts (the instance metadata service's advice).
 const BACKOFF: [Duration; 5] = [
     Duration::from_secs(2),
@@ -152,6 +154,8 @@ struct Refused {
     reason: String,
     /// An `interaction_required` answer's claims challenge.
     claims: Option<String>,
+    /// How long the endpoint asked the gateway to wait (`Retry-After`).
+    retry_after: Option<Duration>,
 }
 
 impl Refused {
@@ -160,8 +164,76 @@ impl Refused {
             label: label.into(),
             reason: reason.into(),
             claims: None,
+            retry_after: None,
         }
     }
+}
+
+/// How the gateway's app proves itself: its client assertion (the
+/// projected token, or one it signs with its certificate) or its secret,
+/// each read from its files for this exchange.
+async fn client_authentication(
+    auth: &ClientAuth,
+    client_id: &str,
+    token_url: &Uri,
+) -> Result<Vec<(&'static str, String)>, Refused> {
+    let read = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        async move {
+            tokio::fs::read_to_string(&path)
+                .await
+                .map_err(|e| Refused::new("token_file", format!("{}: {e}", path.display())))
+        }
+    };
+    let assertion = match auth {
+        ClientAuth::Secret(file) => {
+            return Ok(vec![("client_secret", read(file).await?.trim().to_owned())]);
+        }
+        ClientAuth::FederatedToken(file) => read(file).await?.trim().to_owned(),
+        ClientAuth::Certificate { certificate, key } => {
+            let certificate = read(certificate).await?;
+            let key = read(key).await?;
+            signed_assertion(&certificate, &key, client_id, token_url)?
+        }
+    };
+    Ok(vec![
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+        ),
+        ("client_assertion", assertion),
+    ])
+}
+
+/// A client assertion for a certificate credential, as Entra takes it: a
+/// JWT for the token endpoint (`aud`), from and about the app (`iss`,
+/// `sub`), valid ten minutes, signed with the certificate's RSA key and
+/// naming the certificate by its SHA-256 thumbprint (`x5t#S256`).
+fn signed_assertion(
+    certificate: &str,
+    key: &str,
+    client_id: &str,
+    token_url: &Uri,
+) -> Result<String, Refused> {
+    let bad = |what: String| Refused::new("certificate", what);
+    let der = pem::parse(certificate.as_bytes())
+        .map_err(|e| bad(format!("certificate: {e}")))?
+        .into_contents();
+    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes())
+        .map_err(|e| bad(format!("key: {e}")))?;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.x5t_s256 = Some(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        thumbprint.as_ref(),
+    ));
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({
+        "aud": token_url.to_string(), "iss": client_id, "sub": client_id,
+        "jti": format!("{:032x}", fastrand::u128(..)),
+        "iat": now, "nbf": now, "exp": now + 600,
+    });
+    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| bad(format!("signing: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -261,15 +333,18 @@ impl Credential {
             }
             Err(refused) => {
                 self.observer.exchanged(&self.name, &refused.label);
-                Err(self.failed(refused.reason))
+                Err(self.failed(refused.reason, refused.retry_after))
             }
         }
     }
 
-    fn failed(&self, reason: String) -> CredentialError {
+    /// Notes a failed exchange: no new attempt before the backoff ends, or
+    /// later if the endpoint asked (`Retry-After`, up to five minutes).
+    fn failed(&self, reason: String, retry_after: Option<Duration>) -> CredentialError {
         let mut failure = lock(&self.failure);
         let attempts = failure.as_ref().map_or(0, |f| f.attempts) + 1;
-        let wait = BACKOFF[(attempts - 1).min(BACKOFF.len() - 1)];
+        let wait = BACKOFF[(attempts - 1).min(BACKOFF.len() - 1)]
+            .max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
         tracing::warn!(credential = %self.name, reason, retry_in = ?wait, "upstream credential refused");
         *failure = Some(Failure {
             reason: reason.clone(),
@@ -396,7 +471,7 @@ impl Credential {
             CredentialSource::OnBehalfOf {
                 token_url,
                 client_id,
-                token_file,
+                auth,
             } => {
                 let Some(caller) = caller else {
                     return Err(Refused::new(
@@ -404,53 +479,32 @@ impl Credential {
                         "on-behalf-of needs a caller's token",
                     ));
                 };
-                let assertion = tokio::fs::read_to_string(token_file).await.map_err(|e| {
-                    Refused::new(
-                        "token_file",
-                        format!("federated token file {}: {e}", token_file.display()),
-                    )
-                })?;
-                let form = form_urlencoded::Serializer::new(String::new())
-                    .append_pair("client_id", client_id)
+                let proof = client_authentication(auth, client_id, token_url).await?;
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                form.append_pair("client_id", client_id)
                     .append_pair("scope", &self.config.scope)
                     .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
                     .append_pair("requested_token_use", "on_behalf_of")
                     .append_pair("assertion", caller)
-                    .append_pair(
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    )
-                    .append_pair("client_assertion", assertion.trim())
-                    .finish();
+                    .extend_pairs(proof);
                 Request::post(token_url.clone())
                     .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(Full::new(Bytes::from(form)))
+                    .body(Full::new(Bytes::from(form.finish())))
             }
-            CredentialSource::WorkloadIdentity {
+            CredentialSource::ClientCredentials {
                 token_url,
                 client_id,
-                token_file,
+                auth,
             } => {
-                // Read for every exchange: the kubelet rotates it.
-                let assertion = tokio::fs::read_to_string(token_file).await.map_err(|e| {
-                    Refused::new(
-                        "token_file",
-                        format!("federated token file {}: {e}", token_file.display()),
-                    )
-                })?;
-                let form = form_urlencoded::Serializer::new(String::new())
-                    .append_pair("client_id", client_id)
+                let proof = client_authentication(auth, client_id, token_url).await?;
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                form.append_pair("client_id", client_id)
                     .append_pair("scope", &self.config.scope)
                     .append_pair("grant_type", "client_credentials")
-                    .append_pair(
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    )
-                    .append_pair("client_assertion", assertion.trim())
-                    .finish();
+                    .extend_pairs(proof);
                 Request::post(token_url.clone())
                     .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(Full::new(Bytes::from(form)))
+                    .body(Full::new(Bytes::from(form.finish())))
             }
             CredentialSource::ManagedIdentity {
                 endpoint,
@@ -492,6 +546,12 @@ impl Credential {
             )
         })?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
@@ -519,6 +579,7 @@ impl Credential {
             };
             return Err(Refused {
                 claims,
+                retry_after,
                 ..Refused::new(label, reason)
             });
         }
@@ -619,6 +680,17 @@ mod tests {
             expires <= minutes(60) && expires >= minutes(59),
             "{expires:?}"
         );
+    }
+
+    #[test]
+    fn a_token_is_presented_until_thirty_seconds_before_it_expires() {
+        let c = credential();
+        let asked = Instant::now();
+        let answer = serde_json::from_str(r#"{"access_token":"t","expires_in":40}"#).unwrap();
+        let token = c.token_of(answer, asked).ok().unwrap();
+        *lock(&c.token) = Some(Arc::new(token));
+        assert!(c.usable(asked + Duration::from_secs(9)).is_some());
+        assert!(c.usable(asked + Duration::from_secs(10)).is_none());
     }
 
     #[test]

@@ -59,6 +59,13 @@ struct TokenEndpoint {
     /// On-behalf-of answers `interaction_required` with these claims (JSON
     /// text), as Entra does when Conditional Access wants more of the user.
     interaction_required: Option<String>,
+    /// A signed client assertion (a certificate credential's) must verify
+    /// with this public key (PEM).
+    assertion_key: Option<String>,
+    /// A client secret must be this.
+    client_secret: Option<String>,
+    /// Every token request is redirected here (302).
+    redirect: Option<String>,
     /// Requests answered (or refused) so far.
     requests: u64,
 }
@@ -174,6 +181,22 @@ impl DevIssuer {
         lock(&self.state).tokens.delay = delay;
     }
 
+    /// Signed client assertions (certificate credentials) must verify with
+    /// this RSA public key (PEM).
+    pub fn expect_assertion_key(&self, public_pem: &str) {
+        lock(&self.state).tokens.assertion_key = Some(public_pem.to_owned());
+    }
+
+    /// Every token request is answered with a redirect to `url`.
+    pub fn redirect_tokens_to(&self, url: Option<&str>) {
+        lock(&self.state).tokens.redirect = url.map(str::to_owned);
+    }
+
+    /// Client secrets must be this one.
+    pub fn expect_client_secret(&self, secret: &str) {
+        lock(&self.state).tokens.client_secret = Some(secret.to_owned());
+    }
+
     /// On-behalf-of exchanges are answered `interaction_required` with
     /// these claims (`None`: exchanged).
     pub fn require_interaction(&self, claims: Option<&str>) {
@@ -257,6 +280,13 @@ async fn own_token(
         s.tokens.clone()
     };
     tokio::time::sleep(tokens.delay).await;
+    if let Some(url) = &tokens.redirect {
+        let mut resp = json_response(StatusCode::FOUND, &json!({}));
+        if let Ok(location) = header::HeaderValue::from_str(url) {
+            resp.headers_mut().insert(header::LOCATION, location);
+        }
+        return resp;
+    }
     if tokens.failing {
         return refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -266,6 +296,7 @@ async fn own_token(
         );
     }
     let managed = req.method() == Method::GET;
+    let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let metadata = req.headers().get("metadata").is_some_and(|v| v == "true");
     let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
@@ -318,7 +349,35 @@ async fn own_token(
             );
         }
         let assertion = field(&body, "client_assertion").unwrap_or_default();
-        if let Some(file) = &tokens.assertion_file {
+        let client_id = field(&body, "client_id").unwrap_or_default();
+        if let Some(secret) = field(&body, "client_secret") {
+            if tokens.client_secret.as_deref() != Some(secret.as_str()) {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    7000215,
+                    "Invalid client secret provided.",
+                );
+            }
+        } else if let Some(public) = &tokens.assertion_key {
+            // A certificate's assertion: signed by its key, for this
+            // endpoint, from the app.
+            let key = jsonwebtoken::DecodingKey::from_rsa_pem(public.as_bytes());
+            let mut validation = jsonwebtoken::Validation::new(Algorithm::RS256);
+            validation.set_audience(&[format!("{base}{path}")]);
+            validation.set_issuer(&[client_id.as_str()]);
+            let verified = key
+                .ok()
+                .and_then(|key| jsonwebtoken::decode::<Value>(&assertion, &key, &validation).ok());
+            if verified.is_none_or(|v| v.header.x5t_s256.is_none()) {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    700027,
+                    "Client assertion failed signature validation.",
+                );
+            }
+        } else if let Some(file) = &tokens.assertion_file {
             let expected = std::fs::read_to_string(file).unwrap_or_default();
             if assertion != expected.trim() {
                 return refuse(
@@ -339,10 +398,7 @@ async fn own_token(
             );
         };
         if !on_behalf_of {
-            (
-                resource.to_owned(),
-                field(&body, "client_id").unwrap_or_default(),
-            )
+            (resource.to_owned(), client_id)
         } else {
             if let Some(claims) = &tokens.interaction_required {
                 return json_response(

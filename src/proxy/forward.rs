@@ -34,8 +34,9 @@ pub struct Forwarded {
     pub elapsed: Duration,
     /// Set when the upstream switched protocols: the tunnel to run.
     pub upgrade: Option<Upgrade>,
-    /// The gateway's own token it was sent, by its digest.
-    pub credential: Option<Arc<str>>,
+    /// The gateway's own credential it was sent: its name, and the
+    /// token's digest.
+    pub credential: Option<(Arc<str>, Arc<str>)>,
 }
 
 /// Forwards the request and returns the upstream's response, streaming.
@@ -125,7 +126,7 @@ pub fn forward(
                 _ => credential.authorization().await?,
             };
             parts.headers.insert(header::AUTHORIZATION, token.header);
-            presented = Some(token.digest);
+            presented = Some((credential.name.clone(), token.digest));
         }
         set_identity_headers(&mut parts.headers, &snapshot.identity_headers, grant);
         let trusted = is_trusted(&snapshot.trusted_proxies, conn.peer.ip());

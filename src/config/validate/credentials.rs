@@ -5,7 +5,7 @@
 //! `IDENTITY_HEADER` for App Service and Container Apps).
 
 use super::super::file::CredentialFile;
-use super::super::{CredentialConfig, CredentialSource};
+use super::super::{ClientAuth, CredentialConfig, CredentialSource};
 use std::path::PathBuf;
 
 use super::*;
@@ -13,13 +13,18 @@ use super::*;
 /// The instance metadata service's token endpoint.
 pub const IMDS: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 
-pub(super) fn credentials(errs: &mut Errors, files: Vec<CredentialFile>) -> Vec<CredentialConfig> {
-    credentials_with(errs, files, &|name| std::env::var(name).ok())
+pub(super) fn credentials(
+    errs: &mut Errors,
+    files: Vec<CredentialFile>,
+    base: &Path,
+) -> Vec<CredentialConfig> {
+    credentials_with(errs, files, base, &|name| std::env::var(name).ok())
 }
 
 pub(super) fn credentials_with(
     errs: &mut Errors,
     files: Vec<CredentialFile>,
+    base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<CredentialConfig> {
     let mut names = HashSet::new();
@@ -54,14 +59,12 @@ pub(super) fn credentials_with(
             }
             let setting = |value: Option<String>, var: &str| value.or_else(|| env(var)).filter(|v| !v.is_empty());
             let source = match f.kind.as_str() {
-                "workload_identity" => {
+                kind @ ("workload_identity" | "client_certificate" | "client_secret") => {
                     let tenant = setting(f.tenant, "AZURE_TENANT_ID");
                     let client_id = setting(f.client_id, "AZURE_CLIENT_ID");
-                    let token_file = setting(f.token_file, "AZURE_FEDERATED_TOKEN_FILE");
                     for (field, value, var) in [
                         ("tenant", &tenant, "AZURE_TENANT_ID"),
                         ("client_id", &client_id, "AZURE_CLIENT_ID"),
-                        ("token_file", &token_file, "AZURE_FEDERATED_TOKEN_FILE"),
                     ] {
                         if value.is_none() {
                             errs.push(at(field), format!("required (or {var} in the environment)"));
@@ -73,12 +76,53 @@ pub(super) fn credentials_with(
                         let url = format!("{}/{t}/oauth2/v2.0/token", authority.trim_end_matches('/'));
                         errs.fetch_url(&at("authority"), &url)
                     });
-                    match (token_url, client_id, token_file) {
-                        (Some(token_url), Some(client_id), Some(token_file)) => {
-                            Some(CredentialSource::WorkloadIdentity {
+                    let auth = match kind {
+                        "workload_identity" => {
+                            let file = setting(f.token_file, "AZURE_FEDERATED_TOKEN_FILE");
+                            if file.is_none() {
+                                errs.push(at("token_file"), "required (or AZURE_FEDERATED_TOKEN_FILE in the environment)");
+                            }
+                            // Not checked here: it exists in the pod only.
+                            file.map(|f| ClientAuth::FederatedToken(PathBuf::from(f)))
+                        }
+                        "client_certificate" => {
+                            let mut file = |field: &str, value: Option<String>| match value {
+                                Some(v) => Some(existing_file(errs, &at(field), &v, base)),
+                                None => {
+                                    errs.push(at(field), "required: a PEM file");
+                                    None
+                                }
+                            };
+                            let certificate = file("certificate", f.certificate);
+                            let key = file("key", f.key);
+                            certificate
+                                .zip(key)
+                                .map(|(certificate, key)| ClientAuth::Certificate { certificate, key })
+                        }
+                        _ => {
+                            if f.allow_client_secret != Some(true) {
+                                // Why: a secret is a standing credential; one
+                                // that leaks works until someone rotates it.
+                                errs.push(
+                                    at("allow_client_secret"),
+                                    "a client secret is a standing credential: use workload identity, a managed identity or a certificate, or set allow_client_secret = true (development)",
+                                );
+                            }
+                            match f.secret_file {
+                                Some(v) => Some(ClientAuth::Secret(existing_file(errs, &at("secret_file"), &v, base))),
+                                None => {
+                                    errs.push(at("secret_file"), "required: a file holding the secret");
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    match (token_url, client_id, auth) {
+                        (Some(token_url), Some(client_id), Some(auth)) => {
+                            Some(CredentialSource::ClientCredentials {
                                 token_url,
                                 client_id,
-                                token_file: PathBuf::from(token_file),
+                                auth,
                             })
                         }
                         _ => None,
@@ -126,7 +170,7 @@ pub(super) fn credentials_with(
                 other => {
                     errs.push(
                         at("kind"),
-                        format!("{other:?} is not \"workload_identity\", \"managed_identity\" or \"on_behalf_of\""),
+                        format!("{other:?} is not \"workload_identity\", \"managed_identity\", \"client_certificate\", \"client_secret\" or \"on_behalf_of\""),
                     );
                     None
                 }
@@ -161,20 +205,20 @@ pub(super) fn credentials_with(
             continue;
         };
         match out.iter().find(|c| c.name == name).map(|c| c.source.clone()) {
-            Some(CredentialSource::WorkloadIdentity {
+            Some(CredentialSource::ClientCredentials {
                 token_url,
                 client_id,
-                token_file,
+                auth,
             }) => {
                 out[i].source = CredentialSource::OnBehalfOf {
                     token_url,
                     client_id,
-                    token_file,
+                    auth,
                 }
             }
             Some(_) => errs.push(
                 at,
-                format!("{name:?} is not a workload_identity credential (on-behalf-of needs the app's own client assertion)"),
+                format!("{name:?} is not an app's credential (workload_identity, client_certificate or client_secret): on-behalf-of needs the app itself"),
             ),
             None => errs.push(at, format!("no credential named {name:?}")),
         }
@@ -207,12 +251,17 @@ mod tests {
             _ => None,
         };
         let mut errs = Errors(Vec::new());
-        let c = credentials_with(&mut errs, vec![file("workload_identity")], &env);
+        let c = credentials_with(
+            &mut errs,
+            vec![file("workload_identity")],
+            Path::new("."),
+            &env,
+        );
         assert!(errs.0.is_empty(), "{:?}", errs.0);
-        let CredentialSource::WorkloadIdentity {
+        let CredentialSource::ClientCredentials {
             token_url,
             client_id,
-            token_file,
+            auth: ClientAuth::FederatedToken(token_file),
         } = &c[0].source
         else {
             panic!("workload identity")
@@ -257,6 +306,7 @@ mod tests {
                 obo(None),
                 obo(Some("nope")),
             ],
+            Path::new("."),
             &env,
         );
         let CredentialSource::OnBehalfOf {
@@ -271,7 +321,7 @@ mod tests {
         assert!(token_url.to_string().ends_with("/t1/oauth2/v2.0/token"));
         let errs: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
         for expected in [
-            "credentials[3].client: \"mi\" is not a workload_identity credential",
+            "credentials[3].client: \"mi\" is not an app's credential",
             "credentials[4].client: required",
             "credentials[5].client: no credential named \"nope\"",
         ] {
@@ -289,9 +339,21 @@ mod tests {
         mi.endpoint = Some("http://metadata.example/token".into());
         let mut bad_scope = file("managed_identity");
         bad_scope.scope = Some("https://cognitiveservices.azure.com".into());
+        let mut secret = file("client_secret");
+        secret.name = "secret".into();
+        secret.tenant = Some("t".into());
+        secret.client_id = Some("c".into());
+        secret.secret_file = Some("/nonexistent/secret".into());
         credentials_with(
             &mut errs,
-            vec![file("workload_identity"), mi, bad_scope, file("api_key")],
+            vec![
+                file("workload_identity"),
+                mi,
+                bad_scope,
+                file("api_key"),
+                secret,
+            ],
+            Path::new("."),
             &|_| None,
         );
         let errs: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
@@ -303,6 +365,10 @@ mod tests {
             "credentials[1].name: duplicate credential name",
             "credentials[2].scope: required: the resource and /.default",
             "credentials[3].kind: \"api_key\" is not",
+            "credentials[4].allow_client_secret: a client secret is a standing credential",
+            "credentials[4].secret_file:",
+            "credentials[4].allow_client_secret: a client secret is a standing credential",
+            "credentials[4].secret_file:",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),

@@ -137,7 +137,7 @@ impl Errors {
 pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigErrors> {
     let mut errs = Errors(Vec::new());
     let server = server(&mut errs, file.server, base);
-    let credentials = credentials::credentials(&mut errs, file.credentials);
+    let credentials = credentials::credentials(&mut errs, file.credentials, base);
     let upstreams = upstreams(&mut errs, file.upstream, file.upstreams, base, &credentials);
     let issuers_in_file = file.issuers.len();
     let issuers: Vec<_> = file
