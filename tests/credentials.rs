@@ -73,16 +73,44 @@ fn presented(echo: &Value) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-#[tokio::test]
-async fn the_upstream_gets_the_gateways_own_token_and_never_the_callers() {
+/// An issuer with its token endpoints, an upstream, a projected token
+/// file (`projected-1`, which the issuer checks the assertion against) and
+/// the gateway with the credential `credential` writes for them.
+struct Stack {
+    idp: TestIdp,
+    upstream: TestUpstream,
+    gw: TestGateway,
+    token_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn stack(credential: fn(&TestIdp, &std::path::Path) -> String) -> Stack {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
     let dir = temp_dir();
     let token_file = dir.path().join("azure-identity-token");
     std::fs::write(&token_file, "projected-1").unwrap();
     idp.server.expect_assertion_from(&token_file);
-    let routes = routes(&workload_identity(&idp, &token_file), &upstream);
+    let routes = routes(&credential(&idp, &token_file), &upstream);
     let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    Stack {
+        idp,
+        upstream,
+        gw,
+        token_file,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn the_upstream_gets_the_gateways_own_token_and_never_the_callers() {
+    let Stack {
+        idp,
+        upstream,
+        gw,
+        token_file: _,
+        _dir,
+    } = stack(workload_identity).await;
     let caller = idp.token().sign();
 
     let echo = echoed(send(call(&gw, &caller)).await).await;
@@ -122,16 +150,15 @@ async fn the_upstream_gets_the_gateways_own_token_and_never_the_callers() {
 
 #[tokio::test]
 async fn the_projected_token_is_read_again_for_every_exchange() {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let dir = temp_dir();
-    let token_file = dir.path().join("azure-identity-token");
-    std::fs::write(&token_file, "projected-1").unwrap();
-    idp.server.expect_assertion_from(&token_file);
+    let Stack {
+        idp,
+        upstream: _upstream,
+        gw,
+        token_file,
+        _dir,
+    } = stack(workload_identity).await;
     // Tokens too short to keep: every request is an exchange.
     idp.server.set_token_lifetime(5);
-    let routes = routes(&workload_identity(&idp, &token_file), &upstream);
-    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
     let caller = idp.token().sign();
     assert_eq!(send(call(&gw, &caller)).await.status(), StatusCode::OK);
     // The kubelet rotates the file: a gateway that kept the old one would
@@ -143,10 +170,13 @@ async fn the_projected_token_is_read_again_for_every_exchange() {
 
 #[tokio::test]
 async fn a_token_is_refreshed_ahead_of_its_expiry_once_while_requests_go_on() {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let routes = routes(&managed_identity(&idp), &upstream);
-    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let Stack {
+        idp,
+        upstream: _upstream,
+        gw,
+        token_file: _,
+        _dir,
+    } = stack(|idp, _| managed_identity(idp)).await;
     let caller = idp.token().sign();
     // The identity platform asks for a refresh at once; the refresh is slow.
     idp.server.set_token_refresh_in(Some(0));
@@ -246,14 +276,13 @@ fn on_behalf_of(idp: &TestIdp, token_file: &std::path::Path) -> String {
 
 #[tokio::test]
 async fn a_users_token_is_exchanged_on_their_behalf_and_other_callers_are_refused() {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let dir = temp_dir();
-    let token_file = dir.path().join("azure-identity-token");
-    std::fs::write(&token_file, "projected-1").unwrap();
-    idp.server.expect_assertion_from(&token_file);
-    let routes = routes(&on_behalf_of(&idp, &token_file), &upstream);
-    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let Stack {
+        idp,
+        upstream: _upstream,
+        gw,
+        token_file: _,
+        _dir,
+    } = stack(on_behalf_of).await;
 
     // A user: the upstream gets a Graph token for that user, which never
     // outlives the user's own.
@@ -284,13 +313,13 @@ async fn a_users_token_is_exchanged_on_their_behalf_and_other_callers_are_refuse
 
 #[tokio::test]
 async fn conditional_access_at_the_exchange_becomes_the_callers_claims_challenge() {
-    let idp = TestIdp::start().await;
-    let upstream = TestUpstream::start().await;
-    let dir = temp_dir();
-    let token_file = dir.path().join("azure-identity-token");
-    std::fs::write(&token_file, "projected-1").unwrap();
-    let routes = routes(&on_behalf_of(&idp, &token_file), &upstream);
-    let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
+    let Stack {
+        idp,
+        upstream,
+        gw,
+        token_file: _,
+        _dir,
+    } = stack(on_behalf_of).await;
     let claims = r#"{"access_token":{"capolids":{"essential":true,"values":["mfa-policy"]}}}"#;
     idp.server.require_interaction(Some(claims));
 
