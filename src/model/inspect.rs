@@ -15,7 +15,7 @@ use super::request;
 use crate::budget::{Asking, Budgets, Estimate};
 use crate::call::{Call, Metered, ModelCall, Operation};
 use crate::config::{AgentConfig, MeteringConfig};
-use crate::policy::{self, Denial, Grant, Policies};
+use crate::policy::{self, Agent, Denial, Grant, Policies};
 use crate::rejection::Rejection;
 use crate::stages::{Inspect, Inspecting, Inspection};
 
@@ -70,7 +70,8 @@ impl ModelInspector {
         model: &str,
     ) -> (Result<(), Rejection>, Vec<policy::PolicyOutcome>) {
         let mut reports = Vec::new();
-        let verdict = self.authorize(grant, method, model, &mut reports);
+        let agent = grant.claims().and_then(|c| self.policies.agents.find(c));
+        let verdict = self.authorize(grant, agent, method, model, &mut reports);
         (verdict, reports)
     }
 
@@ -79,6 +80,7 @@ impl ModelInspector {
     fn authorize(
         &self,
         grant: &Grant,
+        agent: Option<&Arc<Agent>>,
         method: &Method,
         model: &str,
         reports: &mut Vec<policy::PolicyOutcome>,
@@ -86,8 +88,7 @@ impl ModelInspector {
         if !grant.route().serves_model(model) {
             return Err(Rejection::Denied(Denial::ModelNotAllowed));
         }
-        if let Some(claims) = grant.claims()
-            && let Some(agent) = self.policies.agents.find(claims)
+        if let Some(agent) = agent
             && let Some(patterns) = self.agent_models.get(&agent.id)
             && !patterns.iter().any(|p| p.matches(model))
         {
@@ -137,7 +138,8 @@ impl ModelInspector {
             return refused(Some(call), Rejection::ModelMissing, Vec::new());
         };
         let mut reports = Vec::new();
-        if let Err(r) = self.authorize(grant, &head.method, &model, &mut reports) {
+        let agent = grant.claims().and_then(|c| self.policies.agents.find(c));
+        if let Err(r) = self.authorize(grant, agent, &head.method, &model, &mut reports) {
             return refused(Some(call), r, reports);
         }
         // A Realtime session's usage is in its WebSocket events: it is
@@ -195,9 +197,7 @@ impl ModelInspector {
                 observer: self.observer.clone(),
                 route: route.name_arc().clone(),
                 model,
-                agent: claims
-                    .and_then(|c| self.policies.agents.find(c))
-                    .map(|a| Arc::from(a.name.as_str())),
+                agent: agent.cloned(),
                 app: claims.and_then(|c| c.client_app()).map(str::to_owned),
                 answered: false,
             },

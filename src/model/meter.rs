@@ -48,7 +48,8 @@ pub struct Closing {
     pub observer: Arc<dyn ModelObserver>,
     pub route: Arc<str>,
     pub model: String,
-    pub agent: Option<Arc<str>>,
+    /// The registered agent calling, if one is.
+    pub agent: Option<Arc<crate::policy::Agent>>,
     pub app: Option<String>,
     /// The upstream answered with success: without a usage, what was
     /// reserved is charged; a refusal or failure is charged nothing.
@@ -69,7 +70,7 @@ impl Closing {
         let labels = UsageLabels {
             route: &self.route,
             model: &self.model,
-            agent: self.agent.as_deref().unwrap_or("none"),
+            agent: self.agent.as_ref().map_or("none", |a| a.name.as_str()),
             app: self.app.as_deref().unwrap_or("none"),
         };
         self.observer.tokens(&labels, &usage);
