@@ -129,7 +129,6 @@ pub struct Reservation {
     /// Budget index, counter, and what was reserved in it.
     held: Vec<(usize, Counter)>,
     budgets: Arc<[BudgetView]>,
-    estimate: Estimate,
     /// Reserved in this replica's counters while the shared store was down.
     fallback: bool,
     settled: bool,
@@ -185,10 +184,6 @@ impl Budgets {
             views,
             store,
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.budgets.is_empty()
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -301,7 +296,6 @@ impl Budgets {
                         store: self.store.clone(),
                         held,
                         budgets: self.views.clone(),
-                        estimate,
                         fallback,
                         settled: false,
                     }),
@@ -567,11 +561,6 @@ impl Reservation {
                 });
             }
         }
-    }
-
-    /// What the request was reserved at.
-    pub fn estimate(&self) -> Estimate {
-        self.estimate
     }
 }
 
