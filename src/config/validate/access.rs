@@ -150,9 +150,7 @@ pub(super) fn policies(
         .enumerate()
         .map(|(i, f)| {
             let at = format!("policies[{i}]");
-            if f.name.is_empty() || !f.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
-                errs.push(format!("{at}.name"), "must be non-empty letters, digits, '_', '-' or '.'");
-            }
+            errs.check_name(format!("{at}.name"), &f.name);
             if !names.insert(f.name.clone()) {
                 errs.push(format!("{at}.name"), format!("duplicate policy name {:?}", f.name));
             }

@@ -40,14 +40,7 @@ pub(super) fn credentials_with(
         .enumerate()
         .map(|(i, f)| {
             let at = |field: &str| format!("credentials[{i}].{field}");
-            if f.name.is_empty()
-                || !f
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-            {
-                errs.push(at("name"), "must be non-empty letters, digits, '_', '-' or '.'");
-            } else if !names.insert(f.name.clone()) {
+            if errs.check_name(at("name"), &f.name) && !names.insert(f.name.clone()) {
                 errs.push(at("name"), format!("duplicate credential name {:?}", f.name));
             }
             let scope = f.scope.clone().unwrap_or_default();

@@ -61,6 +61,19 @@ impl Errors {
         });
     }
 
+    /// A name the config refers to (a route, an upstream, a budget…):
+    /// letters, digits, `_`, `-` and `.`. Whether it is one.
+    fn check_name(&mut self, path: impl Into<String>, name: &str) -> bool {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !ok {
+            self.push(path, "must be non-empty letters, digits, '_', '-' or '.'");
+        }
+        ok
+    }
+
     fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
         let Some(text) = value else { return default };
         match humantime::parse_duration(text) {
@@ -263,25 +276,16 @@ fn upstreams(
     for (i, mut u) in named.into_iter().enumerate() {
         let at = format!("upstreams[{i}]");
         let name = u.name.take().unwrap_or_default();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-        {
-            errs.push(
-                format!("{at}.name"),
-                "must be non-empty letters, digits, '_', '-' or '.'",
-            );
-        } else if name == "default" {
-            errs.push(
-                format!("{at}.name"),
-                "\"default\" is the name of [upstream]; choose another",
-            );
-        } else if out.iter().any(|o: &UpstreamConfig| o.name == name) {
-            errs.push(
-                format!("{at}.name"),
-                format!("duplicate upstream name {name:?}"),
-            );
+        let problem = match name.as_str() {
+            _ if !errs.check_name(format!("{at}.name"), &name) => None,
+            "default" => Some("\"default\" is the name of [upstream]; choose another".to_owned()),
+            _ if out.iter().any(|o: &UpstreamConfig| o.name == name) => {
+                Some(format!("duplicate upstream name {name:?}"))
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            errs.push(format!("{at}.name"), problem);
         }
         out.push(upstream(errs, &at, name, u, base, credentials));
     }

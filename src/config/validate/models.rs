@@ -72,17 +72,7 @@ pub(super) fn budgets(
         .enumerate()
         .map(|(i, f)| {
             let at = |field: &str| format!("budgets[{i}].{field}");
-            if f.name.is_empty()
-                || !f
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-            {
-                errs.push(
-                    at("name"),
-                    "must be non-empty letters, digits, '_', '-' or '.'",
-                );
-            }
+            errs.check_name(at("name"), &f.name);
             if !names.insert(f.name.clone()) {
                 errs.push(at("name"), format!("duplicate budget name {:?}", f.name));
             }

@@ -20,17 +20,7 @@ pub(super) fn route(
         .model
         .take()
         .and_then(|m| super::models::model_route(errs, at, m, is_mcp));
-    if f.name.is_empty()
-        || !f
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-    {
-        errs.push(
-            format!("{at}.name"),
-            "must be non-empty letters, digits, '_', '-' or '.'",
-        );
-    }
+    errs.check_name(format!("{at}.name"), &f.name);
     let matcher = match (f.path, f.prefix) {
         (Some(p), None) => Some(RouteMatch::Template(p)),
         (None, Some(p)) => Some(RouteMatch::Prefix(p)),
