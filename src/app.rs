@@ -183,11 +183,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => crate::revocation_file::Revocations::none(),
     };
+    let streams = crate::streams::Streams::new(metrics.clone());
+    let reloads = watch::Sender::new(0);
+    tasks.push(tokio::spawn(crate::streams::watch(
+        streams.clone(),
+        snapshot.clone(),
+        revocations.clone(),
+        reloads.subscribe(),
+        stop.clone(),
+    )));
     let gateway = Arc::new(Gateway::new(
         snapshot.clone(),
         metrics.clone(),
         revocations.clone(),
         auditor,
+        streams,
         tunnels.clone(),
         cut.clone(),
     ));
@@ -203,7 +213,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
 
     let key_loops = TaskTracker::new();
-    let reloads = watch::Sender::new(0);
     let reload = match &config.source {
         Some(path) => {
             let reloader = crate::reload::Reloader {

@@ -70,6 +70,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod sse;
 pub mod stages;
+pub mod streams;
 pub mod telemetry;
 pub mod text;
 pub mod tls;

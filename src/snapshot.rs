@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub trusted_proxies: Vec<IpNet>,
     /// `limits.max_uri_bytes`: the one limit that changes live.
     pub max_uri_bytes: usize,
+    /// `[streams]`: how long admitted exchanges may stay open.
+    pub streams: crate::config::StreamsConfig,
     /// Every key source the verifier uses (for readiness and metrics).
     pub key_sources: Vec<Arc<KeySource>>,
     /// The config's version (digest of its text), in records and metrics.
@@ -253,6 +255,7 @@ impl Snapshot {
             identity_headers: config.identity_headers.clone(),
             trusted_proxies: config.server.trusted_proxies.clone(),
             max_uri_bytes: config.limits.max_uri_bytes,
+            streams: config.streams,
             key_sources,
             version: Arc::from(config.version.as_str()),
             upstreams,

@@ -235,7 +235,9 @@ impl Record {
         w.num(r.bytes_out)?;
         w.raw(b",\"end\":\"");
         w.raw(r.end.as_str().as_bytes());
-        w.raw(b"\"}");
+        w.raw(b"\",\"end_reason\":");
+        w.opt_str(r.end_reason)?;
+        w.raw(b"}");
         Ok(())
     }
 }

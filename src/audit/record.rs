@@ -39,6 +39,9 @@ pub enum End {
     UpstreamError,
     /// Cut off by shutdown after the drain timeout.
     Shutdown,
+    /// Ended by the gateway because its access ended (`end_reason` says
+    /// why: its token expired, it was revoked, …).
+    Terminated,
 }
 
 impl End {
@@ -48,6 +51,7 @@ impl End {
             Self::ClientGone => "client_gone",
             Self::UpstreamError => "upstream_error",
             Self::Shutdown => "shutdown",
+            Self::Terminated => "terminated",
         }
     }
 }
@@ -144,6 +148,8 @@ pub struct Record {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub end: End,
+    /// Why the gateway ended it, when `end` is `terminated`.
+    pub end_reason: Option<&'static str>,
 }
 
 impl Record {
@@ -163,6 +169,7 @@ impl Record {
             bytes_in: 0,
             bytes_out: 0,
             end: End::ClientGone,
+            end_reason: None,
         }
     }
 }

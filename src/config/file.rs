@@ -144,9 +144,20 @@ pub struct FileConfig {
     pub budget_store: Option<BudgetStoreFile>,
     pub revocation: Option<RevocationSourceFile>,
     #[serde(default)]
+    pub streams: StreamsFile,
+    #[serde(default)]
     pub audit: AuditFile,
     #[serde(default)]
     pub limits: LimitsFile,
+}
+
+/// `[streams]`: how long an admitted exchange may stay open.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsFile {
+    pub exp_grace: Option<String>,
+    pub sse_retry: Option<String>,
+    pub reevaluate_on_reload: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,6 +403,7 @@ pub struct RouteFile {
     pub mcp: Option<McpRouteFile>,
     pub model: Option<ModelRouteFile>,
     pub upstream: Option<String>,
+    pub max_stream_duration: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,6 +431,8 @@ pub struct CredentialFile {
 #[serde(deny_unknown_fields)]
 pub struct ModelRouteFile {
     pub models: Option<Vec<String>>,
+    pub on_expiry: Option<String>,
+    pub max_finish: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -56,6 +56,8 @@ pub struct Config {
     pub budget_store: BudgetStoreConfig,
     /// The revocation list, watched and applied on change.
     pub revocation_file: Option<PathBuf>,
+    /// How long admitted exchanges may stay open, and what ends them.
+    pub streams: StreamsConfig,
     pub audit: AuditConfig,
     pub limits: Limits,
     /// Digest of the file's text: names this generation in `/readyz`,
@@ -476,6 +478,9 @@ pub struct RouteConfig {
     pub model: Option<ModelRoute>,
     /// Where its requests go: an index into [`Config::upstreams`].
     pub upstream: usize,
+    /// The longest an exchange through it may stay open (a stream, a
+    /// WebSocket); `None`: as long as its access lasts.
+    pub max_stream_duration: Option<Duration>,
 }
 
 /// A model API route's settings.
@@ -484,6 +489,47 @@ pub struct ModelRoute {
     /// Models (patterns, `*` for any run of characters) the route serves;
     /// `None` for any.
     pub models: Option<Vec<String>>,
+    /// What a streamed answer does when its access runs out.
+    pub on_expiry: OnExpiry,
+}
+
+/// What a model answer still streaming at its deadline does: finish (up
+/// to a bound: a paid answer cut half-way helps no one) or end at once.
+/// A revocation always ends it at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExpiry {
+    Finish(Duration),
+    Cut,
+}
+
+impl Default for OnExpiry {
+    fn default() -> Self {
+        Self::Finish(Duration::from_secs(300))
+    }
+}
+
+/// `[streams]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamsConfig {
+    /// How long past its token's `exp` (and the issuer's clock skew) an
+    /// open exchange may run.
+    pub exp_grace: Duration,
+    /// The reconnection delay an ended, resumable SSE stream tells its
+    /// client (`retry:`).
+    pub sse_retry: Duration,
+    /// A reload decides every open exchange again, whole (routes,
+    /// scopes, policies); without it, a reload checks agents only.
+    pub reevaluate_on_reload: bool,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            exp_grace: Duration::ZERO,
+            sse_retry: Duration::from_secs(1),
+            reevaluate_on_reload: false,
+        }
+    }
 }
 
 /// One `[[budgets]]` entry: how many tokens each key may use per period.

@@ -82,6 +82,20 @@ pub struct Explanation {
     pub claims: Vec<ClaimCheck>,
     /// On a model API route: the budgets that apply and their counters.
     pub budgets: Vec<BudgetState>,
+    /// When an exchange it opened would end, if allowed with a token.
+    pub stream: Option<StreamDeadline>,
+}
+
+/// The deadline an admitted exchange would get: the first of its token's
+/// `exp` (with clock skew and `exp_grace`), its agent's `expires` and its
+/// route's `max_stream_duration`.
+pub struct StreamDeadline {
+    /// `None`: no bound (never on a route that asks for a token).
+    pub at: Option<SystemTime>,
+    /// The reason it would end with then.
+    pub reason: &'static str,
+    /// How long a model answer may still finish after it.
+    pub finish: Option<std::time::Duration>,
 }
 
 /// Runs the decision. Fails only when the config or the request cannot be
@@ -140,6 +154,7 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
         decision: Decision::pending(),
         claims: Vec::new(),
         budgets: Vec::new(),
+        stream: None,
     };
 
     let normalized = match path::normalize(parts.uri.path()) {
@@ -276,6 +291,16 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
         },
         (verdict, _) => verdict.map(|_| ()),
     };
+    if let (Ok(()), Some(route), Some(claims)) =
+        (&decision.verdict, &decision.route, &decision.identity)
+    {
+        let (at, bound) = crate::streams::deadline_of(&snapshot, route, claims, request.at);
+        out.stream = Some(StreamDeadline {
+            at,
+            reason: bound.reason(),
+            finish: route.finish_bound(),
+        });
+    }
     out.decision = decision;
     Ok(out)
 }
@@ -329,6 +354,10 @@ impl Explanation {
                 "name": b.name, "limit": b.limit, "used": b.used,
                 "renews_in_secs": b.renews_in, "mode": if b.enforced { "enforce" } else { "report" },
             })).collect::<Vec<_>>(),
+            "stream": self.stream.as_ref().map(|s| json!({
+                "deadline": s.at.and_then(rfc3339), "ends_as": s.reason,
+                "finish_secs": s.finish.map(|d| d.as_secs()),
+            })),
             "decision": self.decision_json(),
         })
     }
@@ -452,6 +481,21 @@ impl Explanation {
             let label = if i == 0 { "policies: " } else { "          " };
             let _ = writeln!(t, "{label} {:<32} {}", &*p.policy, p.result.as_str());
         }
+        if let Some(s) = &self.stream {
+            let finish = s
+                .finish
+                .map(|d| {
+                    format!(
+                        "; an answer may finish for {}",
+                        humantime::format_duration(d)
+                    )
+                })
+                .unwrap_or_default();
+            let _ = match s.at.and_then(rfc3339) {
+                Some(at) => writeln!(t, "stream:    open until {at} ({}){finish}", s.reason),
+                None => writeln!(t, "stream:    no deadline"),
+            };
+        }
         let _ = match &self.decision.verdict {
             Ok(()) => writeln!(t, "decision:  allow"),
             Err(r) => {
@@ -470,4 +514,10 @@ impl Explanation {
         };
         t
     }
+}
+
+/// A time as RFC 3339 UTC, to the second.
+fn rfc3339(at: SystemTime) -> Option<String> {
+    let ts = jiff::Timestamp::try_from(at).ok()?;
+    Some(ts.round(jiff::Unit::Second).ok()?.to_string())
 }

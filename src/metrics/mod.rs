@@ -12,6 +12,7 @@ mod credentials;
 mod keys;
 mod mcp;
 mod model;
+mod streams;
 
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ pub struct Metrics {
     mcp: mcp::Families,
     model: model::Families,
     credentials: credentials::Families,
+    streams: streams::Families,
 }
 
 /// How a request ended, for the metric labels.
@@ -192,6 +194,7 @@ impl Metrics {
         let mcp = mcp::Families::new(&mut r)?;
         let model = model::Families::new(&mut r)?;
         let credentials = credentials::Families::new(&mut r)?;
+        let streams = streams::Families::new(&mut r)?;
         Ok(Self {
             registry: r.registry,
             names: r.names,
@@ -212,6 +215,7 @@ impl Metrics {
             mcp,
             model,
             credentials,
+            streams,
         })
     }
 

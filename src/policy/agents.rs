@@ -32,6 +32,11 @@ impl AgentRegistry {
         self.by_id.len()
     }
 
+    /// Whether an agent without a registration is let through.
+    pub fn allows_unregistered(&self) -> bool {
+        self.allow_unregistered
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }

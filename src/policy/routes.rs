@@ -55,6 +55,10 @@ pub struct Route {
     models: Option<Vec<WildMatch>>,
     /// Where its requests go: an index into the snapshot's upstreams.
     upstream: usize,
+    /// The longest an exchange through it may stay open.
+    max_stream_duration: Option<std::time::Duration>,
+    /// What a model answer still streaming at its deadline does.
+    on_expiry: Option<crate::config::OnExpiry>,
 }
 
 impl Route {
@@ -84,6 +88,8 @@ impl Route {
             allow_matrix_params: cfg.allow_matrix_params,
             mcp: cfg.mcp.clone(),
             upstream: cfg.upstream,
+            max_stream_duration: cfg.max_stream_duration,
+            on_expiry: cfg.model.as_ref().map(|m| m.on_expiry),
             models: cfg.model.as_ref().map(|m| {
                 m.models
                     .iter()
@@ -97,6 +103,20 @@ impl Route {
     /// Where its requests go: an index into the snapshot's upstreams.
     pub fn upstream(&self) -> usize {
         self.upstream
+    }
+
+    /// The longest an exchange through it may stay open.
+    pub fn max_stream_duration(&self) -> Option<std::time::Duration> {
+        self.max_stream_duration
+    }
+
+    /// How long a model answer may run on past its deadline: `None` on a
+    /// route that is not a model API, or that cuts at once.
+    pub fn finish_bound(&self) -> Option<std::time::Duration> {
+        match self.on_expiry? {
+            crate::config::OnExpiry::Finish(d) => Some(d),
+            crate::config::OnExpiry::Cut => None,
+        }
     }
 
     /// Whether the route is a model API.
@@ -316,6 +336,7 @@ mod tests {
             mcp: None,
             model: None,
             upstream: 0,
+            max_stream_duration: None,
         }
     }
 

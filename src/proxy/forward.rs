@@ -194,9 +194,12 @@ pub fn forward(
             };
             match client_upgrade {
                 Some(client) if chosen.is_some_and(was_offered) => {
+                    let websocket = chosen.is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
                     upgrade = Some(Upgrade {
                         client,
                         upstream: hyper::upgrade::on(&mut resp),
+                        websocket,
+                        lifetime: None,
                     });
                 }
                 _ => {

@@ -35,6 +35,7 @@ use crate::policy::Route;
 use crate::rejection::Rejection;
 use crate::revocation_file::Revocations;
 use crate::snapshot::Snapshot;
+use crate::streams::{EndingOf, Guarded, Streams, Style};
 use crate::token::CacheUse;
 use crate::upstream::ForwardError;
 use inbound::Inbound;
@@ -51,6 +52,8 @@ pub struct Gateway {
     revocations: Arc<Revocations>,
     /// `None` when audit is off.
     auditor: Option<Auditor>,
+    /// Every open exchange, for the end of its access.
+    streams: Arc<Streams>,
     /// Upgraded connections, tracked so that shutdown can wait for them.
     tunnels: TaskTracker,
     /// Cancelled when shutdown cuts what the drain did not finish.
@@ -71,6 +74,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         revocations: Arc<Revocations>,
         auditor: Option<Auditor>,
+        streams: Arc<Streams>,
         tunnels: TaskTracker,
         cut: CancellationToken,
     ) -> Self {
@@ -79,6 +83,7 @@ impl Gateway {
             metrics,
             revocations,
             auditor,
+            streams,
             tunnels,
             cut,
         }
@@ -140,13 +145,13 @@ impl Gateway {
                 conn: &conn,
                 request_id: &request_id,
             };
-            let (decision, outcome) = match &self.auditor {
+            let (decision, outcome, ending) = match &self.auditor {
                 Some(a) if a.admit().await.is_err() => {
                     // Nothing of it is read while the trail cannot record.
                     let ended = hyper::body::Body::is_end_stream(&body);
                     let mut outcome = ctx.refuse(Rejection::AuditUnavailable, None, None);
                     inbound::close_unless_read(outcome.response_mut(), parts.version, ended);
-                    (Decision::pending(), outcome)
+                    (Decision::pending(), outcome, None)
                 }
                 _ => {
                     self.admit_and_forward(&ctx, parts, body, client_ip, now, pending.as_mut())
@@ -165,7 +170,7 @@ impl Gateway {
                 roles = identity.map(|c| c.roles().join(" ")),
                 "request decided"
             );
-            Ok(self.answer(decision, outcome, pending))
+            Ok(self.answer(decision, outcome, pending, ending))
         }
     }
 
@@ -176,6 +181,7 @@ impl Gateway {
         decision: Decision,
         outcome: Outcome,
         pending: Option<Pending>,
+        ending: Option<EndingOf>,
     ) -> Response<Body> {
         let (label, reason) = (outcome.label(), outcome.reason());
         let (response, upstream, upgrade) = outcome.into_parts();
@@ -198,10 +204,11 @@ impl Gateway {
             let close = pending.fork(|r| r.event = crate::audit::Event::TunnelClose);
             self.spawn_tunnel(upgrade, close);
         }
-        response.map(|body| Watched::new(body, audited::Recorder::new(pending)).boxed())
+        response.map(|body| Watched::new(body, audited::Recorder::new(pending, ending)).boxed())
     }
 
-    /// The auth pipeline, then forwarding what it admits. (Not an `async
+    /// The auth pipeline, then forwarding what it admits, under the
+    /// exchange's lifetime (whose ending the record reads). (Not an `async
     /// fn`: see [`Self::handle`].)
     #[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
     fn admit_and_forward<'a>(
@@ -212,14 +219,14 @@ impl Gateway {
         client_ip: std::net::IpAddr,
         now: std::time::SystemTime,
         pending: Option<&'a mut Pending>,
-    ) -> impl Future<Output = (Decision, Outcome)> + 'a {
+    ) -> impl Future<Output = (Decision, Outcome, Option<EndingOf>)> + 'a {
         async move {
             if hyper::body::Body::is_end_stream(&body)
                 && let Some((response, route)) = ctx.snapshot.resource_metadata.answer(&parts)
             {
                 let mut decision = Decision::pending();
                 decision.route = Some(route);
-                return (decision, Outcome::Served { response });
+                return (decision, Outcome::Served { response }, None);
             }
             let revoked = self.revocations.current().clone();
             let circumstances = pipeline::Circumstances {
@@ -235,6 +242,7 @@ impl Gateway {
                 .filter(|_| !hyper::body::Body::is_end_stream(&body))
                 .map(Pending::count_bytes_in);
             let inbound = Inbound::new(body, body_bytes);
+            let mut ending = None;
             let outcome = match admitted {
                 Err(rejection) => {
                     let route = decision.route.as_deref();
@@ -271,6 +279,21 @@ impl Gateway {
                             .refuse_unread(Rejection::BodyTooLarge, Some(route), inbound, version)
                             .await;
                     }
+                    let mut lifetime = self.streams.open(crate::streams::Admitted {
+                        snapshot: ctx.snapshot,
+                        facts: crate::streams::Facts {
+                            claims: grant.claims().cloned(),
+                            route: route.clone(),
+                            method: parts.method.clone(),
+                            host: pipeline::request_host(&parts).map(Box::from),
+                            path: Box::from(rewritten.as_deref().unwrap_or(parts.uri.path())),
+                            client_ip,
+                            agent: decision.agent.is_some(),
+                            model: std::sync::OnceLock::new(),
+                        },
+                        agent_expires: decision.agent.as_ref().and_then(|a| a.expires),
+                        now,
+                    });
                     let ended = inbound.ended();
                     let body = inbound.boxed();
                     // A body without a length (chunked, HTTP/2) is cut at the limit:
@@ -302,8 +325,13 @@ impl Gateway {
                             }
                         }
                     };
+                    if let Some(Call::Model(call)) = &decision.call
+                        && let Some(model) = &call.model
+                    {
+                        lifetime.set_model(model);
+                    }
                     let target = snapshot.upstream_of(route);
-                    let sent = forward::forward(
+                    let forwarding = forward::forward(
                         target,
                         snapshot,
                         req,
@@ -311,19 +339,64 @@ impl Gateway {
                         rewritten,
                         ctx.conn,
                         ctx.request_id,
-                    )
-                    .await;
+                    );
+                    // Why: an upload, or an upstream slow to answer, does not
+                    // outlive the access either.
+                    let sent = tokio::select! {
+                        biased;
+                        sent = forwarding => sent,
+                        end = lifetime.ended() => {
+                            lifetime.acted(&end);
+                            ending = Some(lifetime.watcher());
+                            let mut outcome = match end.rejection() {
+                                Some(rejection) => ctx.refuse(rejection, Some(route), None),
+                                None => {
+                                    let error = ForwardError::Timeout(
+                                        route.max_stream_duration().unwrap_or_default(),
+                                    );
+                                    Outcome::Failed {
+                                        response: forward::error_response(&error, ctx.request_id),
+                                        error,
+                                        upstream: target.name.clone(),
+                                    }
+                                }
+                            };
+                            inbound::close_unless_read(outcome.response_mut(), version, false);
+                            break 'forward outcome;
+                        }
+                    };
                     let mut outcome = match sent {
                         Ok(forwarded) => {
                             let (status, elapsed) =
                                 (forwarded.response.status(), forwarded.elapsed);
                             self.metrics
                                 .upstream_answered(route.name(), status, elapsed);
+                            let response = match responders {
+                                Some(r) => r.answer(forwarded.response),
+                                None => forwarded.response,
+                            };
+                            ending = Some(lifetime.watcher());
+                            let (response, upgrade) = match forwarded.upgrade {
+                                Some(mut upgrade) => {
+                                    // A session is not an answer to finish.
+                                    lifetime.never_finish();
+                                    upgrade.lifetime = Some(lifetime);
+                                    (response, Some(upgrade))
+                                }
+                                None => {
+                                    let style =
+                                        if is_event_stream(&response) && !route.is_model_api() {
+                                            Style::events(snapshot.streams.sse_retry)
+                                        } else {
+                                            Style::Cut
+                                        };
+                                    let guarded =
+                                        response.map(|b| Guarded::new(b, lifetime, style).boxed());
+                                    (guarded, None)
+                                }
+                            };
                             Outcome::Forwarded {
-                                response: match responders {
-                                    Some(r) => r.answer(forwarded.response),
-                                    None => forwarded.response,
-                                },
+                                response,
                                 upstream: UpstreamInfo {
                                     name: target.name.clone(),
                                     credential: forwarded.credential,
@@ -331,7 +404,7 @@ impl Gateway {
                                     duration: Some(elapsed),
                                     error: None,
                                 },
-                                upgrade: forwarded.upgrade,
+                                upgrade,
                             }
                         }
                         Err(error) => {
@@ -369,7 +442,7 @@ impl Gateway {
                     outcome
                 }
             };
-            (decision, outcome)
+            (decision, outcome, ending)
         }
     }
 

@@ -148,6 +148,13 @@ impl Verifier {
         self.cache.as_ref()
     }
 
+    /// The last second (Unix time) `claims` are accepted: their `exp`
+    /// plus the clock skew of the issuer that accepted them.
+    pub fn accepted_until(&self, claims: &VerifiedClaims) -> u64 {
+        let skew = self.trusts.get(claims.iss()).map_or(0, |t| t.clock_skew);
+        claims.exp().saturating_add(skew)
+    }
+
     /// The configured issuer name that accepts `iss`, if any.
     pub fn issuer_name(&self, iss: &str) -> Option<&str> {
         self.trusts.get(iss).map(|t| &*t.name)

@@ -40,6 +40,8 @@ struct Gates {
     /// Told when a held completion stream is dropped before its end: its
     /// client (the gateway) closed the connection.
     abandoned: Notify,
+    /// Told when a WebSocket session ends.
+    websocket_closed: Notify,
 }
 
 /// A request as the upstream parsed it: the smuggling tests count these.
@@ -99,9 +101,15 @@ impl TestUpstream {
         self.gates.sse.notify_one();
     }
 
-    /// Waits until a held completion stream is dropped unfinished.
+    /// Waits until a held completion stream (or a `/ticks` stream) is
+    /// dropped unfinished.
     pub async fn abandoned(&self) {
         self.gates.abandoned.notified().await;
+    }
+
+    /// Waits until a WebSocket session's connection is gone.
+    pub async fn websocket_closed(&self) {
+        self.gates.websocket_closed.notified().await;
     }
 }
 
@@ -117,8 +125,9 @@ async fn route(req: Request<Incoming>, gates: Arc<Gates>) -> Response<Body> {
             completion(req, gates).await
         }
         "/sse" => sse(gates),
+        p if p.ends_with("/ticks") => ticks(&req, gates),
         // The Realtime API of a model API: a WebSocket echo too.
-        p if p == "/ws" || p.ends_with("/realtime") => websocket(req),
+        p if p == "/ws" || p.ends_with("/realtime") => websocket(req, gates),
         "/upload" => upload(req).await,
         "/dies" => dies(),
         // Reports the body it read: what an MCP server would have parsed;
@@ -288,7 +297,39 @@ fn sse(gates: Arc<Gates>) -> Response<Body> {
     resp
 }
 
-fn websocket(mut req: Request<Incoming>) -> Response<Body> {
+/// An endless event stream as a resumable server sends it (an MCP
+/// server's with an event store): one event every 100 ms, each with an
+/// id, resumed after the request's `Last-Event-ID`; `?ids=0` sends none.
+/// Tells [`TestUpstream::abandoned`] when its client closes it.
+fn ticks(req: &Request<Incoming>, gates: Arc<Gates>) -> Response<Body> {
+    let with_ids = !req.uri().query().unwrap_or("").contains("ids=0");
+    let first = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .map_or(1, |last| last + 1);
+    let unfinished = Unfinished(Some(gates));
+    let events =
+        futures_util::stream::unfold((first, unfinished), move |(n, unfinished)| async move {
+            if n > first {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let event = match with_ids {
+                true => format!("id: {n}\ndata: {{\"n\":{n}}}\n\n"),
+                false => format!("data: {{\"n\":{n}}}\n\n"),
+            };
+            let frame = Ok::<_, Infallible>(Frame::data(Bytes::from(event)));
+            Some((frame, (n + 1, unfinished)))
+        });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(events)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    resp
+}
+
+fn websocket(mut req: Request<Incoming>, gates: Arc<Gates>) -> Response<Body> {
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return full(StatusCode::BAD_REQUEST, "not a websocket request");
     };
@@ -304,6 +345,7 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
                 break;
             }
         }
+        gates.websocket_closed.notify_one();
     });
     let mut resp = Response::new(Full::default().boxed());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

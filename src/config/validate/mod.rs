@@ -15,16 +15,16 @@ use jsonwebtoken::Algorithm;
 
 use super::file::{
     AgentFile, AuditFile, ByteSize, FileConfig, IdentityFile, IdentityHeadersFile, IssuerFile,
-    LimitsFile, LocationFile, LoggingFile, PolicyFile, RouteFile, ServerFile, TokenCacheFile,
-    UpstreamFile,
+    LimitsFile, LocationFile, LoggingFile, PolicyFile, RouteFile, ServerFile, StreamsFile,
+    TokenCacheFile, UpstreamFile,
 };
 use super::{
     AgentConfig, Assignments, AuditConfig, AuditFailure, AuditFileConfig, AuditOverflow,
     AuditPolicy, ClaimPath, ClaimSources, Conditions, Config, ConfigError, ConfigErrors,
     HeaderPattern, HostHeader, IDENTITY_KINDS, IdentityHeaders, IdentitySettings, IssuerAnchor,
     IssuerConfig, IssuerKind, KeyFetchConfig, KeyLocation, Limits, Location, LoggingConfig,
-    PolicyConfig, PolicyGrant, PolicyState, RouteConfig, RouteMatch, ServerConfig, TlsConfig,
-    TokenCacheConfig, UpstreamConfig, normalize_header_name,
+    PolicyConfig, PolicyGrant, PolicyState, RouteConfig, RouteMatch, ServerConfig, StreamsConfig,
+    TlsConfig, TokenCacheConfig, UpstreamConfig, normalize_header_name,
 };
 
 mod access;
@@ -40,7 +40,7 @@ use access::{agents, identity, locations, policies};
 use audit::audit;
 use issuers::{check_issuer_uniqueness, issuer};
 use routes::route;
-use server::{identity_headers, limits, logging, server, token_cache, upstream};
+use server::{identity_headers, limits, logging, server, streams, token_cache, upstream};
 
 /// The public Entra authority.
 pub const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
@@ -216,6 +216,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let revocation_file = file
         .revocation
         .map(|r| existing_file(&mut errs, "revocation.file", &r.file, base));
+    let streams = streams(&mut errs, file.streams);
     let audit = audit(&mut errs, file.audit, base);
     let limits = limits(&mut errs, file.limits);
     match errs.0.is_empty() {
@@ -237,6 +238,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
             metering,
             budget_store,
             revocation_file,
+            streams,
             audit,
             limits,
             version: String::new(),

@@ -2,7 +2,7 @@
 
 use super::super::file::{BudgetFile, BudgetStoreFile, MeteringFile, ModelRouteFile};
 use super::super::{
-    BudgetConfig, BudgetKey, BudgetPeriod, BudgetStoreConfig, MeteringConfig, ModelRoute,
+    BudgetConfig, BudgetKey, BudgetPeriod, BudgetStoreConfig, MeteringConfig, ModelRoute, OnExpiry,
     RedisStoreConfig, StoreFailure, TokenCount, TokenWeights,
 };
 use super::*;
@@ -25,7 +25,35 @@ pub(super) fn model_route(
     if let Some(models) = &f.models {
         check_patterns(errs, || format!("{at}.model.models"), models, true);
     }
-    Some(ModelRoute { models: f.models })
+    let on_expiry = errs.choice(
+        &format!("{at}.model.on_expiry"),
+        f.on_expiry.as_deref(),
+        &[("finish", true), ("cut", false)],
+        true,
+    );
+    let default = match OnExpiry::default() {
+        OnExpiry::Finish(d) => d,
+        OnExpiry::Cut => Duration::ZERO,
+    };
+    let max_finish = errs.duration(
+        &format!("{at}.model.max_finish"),
+        f.max_finish.as_deref(),
+        default,
+    );
+    if f.max_finish.is_some() && !on_expiry {
+        errs.push(
+            format!("{at}.model.max_finish"),
+            "applies to on_expiry = \"finish\" only",
+        );
+    }
+    let on_expiry = match on_expiry {
+        true => OnExpiry::Finish(max_finish),
+        false => OnExpiry::Cut,
+    };
+    Some(ModelRoute {
+        models: f.models,
+        on_expiry,
+    })
 }
 
 /// Model names and patterns: non-empty, printable, no spaces; a list that

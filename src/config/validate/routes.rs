@@ -180,6 +180,14 @@ pub(super) fn route(
             "its upstream gets the gateway's own credential: the caller's token is never forwarded there",
         );
     }
+    let max_stream_duration = f.max_stream_duration.as_deref().map(|text| {
+        let path = format!("{at}.max_stream_duration");
+        let d = errs.duration(&path, Some(text), Duration::ZERO);
+        if d.is_zero() {
+            errs.push(path, "must be longer than zero (omit it for no limit)");
+        }
+        d
+    });
     let matcher = matcher.filter(|_| errs.0.len() == before)?;
     Some(RouteConfig {
         name: f.name,
@@ -200,6 +208,7 @@ pub(super) fn route(
         mcp,
         model,
         upstream: upstream.unwrap_or(0),
+        max_stream_duration,
     })
 }
 

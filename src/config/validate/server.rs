@@ -1,4 +1,4 @@
-//! `[server]`, `[upstream]`, `[limits]`, `[token_cache]`, `[identity_headers]`, `[logging]`.
+//! `[server]`, `[upstream]`, `[limits]`, `[streams]`, `[token_cache]`, `[identity_headers]`, `[logging]`.
 
 use super::*;
 
@@ -237,6 +237,21 @@ pub(super) fn limits(errs: &mut Errors, f: LimitsFile) -> Limits {
     }
 }
 
+pub(super) fn streams(errs: &mut Errors, f: StreamsFile) -> StreamsConfig {
+    let d = StreamsConfig::default();
+    let sse_retry = errs.duration("streams.sse_retry", f.sse_retry.as_deref(), d.sse_retry);
+    // Why: a client waits this long before it reconnects; a minute is
+    // already long for a stream an agent reads.
+    if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&sse_retry) {
+        errs.push("streams.sse_retry", "must be between 1ms and 60s");
+    }
+    StreamsConfig {
+        exp_grace: errs.duration("streams.exp_grace", f.exp_grace.as_deref(), d.exp_grace),
+        sse_retry,
+        reevaluate_on_reload: f.reevaluate_on_reload.unwrap_or(d.reevaluate_on_reload),
+    }
+}
+
 pub(super) fn token_cache(errs: &mut Errors, f: TokenCacheFile) -> TokenCacheConfig {
     let capacity = f.capacity.unwrap_or(100_000);
     if capacity == 0 {
@@ -305,6 +320,42 @@ pub(super) fn logging(errs: &mut Errors, f: LoggingFile) -> LoggingConfig {
 mod tests {
     use super::*;
     use crate::config::validate::testing::{UPSTREAM, errors, parse};
+
+    #[test]
+    fn stream_lifetimes_are_read_and_refused_with_their_paths() {
+        let c = parse(&format!(
+            "{UPSTREAM}[streams]\nexp_grace = \"30s\"\nsse_retry = \"250ms\"\nreevaluate_on_reload = true\n[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\nmax_stream_duration = \"1h\"\n[routes.model]\non_expiry = \"finish\"\nmax_finish = \"2m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.streams,
+            StreamsConfig {
+                exp_grace: Duration::from_secs(30),
+                sse_retry: Duration::from_millis(250),
+                reevaluate_on_reload: true,
+            }
+        );
+        assert_eq!(
+            c.routes[0].max_stream_duration,
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            c.routes[0].model.as_ref().unwrap().on_expiry,
+            crate::config::OnExpiry::Finish(Duration::from_secs(120))
+        );
+        assert_eq!(parse(UPSTREAM).unwrap().streams, StreamsConfig::default());
+        assert_eq!(
+            errors(&format!(
+                "{UPSTREAM}[streams]\nexp_grace = \"soon\"\nsse_retry = \"0s\"\n[[routes]]\nname = \"r\"\nprefix = \"/\"\npublic = true\nmax_stream_duration = \"0s\"\n[routes.model]\non_expiry = \"cut\"\nmax_finish = \"1m\"\n"
+            )),
+            [
+                "routes[0].model.max_finish: applies to on_expiry = \"finish\" only",
+                "routes[0].max_stream_duration: must be longer than zero (omit it for no limit)",
+                "streams.sse_retry: must be between 1ms and 60s",
+                "streams.exp_grace: invalid duration \"soon\": expected number at 0 (use e.g. \"30s\", \"5m\")",
+            ]
+        );
+    }
 
     #[test]
     fn limits_have_safe_defaults_and_refuse_values_out_of_range() {
