@@ -253,6 +253,11 @@ struct McpServer {
 impl McpServer {
     /// Starts it and waits for the line that says it listens.
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts it with `args` (`--resumable`).
+    fn start_with(args: &[&str]) -> Self {
         use std::io::BufRead;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -264,6 +269,7 @@ impl McpServer {
         let mut child = std::process::Command::new(python::python())
             .arg(script)
             .arg(port.to_string())
+            .args(args)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -428,5 +434,108 @@ kinds = ["user"]
             .as_str()
             .is_some_and(|s| s.starts_with("sha256:"))),
         "the legacy session is followed by its digest"
+    );
+}
+
+/// The official MCP SDK, client and server, when the client's token
+/// expires in the middle of a slow tool call: the gateway ends the call's
+/// event stream after its last whole event with a `retry:` hint, the
+/// client reconnects with `Last-Event-ID` and its fresh token, and the
+/// server (which keeps its events) resumes: every progress event and the
+/// answer arrive, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_sdk_resumes_a_tool_call_whose_token_expires_mid_stream() {
+    let server = tokio::task::spawn_blocking(|| McpServer::start_with(&["--resumable"]))
+        .await
+        .unwrap();
+    let idp = TestIdp::start().await;
+    let routes = r#"
+[[routes]]
+name = "mcp"
+path = "/mcp"
+methods = ["POST", "GET", "DELETE"]
+scopes = ["Tools.Call"]
+
+[routes.mcp]
+resource = "http://127.0.0.1/mcp"
+scopes_supported = ["api://tickets/Tools.Call"]
+"#;
+    let upstream: std::net::SocketAddr = ([127, 0, 0, 1], server.port).into();
+    let issuer = oidc_issuer(&idp, "clock_skew = \"0s\"");
+    let mut gw = TestGateway::start(&config(upstream, &issuer, routes)).await;
+    // Long enough for the client to start and connect; the call (30 steps
+    // of 0.3 s) outlasts it.
+    let short = idp.token().scp("Tools.Call").expires_in(8).sign();
+    let fresh = idp.token().scp("Tools.Call").sign();
+    let url = gw.url("/mcp");
+    let out = tokio::task::spawn_blocking(move || {
+        python::script("mcp_resume.py", &[&url, &short, &fresh, "30"])
+    })
+    .await
+    .unwrap();
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["text"], "counted to 30", "{result:#}");
+    let progress: Vec<u64> = result["progress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap() as u64)
+        .collect();
+    assert_eq!(
+        progress,
+        (1..=30).collect::<Vec<_>>(),
+        "none lost, none twice"
+    );
+    let resumed = result["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["method"] == "GET" && !s["last_event_id"].is_null())
+        .unwrap_or_else(|| panic!("a reconnection with Last-Event-ID: {result:#}"));
+    assert_eq!(resumed["token"], "fresh");
+
+    let records = gw.stop().await;
+    let ended = records
+        .iter()
+        .find(|r| r["end"] == "terminated" && r["method"] == "POST")
+        .unwrap_or_else(|| panic!("the call's stream was ended: {records:#?}"));
+    assert_eq!(ended["end_reason"], "token_expired");
+    assert_eq!(ended["mcp"]["gen_ai.tool.name"], "slow_count");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["method"] == "GET" && r["decision"] == "allow" && r["status"] == 200),
+        "the resumed stream was allowed"
+    );
+}
+
+/// The `websockets` client, when its token expires mid-session: a Close
+/// frame 1008 with the reason, which it raises as `ConnectionClosedError`
+/// with that code, within a second of the token's `exp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websockets_client_is_closed_with_1008_when_its_token_expires() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let issuer = oidc_issuer(&idp, "clock_skew = \"0s\"");
+    let gw = TestGateway::start(&config(upstream.addr, &issuer, DEFAULT_ROUTES)).await;
+    // The client ready first: the token's lifetime is the session's.
+    tokio::task::spawn_blocking(python::python).await.unwrap();
+    let token = idp.token().expires_in(4);
+    let exp = token.claims["exp"].as_f64().unwrap();
+    let token = token.sign();
+    let url = format!("ws://{}/ws", gw.addr);
+    let out = tokio::task::spawn_blocking(move || python::script("ws_client.py", &[&url, &token]))
+        .await
+        .unwrap();
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["code"], 1008, "{seen}");
+    assert_eq!(seen["reason"], "token_expired");
+    assert_eq!(seen["raised"], "ConnectionClosedError");
+    assert!(seen["echoes"].as_u64().unwrap() > 3, "{seen}");
+    let at = seen["at"].as_f64().unwrap();
+    assert!(
+        at >= exp - 0.05 && at <= exp + 1.0,
+        "closed {:.3} s after exp",
+        at - exp
     );
 }

@@ -153,7 +153,7 @@ fn lifetime(facts: &TokenFacts, issuer: Option<&IssuerConfig>, now: SystemTime) 
         claim: "exp",
         value: facts.exp.map_or_else(|| "-".into(), when),
         accepted: format!("later than now, give or take {skew}s"),
-        fits: Some(facts.exp.is_some_and(|exp| exp >= now - skew)),
+        fits: Some(facts.exp.is_some_and(|exp| exp > now - skew)),
     }];
     if let Some(nbf) = facts.nbf {
         out.push(ClaimCheck {

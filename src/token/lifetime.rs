@@ -13,7 +13,10 @@ pub(super) fn check_lifetime(
     now: u64,
     skew: u64,
 ) -> Result<(), TokenError> {
-    if exp < now.saturating_sub(skew) {
+    // Why `<=`: a token is refused on or after its `exp` (RFC 7519
+    // §4.1.4): an open stream ends at that instant, and a request then
+    // must not be let in again with the same token.
+    if exp.saturating_add(skew) <= now {
         return Err(TokenError::Expired);
     }
     if nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
@@ -35,9 +38,9 @@ mod tests {
     #[test]
     fn the_lifetime_allows_the_clock_skew_at_both_ends_and_no_more() {
         let (now, skew) = (1_000_000, 60);
-        assert_eq!(check_lifetime(now - 60, None, now, skew), Ok(()));
+        assert_eq!(check_lifetime(now - 59, None, now, skew), Ok(()));
         assert_eq!(
-            check_lifetime(now - 61, None, now, skew),
+            check_lifetime(now - 60, None, now, skew),
             Err(TokenError::Expired)
         );
         assert_eq!(check_lifetime(now + 600, Some(now + 60), now, skew), Ok(()));
@@ -45,9 +48,10 @@ mod tests {
             check_lifetime(now + 600, Some(now + 61), now, skew),
             Err(TokenError::NotYetValid)
         );
-        // No skew means none: a token that expired a second ago is refused.
+        // No skew means none: a token is refused from its `exp` on.
+        assert_eq!(check_lifetime(now + 1, None, now, 0), Ok(()));
         assert_eq!(
-            check_lifetime(now - 1, None, now, 0),
+            check_lifetime(now, None, now, 0),
             Err(TokenError::Expired)
         );
     }
