@@ -240,6 +240,10 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
             })
             .collect();
     }
+    let granted = verdict
+        .as_ref()
+        .ok()
+        .and_then(|g| Some((g.route().clone(), g.claims()?.clone())));
     decision.verdict = match (verdict, request.mcp) {
         // The MCP stage's decision, as the gateway makes it on the message.
         (Ok(grant), Some(message)) if grant.route().mcp().is_some() => {
@@ -291,9 +295,7 @@ async fn decide(config: &Config, request: ExplainRequest) -> Result<Explanation,
         },
         (verdict, _) => verdict.map(|_| ()),
     };
-    if let (Ok(()), Some(route), Some(claims)) =
-        (&decision.verdict, &decision.route, &decision.identity)
-    {
+    if let (Ok(()), Some((route, claims))) = (&decision.verdict, &granted) {
         let (at, bound) = crate::streams::deadline_of(&snapshot, route, claims, request.at);
         out.stream = Some(StreamDeadline {
             at,

@@ -50,9 +50,6 @@ mod tests {
         );
         // No skew means none: a token is refused from its `exp` on.
         assert_eq!(check_lifetime(now + 1, None, now, 0), Ok(()));
-        assert_eq!(
-            check_lifetime(now, None, now, 0),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(check_lifetime(now, None, now, 0), Err(TokenError::Expired));
     }
 }

@@ -120,6 +120,45 @@ fn explain_with_claims_allow_and_deny() {
     assert_eq!(json["decision"]["reason"], "agent_not_allowed");
 }
 
+#[test]
+fn explain_shows_when_an_open_stream_would_end() {
+    let dir = temp_dir();
+    let config = explain_config(dir.path(), "https://idp.example");
+    let claims = agent_claims(dir.path());
+    let run = |config: &Path, json: bool| {
+        let out = portcullis()
+            .args(["explain", "--config"])
+            .arg(config)
+            .arg("--claims")
+            .arg(&claims)
+            .args(["--method", "POST", "--path"])
+            .arg("/openai/deployments/gpt-4o-mini/chat/completions")
+            .args(["--client-ip", "10.1.2.3", "--at", "2026-11-28T12:00:00Z"])
+            .args(json.then_some("--json"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The token's exp (2033-05-18T03:33:20Z) and the issuer's 60 s of skew.
+    let text = run(&config, false);
+    assert!(
+        text.contains("stream:    open until 2033-05-18T03:34:20Z (token_expired)"),
+        "{text}"
+    );
+    // A route's maximum comes first.
+    let bounded = std::fs::read_to_string(&config).unwrap().replace(
+        "methods = [\"POST\"]",
+        "methods = [\"POST\"]\nmax_stream_duration = \"1h\"",
+    );
+    std::fs::write(&config, bounded).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&run(&config, true)).unwrap();
+    assert_eq!(
+        json["stream"],
+        serde_json::json!({"deadline": "2026-11-28T13:00:00Z", "ends_as": "max_duration", "finish_secs": null})
+    );
+}
+
 #[tokio::test]
 async fn explain_verifies_a_token_and_never_prints_it() {
     let idp = TestIdp::start().await;
