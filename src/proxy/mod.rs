@@ -35,7 +35,7 @@ use crate::policy::Route;
 use crate::rejection::Rejection;
 use crate::revocation_file::Revocations;
 use crate::snapshot::Snapshot;
-use crate::streams::{EndingOf, Guarded, Streams, Style};
+use crate::streams::{Ending, EndingOf, Guarded, Lifetime, Streams, Style};
 use crate::token::CacheUse;
 use crate::upstream::ForwardError;
 use inbound::Inbound;
@@ -279,18 +279,20 @@ impl Gateway {
                             .refuse_unread(Rejection::BodyTooLarge, Some(route), inbound, version)
                             .await;
                     }
+                    let path = rewritten.as_deref().unwrap_or(parts.uri.path());
+                    let facts = crate::streams::Facts {
+                        claims: grant.claims().cloned(),
+                        route: route.clone(),
+                        method: parts.method.clone(),
+                        host: pipeline::request_host(&parts).map(Box::from),
+                        path: Box::from(path),
+                        client_ip,
+                        agent: decision.agent.is_some(),
+                        model: std::sync::OnceLock::new(),
+                    };
                     let mut lifetime = self.streams.open(crate::streams::Admitted {
                         snapshot: ctx.snapshot,
-                        facts: crate::streams::Facts {
-                            claims: grant.claims().cloned(),
-                            route: route.clone(),
-                            method: parts.method.clone(),
-                            host: pipeline::request_host(&parts).map(Box::from),
-                            path: Box::from(rewritten.as_deref().unwrap_or(parts.uri.path())),
-                            client_ip,
-                            agent: decision.agent.is_some(),
-                            model: std::sync::OnceLock::new(),
-                        },
+                        facts,
                         agent_expires: decision.agent.as_ref().and_then(|a| a.expires),
                         now,
                     });
@@ -342,25 +344,14 @@ impl Gateway {
                     );
                     // Why: an upload, or an upstream slow to answer, does not
                     // outlive the access either.
+                    let horizon = std::time::Instant::now() + target.client.response_timeout();
                     let sent = tokio::select! {
                         biased;
                         sent = forwarding => sent,
-                        end = lifetime.ended() => {
+                        end = lifetime.ended_before(horizon) => {
                             lifetime.acted(&end);
                             ending = Some(lifetime.watcher());
-                            let mut outcome = match end.rejection() {
-                                Some(rejection) => ctx.refuse(rejection, Some(route), None),
-                                None => {
-                                    let error = ForwardError::Timeout(
-                                        route.max_stream_duration().unwrap_or_default(),
-                                    );
-                                    Outcome::Failed {
-                                        response: forward::error_response(&error, ctx.request_id),
-                                        error,
-                                        upstream: target.name.clone(),
-                                    }
-                                }
-                            };
+                            let mut outcome = ctx.ended_unanswered(&end, route, &target.name);
                             inbound::close_unless_read(outcome.response_mut(), version, false);
                             break 'forward outcome;
                         }
@@ -376,25 +367,9 @@ impl Gateway {
                                 None => forwarded.response,
                             };
                             ending = Some(lifetime.watcher());
-                            let (response, upgrade) = match forwarded.upgrade {
-                                Some(mut upgrade) => {
-                                    // A session is not an answer to finish.
-                                    lifetime.never_finish();
-                                    upgrade.lifetime = Some(lifetime);
-                                    (response, Some(upgrade))
-                                }
-                                None => {
-                                    let style =
-                                        if is_event_stream(&response) && !route.is_model_api() {
-                                            Style::events(snapshot.streams.sse_retry)
-                                        } else {
-                                            Style::Cut
-                                        };
-                                    let guarded =
-                                        response.map(|b| Guarded::new(b, lifetime, style).boxed());
-                                    (guarded, None)
-                                }
-                            };
+                            let retry = snapshot.streams.sse_retry;
+                            let (response, upgrade) =
+                                under(lifetime, response, forwarded.upgrade, route, retry);
                             Outcome::Forwarded {
                                 response,
                                 upstream: UpstreamInfo {
@@ -479,6 +454,33 @@ impl Gateway {
     }
 }
 
+/// The answer, or the session it switched to, under the exchange's
+/// lifetime: each ends when the access does, the way its client
+/// understands (an event stream, unless a model's, may be resumed).
+fn under(
+    mut lifetime: Lifetime,
+    response: Response<Body>,
+    upgrade: Option<tunnel::Upgrade>,
+    route: &Route,
+    sse_retry: std::time::Duration,
+) -> (Response<Body>, Option<tunnel::Upgrade>) {
+    if let Some(mut upgrade) = upgrade {
+        // A session is not an answer to finish.
+        lifetime.never_finish();
+        upgrade.lifetime = Some(lifetime);
+        return (response, Some(upgrade));
+    }
+    let style = if is_event_stream(&response) && !route.is_model_api() {
+        Style::events(sse_retry)
+    } else {
+        Style::Cut
+    };
+    (
+        response.map(|b| Guarded::new(b, lifetime, style).boxed()),
+        None,
+    )
+}
+
 /// What the audit record keeps of the request line and headers.
 fn request_info(
     parts: &Parts,
@@ -530,6 +532,21 @@ impl Context<'_> {
             response,
             rejection,
             upstream,
+        }
+    }
+
+    /// The answer to a request whose access ended before its answer came:
+    /// the refusal a new request would get now, or at the route's maximum
+    /// duration, the upstream's timeout.
+    fn ended_unanswered(&self, end: &Ending, route: &Route, upstream: &Arc<str>) -> Outcome {
+        if let Some(rejection) = end.rejection() {
+            return self.refuse(rejection, Some(route), None);
+        }
+        let error = ForwardError::Timeout(route.max_stream_duration().unwrap_or_default());
+        Outcome::Failed {
+            response: forward::error_response(&error, self.request_id),
+            error,
+            upstream: upstream.clone(),
         }
     }
 

@@ -156,13 +156,19 @@ impl HttpBody for Guarded {
         }
         // Why first: a stream that always has its next frame ready must
         // still end on time.
-        if let Poll::Ready(ending) = this.lifetime.poll_end(cx) {
+        if let Poll::Ready(ending) = this.lifetime.poll_passed(cx) {
             return this.end(&ending);
         }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
         let polled = Pin::new(inner).poll_frame(cx);
+        // Waiting for the upstream: the deadline's timer wakes it.
+        if polled.is_pending()
+            && let Poll::Ready(ending) = this.lifetime.poll_end(cx)
+        {
+            return this.end(&ending);
+        }
         if let (Poll::Ready(Some(Ok(frame))), Style::Events(seen)) = (&polled, &mut this.style)
             && let Some(data) = frame.data_ref()
         {

@@ -413,6 +413,24 @@ impl Lifetime {
     /// once after a revocation; at the deadline, or that plus the finish
     /// bound for a model answer).
     pub fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        self.poll_watching(cx, Watch::Timer)
+    }
+
+    /// [`Self::poll_end`] for a pump that polls again soon anyway (a body
+    /// whose next frame is ready): the deadline is read off the clock, and
+    /// no timer is set until one is needed (most answers end before).
+    pub fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        self.poll_watching(cx, Watch::Clock)
+    }
+
+    /// Resolves when the exchange's access ended, for a wait that ends by
+    /// `horizon` in any case (the upstream's response timeout): a deadline
+    /// after it needs no timer.
+    pub async fn ended_before(&mut self, horizon: Instant) -> Ending {
+        std::future::poll_fn(|cx| self.poll_watching(cx, Watch::TimerBefore(horizon))).await
+    }
+
+    fn poll_watching(&mut self, cx: &mut Context<'_>, watch: Watch) -> Poll<Ending> {
         self.open.waker.register(cx.waker());
         if let Some(ending) = self.open.ending.get() {
             return Poll::Ready(ending.clone());
@@ -424,7 +442,18 @@ impl Lifetime {
         if packed == NEVER {
             return Poll::Pending;
         }
-        let at = tokio::time::Instant::from_std(self.streams.instant(packed >> 2));
+        let at = self.streams.instant(packed >> 2);
+        if self.sleep.is_none() {
+            let needed = match watch {
+                Watch::Timer => true,
+                Watch::Clock => Instant::now() >= at,
+                Watch::TimerBefore(horizon) => at <= horizon,
+            };
+            if !needed {
+                return Poll::Pending;
+            }
+        }
+        let at = tokio::time::Instant::from_std(at);
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
@@ -498,6 +527,17 @@ impl Drop for Lifetime {
         self.streams.lock().try_remove(self.key);
         self.streams.metrics.streams_open().dec();
     }
+}
+
+/// How a poll of a [`Lifetime`] watches its deadline.
+#[derive(Clone, Copy)]
+enum Watch {
+    /// With a timer, which wakes the polling task at the deadline.
+    Timer,
+    /// By the clock at each poll, until a timer is set.
+    Clock,
+    /// With a timer only for a deadline before this instant.
+    TimerBefore(Instant),
 }
 
 /// Why an exchange was ended by the gateway, if it was: for its record.
