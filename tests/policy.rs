@@ -43,17 +43,7 @@ expires = "2020-01-01T00:00:00Z"
 
 /// An autonomous agent token, in the shape Entra Agent ID issues.
 fn agent_token(idp: &TestIdp, agent: &str) -> String {
-    idp.token()
-        .without("scp")
-        .without("azp")
-        .claim("idtyp", "app")
-        .claim("appid", agent)
-        .claim("oid", agent)
-        .claim("roles", json!(["Models.Invoke"]))
-        .claim("xms_act_fct", "3 9 11")
-        .claim("xms_sub_fct", "9 3 11")
-        .claim("xms_par_app_azp", BLUEPRINT)
-        .sign()
+    idp.agent(agent, BLUEPRINT).sign()
 }
 
 async fn post(

@@ -398,16 +398,7 @@ const AGENT: &str = "d0000000-0000-4000-8000-0000000000a1";
 const OTHER_AGENT: &str = "d0000000-0000-4000-8000-0000000000a2";
 
 fn agent_token(idp: &TestIdp, agent: &str) -> String {
-    idp.token()
-        .without("scp")
-        .without("azp")
-        .claim("idtyp", "app")
-        .claim("appid", agent)
-        .claim("oid", agent)
-        .claim("roles", json!(["Models.Invoke"]))
-        .claim("xms_act_fct", "3 9 11")
-        .claim("xms_sub_fct", "9 3 11")
-        .claim("xms_par_app_azp", "b0000000-0000-4000-8000-0000000000b1")
+    idp.agent(agent, "b0000000-0000-4000-8000-0000000000b1")
         .sign()
 }
 

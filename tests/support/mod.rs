@@ -59,6 +59,22 @@ impl TestIdp {
     }
 
     /// Entra v2 token for `tenant` (issuer `{authority}/{tid}/v2.0`).
+    /// An autonomous agent's token, in the shape Entra Agent ID issues:
+    /// app-only, the agent its own principal, its blueprint named, with
+    /// the app role `Models.Invoke`.
+    pub fn agent(&self, agent: &str, blueprint: &str) -> TokenBuilder {
+        self.token()
+            .without("scp")
+            .without("azp")
+            .claim("idtyp", "app")
+            .claim("appid", agent)
+            .claim("oid", agent)
+            .claim("roles", json!(["Models.Invoke"]))
+            .claim("xms_act_fct", "3 9 11")
+            .claim("xms_sub_fct", "9 3 11")
+            .claim("xms_par_app_azp", blueprint)
+    }
+
     pub fn entra_v2(&self, tenant: &str) -> TokenBuilder {
         let mut b = TokenBuilder::new(self.key.clone(), format!("{}/{tenant}/v2.0", self.url()));
         b.claims["tid"] = tenant.into();
