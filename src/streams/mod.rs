@@ -50,6 +50,10 @@ pub struct Streams {
 /// how it ends.
 pub struct Open {
     facts: Facts,
+    /// The bounds fixed at its start: its token's and its route's (ms
+    /// since the epoch, [`NEVER`] for none); the agent's may change.
+    token_until: u64,
+    route_until: u64,
     /// Its deadline (ms since the epoch, [`NEVER`] for none) and which
     /// bound it is, packed so that both change at once.
     deadline: AtomicU64,
@@ -171,15 +175,16 @@ impl Streams {
     /// Registers an admitted exchange: it is swept from now on, and ends at
     /// its deadline.
     pub fn open(self: &Arc<Self>, admitted: Admitted<'_>) -> Lifetime {
-        let (at, bound) = deadline(&admitted);
+        let bounds = Bounds::of(&admitted);
         let finish = admitted.facts.route.finish_bound();
-        let deadline = match at {
-            Some(at) => self.millis(at),
-            None => NEVER,
-        };
+        let ms = |at: Option<SystemTime>| at.map_or(NEVER, |at| self.millis(at));
+        let (token_until, route_until) = (ms(bounds.token), ms(bounds.route));
+        let deadline = first(token_until, ms(bounds.agent), route_until);
         let open = Arc::new(Open {
             facts: admitted.facts,
-            deadline: AtomicU64::new(pack(deadline, bound)),
+            token_until,
+            route_until,
+            deadline: AtomicU64::new(deadline),
             ending: OnceLock::new(),
             acted: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -200,8 +205,8 @@ impl Streams {
     /// Decides every open exchange again: against `revoked` always, the
     /// agent registry of `snapshot` always, and (`whole`) the whole
     /// decision of `snapshot` (route, scopes, policies). Ends those whose
-    /// access is gone, moves deadlines that came closer; returns how many
-    /// it ended.
+    /// access is gone, moves the deadlines of agents whose expiry changed;
+    /// returns how many it ended.
     pub fn sweep(&self, snapshot: &Snapshot, revoked: &RevocationList, whole: bool) -> usize {
         let open: Vec<Arc<Open>> = self.lock().iter().map(|(_, o)| o.clone()).collect();
         let now = SystemTime::now();
@@ -212,11 +217,10 @@ impl Streams {
             }
             match decide_again(&o.facts, snapshot, revoked, whole, now) {
                 Again::Keep => {}
-                Again::Until(at) => {
-                    let at = self.millis(at);
-                    let current = o.deadline.load(Ordering::Acquire);
-                    if at < current >> 2 {
-                        o.deadline.store(pack(at, Bound::Agent), Ordering::Release);
+                Again::Agent(expires) => {
+                    let agent = expires.map_or(NEVER, |at| self.millis(at));
+                    let deadline = first(o.token_until, agent, o.route_until);
+                    if o.deadline.swap(deadline, Ordering::AcqRel) != deadline {
                         o.waker.wake();
                     }
                 }
@@ -235,7 +239,7 @@ impl Streams {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `at` as milliseconds since the epoch (0 when it has passed).
+    /// `at` as milliseconds since the epoch (now, when it has passed).
     fn millis(&self, at: SystemTime) -> u64 {
         let now_sys = SystemTime::now();
         let now = Instant::now();
@@ -259,30 +263,51 @@ fn pack(ms: u64, bound: Bound) -> u64 {
     (ms << 2) | bound as u64
 }
 
-/// The first of an exchange's bounds, and which it is.
-fn deadline(a: &Admitted<'_>) -> (Option<SystemTime>, Bound) {
-    let mut first: Option<(SystemTime, Bound)> = None;
-    let mut consider = |at: SystemTime, bound| {
-        if first.is_none_or(|(f, _)| at < f) {
-            first = Some((at, bound));
+/// The first of three bounds (ms since the epoch, [`NEVER`] for none),
+/// packed with which it is.
+fn first(token: u64, agent: u64, route: u64) -> u64 {
+    let (ms, bound) = [
+        (token, Bound::Token),
+        (agent, Bound::Agent),
+        (route, Bound::Route),
+    ]
+    .into_iter()
+    .min_by_key(|(ms, _)| *ms)
+    .unwrap_or((NEVER, Bound::Route));
+    pack(ms, bound)
+}
+
+/// An exchange's bounds, each when it has one.
+struct Bounds {
+    token: Option<SystemTime>,
+    agent: Option<SystemTime>,
+    route: Option<SystemTime>,
+}
+
+impl Bounds {
+    fn of(a: &Admitted<'_>) -> Self {
+        let token = a.facts.claims.as_ref().map(|claims| {
+            let until = a.snapshot.verifier.accepted_until(claims);
+            UNIX_EPOCH + Duration::from_secs(until) + a.snapshot.streams.exp_grace
+        });
+        Self {
+            token,
+            agent: a.agent_expires,
+            route: a.facts.route.max_stream_duration().map(|max| a.now + max),
         }
-    };
-    if let Some(claims) = &a.facts.claims {
-        let until = a.snapshot.verifier.accepted_until(claims);
-        consider(
-            UNIX_EPOCH + Duration::from_secs(until) + a.snapshot.streams.exp_grace,
-            Bound::Token,
-        );
     }
-    if let Some(expires) = a.agent_expires {
-        consider(expires, Bound::Agent);
-    }
-    if let Some(max) = a.facts.route.max_stream_duration() {
-        consider(a.now + max, Bound::Route);
-    }
-    match first {
-        Some((at, bound)) => (Some(at), bound),
-        None => (None, Bound::Route),
+
+    /// The first, and which it is.
+    fn first(&self) -> (Option<SystemTime>, Bound) {
+        [
+            (self.token, Bound::Token),
+            (self.agent, Bound::Agent),
+            (self.route, Bound::Route),
+        ]
+        .into_iter()
+        .filter_map(|(at, bound)| Some((at?, bound)))
+        .min_by_key(|(at, _)| *at)
+        .map_or((None, Bound::Route), |(at, bound)| (Some(at), bound))
     }
 }
 
@@ -299,7 +324,7 @@ pub fn deadline_of(
         .agents
         .find(claims)
         .and_then(|a| a.expires);
-    deadline(&Admitted {
+    Bounds::of(&Admitted {
         snapshot,
         facts: Facts {
             claims: Some(claims.clone()),
@@ -314,13 +339,15 @@ pub fn deadline_of(
         agent_expires,
         now,
     })
+    .first()
 }
 
 /// What deciding an open exchange again found.
 enum Again {
     Keep,
-    /// Its agent's registration now expires sooner.
-    Until(SystemTime),
+    /// Its agent's registration expires then (or never): its deadline
+    /// moves with it.
+    Agent(Option<SystemTime>),
     End(Rejection),
 }
 
@@ -384,8 +411,8 @@ fn decide_again(
             Some(_) => {}
         }
     }
-    match agents.find(claims).and_then(|a| a.expires) {
-        Some(expires) if facts.agent => Again::Until(expires),
+    match agents.find(claims) {
+        Some(agent) if facts.agent => Again::Agent(agent.expires),
         _ => Again::Keep,
     }
 }

@@ -182,18 +182,24 @@ async fn a_reload_checks_agents_always_and_everything_when_asked() {
 }
 
 #[tokio::test]
-async fn an_agent_expiry_brought_forward_moves_the_deadline() {
-    let s = snapshot(&format!(
-        "[[agents]]\nid = \"{AGENT}\"\nname = \"a\"\nexpires = \"2099-01-01T00:00:00Z\"\n"
-    ));
+async fn a_reload_moves_an_agents_deadline_either_way() {
+    let expiring = |in_ms: i64| {
+        let at = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(in_ms);
+        snapshot(&format!(
+            "[[agents]]\nid = \"{AGENT}\"\nname = \"a\"\nexpires = \"{at}\"\n"
+        ))
+    };
+    let none = RevocationList::default();
+    let s = expiring(150);
     let streams = streams();
     let mut agent = open(&streams, &s, claims(&s, in_secs(600), true));
     assert_eq!(ending(&mut agent), None);
-    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(50);
-    let sooner = snapshot(&format!(
-        "[[agents]]\nid = \"{AGENT}\"\nname = \"a\"\nexpires = \"{soon}\"\n"
-    ));
-    assert_eq!(streams.sweep(&sooner, &RevocationList::default(), false), 0);
+    // Renewed: it runs past its first expiry.
+    assert_eq!(streams.sweep(&expiring(3_600_000), &none, false), 0);
+    let renewed = tokio::time::timeout(Duration::from_millis(400), agent.ended()).await;
+    assert!(renewed.is_err(), "still open after its old expiry");
+    // Brought forward: it ends then.
+    assert_eq!(streams.sweep(&expiring(50), &none, false), 0);
     let ended = tokio::time::timeout(Duration::from_secs(5), agent.ended())
         .await
         .unwrap();
