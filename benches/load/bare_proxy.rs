@@ -10,6 +10,12 @@
 //! ```sh
 //! cargo run --release --example bare_proxy -- 127.0.0.1:18080 127.0.0.1:9000
 //! ```
+//!
+//! `BARE_MODE` tries the stack's other shapes (scenarios `hyper-h1` and
+//! `hyper-conn`): `h1-pool`, hyper's HTTP/1 server alone (no protocol
+//! detection); `h1-conn`, that and each client connection with its own
+//! upstream connection through hyper's connection-level client (no pool,
+//! no pool lock, no key hashing per request).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -40,12 +46,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .pool_timer(TokioTimer::new())
         .build(connector);
     let listener = TcpListener::bind(listen).await?;
+    let mode = std::env::var("BARE_MODE").unwrap_or_default();
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         let client = client.clone();
         let upstream = upstream.clone();
+        if mode == "h1-conn" {
+            tokio::spawn(h1_conn(stream, upstream));
+            continue;
+        }
+        let h1_only = mode == "h1-pool";
         tokio::spawn(async move {
+            if h1_only {
+                let service =
+                    service_fn(move |request| forward(client.clone(), upstream.clone(), request));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                return;
+            }
             let service =
                 service_fn(move |request| forward(client.clone(), upstream.clone(), request));
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -56,6 +78,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await;
         });
     }
+}
+
+/// HTTP/1 only, each client connection with its own upstream connection
+/// (no pool).
+async fn h1_conn(stream: tokio::net::TcpStream, upstream: Authority) {
+    let Ok(up) = tokio::net::TcpStream::connect(upstream.as_str()).await else {
+        return;
+    };
+    let _ = up.set_nodelay(true);
+    let Ok((sender, conn)) =
+        hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(up)).await
+    else {
+        return;
+    };
+    tokio::spawn(conn);
+    let sender = std::sync::Arc::new(tokio::sync::Mutex::new(sender));
+    let service = service_fn(move |request: Request<Incoming>| {
+        let sender = sender.clone();
+        async move {
+            let mut sender = sender.lock().await;
+            let (mut parts, body) = request.into_parts();
+            if let Some(pq) = parts.uri.path_and_query() {
+                parts.uri = Uri::from(pq.clone());
+            }
+            match sender.send_request(Request::from_parts(parts, body)).await {
+                Ok(response) => Ok::<_, Infallible>(response.map(Body::Left)),
+                Err(_) => {
+                    let mut response = Response::new(Body::Right(http_body_util::Empty::new()));
+                    *response.status_mut() = StatusCode::BAD_GATEWAY;
+                    Ok(response)
+                }
+            }
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// The request to the upstream, its answer back; 502 if it cannot be had.

@@ -42,6 +42,10 @@
 #                hyper-util server and pooled client) forwarding with none of
 #                the gateway's work, pinned like the gateway: the floor of
 #                any gateway built on that stack
+#   hyper-h1     the same with hyper's HTTP/1 server alone (no protocol
+#                detection)
+#   hyper-conn   HTTP/1 alone, each client connection with its own upstream
+#                connection (hyper's connection-level client: no pool)
 #   public       the gateway on a public route: no token checked (the floor)
 #   cached       the gateway validating a cached token
 #   distinct     the gateway with the token cache off and 1,000 distinct
@@ -99,7 +103,7 @@ TOGETHER=${TOGETHER:-}
 if [ -n "$TOGETHER" ]; then
   for scenario in $SCENARIOS; do
     case "${scenario%@b}" in
-      direct | hyper | nginx* | haproxy* | steady | reload-storm | reload-storm-cold) echo "TOGETHER runs gateway scenarios only, not $scenario" >&2; exit 2 ;;
+      direct | hyper* | nginx* | haproxy* | steady | reload-storm | reload-storm-cold) echo "TOGETHER runs gateway scenarios only, not $scenario" >&2; exit 2 ;;
     esac
   done
 fi
@@ -127,7 +131,7 @@ OUT=$WORK/out
 mkdir -p "$OUT"
 
 case " $SCENARIOS " in
-  *" hyper "*)
+  *" hyper"*)
     # BIN may be a baseline build; the example is always this checkout's.
     cargo build --release --locked --example bare_proxy
     BARE_PROXY=$PWD/target/release/examples/bare_proxy
@@ -367,8 +371,11 @@ start_scenario() { # scenario port
       TARGET[$scenario]="http://$UPSTREAM/openai/models$answer"
       PID[$scenario]=$(pgrep -f -- "--fixtures-only" | head -1)
       ;;
-    hyper)
-      "${GW[@]}" "$BARE_PROXY" "127.0.0.1:$PORT" "$UPSTREAM" &
+    hyper | hyper-h1 | hyper-conn)
+      local mode=auto-pool
+      [ "$scenario" != hyper-h1 ] || mode=h1-pool
+      [ "$scenario" != hyper-conn ] || mode=h1-conn
+      BARE_MODE=$mode "${GW[@]}" "$BARE_PROXY" "127.0.0.1:$PORT" "$UPSTREAM" &
       PID[$scenario]=$!
       PIDS+=($!)
       answering "${TARGET[$scenario]}"
