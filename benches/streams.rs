@@ -62,7 +62,6 @@ fn open(streams: &Arc<Streams>, snapshot: &Snapshot, claims: Arc<VerifiedClaims>
             host: None,
             path: Box::from("/events"),
             client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
-            agent: false,
             model: OnceLock::new(),
         },
         agent_expires: None,

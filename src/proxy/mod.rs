@@ -287,7 +287,6 @@ impl Gateway {
                         host: pipeline::request_host(&parts).map(Box::from),
                         path: Box::from(path),
                         client_ip,
-                        agent: decision.agent.is_some(),
                         model: std::sync::OnceLock::new(),
                     };
                     let mut lifetime = self.streams.open(crate::streams::Admitted {

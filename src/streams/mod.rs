@@ -77,8 +77,6 @@ pub struct Facts {
     /// The normalized path the route was matched on.
     pub path: Box<str>,
     pub client_ip: IpAddr,
-    /// The caller is a registered agent (its registration is checked again).
-    pub agent: bool,
     /// The model a stage read from the request, once it has.
     pub model: OnceLock<Box<str>>,
 }
@@ -333,7 +331,6 @@ pub fn deadline_of(
             host: None,
             path: Box::from(""),
             client_ip: IpAddr::from([0, 0, 0, 0]),
-            agent: false,
             model: OnceLock::new(),
         },
         agent_expires,
@@ -365,6 +362,7 @@ fn decide_again(
         return Again::End(Rejection::InvalidToken(TokenError::Revoked));
     }
     let agents = &snapshot.policies.agents;
+    let registered = agents.find(claims);
     if whole {
         let matched = snapshot
             .routes
@@ -398,8 +396,8 @@ fn decide_again(
                 return Again::End(Rejection::Denied(denial));
             }
         }
-    } else if facts.agent {
-        match agents.find(claims) {
+    } else if claims.agent_id().is_some() {
+        match registered {
             None if !agents.allows_unregistered() => {
                 return Again::End(Rejection::Denied(Denial::AgentUnregistered));
             }
@@ -411,9 +409,9 @@ fn decide_again(
             Some(_) => {}
         }
     }
-    match agents.find(claims) {
-        Some(agent) if facts.agent => Again::Agent(agent.expires),
-        _ => Again::Keep,
+    match registered {
+        Some(agent) => Again::Agent(agent.expires),
+        None => Again::Keep,
     }
 }
 

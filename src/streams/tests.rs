@@ -60,7 +60,6 @@ fn open(streams: &Arc<Streams>, snapshot: &Snapshot, claims: Arc<VerifiedClaims>
             host: None,
             path: Box::from("/stream"),
             client_ip: IpAddr::from([127, 0, 0, 1]),
-            agent: agent.is_some(),
             model: OnceLock::new(),
         },
         agent_expires: agent.and_then(|a| a.expires),
@@ -122,7 +121,7 @@ fn ending_reasons_and_the_refusals_they_stand_for() {
 
 #[tokio::test]
 async fn a_revocation_sweep_ends_the_revoked_exchanges_only() {
-    let s = snapshot("");
+    let s = snapshot(&format!("[[agents]]\nid = \"{AGENT}\"\nname = \"a\"\n"));
     let streams = streams();
     let mut revoked = open(&streams, &s, claims(&s, in_secs(600), false));
     let mut kept = open(&streams, &s, claims(&s, in_secs(600), true));
@@ -141,6 +140,20 @@ async fn a_revocation_sweep_ends_the_revoked_exchanges_only() {
     assert_eq!(streams.sweep(&s, &list, false), 0, "ended once");
     drop(revoked);
     assert_eq!(streams.len(), 1, "an exchange leaves when it ends");
+}
+
+#[tokio::test]
+async fn a_reload_that_refuses_unregistered_agents_ends_their_exchanges() {
+    let allowed = snapshot("[identity]\nunregistered_agents = \"allow\"\n");
+    let streams = streams();
+    let mut agent = open(&streams, &allowed, claims(&allowed, in_secs(600), true));
+    let none = RevocationList::default();
+    assert_eq!(streams.sweep(&allowed, &none, false), 0);
+    assert_eq!(streams.sweep(&snapshot(""), &none, false), 1);
+    assert_eq!(
+        ending(&mut agent).map(|e| e.reason()),
+        Some("agent_unregistered")
+    );
 }
 
 #[tokio::test]
