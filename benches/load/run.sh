@@ -74,6 +74,13 @@
 #   budget-redis  and the same two in Redis (a redis-server the script
 #                 starts on the load core): one round trip per request
 #
+# MCP scenarios (SCENARIOS="mcp mcp-plain"; audit off): a JSON-RPC
+# `tools/call` POSTed with the MCP transport's headers, answered with the
+# upstream's fixed JSON:
+#   mcp           to an MCP route with a rule for the tool: the message
+#                 read and decided, the session and rate stages in place
+#   mcp-plain     the same POST to a plain route (the stage's floor)
+#
 # Reload scenarios (SCENARIOS="steady reload-storm reload-storm-cold"): a
 # large config (10,000 agents, 1,000 routes, audit to a file) under a fixed
 # request rate (RATE requests/s from `oha --latency-correction`, an
@@ -162,6 +169,16 @@ body = json.dumps({"model": "gpt-4o-mini", "max_completion_tokens": 512,
                  {"role": "user", "content": "lorem ipsum dolor sit amet " * 68}]})
 print(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(body)}')
 PY
+# The MCP tool call the MCP scenarios post.
+python3 - >"$WORK/mcp.lua" <<'PY'
+import json
+body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+    "params": {"name": "search_docs", "arguments": {"query": "printer"}}})
+print('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+      'wrk.headers["Accept"] = "application/json, text/event-stream"\n'
+      'wrk.headers["MCP-Protocol-Version"] = "2025-11-25"\n'
+      f'wrk.body = {json.dumps(body)}')
+PY
 
 config() { # scenario -> config text
   config_head
@@ -183,6 +200,12 @@ TOML
       [ "${1%@b}" != budget-redis ] || printf '\n[budget_store]\nkind = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT"
       ;;
     public) printf '\n[audit]\nsink = "off"\n[[routes]]\nname = "open"\nprefix = "/open"\npublic = true\n' ;;
+    mcp-plain) printf '\n[audit]\nsink = "off"\n' ;;
+    mcp)
+      printf '\n[audit]\nsink = "off"\n[[routes]]\nname = "mcp"\npath = "/mcp"\nmethods = ["POST", "GET", "DELETE"]\nscopes = ["Models.Read"]\n'
+      printf '[routes.mcp]\nresource = "http://127.0.0.1:%s/mcp"\nscopes_supported = ["%s/Models.Read"]\n' "$PORT" "$AUDIENCE"
+      printf '\n[[mcp_rules]]\nroute = "mcp"\ntools = ["search_*"]\nscopes = ["Models.Read"]\n'
+      ;;
     distinct) printf '\n[audit]\nsink = "off"\n[token_cache]\nenabled = false\n' ;;
     audit-file) printf '\n[audit]\nsink = "file"\nfile = "%s/%s.audit.jsonl"\n' "$OUT" "$1" ;;
     audit-stdout) printf '\n[audit]\nsink = "stdout"\n' ;;
@@ -409,6 +432,7 @@ start_scenario() { # scenario port
   [ "${scenario%@b}" != public ] || TARGET[$scenario]="http://127.0.0.1:$PORT/open/models$answer"
   case "${scenario%@b}" in
     model | budget-local | budget-redis) TARGET[$scenario]="http://127.0.0.1:$PORT/openai/v1/chat/completions$answer" ;;
+    mcp | mcp-plain) TARGET[$scenario]="http://127.0.0.1:$PORT/mcp$answer" ;;
   esac
   RELOADS0[$scenario]=$(reloads)
   STORMER[$scenario]=""
@@ -437,6 +461,7 @@ drive() { # scenario round: the load, then the gateway's figures for the round
   local pid=${PID[$scenario]}
   [ "${scenario%@b}" != distinct ] || script=(-s "$WORK/tokens.lua")
   case "${scenario%@b}" in model | budget-local | budget-redis | *-post) script=(-s "$WORK/chat.lua") ;; esac
+  case "${scenario%@b}" in mcp | mcp-plain) script=(-s "$WORK/mcp.lua") ;; esac
   case "${scenario%@b}" in *-badsig) token=$BAD_TOKEN ;; esac
   if [ -n "${PROFILE:-}" ]; then
     # Call graphs of the process under test, from its own core's samples.
@@ -602,6 +627,7 @@ if all(s in rows for s in ("audit-file", "audit-off", "nginx-log", "nginx")):
     print(f"audit-file / audit-off CPU per request {ours:.3f} against nginx-log / nginx {theirs:.3f} (paired); "
           f"target: the audit trail costs no more than nginx's access log")
 ratio("public", "direct", "(information)", "the proxy hop")
+ratio("mcp", "mcp-plain", "(information)", "the MCP stage on a tools/call")
 ratio("hyper", "nginx", "(information)", "the stack's floor against nginx")
 ratio("public", "hyper", "(information)", "the gateway's own work on a public route")
 for s in rows:
