@@ -73,6 +73,10 @@
 #   budget-local  and two budgets reserved in the local store
 #   budget-redis  and the same two in Redis (a redis-server the script
 #                 starts on the load core): one round trip per request
+#   model-stream  the same completion asked as a stream of 50 chunks and its
+#                 usage (the upstream's `?chunks=50`): read, decided, the
+#                 usage read from the stream as it passes
+#   stream-plain  the same streamed POST through a plain route (no stage)
 #
 # MCP scenarios (SCENARIOS="mcp mcp-plain"; audit off): a JSON-RPC
 # `tools/call` POSTed with the MCP transport's headers, answered with the
@@ -169,6 +173,16 @@ body = json.dumps({"model": "gpt-4o-mini", "max_completion_tokens": 512,
                  {"role": "user", "content": "lorem ipsum dolor sit amet " * 68}]})
 print(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(body)}')
 PY
+# The same completion asked as a stream (the stream scenarios).
+python3 - >"$WORK/stream.lua" <<'PY'
+import json
+body = json.dumps({"model": "gpt-4o-mini", "max_completion_tokens": 512, "stream": True,
+    "messages": [{"role": "system", "content": "You are terse."},
+                 {"role": "user", "content": "lorem ipsum dolor sit amet " * 68}]})
+print('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+      'wrk.headers["Accept"] = "text/event-stream"\n'
+      f'wrk.body = {json.dumps(body)}')
+PY
 # The MCP tool call the MCP scenarios post.
 python3 - >"$WORK/mcp.lua" <<'PY'
 import json
@@ -194,9 +208,10 @@ level = "warn"
 TOML
   case "${1%@b}" in
     audit-off | cached | cached-post | cached-badsig) printf '\n[audit]\nsink = "off"\n' ;;
-    model | budget-local | budget-redis)
+    stream-plain) printf '\n[audit]\nsink = "off"\n' ;;
+    model | model-stream | budget-local | budget-redis)
       printf '\n[audit]\nsink = "off"\n[[routes]]\nname = "v1"\nprefix = "/openai/v1/"\nscopes = ["Models.Read"]\n[routes.model]\n'
-      [ "${1%@b}" = model ] || printf '\n[[budgets]]\nname = "per-user-tpm"\nkey = ["tid", "oid"]\ntokens_per_minute = 1000000000000\n[[budgets]]\nname = "per-app-monthly"\nkey = ["azp", "model"]\ntokens = 1000000000000\nperiod = "month"\n'
+      case "${1%@b}" in model | model-stream) ;; *) printf '\n[[budgets]]\nname = "per-user-tpm"\nkey = ["tid", "oid"]\ntokens_per_minute = 1000000000000\n[[budgets]]\nname = "per-app-monthly"\nkey = ["azp", "model"]\ntokens = 1000000000000\nperiod = "month"\n' ;; esac
       [ "${1%@b}" != budget-redis ] || printf '\n[budget_store]\nkind = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT"
       ;;
     public) printf '\n[audit]\nsink = "off"\n[[routes]]\nname = "open"\nprefix = "/open"\npublic = true\n' ;;
@@ -433,6 +448,7 @@ start_scenario() { # scenario port
   case "${scenario%@b}" in
     model | budget-local | budget-redis) TARGET[$scenario]="http://127.0.0.1:$PORT/openai/v1/chat/completions$answer" ;;
     mcp | mcp-plain) TARGET[$scenario]="http://127.0.0.1:$PORT/mcp$answer" ;;
+    model-stream | stream-plain) TARGET[$scenario]="http://127.0.0.1:$PORT/openai/v1/chat/completions?chunks=50" ;;
   esac
   RELOADS0[$scenario]=$(reloads)
   STORMER[$scenario]=""
@@ -462,6 +478,7 @@ drive() { # scenario round: the load, then the gateway's figures for the round
   [ "${scenario%@b}" != distinct ] || script=(-s "$WORK/tokens.lua")
   case "${scenario%@b}" in model | budget-local | budget-redis | *-post) script=(-s "$WORK/chat.lua") ;; esac
   case "${scenario%@b}" in mcp | mcp-plain) script=(-s "$WORK/mcp.lua") ;; esac
+  case "${scenario%@b}" in model-stream | stream-plain) script=(-s "$WORK/stream.lua") ;; esac
   case "${scenario%@b}" in *-badsig) token=$BAD_TOKEN ;; esac
   if [ -n "${PROFILE:-}" ]; then
     # Call graphs of the process under test, from its own core's samples.
@@ -628,6 +645,7 @@ if all(s in rows for s in ("audit-file", "audit-off", "nginx-log", "nginx")):
           f"target: the audit trail costs no more than nginx's access log")
 ratio("public", "direct", "(information)", "the proxy hop")
 ratio("mcp", "mcp-plain", "(information)", "the MCP stage on a tools/call")
+ratio("model-stream", "stream-plain", "(information)", "the model stage on a streamed completion, usage metered")
 ratio("hyper", "nginx", "(information)", "the stack's floor against nginx")
 ratio("public", "hyper", "(information)", "the gateway's own work on a public route")
 for s in rows:

@@ -508,9 +508,12 @@ fn issuer_response(base: &str, state: &Mutex<IssuerState>, path: &str) -> Respon
 /// `Accept: text/event-stream`, with server-sent events: the first at once,
 /// then one every `interval_ms` (query, default 100) up to `events`
 /// (default 5), each naming its number and the milliseconds since the
-/// request, then `data: [DONE]`; or, asked with `bytes=N` in the query (up
-/// to 1 MiB), with a fixed body of N bytes, whatever the request's headers
-/// (load benchmarks, whose scenarios must get the same answer).
+/// request, then `data: [DONE]` (with `chunks=N` in the query instead: N
+/// chat completion chunks at once, then one with the usage and no choices,
+/// as OpenAI and Azure OpenAI stream a completion that asked for its usage);
+/// or, asked with `bytes=N` in the query (up to 1 MiB), with a fixed body
+/// of N bytes, whatever the request's headers (load benchmarks, whose
+/// scenarios must get the same answer).
 pub struct EchoUpstream {
     addr: SocketAddr,
     task: JoinHandle<()>,
@@ -652,6 +655,16 @@ fn events(query: &str) -> Response<EventBody> {
     let param = |name: &str, default: u64| query_param(query, name).unwrap_or(default);
     let (count, interval) = (param("events", 5), param("interval_ms", 100));
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
+    if let Some(chunks) = query_param(query, "chunks") {
+        tokio::spawn(async move {
+            for event in completion_chunks(chunks) {
+                if tx.send_data(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        return event_stream(body.boxed());
+    }
     tokio::spawn(async move {
         let started = tokio::time::Instant::now();
         for n in 0..count {
@@ -666,7 +679,30 @@ fn events(query: &str) -> Response<EventBody> {
         }
         let _ = tx.send_data(Bytes::from_static(b"data: [DONE]\n\n")).await;
     });
-    let mut resp = Response::new(body.boxed());
+    event_stream(body.boxed())
+}
+
+/// A streamed chat completion of `n` one-token chunks: each chunk, the
+/// usage chunk (`choices: []`), `data: [DONE]`.
+fn completion_chunks(n: u64) -> impl Iterator<Item = Bytes> {
+    let chunk = |choices: Value, usage: Value| {
+        let c = json!({"id": "chatcmpl-dev", "object": "chat.completion.chunk", "created": 0,
+            "model": "gpt-4o-mini", "choices": choices, "usage": usage});
+        Bytes::from(format!("data: {c}\n\n"))
+    };
+    let token = chunk(
+        json!([{"index": 0, "delta": {"content": "tok"}, "finish_reason": null}]),
+        Value::Null,
+    );
+    let usage = json!({"prompt_tokens": 11, "completion_tokens": n, "total_tokens": 11 + n});
+    std::iter::repeat_n(token, usize::try_from(n).unwrap_or(0)).chain([
+        chunk(json!([]), usage),
+        Bytes::from_static(b"data: [DONE]\n\n"),
+    ])
+}
+
+fn event_stream(body: EventBody) -> Response<EventBody> {
+    let mut resp = Response::new(body);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/event-stream"),
@@ -754,5 +790,20 @@ mod tests {
             let echoed: Value = serde_json::from_slice(&get(query, None).await).unwrap();
             assert_eq!(echoed["query"], query);
         }
+    }
+
+    #[test]
+    fn a_streamed_completion_ends_with_its_usage_then_done() {
+        let events: Vec<Bytes> = completion_chunks(3).collect();
+        assert_eq!(events.len(), 5);
+        let data = |e: &Bytes| -> Value {
+            let text = std::str::from_utf8(e).unwrap();
+            serde_json::from_str(text.strip_prefix("data: ").unwrap().trim_end()).unwrap()
+        };
+        assert_eq!(data(&events[0])["choices"][0]["delta"]["content"], "tok");
+        let usage = data(&events[3]);
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["completion_tokens"], 3);
+        assert_eq!(events[4], Bytes::from_static(b"data: [DONE]\n\n"));
     }
 }
