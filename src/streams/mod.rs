@@ -5,7 +5,8 @@
 //! An exchange's [`Lifetime`] holds its deadline: the token's `exp` (plus
 //! the issuer's clock skew and `[streams] exp_grace`), the agent's
 //! registration expiry, the route's `max_stream_duration`, whichever comes
-//! first. A timer ends it then: nothing polls. [`Streams`] knows every open
+//! first. A timer, set when the exchange waits, ends it then: nothing
+//! polls. [`Streams`] knows every open
 //! exchange; [`Streams::sweep`] decides each again against a new
 //! revocation list or config (Teleport's lock watcher, in a sidecar) and
 //! ends those whose access is gone. Whoever pumps the exchange (the
