@@ -353,14 +353,8 @@ async fn tokens_without_permissions_are_refused() {
 async fn revocation_applies_to_cached_tokens_on_the_next_request() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let dir = temp_dir();
-    let file = dir.path().join("revoked.toml");
-    std::fs::write(&file, "# nothing revoked yet\n").unwrap();
-    let cfg = format!(
-        "{}\n[revocation]\nfile = \"{}\"\n",
-        config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES),
-        file.display()
-    );
+    let file = RevocationFile::new();
+    let cfg = config(upstream.addr, &oidc_issuer(&idp, ""), DEFAULT_ROUTES) + &file.config();
     let gw = TestGateway::start(&cfg).await;
     let mut changes = gw.running().revocation_changes();
     let token = idp.token().claim("uti", "revoke-me-123").sign();
@@ -375,9 +369,7 @@ async fn revocation_applies_to_cached_tokens_on_the_next_request() {
     );
 
     // Replace the file the way editors and ConfigMaps do: write, then rename.
-    let staged = dir.path().join(".revoked.toml.tmp");
-    std::fs::write(&staged, "token_ids = [\"revoke-me-123\"]\n").unwrap();
-    std::fs::rename(&staged, &file).unwrap();
+    file.replace("token_ids = [\"revoke-me-123\"]\n");
     tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
         .await
         .unwrap()
@@ -399,12 +391,11 @@ async fn revocation_applies_to_cached_tokens_on_the_next_request() {
     // A broken file is refused and the previous list keeps serving; a valid
     // one after it applies.
     let applied = *changes.borrow_and_update();
-    std::fs::write(&file, "token_ids = [unquoted]\n").unwrap();
+    std::fs::write(&file.path, "token_ids = [unquoted]\n").unwrap();
     let principal = format!(
         "[[principals]]\ntenant = \"{TENANT}\"\noid = \"690222be-ff1a-4d56-abd1-7e4f7d38e474\"\n"
     );
-    std::fs::write(&staged, &principal).unwrap();
-    std::fs::rename(&staged, &file).unwrap();
+    file.replace(&principal);
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
         changes.wait_for(|n| *n > applied),

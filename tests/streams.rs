@@ -144,14 +144,8 @@ async fn a_resumable_stream_ends_cleanly_at_expiry_plus_grace_with_a_retry_hint(
 async fn a_revocation_written_mid_stream_cuts_that_stream_within_a_second_and_no_other() {
     let idp = TestIdp::start().await;
     let upstream = TestUpstream::start().await;
-    let dir = temp_dir();
-    let file = dir.path().join("revoked.toml");
-    std::fs::write(&file, "# nothing revoked yet\n").unwrap();
-    let cfg = format!(
-        "{}\n[revocation]\nfile = \"{}\"\n",
-        config(upstream.addr, &issuer(&idp), EVENTS),
-        file.display()
-    );
+    let file = RevocationFile::new();
+    let cfg = config(upstream.addr, &issuer(&idp), EVENTS) + &file.config();
     let gw = TestGateway::start(&cfg).await;
     let mut changes = gw.running().revocation_changes();
     let revoked = idp.token().claim("uti", "revoke-me-123").sign();
@@ -162,9 +156,7 @@ async fn a_revocation_written_mid_stream_cuts_that_stream_within_a_second_and_no
     next_data(&mut ended).await;
     next_data(&mut running).await;
 
-    let staged = dir.path().join(".revoked.toml.tmp");
-    std::fs::write(&staged, "token_ids = [\"revoke-me-123\"]\n").unwrap();
-    std::fs::rename(&staged, &file).unwrap();
+    file.replace("token_ids = [\"revoke-me-123\"]\n");
     tokio::time::timeout(Duration::from_secs(10), changes.changed())
         .await
         .unwrap()

@@ -497,3 +497,32 @@ pub fn temp_dir() -> tempfile::TempDir {
         .tempdir()
         .unwrap()
 }
+
+/// A revocation file in a directory of its own, nothing revoked at first,
+/// replaced the way editors and ConfigMaps replace files: write, then
+/// rename.
+pub struct RevocationFile {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl RevocationFile {
+    pub fn new() -> Self {
+        let dir = temp_dir();
+        let path = dir.path().join("revoked.toml");
+        std::fs::write(&path, "# nothing revoked yet\n").unwrap();
+        Self { _dir: dir, path }
+    }
+
+    /// The config lines that name it.
+    pub fn config(&self) -> String {
+        format!("\n[revocation]\nfile = \"{}\"\n", self.path.display())
+    }
+
+    /// Replaces its text: write beside it, then rename over it.
+    pub fn replace(&self, text: &str) {
+        let staged = self.path.with_extension("toml.tmp");
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, &self.path).unwrap();
+    }
+}
