@@ -104,6 +104,10 @@ pub async fn serve<H, F>(
             let _slot = slot;
             let is_tls = tls.is_some();
             let conn_info = ClientConn::new(peer, is_tls);
+            // Why: what the connection holds (its upstream connection) is
+            // let go before it leaves the gauge, so whoever sees the gauge
+            // fall sees that too (`an_http1_client_connection_holds_one_upstream_connection_and_passes_it_on`).
+            let (held, gauge) = (conn_info.held.clone(), counted.clone());
             let service = service_fn(move |req: Request<Incoming>| {
                 if let Some(c) = &counted {
                     c.saw(req.version());
@@ -136,6 +140,8 @@ pub async fn serve<H, F>(
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(held);
+            drop(gauge);
         });
     }
     drop(listener);

@@ -87,16 +87,22 @@ async fn a_scrape_passes_promtool_check_metrics() {
     );
     let gw = TestGateway::start(&config(upstream.addr, &oidc_issuer(&idp, ""), &routes)).await;
     let token = idp.token().sign();
-    // One client, each answer read to its end: every request on the one
-    // pooled connection, so that exactly one is open when the scrape runs
-    // (a connection a dropped client closed may not be seen closed yet).
-    let client = client();
-    let get = |path: &str, token: Option<&str>| {
-        let mut req = Request::get(gw.url(path));
+    // Every request on one connection, so that exactly one is open when
+    // the scrape runs (a pooled client may open a second while the first
+    // is on its way back to its pool).
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut get = |path: &str, token: Option<&str>| {
+        let mut req = Request::get(path).header("host", "gateway");
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        client.request(req.body(Full::default()).unwrap())
+        sender.send_request(req.body(Full::default()).unwrap())
     };
     for (path, token, status) in [
         ("/x", Some(token.as_str()), StatusCode::OK),

@@ -59,6 +59,7 @@ pub fn forward(
         let offered = allowed_upgrade(&req, grant.route());
         let client_upgrade = offered.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let inbound_version = parts.version;
 
         // The request's own path and query (a refcount clone) unless
         // normalization rewrote the path.
@@ -146,11 +147,14 @@ pub fn forward(
 
         // Kept only for a request that may be sent twice (see `send`).
         let replay = is_replayable(&parts.method, &body).then(|| parts.clone());
+        // An HTTP/1 client sends one request at a time: its connection's own
+        // upstream connection serves it, unless it becomes a tunnel.
+        let held = (inbound_version < Version::HTTP_2 && offered.is_none()).then_some(&*conn.held);
         let outbound = Request::from_parts(parts, body);
         let started = Instant::now();
         let mut resp = match tokio::time::timeout(
             upstream.response_timeout(),
-            upstream.send(outbound, replay),
+            upstream.send(outbound, replay, held),
         )
         .await
         {

@@ -4,6 +4,7 @@
 //! and what is extended (the forwarding chain through a trusted proxy).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -31,6 +32,8 @@ pub struct ClientConn {
     /// This hop's `Forwarded` element without `host` (RFC 7239 §4):
     /// `for=…;proto=…`, also written once.
     forwarded: Bytes,
+    /// The upstream connection this client connection holds.
+    pub held: Arc<super::Held>,
 }
 
 impl ClientConn {
@@ -63,6 +66,7 @@ impl ClientConn {
             forwarded_for: HeaderValue::from_maybe_shared(Bytes::from(ip))
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             forwarded: Bytes::from(forwarded),
+            held: Arc::default(),
         }
     }
 }

@@ -5,7 +5,9 @@
 
 mod connect;
 pub mod headers;
+mod held;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use headers::{ClientConn, InboundStrip};
+pub use held::Held;
 
 use crate::body::{Body, full};
 use crate::config::UpstreamConfig;
@@ -85,10 +88,40 @@ impl ForwardError {
     }
 }
 
-/// The pooled upstream client. Cloning shares the pool.
+/// Why sending a request upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connecting to the upstream")]
+    Connect(#[source] BoxError),
+    #[error("the exchange with the upstream")]
+    Exchange(#[source] BoxError),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl SendError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(_))
+    }
+}
+
+impl From<hyper_util::client::legacy::Error> for SendError {
+    fn from(e: hyper_util::client::legacy::Error) -> Self {
+        if e.is_connect() {
+            Self::Connect(e.into())
+        } else {
+            Self::Exchange(e.into())
+        }
+    }
+}
+
+/// The upstream client: HTTP/1 connections held by client connections
+/// (`held`), and a shared pool for the rest. Cloning shares both.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<WithoutInfo<HttpsConnector<HttpConnector>>, Body>,
+    /// For HTTP/1 upstreams: the connections client connections hold.
+    direct: Option<Arc<held::Direct>>,
     /// The same, keeping no idle connection: for the one retry that must
     /// not meet another connection the upstream is closing.
     fresh: Client<WithoutInfo<HttpsConnector<HttpConnector>>, Body>,
@@ -106,10 +139,12 @@ impl Upstream {
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
-        let connector = if cfg.http2 {
-            builder.enable_http2().wrap_connector(http)
+        let (connector, direct) = if cfg.http2 {
+            (builder.enable_http2().wrap_connector(http), None)
         } else {
-            builder.enable_http1().wrap_connector(http)
+            let connector = builder.enable_http1().wrap_connector(http);
+            let direct = held::Direct::new(connector.clone(), cfg.pool_idle_timeout);
+            (connector, Some(Arc::new(direct)))
         };
         let mut builder = Client::builder(TokioExecutor::new());
         builder
@@ -124,6 +159,7 @@ impl Upstream {
             .build(WithoutInfo(connector));
         Ok(Self {
             client,
+            direct,
             fresh,
             response_timeout: cfg.response_timeout,
             version: if cfg.http2 {
@@ -144,32 +180,37 @@ impl Upstream {
         self.version
     }
 
-    /// Sends the request on a pooled connection. A request that failed before
-    /// any of it was written on a reused connection is sent again by the pool
-    /// itself (`retry_canceled_requests`). One that was written but got no
-    /// answer because the upstream closed the connection (an idle connection
-    /// it was closing as ours arrived) is sent once more, on a fresh
-    /// connection, when it is `replay`able; never a request that may have
-    /// changed something upstream
-    /// (`an_upstream_that_closes_connections_at_random_costs_no_request`).
+    /// Sends the request on the connection `held` by its client connection
+    /// when there is one (an HTTP/1 client's request that is no upgrade, to
+    /// an HTTP/1 upstream), on a pooled connection otherwise. A request that
+    /// failed before any of it was written on a reused connection is sent
+    /// again on a new one. One that was written but got no answer because
+    /// the upstream closed the connection (an idle connection it was
+    /// closing as ours arrived) is sent once more, on a new connection, when
+    /// it is `replay`able; never a request that may have changed something
+    /// upstream (`an_upstream_that_closes_connections_at_random_costs_no_request`).
     #[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
-    pub fn send(
-        &self,
+    pub fn send<'a>(
+        &'a self,
         req: Request<Body>,
         replay: Option<http::request::Parts>,
-    ) -> impl Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>> {
+        held: Option<&'a Held>,
+    ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + 'a {
         async move {
-            match (self.client.request(req).await, replay) {
+            if let (Some(direct), Some(held)) = (&self.direct, held) {
+                return held.send(direct, req, replay).await;
+            }
+            Ok(match (self.client.request(req).await, replay) {
                 (Err(e), Some(parts)) if closed_before_answer(&e) => {
                     tracing::debug!(
                         error = %crate::telemetry::error_chain(&e),
                         "the upstream closed the connection before answering: sending again on a new one"
                     );
                     let again = Request::from_parts(parts, full(Bytes::new()));
-                    self.fresh.request(again).await
+                    self.fresh.request(again).await?
                 }
-                (answered, _) => answered,
-            }
+                (answered, _) => answered?,
+            })
         }
     }
 }

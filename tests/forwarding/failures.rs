@@ -208,21 +208,12 @@ async fn an_upstream_that_closes_connections_at_random_costs_no_request() {
     while let Some(done) = tasks.join_next().await {
         failed.extend(done.unwrap());
     }
-    let bad_gateway = failed
-        .iter()
-        .filter(|s| **s == StatusCode::BAD_GATEWAY)
-        .count();
-    assert_eq!(
-        bad_gateway, 0,
-        "{bad_gateway} of {REQUESTS} got 502: {failed:?}"
-    );
-    // Under CPU contention a request in a few hundred thousand waits out
-    // the response timeout here (504): it hangs in hyper-util's legacy
-    // pool, which a bare hyper-util client against this upstream shows too
-    // (not with pooling off; the hyper#2312 family). The gateway's own pool
-    // (issue 24) replaces it. Anything else, or more of them, is a failure.
+    // Each client connection's requests go on the upstream connection it
+    // holds (no shared pool), so none waits out the response timeout in
+    // hyper-util's legacy pool either, as one in a few hundred thousand
+    // did (504; the hyper#2312 family).
     assert!(
-        failed.iter().all(|s| *s == StatusCode::GATEWAY_TIMEOUT) && failed.len() <= 10,
+        failed.is_empty(),
         "{} of {REQUESTS} failed: {failed:?}",
         failed.len()
     );

@@ -59,3 +59,60 @@ scopes = ["Models.Invoke"]
         .collect();
     assert_eq!(names, ["default", "search"]);
 }
+
+/// An HTTP/1 client sends one request at a time, so its connection holds one
+/// upstream connection for all its requests; when it closes, the next client
+/// connection takes that upstream connection over. Two client connections at
+/// once hold one each.
+#[tokio::test]
+async fn an_http1_client_connection_holds_one_upstream_connection_and_passes_it_on() {
+    let (idp, upstream, gw) = default_stack().await;
+    let token = idp.token().sign();
+    let connect = || async {
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        (sender, tokio::spawn(conn))
+    };
+    let exchange = |sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>| {
+        let request = Request::get("/x")
+            .header("host", "gateway")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let sent = sender.send_request(request);
+        async move {
+            let resp = sent.await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.into_body().collect().await.unwrap();
+        }
+    };
+    let open = "gateway_open_connections{protocol=\"http1\"}";
+    for client_connection in 1..=2 {
+        let (mut sender, conn) = connect().await;
+        for _ in 0..5 {
+            exchange(&mut sender).await;
+        }
+        drop(sender);
+        conn.await.unwrap().unwrap();
+        while gw.metric(open).await != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            upstream.connections(),
+            1,
+            "after client connection {client_connection}"
+        );
+    }
+
+    // In turn, never at once: a shared pool would serve them all on one.
+    let ((mut one, _one), (mut two, _two)) = (connect().await, connect().await);
+    for _ in 0..3 {
+        exchange(&mut one).await;
+        exchange(&mut two).await;
+    }
+    let on: Vec<usize> = upstream.seen()[10..].iter().map(|s| s.connection).collect();
+    assert_eq!(on[0], 0, "the idle one is taken over");
+    assert_eq!(on, [0, 1, 0, 1, 0, 1], "each client connection on its own");
+}

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ type Body = BoxBody<Bytes, Infallible>;
 
 pub struct TestUpstream {
     pub addr: SocketAddr,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
     gates: Arc<Gates>,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: JoinHandle<()>,
@@ -50,6 +53,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub headers: http::HeaderMap,
+    /// Which connection it came on: 0 for the first accepted.
+    pub connection: usize,
 }
 
 impl TestUpstream {
@@ -60,11 +65,14 @@ impl TestUpstream {
         let gate = gates.clone();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let connection = accepted.fetch_add(1, Ordering::Relaxed);
                 let gate = gate.clone();
                 let log = log.clone();
                 tokio::spawn(async move {
@@ -74,6 +82,7 @@ impl TestUpstream {
                             method: req.method().to_string(),
                             path: req.uri().to_string(),
                             headers: req.headers().clone(),
+                            connection,
                         });
                         async move { Ok::<_, Infallible>(route(req, gate).await) }
                     });
@@ -85,10 +94,16 @@ impl TestUpstream {
         });
         Self {
             addr,
+            connections,
             gates,
             seen,
             task,
         }
+    }
+
+    /// How many connections the upstream has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Every request the upstream has parsed so far, in order.

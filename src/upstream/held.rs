@@ -1,0 +1,251 @@
+//! Upstream connections held by client connections.
+//!
+//! An HTTP/1 client connection sends one request at a time, so it needs one
+//! upstream connection, and keeps it: each request is sent on the
+//! connection its client connection holds ([`Held`]), taken and put back
+//! without a shared lock, a hash of the pool key or a task to hand the
+//! connection back once its answer is read, which is what a shared pool
+//! costs each request (about 2 µs, a tenth of the bare stack's; measured in
+//! `docs/performance.md`). When the client connection ends, its upstream
+//! connection, if idle, joins the upstream's list of idle ones
+//! ([`Direct`]), where the next client connection finds it: a lock per
+//! client connection, not per request. HTTP/2 clients, upgrades and HTTP/2
+//! upstreams keep the shared pool, which multiplexes.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::uri::Uri;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
+
+use super::SendError;
+use crate::body::Body;
+
+/// An upstream's connections outside the shared pool: how to make one, and
+/// the idle ones no client connection holds.
+pub struct Direct {
+    connector: HttpsConnector<HttpConnector>,
+    idle_timeout: Duration,
+    /// Most recently idle last.
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl Direct {
+    pub fn new(connector: HttpsConnector<HttpConnector>, idle_timeout: Duration) -> Self {
+        Self {
+            connector,
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A new connection to the request's authority.
+    async fn connect(&self, uri: &Uri) -> Result<SendRequest<Body>, SendError> {
+        let io = self
+            .connector
+            .clone()
+            .call(uri.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %crate::telemetry::error_chain(&e), "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The most recently idle connection still open and within the idle
+    /// timeout; the stale ones are closed on the way.
+    fn take_idle(&self, now: Instant) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        self.expire(&mut idle, now);
+        while let Some(conn) = idle.pop() {
+            if !conn.sender.is_closed() {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: SendRequest<Body>, now: Instant) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        self.expire(&mut idle, now);
+        idle.push(Idle { sender, since: now });
+    }
+
+    /// Closes the connections idle for longer than the timeout (the oldest
+    /// come first).
+    fn expire(&self, idle: &mut Vec<Idle>, now: Instant) {
+        let stale = idle
+            .iter()
+            .take_while(|c| {
+                now.duration_since(c.since) >= self.idle_timeout || c.sender.is_closed()
+            })
+            .count();
+        idle.drain(..stale);
+    }
+}
+
+/// The upstream connection one client connection holds, with when it was
+/// last put back.
+#[derive(Default)]
+pub struct Held(Mutex<Option<Kept>>);
+
+struct Kept {
+    direct: Arc<Direct>,
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl Held {
+    /// Sends the request on the held connection to `direct`'s upstream, or
+    /// on one of its idle connections, or on a new one. A request that was
+    /// not written before a reused connection failed is sent again on a new
+    /// connection; so is `replay`, a request that may be sent twice, when
+    /// the upstream closed a reused connection before answering.
+    pub async fn send(
+        &self,
+        direct: &Arc<Direct>,
+        mut req: Request<Body>,
+        replay: Option<http::request::Parts>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let uri = req.uri().clone();
+        origin_form(&mut req);
+        let now = Instant::now();
+        let (mut sender, reused) = match self.take(direct, now) {
+            Some(sender) => (sender, true),
+            None => (direct.connect(&uri).await?, false),
+        };
+        // Ready at once unless the previous answer's last bytes are still
+        // on their way; closed if that answer was abandoned.
+        let (mut sender, reused) = if sender.ready().await.is_ok() {
+            (sender, reused)
+        } else {
+            (direct.connect(&uri).await?, false)
+        };
+        let failed = match sender.try_send_request(req).await {
+            Ok(resp) => {
+                self.put(direct, sender);
+                return Ok(resp);
+            }
+            Err(failed) => failed,
+        };
+        let mut failed = failed;
+        let again = match (failed.take_message(), replay) {
+            (Some(unsent), _) if reused => unsent,
+            (None, Some(parts)) if reused && super::closed_before_answer(failed.error()) => {
+                tracing::debug!(
+                    error = %crate::telemetry::error_chain(failed.error()),
+                    "the upstream closed the connection before answering: sending again on a new one"
+                );
+                let mut again = Request::from_parts(parts, crate::body::full(bytes::Bytes::new()));
+                origin_form(&mut again);
+                again
+            }
+            _ => return Err(SendError::Exchange(failed.into_error().into())),
+        };
+        let mut sender = direct.connect(&uri).await?;
+        let resp = sender
+            .send_request(again)
+            .await
+            .map_err(|e| SendError::Exchange(e.into()))?;
+        self.put(direct, sender);
+        Ok(resp)
+    }
+
+    fn take(&self, direct: &Arc<Direct>, now: Instant) -> Option<SendRequest<Body>> {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match kept {
+            Some(kept)
+                if Arc::ptr_eq(&kept.direct, direct)
+                    && !kept.sender.is_closed()
+                    && now.duration_since(kept.since) < direct.idle_timeout =>
+            {
+                Some(kept.sender)
+            }
+            // Held for another upstream (a reload replaced it, or another
+            // route's): that one's idle list takes it.
+            Some(kept) if !Arc::ptr_eq(&kept.direct, direct) => {
+                kept.release();
+                direct.take_idle(now)
+            }
+            _ => direct.take_idle(now),
+        }
+    }
+
+    fn put(&self, direct: &Arc<Direct>, sender: SendRequest<Body>) {
+        let kept = Kept {
+            direct: direct.clone(),
+            sender,
+            since: Instant::now(),
+        };
+        let replaced = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(kept);
+        if let Some(other) = replaced {
+            other.release();
+        }
+    }
+}
+
+impl Kept {
+    /// To its upstream's idle list if it can take another request now;
+    /// closed otherwise.
+    fn release(self) {
+        if self.sender.is_ready() {
+            self.direct.put_idle(self.sender, Instant::now());
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(kept) = self
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            kept.release();
+        }
+    }
+}
+
+/// What the shared pool does to a request on an HTTP/1 connection: the
+/// target in origin form (`/path?query`), and a `Host` if it had none.
+fn origin_form(req: &mut Request<Body>) {
+    if req.method() == Method::CONNECT {
+        return;
+    }
+    if !req.headers().contains_key(header::HOST)
+        && let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, host);
+    }
+    let pq = req.uri().path_and_query().cloned();
+    *req.uri_mut() = match pq {
+        Some(pq) if pq.as_str() != "/" => Uri::from(pq),
+        _ => Uri::from_static("/"),
+    };
+}
