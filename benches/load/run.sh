@@ -8,6 +8,7 @@
 #   BIN=/tmp/portcullis-baseline bash benches/load/run.sh   # another build
 #   PROFILE=/tmp/prof bash benches/load/run.sh   # perf record each round
 #   PROFILE=/tmp/prof PERF_ARGS= bash benches/load/run.sh   # flat, no call graphs
+#   SYSCALLS=1 bash benches/load/run.sh   # system calls per request (perf stat)
 #   TOGETHER=1 SCENARIOS="audit-off audit-file" bash benches/load/run.sh
 #   BIN_B=/tmp/portcullis-new TOGETHER=1 SCENARIOS="public public@b" bash benches/load/run.sh
 #
@@ -486,6 +487,11 @@ drive() { # scenario round: the load, then the gateway's figures for the round
     perf record -q -F 999 ${PERF_ARGS---call-graph dwarf,16384} -p "$pid" -o "$PROFILE/$scenario.$round.data" 2>/dev/null &
     perf=$!
   fi
+  local counting=""
+  if [ -n "${SYSCALLS:-}" ]; then
+    perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$WORK/$scenario.$round.sys" 2>/dev/null &
+    counting=$!
+  fi
   local cpu0 cpu1
   cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   case "${scenario%@b}" in
@@ -500,6 +506,7 @@ drive() { # scenario round: the load, then the gateway's figures for the round
   esac
   cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   [ -z "$perf" ] || { kill -INT "$perf"; wait "$perf" || true; }
+  [ -z "$counting" ] || { kill -INT "$counting"; wait "$counting" || true; }
   echo "$((cpu1 - cpu0))" >"$WORK/$scenario.$round.cpu"
 }
 
@@ -525,8 +532,8 @@ finish_scenario() { # scenario round
   local records=0
   if compgen -G "$OUT/$scenario.audit.jsonl*" >/dev/null; then records=$(cat "$OUT/$scenario".audit.jsonl* | wc -l); fi
   [ "${scenario%@b}" = audit-stdout ] && records=$(wc -l <"$OUT/$scenario.stdout.jsonl")
-  python3 - "$WORK/$scenario.$round.wrk" "$rss" "$records" "$(cat "$WORK/$scenario.$round.cpu")" "$(getconf CLK_TCK)" "$reloaded" >"$WORK/$scenario.$round.json" <<'PY'
-import json, re, sys
+  python3 - "$WORK/$scenario.$round.wrk" "$rss" "$records" "$(cat "$WORK/$scenario.$round.cpu")" "$(getconf CLK_TCK)" "$reloaded" "$WORK/$scenario.$round.sys" >"$WORK/$scenario.$round.json" <<'PY'
+import json, os, re, sys
 text = open(sys.argv[1]).read()
 def latency(p):
     m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
@@ -545,6 +552,8 @@ print(json.dumps({
     # requests/s on a machine whose speed drifts.
     "cpu_us_per_request": round(int(sys.argv[4]) / int(sys.argv[5]) * 1e6 / total, 1),
     "reloads": int(sys.argv[6]),
+    **({"syscalls_per_request": round(int(re.search(r"^(\d+),", open(sys.argv[7]).read(), re.M).group(1)) / total, 2)}
+       if os.path.exists(sys.argv[7]) else {}),
 }))
 PY
   echo "  round $round $scenario: $(cat "$WORK/$scenario.$round.json")"

@@ -12,6 +12,8 @@
 //! client connection, not per request. HTTP/2 clients, upgrades and HTTP/2
 //! upstreams keep the shared pool, which multiplexes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -50,24 +52,27 @@ impl Direct {
         }
     }
 
-    /// A new connection to the request's authority.
-    async fn connect(&self, uri: &Uri) -> Result<SendRequest<Body>, SendError> {
-        let io = self
-            .connector
-            .clone()
-            .call(uri.clone())
-            .await
-            .map_err(SendError::Connect)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| SendError::Connect(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %crate::telemetry::error_chain(&e), "upstream connection ended");
-            }
-        });
-        Ok(sender)
+    /// A new connection to the request's authority. Boxed: the connector's
+    /// and the handshake's states are large, and a request's future, which
+    /// is moved as it is polled, holds only a pointer to them.
+    fn connect(
+        &self,
+        uri: &Uri,
+    ) -> Pin<Box<dyn Future<Output = Result<SendRequest<Body>, SendError>> + Send>> {
+        let connecting = self.connector.clone().call(uri.clone());
+        Box::pin(async move {
+            let io = connecting.await.map_err(SendError::Connect)?;
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| SendError::Connect(e.into()))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %crate::telemetry::error_chain(&e), "upstream connection ended");
+                }
+            });
+            Ok(sender)
+        })
     }
 
     /// The most recently idle connection still open and within the idle
@@ -119,37 +124,56 @@ impl Held {
     /// not written before a reused connection failed is sent again on a new
     /// connection; so is `replay`, a request that may be sent twice, when
     /// the upstream closed a reused connection before answering.
-    pub async fn send(
-        &self,
-        direct: &Arc<Direct>,
+    ///
+    /// (Not an `async fn`, and the retry's future made outside the `match`
+    /// that binds the error: a request's future keeps the request and the
+    /// error only once, and is moved as it is polled.)
+    #[allow(clippy::manual_async_fn)] // reason: its arguments stored once, not twice (see Gateway::handle)
+    pub fn send<'a>(
+        &'a self,
+        direct: &'a Arc<Direct>,
         mut req: Request<Body>,
         replay: Option<http::request::Parts>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let uri = req.uri().clone();
-        origin_form(&mut req);
-        let now = Instant::now();
-        let (mut sender, reused) = match self.take(direct, now) {
-            Some(sender) => (sender, true),
-            None => (direct.connect(&uri).await?, false),
-        };
-        // Ready at once unless the previous answer's last bytes are still
-        // on their way; closed if that answer was abandoned.
-        let (mut sender, reused) = if sender.ready().await.is_ok() {
-            (sender, reused)
-        } else {
-            (direct.connect(&uri).await?, false)
-        };
-        let failed = match sender.try_send_request(req).await {
-            Ok(resp) => {
-                self.put(direct, sender);
-                return Ok(resp);
+    ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + 'a {
+        async move {
+            let (mut sender, mut reused) = match self.take(direct, Instant::now()) {
+                Some(sender) => (sender, true),
+                None => (direct.connect(req.uri()).await?, false),
+            };
+            // Ready at once unless the previous answer's last bytes are
+            // still on their way; closed if that answer was abandoned.
+            if sender.ready().await.is_err() {
+                sender = direct.connect(req.uri()).await?;
+                reused = false;
             }
-            Err(failed) => failed,
-        };
-        let mut failed = failed;
+            let uri = req.uri().clone();
+            origin_form(&mut req);
+            let again = match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.put(direct, sender);
+                    return Ok(resp);
+                }
+                Err(failed) if reused => self.again(direct, &uri, failed, replay),
+                Err(failed) => return Err(SendError::Exchange(failed.into_error().into())),
+            };
+            again.await
+        }
+    }
+
+    /// After a reused connection failed: the request on a new connection if
+    /// none of it was written, or `replay` if the upstream closed before
+    /// answering. Boxed, as it is rare: a request's future, moved as it is
+    /// polled, stays small.
+    fn again<'a>(
+        &'a self,
+        direct: &'a Arc<Direct>,
+        uri: &Uri,
+        mut failed: hyper::client::conn::TrySendError<Request<Body>>,
+        replay: Option<http::request::Parts>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, SendError>> + Send + 'a>> {
         let again = match (failed.take_message(), replay) {
-            (Some(unsent), _) if reused => unsent,
-            (None, Some(parts)) if reused && super::closed_before_answer(failed.error()) => {
+            (Some(unsent), _) => unsent,
+            (None, Some(parts)) if super::closed_before_answer(failed.error()) => {
                 tracing::debug!(
                     error = %crate::telemetry::error_chain(failed.error()),
                     "the upstream closed the connection before answering: sending again on a new one"
@@ -158,15 +182,21 @@ impl Held {
                 origin_form(&mut again);
                 again
             }
-            _ => return Err(SendError::Exchange(failed.into_error().into())),
+            _ => {
+                let failed = SendError::Exchange(failed.into_error().into());
+                return Box::pin(std::future::ready(Err(failed)));
+            }
         };
-        let mut sender = direct.connect(&uri).await?;
-        let resp = sender
-            .send_request(again)
-            .await
-            .map_err(|e| SendError::Exchange(e.into()))?;
-        self.put(direct, sender);
-        Ok(resp)
+        let connecting = direct.connect(uri);
+        Box::pin(async move {
+            let mut sender = connecting.await?;
+            let resp = sender
+                .send_request(again)
+                .await
+                .map_err(|e| SendError::Exchange(e.into()))?;
+            self.put(direct, sender);
+            Ok(resp)
+        })
     }
 
     fn take(&self, direct: &Arc<Direct>, now: Instant) -> Option<SendRequest<Body>> {

@@ -8,7 +8,9 @@ pub mod headers;
 mod held;
 
 use std::sync::Arc;
+
 use std::time::Duration;
+use tokio_util::either::Either;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
@@ -196,10 +198,10 @@ impl Upstream {
         replay: Option<http::request::Parts>,
         held: Option<&'a Held>,
     ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + 'a {
-        async move {
-            if let (Some(direct), Some(held)) = (&self.direct, held) {
-                return held.send(direct, req, replay).await;
-            }
+        if let (Some(direct), Some(held)) = (&self.direct, held) {
+            return Either::Left(held.send(direct, req, replay));
+        }
+        Either::Right(async move {
             Ok(match (self.client.request(req).await, replay) {
                 (Err(e), Some(parts)) if closed_before_answer(&e) => {
                     tracing::debug!(
@@ -211,7 +213,7 @@ impl Upstream {
                 }
                 (answered, _) => answered?,
             })
-        }
+        })
     }
 }
 
