@@ -45,7 +45,7 @@ pub struct Snapshot {
     pub key_sources: Vec<Arc<KeySource>>,
     /// The config's version (digest of its text), in records and metrics.
     pub version: Arc<str>,
-    /// Where requests go, each with its pooled client; a route names one
+    /// Where requests go, each with its client; a route names one
     /// by its index ([`crate::policy::Route::upstream`]).
     pub upstreams: Vec<Target>,
     /// The gateway's own credentials (their tokens kept across reloads).
@@ -69,7 +69,7 @@ pub struct Snapshot {
 /// One upstream, ready to forward to.
 pub struct Target {
     pub name: Arc<str>,
-    /// The pooled client (shared by a reload that keeps the upstream).
+    /// The client: held connections and a pool (shared by a reload that keeps the upstream).
     pub client: Upstream,
     pub scheme: Scheme,
     pub authority: Authority,

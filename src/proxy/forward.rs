@@ -1,7 +1,8 @@
 //! Forwarding an admitted request: the outbound request built from the
 //! inbound one (header hygiene is `upstream::headers`), sent on the
-//! upstream's pooled client, streaming bodies both ways, and protocol
-//! upgrades a route allows, as tunnels.
+//! upstream connection the client connection holds (or the shared pool),
+//! streaming bodies both ways, and protocol upgrades a route allows, as
+//! tunnels.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
