@@ -116,3 +116,41 @@ async fn an_http1_client_connection_holds_one_upstream_connection_and_passes_it_
     assert_eq!(on[0], 0, "the idle one is taken over");
     assert_eq!(on, [0, 1, 0, 1, 0, 1], "each client connection on its own");
 }
+
+/// An upstream connection idle for `pool_idle_timeout` is not used again,
+/// though its client connection is still open: the next request gets a new
+/// one.
+#[tokio::test]
+async fn a_held_connection_idle_past_the_pool_idle_timeout_is_not_used_again() {
+    let idp = TestIdp::start().await;
+    let upstream = TestUpstream::start().await;
+    let cfg = config_to(
+        &format!(
+            "url = \"http://{}\"\nresponse_timeout = \"2s\"\npool_idle_timeout = \"100ms\"",
+            upstream.addr
+        ),
+        &oidc_issuer(&idp, ""),
+        DEFAULT_ROUTES,
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let token = idp.token().sign();
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for pause in [Duration::ZERO, Duration::ZERO, Duration::from_millis(150)] {
+        // The time passing is what is tested.
+        tokio::time::sleep(pause).await;
+        let request = Request::get("/x")
+            .header("host", "gateway")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let resp = sender.send_request(request).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body().collect().await.unwrap();
+    }
+    let on: Vec<usize> = upstream.seen().iter().map(|s| s.connection).collect();
+    assert_eq!(on, [0, 0, 1], "the third request after 150 ms idle");
+}
