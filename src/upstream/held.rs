@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
@@ -26,7 +27,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
-use super::SendError;
+use super::{BoxError, SendError};
 use crate::body::Body;
 
 /// An upstream's connections outside the shared pool: how to make one, and
@@ -148,13 +149,13 @@ impl Held {
             }
             let uri = req.uri().clone();
             origin_form(&mut req);
-            let again = match sender.try_send_request(req).await {
+            let again = match answer(&mut sender, req).await {
                 Ok(resp) => {
                     self.put(direct, sender);
                     return Ok(resp);
                 }
-                Err(failed) if reused => self.again(direct, &uri, failed, replay),
-                Err(failed) => return Err(SendError::Exchange(failed.into_error().into())),
+                Err((unsent, error)) if reused => self.again(direct, &uri, unsent, error, replay),
+                Err((_, error)) => return Err(SendError::Exchange(error)),
             };
             again.await
         }
@@ -168,24 +169,22 @@ impl Held {
         &'a self,
         direct: &'a Arc<Direct>,
         uri: &Uri,
-        mut failed: hyper::client::conn::TrySendError<Request<Body>>,
+        unsent: Option<Request<Body>>,
+        error: BoxError,
         replay: Option<http::request::Parts>,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, SendError>> + Send + 'a>> {
-        let again = match (failed.take_message(), replay) {
+        let again = match (unsent, replay) {
             (Some(unsent), _) => unsent,
-            (None, Some(parts)) if super::closed_before_answer(failed.error()) => {
+            (None, Some(parts)) if super::closed_before_answer(&*error) => {
                 tracing::debug!(
-                    error = %crate::telemetry::error_chain(failed.error()),
+                    error = %crate::telemetry::error_chain(&*error),
                     "the upstream closed the connection before answering: sending again on a new one"
                 );
                 let mut again = Request::from_parts(parts, crate::body::full(bytes::Bytes::new()));
                 origin_form(&mut again);
                 again
             }
-            _ => {
-                let failed = SendError::Exchange(failed.into_error().into());
-                return Box::pin(std::future::ready(Err(failed)));
-            }
+            _ => return Box::pin(std::future::ready(Err(SendError::Exchange(error)))),
         };
         let connecting = direct.connect(uri);
         Box::pin(async move {
@@ -258,6 +257,60 @@ impl Drop for Held {
         }
     }
 }
+
+/// The upstream's answer to `req` on `sender`'s connection, or the request
+/// back if none of it was written, with why it failed.
+///
+/// Why not `try_send_request` alone: when the upstream closes the
+/// connection just as a request is handed to it, hyper's connection can
+/// close with that request neither answered nor given back, and the
+/// request would wait out the response timeout (about one in 500,000 in
+/// `an_upstream_that_closes_connections_at_random_costs_no_request`). The
+/// connection's closing is watched beside the answer; once it is closed,
+/// the answer (or the request given back, or an error) has [`CLOSING`] to
+/// come, and is then taken for a connection closed before answering.
+async fn answer(
+    sender: &mut SendRequest<Body>,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, (Option<Request<Body>>, BoxError)> {
+    let sent = sender.try_send_request(req);
+    tokio::pin!(sent);
+    let mut watching = true;
+    let answered = std::future::poll_fn(|cx| {
+        if let Poll::Ready(answered) = sent.as_mut().poll(cx) {
+            return Poll::Ready(Some(answered));
+        }
+        // Once the connection says it is ready, it is no longer watched
+        // (its answer is on its way).
+        if watching {
+            match sender.poll_ready(cx) {
+                Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(())) => watching = false,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    let answered = match answered {
+        Some(answered) => answered,
+        None => match tokio::time::timeout(CLOSING, sent).await {
+            Ok(answered) => answered,
+            Err(_) => {
+                let closed = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the upstream connection closed under the request",
+                );
+                return Err((None, closed.into()));
+            }
+        },
+    };
+    answered.map_err(|mut failed| (failed.take_message(), failed.into_error().into()))
+}
+
+/// How long a request on a connection that closed under it may still be
+/// answered or given back; in the tests it is at once.
+const CLOSING: Duration = Duration::from_millis(100);
 
 /// What the shared pool does to a request on an HTTP/1 connection: the
 /// target in origin form (`/path?query`), and a `Host` if it had none.
