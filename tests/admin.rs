@@ -90,13 +90,7 @@ async fn a_scrape_passes_promtool_check_metrics() {
     // Every request on one connection, so that exactly one is open when
     // the scrape runs (a pooled client may open a second while the first
     // is on its way back to its pool).
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http1_connection(gw.addr).await;
     let mut get = |path: &str, token: Option<&str>| {
         let mut req = Request::get(path).header("host", "gateway");
         if let Some(t) = token {

@@ -5,11 +5,10 @@
 //! connection its client connection holds ([`Held`]), taken and put back
 //! without a shared lock, a hash of the pool key or a task to hand the
 //! connection back once its answer is read, which is what a shared pool
-//! costs each request (about 2 µs, a tenth of the bare stack's; measured in
-//! `docs/performance.md`). When the client connection ends, its upstream
-//! connection, if idle, joins the upstream's list of idle ones
-//! ([`Direct`]), where the next client connection finds it: a lock per
-//! client connection, not per request. HTTP/2 clients, upgrades and HTTP/2
+//! costs each request (`docs/performance.md`). When the client connection
+//! ends, its upstream connection, if idle, joins the upstream's list of
+//! idle ones ([`Direct`]), where the next client connection finds it: a
+//! lock per client connection, not per request. HTTP/2 clients, upgrades and HTTP/2
 //! upstreams keep the shared pool, which multiplexes.
 
 use std::future::Future;
@@ -264,7 +263,7 @@ impl Drop for Held {
 /// Why not `try_send_request` alone: when the upstream closes the
 /// connection just as a request is handed to it, hyper's connection can
 /// close with that request neither answered nor given back, and the
-/// request would wait out the response timeout (about one in 500,000 in
+/// request would wait out the response timeout (rare, and met by
 /// `an_upstream_that_closes_connections_at_random_costs_no_request`). The
 /// connection's closing is watched beside the answer; once it is closed,
 /// the answer (or the request given back, or an error) has [`CLOSING`] to

@@ -134,11 +134,7 @@ async fn a_held_connection_idle_past_the_pool_idle_timeout_is_not_used_again() {
     );
     let gw = TestGateway::start(&cfg).await;
     let token = idp.token().sign();
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http1_connection(gw.addr).await;
     for pause in [Duration::ZERO, Duration::ZERO, Duration::from_millis(150)] {
         // The time passing is what is tested.
         tokio::time::sleep(pause).await;

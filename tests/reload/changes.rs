@@ -13,11 +13,7 @@ async fn a_policy_change_applies_to_the_next_request_on_the_same_connection() {
     let before = gw.running().config_version();
 
     // One keep-alive connection for both requests.
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http1_connection(gw.addr).await;
     let token = idp.token().sign();
     let request = || {
         Request::get("/x")

@@ -441,6 +441,20 @@ scopes = ["Models.Invoke"]
 roles = ["Models.Invoke"]
 "#;
 
+/// One HTTP/1 connection to `addr`, driven in the background: every
+/// request sent on it uses that connection.
+pub async fn http1_connection(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
