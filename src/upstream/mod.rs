@@ -8,9 +8,7 @@ pub mod headers;
 mod held;
 
 use std::sync::Arc;
-
 use std::time::Duration;
-use tokio_util::either::Either;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
@@ -19,6 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::either::Either;
 
 pub use headers::{ClientConn, InboundStrip};
 pub use held::Held;
