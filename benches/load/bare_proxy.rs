@@ -58,18 +58,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let h1_only = mode == "h1-pool";
         tokio::spawn(async move {
-            if h1_only {
-                let service =
-                    service_fn(move |request| forward(client.clone(), upstream.clone(), request));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                return;
-            }
             let service =
                 service_fn(move |request| forward(client.clone(), upstream.clone(), request));
+            if h1_only {
+                return serve_h1(stream, service).await;
+            }
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).keep_alive(true);
             // A client that goes away is not this example's concern.
@@ -112,6 +105,16 @@ async fn h1_conn(stream: tokio::net::TcpStream, upstream: Authority) {
             }
         }
     });
+    serve_h1(stream, service).await;
+}
+
+/// Serves one client connection with hyper's HTTP/1 server alone.
+async fn serve_h1<S>(stream: tokio::net::TcpStream, service: S)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    // A client that goes away is not this example's concern.
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)

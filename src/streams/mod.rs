@@ -6,10 +6,9 @@
 //! the issuer's clock skew and `[streams] exp_grace`), the agent's
 //! registration expiry, the route's `max_stream_duration`, whichever comes
 //! first. A timer, set when the exchange waits, ends it then: nothing
-//! polls. [`Streams`] knows every open
-//! exchange; [`Streams::sweep`] decides each again against a new
-//! revocation list or config (Teleport's lock watcher, in a sidecar) and
-//! ends those whose access is gone. Whoever pumps the exchange (the
+//! polls. [`Streams`] knows every open exchange; [`Streams::sweep`]
+//! decides each again against a new revocation list or config (Teleport's
+//! lock watcher, in a sidecar) and ends those whose access is gone. Whoever pumps the exchange (the
 //! answer's body, the tunnel) ends it the way its protocol understands
 //! (`body`, `websocket`).
 

@@ -38,9 +38,17 @@ pub struct Direct {
     idle: Mutex<Vec<Idle>>,
 }
 
+/// A connection and when it was last put back.
 struct Idle {
     sender: SendRequest<Body>,
     since: Instant,
+}
+
+impl Idle {
+    /// Open, and idle for less than `timeout` at `now`.
+    fn usable(&self, now: Instant, timeout: Duration) -> bool {
+        !self.sender.is_closed() && now.duration_since(self.since) < timeout
+    }
 }
 
 impl Direct {
@@ -81,7 +89,7 @@ impl Direct {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         self.expire(&mut idle, now);
         while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() {
+            if conn.usable(now, self.idle_timeout) {
                 return Some(conn.sender);
             }
         }
@@ -99,23 +107,20 @@ impl Direct {
     fn expire(&self, idle: &mut Vec<Idle>, now: Instant) {
         let stale = idle
             .iter()
-            .take_while(|c| {
-                now.duration_since(c.since) >= self.idle_timeout || c.sender.is_closed()
-            })
+            .take_while(|c| !c.usable(now, self.idle_timeout))
             .count();
         idle.drain(..stale);
     }
 }
 
-/// The upstream connection one client connection holds, with when it was
-/// last put back.
+/// The upstream connection one client connection holds.
 #[derive(Default)]
 pub struct Held(Mutex<Option<Kept>>);
 
+/// A held connection and the upstream it goes to.
 struct Kept {
     direct: Arc<Direct>,
-    sender: SendRequest<Body>,
-    since: Instant,
+    conn: Idle,
 }
 
 impl Held {
@@ -202,10 +207,9 @@ impl Held {
         match kept {
             Some(kept)
                 if Arc::ptr_eq(&kept.direct, direct)
-                    && !kept.sender.is_closed()
-                    && now.duration_since(kept.since) < direct.idle_timeout =>
+                    && kept.conn.usable(now, direct.idle_timeout) =>
             {
-                Some(kept.sender)
+                Some(kept.conn.sender)
             }
             // Held for another upstream (a reload replaced it, or another
             // route's): that one's idle list takes it.
@@ -220,8 +224,10 @@ impl Held {
     fn put(&self, direct: &Arc<Direct>, sender: SendRequest<Body>) {
         let kept = Kept {
             direct: direct.clone(),
-            sender,
-            since: Instant::now(),
+            conn: Idle {
+                sender,
+                since: Instant::now(),
+            },
         };
         let replaced = self
             .0
@@ -238,8 +244,8 @@ impl Kept {
     /// To its upstream's idle list if it can take another request now;
     /// closed otherwise.
     fn release(self) {
-        if self.sender.is_ready() {
-            self.direct.put_idle(self.sender, Instant::now());
+        if self.conn.sender.is_ready() {
+            self.direct.put_idle(self.conn.sender, Instant::now());
         }
     }
 }

@@ -208,10 +208,10 @@ async fn an_upstream_that_closes_connections_at_random_costs_no_request() {
     while let Some(done) = tasks.join_next().await {
         failed.extend(done.unwrap());
     }
-    // Each client connection's requests go on the upstream connection it
-    // holds (no shared pool), so none waits out the response timeout in
-    // hyper-util's legacy pool either, as one in a few hundred thousand
-    // did (504; the hyper#2312 family).
+    // None waits out the response timeout (504) either: a request whose
+    // connection closes under it, neither answered nor given back by hyper
+    // (the hyper#2312 family), is taken back by the watch in
+    // `upstream::held::answer` and sent again.
     assert!(
         failed.is_empty(),
         "{} of {REQUESTS} failed: {failed:?}",
